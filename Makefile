@@ -1,0 +1,32 @@
+# Two entry points (see README): `make demo` and `make test`. Both create .venv if missing.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+
+.PHONY: demo test lint bench-quick clean
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	# CPU torch first where no GPU is present, so the range `torch>=2.3` below does not pull
+	# a multi-GB CUDA build. A local CPU wheel is used when the machine has one; otherwise
+	# PyTorch's CPU index. With a GPU, the regular (CUDA) build comes from PyPI.
+	@if $(PY) -c "import torch" 2>/dev/null; then echo "torch already installed"; \
+	elif command -v nvidia-smi >/dev/null 2>&1; then $(PIP) install --quiet "torch>=2.3"; \
+	else $(PIP) install --quiet "torch==2.13.0+cpu" 2>/dev/null \
+	  || $(PIP) install --quiet "torch>=2.3" --index-url https://download.pytorch.org/whl/cpu; fi
+	$(PIP) install --quiet -e ".[dev]"
+	touch $@
+
+demo: $(VENV)/.installed
+	$(VENV)/bin/autolr demo --out autolr-demo
+
+test: $(VENV)/.installed
+	$(PY) -m pytest -q
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info autolr-demo

@@ -1,0 +1,1 @@
+"""AutoLRS internals: the framework-free stage search and the in-loop executor."""

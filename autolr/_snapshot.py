@@ -1,0 +1,255 @@
+"""In-memory snapshots of a training state: model, optimizer, registered extras and RNGs.
+
+AutoLRS restores the stage-start state once per candidate, so restores must be cheap (no disk
+round trip, unlike the original code's ``torch.save`` per stage) and *bitwise* exact, including
+momentum buffers and the random streams that drive dropout and data sampling.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+import torch
+from torch import nn
+
+from ._errors import ConfigError, ConfigTypeError, StateError
+
+__all__ = ["Snapshot", "Stateful", "capture_rng_state", "restore_rng_state"]
+
+
+@runtime_checkable
+class Stateful(Protocol):
+    """Anything with ``state_dict()`` / ``load_state_dict()`` (GradScaler, LR scheduler, EMA...)."""
+
+    def state_dict(self) -> Any: ...
+
+    def load_state_dict(self, state: Any) -> Any: ...
+
+
+def _map_tensors(obj: Any, fn: Callable[[torch.Tensor], Any]) -> Any:
+    """Rebuild ``obj`` with every tensor replaced by ``fn(tensor)`` (containers copied)."""
+    if isinstance(obj, torch.Tensor):
+        return fn(obj)
+    if isinstance(obj, dict):
+        return {k: _map_tensors(v, fn) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_map_tensors(v, fn) for v in obj]
+    if isinstance(obj, tuple):
+        return tuple(_map_tensors(v, fn) for v in obj)
+    return obj
+
+
+def _iter_tensors(obj: Any) -> Iterable[torch.Tensor]:
+    if isinstance(obj, torch.Tensor):
+        yield obj
+    elif isinstance(obj, dict):
+        for v in obj.values():
+            yield from _iter_tensors(v)
+    elif isinstance(obj, (list, tuple)):
+        for v in obj:
+            yield from _iter_tensors(v)
+
+
+def capture_rng_state() -> dict[str, Any]:
+    """Return the python, numpy, torch CPU and CUDA RNG states as plain values and tensors.
+
+    The result survives ``torch.load(..., weights_only=True)`` (numpy's key becomes a tensor).
+    """
+    np_state = np.random.get_state(legacy=False)
+    state: dict[str, Any] = {
+        "python": _py_state_to_plain(random.getstate()),
+        "numpy": {
+            "bit_generator": np_state["bit_generator"],
+            "key": torch.from_numpy(np.asarray(np_state["state"]["key"], dtype=np.int64)),
+            "pos": int(np_state["state"]["pos"]),
+            "has_gauss": int(np_state["has_gauss"]),
+            "gauss": float(np_state["gauss"]),
+        },
+        "torch": torch.get_rng_state(),
+    }
+    # Only touch CUDA when the user already initialised it: querying the state would
+    # otherwise create a CUDA context on machines that never use the GPU.
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = list(torch.cuda.get_rng_state_all())
+    return state
+
+
+def restore_rng_state(state: Mapping[str, Any]) -> None:
+    """Restore RNG states captured by :func:`capture_rng_state`."""
+    random.setstate(_py_state_from_plain(state["python"]))
+    npst = state["numpy"]
+    np.random.set_state(
+        {
+            "bit_generator": npst["bit_generator"],
+            "state": {"key": npst["key"].numpy().astype(np.uint32), "pos": int(npst["pos"])},
+            "has_gauss": int(npst["has_gauss"]),
+            "gauss": float(npst["gauss"]),
+        }
+    )
+    torch.set_rng_state(state["torch"].cpu())
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
+
+
+def _py_state_to_plain(st: tuple[Any, ...]) -> list[Any]:
+    version, internal, gauss = st
+    return [int(version), list(internal), gauss]
+
+
+def _py_state_from_plain(st: list[Any] | tuple[Any, ...]) -> tuple[Any, ...]:
+    version, internal, gauss = st
+    return (int(version), tuple(int(v) for v in internal), gauss)
+
+
+class Snapshot:
+    """In-memory copy of a training state that can be restored bitwise.
+
+    Captures the model (parameters and buffers), the optimizer (state and param groups), any
+    registered extra objects with ``state_dict``/``load_state_dict`` (``GradScaler``, LR
+    scheduler, EMA, ...) and, optionally, the python/numpy/torch/CUDA RNG states. Tensors stay
+    on the device they live on unless ``offload="cpu"``, in which case they are copied to host
+    memory and moved back to their original device on restore.
+
+    Args:
+        model: The module whose ``state_dict`` is captured.
+        optimizer: The optimizer whose ``state_dict`` is captured.
+        extras: Extra stateful objects by name.
+        offload: ``None`` (keep tensors where they are) or ``"cpu"``.
+        rng: Whether to capture and restore RNG states.
+
+    Example:
+        >>> model = torch.nn.Linear(2, 1)
+        >>> opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+        >>> snap = Snapshot(model, opt)
+        >>> snap.capture()
+        >>> model(torch.ones(1, 2)).sum().backward(); opt.step()
+        >>> snap.restore()  # weights and momentum are back, bit for bit
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        *,
+        extras: Mapping[str, Stateful] | None = None,
+        offload: str | None = None,
+        rng: bool = True,
+    ) -> None:
+        if not isinstance(model, nn.Module):
+            raise ConfigTypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        if not hasattr(optimizer, "state_dict") or not hasattr(optimizer, "param_groups"):
+            raise ConfigTypeError(
+                f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}"
+            )
+        if offload not in (None, "cpu"):
+            raise ConfigError(f"offload must be None or 'cpu', got {offload!r}")
+        self.model = model
+        self.optimizer = optimizer
+        self.extras: dict[str, Stateful] = {}
+        for name, obj in (extras or {}).items():
+            self.register(name, obj)
+        self.offload = offload
+        self.rng = bool(rng)
+        self._state: dict[str, Any] | None = None
+        self._devices: list[torch.device] = []
+
+    def register(self, name: str, obj: Stateful) -> None:
+        """Add an extra stateful object (captured from the next :meth:`capture` on)."""
+        if not isinstance(obj, Stateful):
+            raise ConfigTypeError(
+                f"extra {name!r} must have state_dict() and load_state_dict(), "
+                f"got {type(obj).__name__}"
+            )
+        self.extras[name] = obj
+
+    @property
+    def empty(self) -> bool:
+        """Whether nothing has been captured yet."""
+        return self._state is None
+
+    def capture(self) -> None:
+        """Copy the current state into memory (replacing any earlier copy)."""
+        state = {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "extras": {name: obj.state_dict() for name, obj in self.extras.items()},
+        }
+        devices: list[torch.device] = []
+
+        def copy(t: torch.Tensor) -> torch.Tensor:
+            devices.append(t.device)
+            # detach + copy: the optimizer's state_dict references its live buffers, which
+            # the next optimizer step would mutate in place.
+            if self.offload == "cpu":
+                return t.detach().to("cpu", copy=True)
+            return t.detach().clone()
+
+        self._state = _map_tensors(state, copy)
+        if self.rng:
+            self._state["rng"] = capture_rng_state()
+        self._devices = devices
+
+    def restore(self) -> None:
+        """Load the captured state back into the live objects.
+
+        Raises:
+            StateError: If nothing was captured.
+        """
+        if self._state is None:
+            raise StateError("Snapshot.restore() called before capture()")
+        devices = iter(self._devices)
+
+        def back(t: torch.Tensor) -> torch.Tensor:
+            # Always copy: load_state_dict may keep the given tensors (the optimizer keeps
+            # 'step' as is), and later in-place updates must not corrupt the snapshot.
+            return t.to(next(devices), copy=True)
+
+        live = _map_tensors({k: self._state[k] for k in ("model", "optimizer", "extras")}, back)
+        self.model.load_state_dict(live["model"])
+        self.optimizer.load_state_dict(live["optimizer"])
+        for name, obj in self.extras.items():
+            if name in live["extras"]:
+                obj.load_state_dict(live["extras"][name])
+        if self.rng and "rng" in self._state:
+            restore_rng_state(self._state["rng"])
+
+    def nbytes(self) -> int:
+        """Bytes held by the captured tensors."""
+        if self._state is None:
+            return 0
+        return sum(t.numel() * t.element_size() for t in _iter_tensors(self._state))
+
+    def state_dict(self) -> dict[str, Any]:
+        """The captured state (tensors on CPU) for checkpointing; ``{}`` when empty."""
+        if self._state is None:
+            return {}
+        return {
+            "state": _map_tensors(self._state, lambda t: t.detach().cpu()),
+            "devices": [str(d) for d in self._devices],
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Load what :meth:`state_dict` returned (tensors go back to their devices on restore)."""
+        if not state:
+            self._state, self._devices = None, []
+            return
+        try:
+            devices = [torch.device(d) for d in state["devices"]]
+            raw = state["state"]
+        except (KeyError, TypeError) as exc:
+            raise StateError(f"not a Snapshot state_dict: {exc}") from exc
+        it = iter(devices)
+        keep_on_cpu = self.offload == "cpu"
+
+        def place(t: torch.Tensor) -> torch.Tensor:
+            dev = next(it)
+            return t.clone() if keep_on_cpu else t.to(dev, copy=True)
+
+        body = _map_tensors({k: raw[k] for k in ("model", "optimizer", "extras")}, place)
+        if "rng" in raw:
+            body["rng"] = raw["rng"]
+        self._state = body
+        self._devices = devices

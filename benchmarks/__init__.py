@@ -1,0 +1,1 @@
+"""Benchmark suite (``autolr bench``): tasks, methods, metrics and reports."""

@@ -1,0 +1,216 @@
+"""``autolr bench``: AutoLRS against the schedules and optimizers users would pick instead.
+
+Runs every (task, method, seed[, grid LR]) combination, then writes ``results.json``,
+``results.md`` and one ``<task>.png`` per task into ``--out``. Standalone:
+``python -m autolr.bench.cli [--quick] ...``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from typing import Any
+
+from .methods import METHODS, grid_lrs, run_once
+from .tasks import TASKS
+
+__all__ = ["add_parser", "main", "run"]
+
+QUICK_GRID = 5
+FULL_GRID = 6
+
+
+def _csv(value: str) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def _configure(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--tasks",
+        type=_csv,
+        default=list(TASKS),
+        help=f"comma-separated tasks (default: all: {','.join(TASKS)})",
+    )
+    p.add_argument(
+        "--methods",
+        type=_csv,
+        default=list(METHODS),
+        help=f"comma-separated methods (default: all: {','.join(METHODS)}); "
+        "'cosine' is always run as the reference",
+    )
+    p.add_argument("--seeds", type=int, default=None, help="seeds per run (default 3; --quick 1)")
+    p.add_argument(
+        "--quick", action="store_true", help="short budgets, grid of 5, 1 seed (about 3 min)"
+    )
+    p.add_argument("--grid", type=int, default=None, help="LR grid size (default 6; --quick 5)")
+    p.add_argument("--out", default="bench-results", help="output folder")
+    p.add_argument("--jobs", type=int, default=1, help="worker processes (default 1)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    p.add_argument(
+        "--rerender",
+        action="store_true",
+        help="rewrite results.md and the plots from --out/results.json without training",
+    )
+
+
+def add_parser(subparsers: Any) -> None:
+    """Register ``bench`` on the ``autolr`` command's subparsers."""
+    p = subparsers.add_parser(
+        "bench", help="benchmark AutoLRS against tuned schedules and adaptive optimizers"
+    )
+    _configure(p)
+
+
+def _worker(job: tuple[str, str, int, int, float | None]) -> dict[str, Any]:
+    import torch
+
+    torch.set_num_threads(1)
+    task, method, seed, budget, lr = job
+    return run_once(TASKS[task], METHODS[method], seed, budget, lr=lr)
+
+
+def _jobs(args: argparse.Namespace) -> list[tuple[str, str, int, int, float | None]]:
+    grid = args.grid or (QUICK_GRID if args.quick else FULL_GRID)
+    seeds = args.seeds or (1 if args.quick else 3)
+    methods = list(args.methods)
+    if "cosine" not in methods:
+        methods.append("cosine")  # the reference of "compute to target"
+    jobs = []
+    for tname in args.tasks:
+        task = TASKS[tname]
+        budget = task.quick_budget if args.quick else task.budget
+        for seed in range(seeds):
+            for mname in methods:
+                m = METHODS[mname]
+                lrs = grid_lrs(task, grid) if m.grid else [None]
+                jobs.extend((tname, mname, seed, budget, lr) for lr in lrs)
+    return jobs
+
+
+def _clean(x: Any) -> Any:
+    """JSON-safe copy: non-finite floats become ``None``."""
+    if isinstance(x, float):
+        return x if math.isfinite(x) else None
+    if isinstance(x, dict):
+        return {k: _clean(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_clean(v) for v in x]
+    return x
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the benchmark described by ``args`` (from :func:`add_parser`); returns 0 on success."""
+    from autolr._progress import Progress
+
+    from .report import summarise
+
+    bad = [t for t in args.tasks if t not in TASKS] + [m for m in args.methods if m not in METHODS]
+    if bad:
+        print(
+            f"autolr bench: unknown task/method {', '.join(bad)}; tasks: {', '.join(TASKS)}; "
+            f"methods: {', '.join(METHODS)}",
+            file=sys.stderr,
+        )
+        return 2
+    if getattr(args, "rerender", False):
+        return _rerender(args)
+    import torch
+
+    torch.set_num_threads(1)
+    jobs = _jobs(args)
+    os.makedirs(args.out, exist_ok=True)
+    start = time.perf_counter()
+    bar = Progress(len(jobs), desc="bench", enabled=not args.no_progress)
+    runs: list[dict[str, Any]] = []
+
+    def done(r: dict[str, Any]) -> None:
+        runs.append(r)
+        bar.update(1, task=r["task"], method=r["method"], val=f"{r['final_val']:.4g}")
+
+    if args.jobs > 1:
+        import multiprocessing as mp
+
+        # Longest tasks first so the pool drains evenly.
+        order = sorted(jobs, key=lambda j: -TASKS[j[0]].budget * _COST.get(j[0], 1.0))
+        with mp.get_context("spawn").Pool(args.jobs) as pool:
+            for r in pool.imap_unordered(_worker, order):
+                done(r)
+    else:
+        for job in jobs:
+            done(_worker(job))
+    bar.close()
+    elapsed = time.perf_counter() - start
+    grid = args.grid or (QUICK_GRID if args.quick else FULL_GRID)
+    seeds = args.seeds or (1 if args.quick else 3)
+    runs.sort(key=lambda r: (r["task"], r["method"], r["seed"], r["lr"] or 0.0))
+    summary = summarise(runs)
+    meta = {
+        "command": "autolr bench " + " ".join(sys.argv[2:] if len(sys.argv) > 2 else []),
+        "argv": getattr(args, "argv", None),
+        "quick": bool(args.quick),
+        "seeds": seeds,
+        "grid_size": grid,
+        "elapsed_s": elapsed,
+        "torch": torch.__version__,
+        "python": sys.version.split()[0],
+        "cpu_count": os.cpu_count(),
+    }
+    if getattr(args, "argv", None) is not None:
+        meta["command"] = "autolr bench " + " ".join(args.argv)
+    with open(os.path.join(args.out, "results.json"), "w") as fh:
+        json.dump(
+            _clean({"meta": meta, "summary": summary, "runs": runs}), fh, indent=1, allow_nan=False
+        )
+    _render(args, summary, meta, runs)
+    print(f"autolr bench: {len(runs)} runs in {elapsed:.0f} s; results in {args.out}/")
+    return 0
+
+
+def _render(args, summary: dict[str, Any], meta: dict[str, Any], runs: list[dict]) -> None:
+    from .report import plot_task, to_markdown
+
+    descriptions = {t: TASKS[t].description for t in TASKS}
+    with open(os.path.join(args.out, "results.md"), "w") as fh:
+        fh.write(to_markdown(summary, meta, descriptions))
+    if not args.no_plots:
+        for task in summary:
+            plot_task(task, runs, os.path.join(args.out, f"{task}.png"))
+
+
+def _rerender(args: argparse.Namespace) -> int:
+    from .report import summarise
+
+    with open(os.path.join(args.out, "results.json")) as fh:
+        data = json.load(fh)
+    runs = data["runs"]
+    for r in runs:  # JSON stores non-finite losses as null
+        if r["final_val"] is None:
+            r["final_val"] = math.inf
+        r["evals"] = [[s, math.inf if v is None else v, ok] for s, v, ok in r["evals"]]
+        r["lrs"] = [[s, v] for s, v in r["lrs"] if v is not None]
+    _render(args, summarise(runs), data["meta"], runs)
+    print(f"autolr bench: re-rendered {args.out}/results.md from results.json")
+    return 0
+
+
+# Relative cost of one step (measured on one CPU thread) for job ordering only.
+_COST = {"quadratic": 0.1, "logreg": 0.15, "mlp": 0.4, "cnn": 2.0, "charlm": 9.0}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Standalone entry: ``python -m autolr.bench.cli [options]``."""
+    parser = argparse.ArgumentParser(prog="autolr bench", description=__doc__)
+    _configure(parser)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(argv)
+    args.argv = argv
+    return run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,31 @@
+"""Shared fixtures: tiny models and deterministic data, CPU first."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+from torch import nn
+
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+# Tiny models: one intra-op thread is faster and avoids oversubscribing CI's two cores.
+torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True)
+def _seed_and_threads() -> None:
+    torch.manual_seed(0)
+
+
+def make_regression(n: int = 512, d: int = 8, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, d, generator=g)
+    w = torch.randn(d, 1, generator=g)
+    y = torch.tanh(x @ w) + 0.05 * torch.randn(n, 1, generator=g)
+    return x, y
+
+
+def tiny_mlp(d: int = 8, seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(d, 16), nn.Tanh(), nn.Dropout(0.1), nn.Linear(16, 1))

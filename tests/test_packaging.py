@@ -1,0 +1,101 @@
+"""Packaging: the wheel maps the top-level folders into autolr.*; import autolr stays light."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_import_autolr_is_light() -> None:
+    code = (
+        "import sys, autolr, autolr.searchers, autolr.predictors, autolr.integrations\n"
+        "heavy = ['ray', 'optuna', 'lightning', 'pytorch_lightning', 'transformers',\n"
+        "         'openai', 'anthropic', 'httpx', 'requests', 'matplotlib']\n"
+        "print(','.join(m for m in heavy if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
+
+
+def test_missing_extra_names_it() -> None:
+    from autolr.integrations import require
+
+    with pytest.raises(ImportError, match=r'pip install "autolr\[nothere\]"'):
+        require("autolr_no_such_module", "nothere")
+
+
+@pytest.mark.slow
+def test_wheel_contains_mapped_packages(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("autolr", "searchers", "predictors", "integrations", "benchmarks"):
+        shutil.copytree(ROOT / name, src / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, src / name)
+    dist = tmp_path / "dist"
+    built = subprocess.run(
+        [sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(dist)],
+        cwd=src,
+        capture_output=True,
+        text=True,
+    )
+    assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
+    (wheel,) = dist.glob("autolr-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    for required in (
+        "autolr/__init__.py",
+        "autolr/py.typed",
+        "autolr/searchers/__init__.py",
+        "autolr/predictors/__init__.py",
+        "autolr/integrations/__init__.py",
+        "autolr/bench/__init__.py",
+    ):
+        assert required in names
+    assert not any(n.startswith(("searchers/", "predictors/", "integrations/", "benchmarks/")) for n in names)
+    site = tmp_path / "site"
+    zipfile.ZipFile(wheel).extractall(site)
+    # Import from the unpacked wheel (ahead of the editable install on sys.path).
+    code = (
+        "import autolr, autolr.searchers, autolr.predictors, autolr.integrations\n"
+        "for m in (autolr, autolr.searchers, autolr.predictors, autolr.integrations):\n"
+        "    print(m.__file__)\n"
+        "print(autolr.AutoLRS.__name__, autolr.searchers.GPSearcher.__name__,\n"
+        "      autolr.predictors.ExponentialPredictor.__name__)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin"},
+        cwd=tmp_path,
+    )
+    files = out.stdout.strip().splitlines()[:4]
+    assert all(f.startswith(str(site)) for f in files), files
+
+
+def test_editable_install_maps_packages() -> None:
+    import autolr.integrations
+    import autolr.predictors
+    import autolr.searchers
+
+    assert Path(autolr.searchers.__file__).parent == ROOT / "searchers"
+    assert Path(autolr.predictors.__file__).parent == ROOT / "predictors"
+    assert Path(autolr.integrations.__file__).parent == ROOT / "integrations"
+
+
+def test_console_script_help() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "autolr", "demo", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "--device" in out.stdout
