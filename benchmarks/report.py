@@ -133,17 +133,20 @@ def _fmt(x: float | None, spec: str = ".4g") -> str:
     return "—" if x is None else format(x, spec)
 
 
-def _cell(st: dict[str, Any] | None, spec: str = ".4g", *, unit: str = "") -> str:
+def _cell(
+    st: dict[str, Any] | None, spec: str = ".4g", *, unit: str = "", missing: str = "not reached"
+) -> str:
     if st is None or st["n"] == 0:
         return "—"
     med = st["median"]
     if med is None:
-        return f"not reached ({st['n_ok']}/{st['n']})" if st["n_ok"] < st["n"] else "—"
+        return f"{missing} ({st['n'] - st['n_ok']}/{st['n']})" if st["n_ok"] < st["n"] else "—"
     s = f"{med:{spec}}{unit}"
     if st["n"] > 1:
-        s += f" [{_fmt(st['min'], spec)}–{_fmt(st['max'], spec)}]"
+        hi = "∞" if st["max"] is None and st["n_ok"] < st["n"] else _fmt(st["max"], spec)
+        s += f" [{_fmt(st['min'], spec)}–{hi}]"
     if st["n_ok"] < st["n"]:
-        s += f" ({st['n_ok']}/{st['n']} reached)"
+        s += f" ({st['n'] - st['n_ok']}/{st['n']} {missing})"
     return s
 
 
@@ -259,7 +262,7 @@ def to_markdown(summary: dict[str, Any], meta: dict[str, Any], descriptions: dic
             row = [
                 name,
                 str(m["grid_size"]),
-                _cell(m["final_val"]),
+                _cell(m["final_val"], missing="diverged"),
                 _cell(m["compute_to_target"], ".2f", unit="×"),
                 _cell(m["wall_ratio"], ".2f", unit="×"),
                 _cell(m["tuner_overhead"], ".1%") if m["tuner_overhead"] else "—",

@@ -212,6 +212,25 @@ class Searcher(abc.ABC):
         """The seed all randomness derives from."""
         return self._seed
 
+    def set_bounds(self, name: str, low: float, high: float) -> None:
+        """Moves the box of one parameter (e.g. below an LR that diverged).
+
+        Observations are kept and clipped into the new box; the random streams continue.
+        Bounds are configuration, not state: re-apply them before ``load_state_dict``.
+
+        Raises:
+            ValueError: If ``name`` is unknown or the new bounds are invalid.
+        """
+        if name not in self.names:
+            raise ValueError(f"name must be one of {list(self.names)}, got {name!r}")
+        i = self.names.index(name)
+        old = self._params[i]
+        new = Param(name, low, high, log=old.log)
+        self._params = (*self._params[:i], new, *self._params[i + 1 :])
+        self._configs = [
+            tuple(p.clip(x) for p, x in zip(self._params, row)) for row in self._configs
+        ]
+
     def _config_tuple(self, config: Mapping[str, float], what: str) -> tuple[float, ...]:
         """Validates a config and returns its clipped values in parameter order."""
         if not isinstance(config, Mapping):

@@ -80,6 +80,7 @@ class GPSearcher(Searcher):
         raw_samples: Random samples used to pick the restart points.
 
     Example:
+        >>> import math
         >>> from autolr.searchers import GPSearcher, Param
         >>> s = GPSearcher([Param("lr", 1e-4, 1.0, log=True)], seed=0, n_initial=2)
         >>> for _ in range(4):
@@ -122,7 +123,8 @@ class GPSearcher(Searcher):
         self.beta = float(beta)
         self.num_restarts = num_restarts
         self.raw_samples = raw_samples
-        #: Number of suggest calls whose GP step fell back to quasi-random points.
+        #: Suggest calls whose GP step fell back to quasi-random points (diagnostic,
+        #: not part of ``state_dict``).
         self.n_fallbacks = 0
 
     def __repr__(self) -> str:

@@ -222,6 +222,7 @@ def test_nan_during_exploitation_restores_and_lowers_bound() -> None:
     assert tuner.recoveries == 1
     bad = used[k * tp + 5]
     assert tuner.search.lr_bounds[1] <= bad / 3 + 1e-12
+    assert tuner.search.searcher.bounds["lr"] == tuner.search.lr_bounds
     hist = tuner.history
     # right after the NaN step the tuner is searching again, below the bad LR
     assert hist[k * tp + 6].phase == "search"

@@ -58,7 +58,9 @@ def test_wheel_contains_mapped_packages(tmp_path: Path) -> None:
         "autolr/bench/__init__.py",
     ):
         assert required in names
-    assert not any(n.startswith(("searchers/", "predictors/", "integrations/", "benchmarks/")) for n in names)
+    assert not any(
+        n.startswith(("searchers/", "predictors/", "integrations/", "benchmarks/")) for n in names
+    )
     site = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(site)
     # Import from the unpacked wheel (ahead of the editable install on sys.path).

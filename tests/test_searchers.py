@@ -13,7 +13,10 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 import torch
+from gpytorch.likelihoods import FixedNoiseGaussianLikelihood
+from gpytorch.utils.errors import NotPSDError
 
+import autolr.searchers._gp as gp_module
 from autolr.searchers import GPSearcher, Param, RandomSearcher, Searcher
 
 # Small acquisition-optimiser settings keep the file fast; the algorithm is unchanged.
@@ -259,6 +262,54 @@ def test_gp_never_crashes_on_degenerate_data(case: str) -> None:
         _assert_no_duplicate(s, cfgs)
 
 
+def test_gp_falls_back_to_quasi_random_when_fitting_fails(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def broken_fit(*args: object, **kwargs: object) -> None:
+        raise NotPSDError("matrix not positive definite")
+
+    monkeypatch.setattr(gp_module, "fit_gpytorch_mll", broken_fit)
+    runs = []
+    for _ in range(2):
+        s = gp(MIXED_2D, seed=6, n_initial=2)
+        cfgs = run_loop(s, bowl, 5)
+        assert s.n_fallbacks == 3
+        assert all(in_bounds(MIXED_2D, c) for c in cfgs)
+        _assert_no_duplicate(s, s.suggest(2))
+        runs.append(cfgs)
+    assert runs[0] == runs[1]  # the fallback is deterministic too
+
+
+def test_gp_replaces_candidates_that_duplicate_known_points(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    s = gp(MIXED_2D, seed=6, n_initial=2)
+    run_loop(s, bowl, 3)
+    observed = s.configs_to_unit([s.observations[0][0]])
+
+    def stuck_optimizer(acqf: object, *, q: int, **kwargs: object) -> tuple:
+        return observed.repeat(q, 1), None
+
+    monkeypatch.setattr(gp_module, "optimize_acqf", stuck_optimizer)
+    for cfgs in (s.suggest(), s.suggest(3)):
+        assert all(in_bounds(MIXED_2D, c) for c in cfgs)
+        _assert_no_duplicate(s, cfgs)
+
+
+def test_observation_noise_selects_fixed_noise_likelihood() -> None:
+    s = gp(LIN_1D, seed=0)
+    for x, noise in [(-1.0, None), (0.0, 0.2), (1.0, None), (2.0, 0.5)]:
+        s.observe({"x": x}, x**2, noise=noise)
+    x = s.configs_to_unit([c for c, _ in s.observations])
+    model = s._fit_model(x)
+    assert isinstance(model.likelihood, FixedNoiseGaussianLikelihood)
+    var_y = torch.tensor([1.0, 0.0, 1.0, 4.0], dtype=torch.float64).var()
+    expected = torch.stack([1e-4 * var_y, torch.tensor(0.04), 1e-4 * var_y, torch.tensor(0.25)])
+    # the model stores the variances divided by Var(y) (outcome standardisation)
+    noise = model.likelihood.noise * var_y
+    assert torch.allclose(noise.flatten(), expected.to(noise), rtol=1e-6)
+
+
 def test_pending_points_lead_to_distinct_suggestions() -> None:
     s = gp(LOG_1D, seed=4, n_initial=3)
     run_loop(s, bowl, 4)
@@ -329,7 +380,11 @@ def evals_to_reach(s: Searcher, f: Callable[[dict[str, float]], float], target: 
 @pytest.mark.parametrize("name", list(PROBLEMS))
 def test_gp_beats_random_search(name: str) -> None:
     params, f, f_star, tol = PROBLEMS[name]
-    gp_evals = [evals_to_reach(gp(params, seed), f, f_star + tol) for seed in SEEDS]
+    gp_evals = []
+    for seed in SEEDS:
+        s = gp(params, seed)
+        gp_evals.append(evals_to_reach(s, f, f_star + tol))
+        assert s.n_fallbacks == 0  # a silent fallback would make this random search
     rs_evals = [
         evals_to_reach(RandomSearcher(params, seed=seed), f, f_star + tol) for seed in SEEDS
     ]

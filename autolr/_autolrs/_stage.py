@@ -210,14 +210,8 @@ class StageSearch:
 
     def _sync_searcher_bounds(self) -> None:
         lo, hi = self.lr_bounds
-        p = self.searcher.params[0]
-        if (p.low, p.high) != (lo, hi):
-            # Searchers are immutable over their box; rebuild one of the same kind and state
-            # seed. Only the built-in kinds can be rebuilt; custom ones keep their box and the
-            # proposals are clipped in propose().
-            rebuilt = _rebuild_searcher(self.searcher, lo, hi)
-            if rebuilt is not None:
-                self.searcher = rebuilt
+        if self.searcher.bounds["lr"] != (lo, hi):
+            self.searcher.set_bounds("lr", lo, hi)
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
@@ -261,14 +255,3 @@ def _check_bounds(bounds: Any) -> tuple[float, float]:
 
 def _default_searcher(lo: float, hi: float, seed: int | None) -> Searcher:
     return GPSearcher([Param("lr", lo, hi, log=True)], seed=seed)
-
-
-def _rebuild_searcher(old: Searcher, lo: float, hi: float) -> Searcher | None:
-    state = old.state_dict()
-    if type(old) is GPSearcher:
-        new: Searcher = GPSearcher([Param("lr", lo, hi, log=True)], seed=state.get("seed"))
-    else:
-        return None
-    # Observations in the old box stay valid evidence (clipped into the new one).
-    new.load_state_dict(state)
-    return new
