@@ -106,6 +106,11 @@ def _clean(x: Any) -> Any:
 def run(args: argparse.Namespace) -> int:
     """Run the benchmark described by ``args`` (from :func:`add_parser`); returns 0 on success."""
     from autolr._progress import Progress
+    from autolr.integrations import require
+
+    # Fail before any training if the bench extra is missing, naming what to install.
+    for module in ("sklearn", "prodigyopt", "schedulefree", "dadaptation", "matplotlib"):
+        require(module, "bench")
 
     from .report import summarise
 

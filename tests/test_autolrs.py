@@ -158,6 +158,17 @@ def test_max_steps_budget() -> None:
     assert tuner2.history[-1].lr == pytest.approx(tuner2.stages[0]["winner_lr"])
 
 
+def test_max_steps_shrinks_the_last_search() -> None:
+    # stage 0: 4*4 + 40 = 56 steps; stage 1 (tau'=8) would need 4*8 + 8 = 40 but only 39 are
+    # left, so it searches 39 // 16 = 2 candidates and exploits the remaining 23 steps.
+    _, _, tuner, _ = run(95, tau=40, tau_prime=4, k=4, max_steps=95, divergence_factor=1e9)
+    assert len(tuner.stages) == 2
+    assert len(tuner.stages[1]["candidates"]) == 2
+    assert [r.phase for r in tuner.history[56:72]] == ["search"] * 16
+    assert [r.phase for r in tuner.history[72:]] == ["exploit"] * 23
+    assert tuner.done
+
+
 def test_warmup_then_search() -> None:
     _, _, tuner, used = run(40, tau=20, tau_prime=4, k=2, warmup_steps=5, warmup_lr=0.05)
     assert used[:5] == pytest.approx([0.01, 0.02, 0.03, 0.04, 0.05])

@@ -23,3 +23,24 @@ def test_demo_writes_report_and_plot(tmp_path: Path, capsys) -> None:
     assert (out / "autolrs_demo.png").stat().st_size > 10_000
     printed = capsys.readouterr().out
     assert "Schedule found by AutoLRS" in printed and "constant lr=0.01" in printed
+
+
+def test_plain_pytorch_example_resumes_identically() -> None:
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run(
+        [
+            sys.executable,
+            str(root / "examples" / "autolrs_plain_pytorch.py"),
+            "--steps",
+            "700",
+            "--device",
+            "cpu",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "resumed schedule equals the uninterrupted one: True" in out.stdout

@@ -82,9 +82,10 @@ class AutoLRS:
         val_every: Validation interval during candidates (default ``max(1, tau_prime // 16)``).
         warmup_steps: Steps of linear warm-up before the first stage (no search).
         warmup_lr: Peak LR of the warm-up (default: the geometric mean of ``lr_bounds``).
-        max_steps: Total budget of optimizer steps, search included. A stage whose search
-            and a minimum of ``tau_prime`` exploitation steps do not fit is not started; the
-            remaining steps train at the last winning LR. After the budget ``done`` is True.
+        max_steps: Total budget of optimizer steps, search included. When a stage's full
+            search does not fit, it searches only as many candidates as fit in half of the
+            remaining steps; with fewer than 2, the remaining steps train at the last winning
+            LR (phase ``"final"``). After the budget ``done`` is True.
         continue_from: ``"start"`` (paper: restore the stage start, train ``tau`` steps at the
             winner) or ``"best"`` (keep the winning candidate's state and train the remaining
             ``tau - tau_prime`` steps, saving ``tau_prime`` steps per stage).
@@ -335,12 +336,13 @@ class AutoLRS:
         if self.max_steps is not None:
             remaining = self.max_steps - self.global_step
             if remaining < k * s.tau_prime + s.tau_prime:
-                if self._winner_lr is not None or remaining < 2 * s.tau_prime:
-                    # Too little budget left for a worthwhile search: finish at the last winner.
+                # The full search does not fit: search with as many candidates as fit in half
+                # the remaining budget (a fresh LR for the last stretch usually beats keeping
+                # the previous stage's), unless that is fewer than 2 (1 before any stage).
+                k = min(k, remaining // (2 * s.tau_prime))
+                if k < (1 if self._winner_lr is None else 2):
                     self._enter_exploit(self._winner_lr or self._lr, remaining, phase="final")
                     return
-                # No stage has run yet: search with as many candidates as fit in half.
-                k = max(1, remaining // (2 * s.tau_prime))
         self._stage_k = k
         self._snapshot.capture()
         self._ref_loss = (
