@@ -109,9 +109,6 @@ def test_restore_resets_weights_between_candidates() -> None:
     w0 = [p.detach().clone() for p in model.parameters()]
     seen: list[list[torch.Tensor]] = []
 
-    class Spy(nn.Module):
-        pass
-
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     tuner = AutoLRS(
         model, opt, tau=20, tau_prime=4, k=3, searcher=rand_searcher(), lr_bounds=(1e-3, 1.0)
