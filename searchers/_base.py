@@ -227,9 +227,11 @@ class Searcher(abc.ABC):
         old = self._params[i]
         new = Param(name, low, high, log=old.log)
         self._params = (*self._params[:i], new, *self._params[i + 1 :])
-        self._configs = [
-            tuple(p.clip(x) for p, x in zip(self._params, row)) for row in self._configs
-        ]
+        self._configs = [self._clip_row(row) for row in self._configs]
+
+    def _clip_row(self, row: Sequence[float]) -> tuple[float, ...]:
+        """One config's values (in parameter order) clipped into the box."""
+        return tuple(p.clip(x) for p, x in zip(self._params, row))
 
     def _config_tuple(self, config: Mapping[str, float], what: str) -> tuple[float, ...]:
         """Validates a config and returns its clipped values in parameter order."""
@@ -460,8 +462,6 @@ class Searcher(abc.ABC):
         self._n_suggest_calls = n_calls
         self._n_sobol_drawn = n_sobol
         self._sobol = None
-        self._configs = [
-            tuple(p.clip(x) for p, x in zip(self._params, row)) for row in configs.tolist()
-        ]
+        self._configs = [self._clip_row(row) for row in configs.tolist()]
         self._raw_values = [float(v) for v in values.tolist()]
         self._noises = [None if math.isnan(s) else float(s) for s in noises.tolist()]

@@ -95,8 +95,6 @@ class StageSearch:
             )
         if tau_max < tau:
             raise ConfigError(f"tau_max must be >= tau, got tau_max={tau_max}, tau={tau}")
-        self.lr_bounds = (lo, hi)
-        self.initial_bounds = (lo, hi)
         self.tau = tau
         self.tau_prime = tau_prime
         self.k = k
@@ -108,6 +106,9 @@ class StageSearch:
                 "searcher must search exactly one parameter named 'lr', got "
                 f"{[p.name for p in self.searcher.params]}"
             )
+        # The searcher's box is the one source of truth for the bounds (see lr_bounds).
+        if self.searcher.bounds["lr"] != (lo, hi):
+            self.searcher.set_bounds("lr", lo, hi)
         self.predictor = predictor if predictor is not None else ExponentialPredictor()
         self.stage = 0
         self.results: list[CandidateResult] = []
@@ -117,7 +118,11 @@ class StageSearch:
         """Start the search of a new stage (forget the previous stage's candidates)."""
         self.results = []
         self.searcher.reset()
-        self._sync_searcher_bounds()
+
+    @property
+    def lr_bounds(self) -> tuple[float, float]:
+        """The current LR search box (lowered after divergence by :meth:`lower_upper_bound`)."""
+        return self.searcher.bounds["lr"]
 
     def propose(self, n: int = 1, *, pending: Sequence[float] = ()) -> list[float]:
         """Propose ``n`` new candidate LRs, given LRs still being tried (``pending``)."""
@@ -204,14 +209,8 @@ class StageSearch:
         if new_hi <= lo * 1.0001:
             width = hi / lo
             lo = new_hi / max(width, 10.0)
-        self.lr_bounds = (lo, new_hi)
-        self._sync_searcher_bounds()
+        self.searcher.set_bounds("lr", lo, new_hi)
         return self.lr_bounds
-
-    def _sync_searcher_bounds(self) -> None:
-        lo, hi = self.lr_bounds
-        if self.searcher.bounds["lr"] != (lo, hi):
-            self.searcher.set_bounds("lr", lo, hi)
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
@@ -236,8 +235,8 @@ class StageSearch:
             results = [CandidateResult(**r) for r in state["results"]]
         except (KeyError, TypeError, ValueError) as exc:
             raise StateError(f"not a StageSearch state_dict: {exc}") from exc
-        self.lr_bounds = (lo, hi)
-        self._sync_searcher_bounds()
+        # Bounds are configuration for the searcher, so they go back before its state.
+        self.searcher.set_bounds("lr", lo, hi)
         self.searcher.load_state_dict(state["searcher"])
         self.predictor.load_state_dict(state["predictor"])
         self.results = results
