@@ -18,7 +18,20 @@ from typing import Any
 from .methods import METHODS, grid_lrs, run_once
 from .tasks import TASKS
 
-__all__ = ["add_parser", "main", "run"]
+__all__ = ["STUDIES", "add_parser", "main", "run"]
+
+# ``--study NAME`` runs one of the issue-specific studies instead of the schedule suite. Each is a
+# module of this package exposing ``run(args: argparse.Namespace) -> int`` that reads the common
+# options (quick, seeds, out, jobs, no_progress, no_plots) and writes results.json, results.md and
+# its PNGs into ``args.out``. Modules load lazily so a study's framework (Ray, Optuna) is only
+# imported when that study runs.
+STUDIES: dict[str, str] = {
+    "hd": "hd",  # hypergradient LR robustness to the initial LR
+    "fedhyper": "fedhyper",  # FedHyper vs FedAvg over a grid of global x local LRs
+    "stn": "stn",  # Self-Tuning Networks vs fixed-regularisation grids
+    "ray": "ray_population",  # AutoLRSScheduler vs PBT / PB2 / FIFO
+    "optuna": "optuna_search",  # AutoLRSSampler + ForecastPruner vs TPE / GPSampler / random
+}
 
 QUICK_GRID = 5
 FULL_GRID = 6
@@ -29,6 +42,13 @@ def _csv(value: str) -> list[str]:
 
 
 def _configure(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--study",
+        choices=["schedules", *STUDIES],
+        default="schedules",
+        help="which benchmark: the schedule suite (default) or an issue study; "
+        "a study writes into --out/<study> unless --out is given",
+    )
     p.add_argument(
         "--tasks",
         type=_csv,
@@ -47,7 +67,7 @@ def _configure(p: argparse.ArgumentParser) -> None:
         "--quick", action="store_true", help="short budgets, grid of 5, 1 seed (about 3 min)"
     )
     p.add_argument("--grid", type=int, default=None, help="LR grid size (default 6; --quick 5)")
-    p.add_argument("--out", default="bench-results", help="output folder")
+    p.add_argument("--out", default=None, help="output folder (default bench-results[/<study>])")
     p.add_argument("--jobs", type=int, default=1, help="worker processes (default 1)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
@@ -105,6 +125,15 @@ def _clean(x: Any) -> Any:
 
 def run(args: argparse.Namespace) -> int:
     """Run the benchmark described by ``args`` (from :func:`add_parser`); returns 0 on success."""
+    study = getattr(args, "study", "schedules")
+    if args.out is None:
+        args.out = "bench-results" if study == "schedules" else os.path.join("bench-results", study)
+    if study != "schedules":
+        import importlib
+
+        os.makedirs(args.out, exist_ok=True)
+        module = importlib.import_module(f".{STUDIES[study]}", __package__)
+        return int(module.run(args))
     from autolr._progress import Progress
     from autolr.integrations import require
 

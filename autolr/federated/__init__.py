@@ -1,0 +1,1 @@
+"""Federated learning-rate adaptation (FedHyper) and an in-process federated simulator."""

@@ -1,0 +1,1 @@
+"""Self-Tuning Networks: best-response layers and schedules for regularisation hyperparameters."""
