@@ -53,6 +53,17 @@ def _iter_tensors(obj: Any) -> Iterable[torch.Tensor]:
             yield from _iter_tensors(v)
 
 
+def _available(device: torch.device) -> torch.device:
+    """``device`` if this process can use it, else the CPU."""
+    if device.type == "cpu" or device.type == "meta":
+        return device
+    backend = getattr(torch, device.type, None)
+    ok = backend is not None and getattr(backend, "is_available", lambda: False)()
+    if ok and device.index is not None:
+        ok = device.index < backend.device_count()
+    return device if ok else torch.device("cpu")
+
+
 def capture_rng_state() -> dict[str, Any]:
     """Return the python, numpy, torch CPU and CUDA RNG states as plain values and tensors.
 
@@ -237,7 +248,9 @@ class Snapshot:
             self._state, self._devices = None, []
             return
         try:
-            devices = [torch.device(d) for d in state["devices"]]
+            # A snapshot saved on a GPU machine stays loadable where that device is missing
+            # (e.g. resuming a CUDA run's checkpoint on a CPU box): such tensors go to the CPU.
+            devices = [_available(torch.device(d)) for d in state["devices"]]
             raw = state["state"]
         except (KeyError, TypeError) as exc:
             raise StateError(f"not a Snapshot state_dict: {exc}") from exc

@@ -138,7 +138,10 @@ def run(args: argparse.Namespace) -> int:
     from autolr.integrations import require
 
     # Fail before any training if the bench extra is missing, naming what to install.
-    for module in ("sklearn", "prodigyopt", "schedulefree", "dadaptation", "matplotlib"):
+    needed = ["sklearn", "prodigyopt", "schedulefree", "dadaptation"]
+    if not args.no_plots:
+        needed.append("matplotlib")
+    for module in needed:
         require(module, "bench")
 
     from .report import summarise

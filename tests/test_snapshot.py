@@ -149,3 +149,19 @@ def test_grad_scaler_registered() -> None:
     assert scaler.get_scale() == 8.0
     snap.restore()
     assert scaler.get_scale() == 1024.0
+
+
+def test_state_dict_from_missing_device_lands_on_cpu() -> None:
+    # A snapshot saved on a CUDA machine must still load (to the CPU) where CUDA is absent.
+    model = tiny_mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    snap = Snapshot(model, opt)
+    snap.capture()
+    w0 = _flat(model)
+    state = snap.state_dict()
+    state["devices"] = ["cuda:7" if d == "cpu" else d for d in map(str, state["devices"])]
+    snap2 = Snapshot(model, opt)
+    snap2.load_state_dict(state)
+    _train(model, opt, 2)
+    snap2.restore()
+    assert torch.equal(_flat(model), w0)
