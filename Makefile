@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 
-.PHONY: demo test lint bench bench-quick clean
+.PHONY: demo test lint bench bench-quick bench-studies clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -27,6 +27,11 @@ test: $(VENV)/.installed
 
 bench: $(VENV)/.installed
 	$(VENV)/bin/autolr bench --out benchmarks/results
+
+# The issue studies (hypergradient, FedHyper, STN, Ray population, Optuna), each into its own folder.
+STUDIES ?= hd fedhyper stn ray optuna
+bench-studies: $(VENV)/.installed
+	for s in $(STUDIES); do $(VENV)/bin/autolr bench --study $$s --out benchmarks/results/$$s || exit 1; done
 
 bench-quick: $(VENV)/.installed
 	$(VENV)/bin/autolr bench --quick --out bench-results

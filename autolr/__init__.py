@@ -16,6 +16,7 @@ from __future__ import annotations
 from ._autolrs._stage import CandidateResult, StageSearch
 from ._autolrs._tuner import AutoLRS, HistoryRecord
 from ._errors import AutoLRError, ConfigError, ConfigTypeError, StateError
+from ._hypergrad import HypergradientLR
 from ._snapshot import Snapshot, Stateful, capture_rng_state, restore_rng_state
 
 __version__ = "0.1.0"
@@ -27,6 +28,7 @@ __all__ = [
     "ConfigError",
     "ConfigTypeError",
     "HistoryRecord",
+    "HypergradientLR",
     "Snapshot",
     "StageSearch",
     "StateError",

@@ -1,0 +1,401 @@
+"""Study ``hd``: how robust is hypergradient descent to a badly chosen initial LR?
+
+Per task and seed: a constant-LR grid over the task's ``lr_range`` gives the *tuned* LR (best
+mean final validation loss over seeds) and the *target* (that LR's final validation loss). Then,
+from every starting LR ``tuned × f`` with ``f ∈ {1/100, 1/10, 1, 10, 100}``, the same optimizer
+runs without HD (constant LR) and with HD under each rule (multiplicative, rms, additive;
+default β of :class:`autolr.HypergradientLR`), and Schedule-Free runs at the same starting LR.
+Prodigy (LR-free, ``lr=1``, no schedule) runs once per seed. Every run trains the task's full
+step budget; the figure is the final validation loss (``inf`` when the loss became non-finite).
+
+Target of the issue: HD's final validation loss within 10 % of the tuned constant-LR loss at
+every starting LR (median over seeds).
+
+``autolr bench --study hd [--quick] [--seeds N] [--out DIR] [--no-progress] [--no-plots]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import statistics
+import time
+from typing import Any
+
+import numpy as np
+import torch
+
+from autolr import HypergradientLR
+from autolr._progress import Progress
+
+from .tasks import TASKS, Task
+
+__all__ = ["FACTORS", "HD_VARIANTS", "QUICK_TASKS", "TASKS_FULL", "VARIANTS", "run", "train"]
+
+FACTORS = (0.01, 0.1, 1.0, 10.0, 100.0)
+TASKS_FULL = ("quadratic", "logreg", "mlp", "cnn")
+QUICK_TASKS = ("logreg", "cnn")
+GRID_FULL = 7
+GRID_QUICK = 5
+TOLERANCE = 0.10  # HD must end within 10 % of the tuned constant-LR loss
+#: Module-level knobs for the CI test: override to shrink the study further.
+BUDGET_OVERRIDE: int | None = None
+TASKS_OVERRIDE: tuple[str, ...] | None = None
+GRID_OVERRIDE: int | None = None
+
+VARIANTS = ("constant", "hd-mult", "hd-rms", "hd-add", "schedulefree")
+HD_VARIANTS = ("hd-mult", "hd-rms", "hd-add")
+_LABEL = {
+    "constant": "no HD (constant LR)",
+    "hd-mult": "HD, multiplicative (β=0.02)",
+    "hd-rms": "HD, rms (β=0.02)",
+    "hd-add": "HD, additive (β=1e-3 SGD, 1e-7 Adam)",
+    "schedulefree": "Schedule-Free",
+    "prodigy": "Prodigy (lr=1)",
+}
+
+
+def _optimizer(task: Task, variant: str, params, lr: float):
+    if variant == "schedulefree":
+        import schedulefree
+
+        if task.family == "sgd":
+            return schedulefree.SGDScheduleFree(
+                params, lr=lr, momentum=task.momentum or 0.9, weight_decay=task.weight_decay
+            )
+        return schedulefree.AdamWScheduleFree(params, lr=lr, weight_decay=task.weight_decay)
+    if variant == "prodigy":
+        from prodigyopt import Prodigy
+
+        return Prodigy(params, lr=1.0, weight_decay=task.weight_decay)
+    base = task.make_optimizer(params, lr)
+    if variant == "constant":
+        return base
+    if variant == "hd-mult":
+        return HypergradientLR(base, rule="multiplicative")
+    if variant == "hd-add":
+        return HypergradientLR(base, rule="additive")
+    if variant == "hd-rms":
+        return HypergradientLR(base, rule="rms")
+    raise ValueError(variant)
+
+
+def _used_lr(opt) -> float:
+    if isinstance(opt, HypergradientLR):
+        return opt.lrs[0]
+    g = opt.param_groups[0]
+    return float(g["lr"]) * float(g.get("d", 1.0))
+
+
+def train(task: Task, variant: str, seed: int, budget: int, lr: float) -> dict[str, Any]:
+    """Train ``budget`` steps; returns final validation loss, LR trace and timing."""
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    inst = task.make(seed)
+    model = inst.model
+    model.train()
+    opt = _optimizer(task, variant, model.parameters(), lr)
+    sf = variant == "schedulefree"
+    if sf:
+        opt.train()
+    every = max(1, budget // 100)
+    lrs: list[list[float]] = []
+    diverged = False
+    t0 = time.perf_counter()
+    for step in range(budget):
+        loss = inst.train_loss()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if step % every == 0:
+            lrs.append([step, _used_lr(opt)])
+        if not math.isfinite(loss.item()):
+            diverged = True
+            break
+    elapsed = time.perf_counter() - t0
+    if sf:
+        opt.eval()
+    final = math.inf if diverged else inst.val_loss()
+    if not math.isfinite(final):
+        final, diverged = math.inf, True
+    out: dict[str, Any] = {
+        "task": task.name,
+        "variant": variant,
+        "seed": seed,
+        "lr0": lr,
+        "budget": budget,
+        "final_val": final,
+        "diverged": diverged,
+        "train_time": elapsed,
+        "lrs": lrs,
+    }
+    if isinstance(opt, HypergradientLR):
+        out["nonfinite"] = opt.nonfinite
+        out["final_lr"] = opt.lrs[0]
+    return out
+
+
+def _grid(task: Task, n: int) -> list[float]:
+    lo, hi = task.lr_range
+    return [float(v) for v in np.geomspace(lo, hi, n)]
+
+
+def _median(values: list[float]) -> float:
+    return statistics.median(sorted(values)) if values else math.inf
+
+
+def _clean(x: Any) -> Any:
+    if isinstance(x, float):
+        return x if math.isfinite(x) else None
+    if isinstance(x, dict):
+        return {k: _clean(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_clean(v) for v in x]
+    return x
+
+
+def _fmt(x: float | None) -> str:
+    if x is None or not math.isfinite(x):
+        return "diverged"
+    return f"{x:.4g}"
+
+
+def _summarise(task: Task, runs: list[dict[str, Any]], tuned: float, target: float) -> dict:
+    by: dict[tuple[str, float], list[float]] = {}
+    for r in runs:
+        by.setdefault((r["variant"], r["factor"]), []).append(r["final_val"])
+    rows: dict[str, dict[str, Any]] = {}
+    for variant in VARIANTS:
+        cells = {}
+        for f in FACTORS:
+            med = _median(by.get((variant, f), []))
+            cells[str(f)] = {
+                "median_val": med,
+                "ratio": med / target if target > 0 and math.isfinite(med) else math.inf,
+                "per_seed": by.get((variant, f), []),
+            }
+        rows[variant] = cells
+    prodigy = _median(by.get(("prodigy", 1.0), []))
+    met = {
+        v: {str(f): rows[v][str(f)]["median_val"] <= (1 + TOLERANCE) * target for f in FACTORS}
+        for v in VARIANTS
+    }
+    # wall-time overhead of HD: train time / constant-LR train time, same seed and starting LR
+    times = {(r["variant"], r["factor"], r["seed"]): r["train_time"] for r in runs}
+    overhead = {}
+    for v in HD_VARIANTS:
+        ratios = [
+            t / times[("constant", f, seed)]
+            for (var, f, seed), t in times.items()
+            if var == v and times.get(("constant", f, seed), 0) > 0
+        ]
+        overhead[v] = _median(ratios)
+    worst = {v: max(rows[v][str(f)]["ratio"] for f in FACTORS) for v in VARIANTS}
+    return {
+        "tuned_lr": tuned,
+        "target": target,
+        "rows": rows,
+        "worst_ratio": worst,
+        "time_ratio_vs_constant": overhead,
+        "prodigy": {"median_val": prodigy, "ratio": prodigy / target if target > 0 else math.inf},
+        "within_10pct": met,
+        "target_met": {v: all(m.values()) for v, m in met.items()},
+    }
+
+
+def _markdown(meta: dict[str, Any], summary: dict[str, Any]) -> str:
+    lines = [
+        "# Hypergradient descent: robustness to the initial LR",
+        "",
+        f"Tasks {', '.join(meta['tasks'])}; seeds {meta['seeds']}; budgets {meta['budgets']} "
+        f"steps; constant grid of {meta['grid']} LRs; {meta['runs']} runs in "
+        f"{meta['elapsed_s']:.0f} s on {meta['platform']} (torch {meta['torch']}, 1 thread).",
+        "",
+        "Cell = median over seeds of the final validation loss, and its ratio to the tuned "
+        "constant-LR loss (target: HD ≤ 1.10× at every starting LR). Starting LR = tuned × "
+        "factor. Prodigy has no initial LR (one run per seed).",
+        "",
+    ]
+    overall = []
+    for name, s in summary["tasks"].items():
+        lines += [
+            f"## {name}",
+            "",
+            f"Tuned constant LR {s['tuned_lr']:.3g}, its final val loss {s['target']:.4g}; "
+            f"Prodigy {_fmt(s['prodigy']['median_val'])} "
+            f"({s['prodigy']['ratio']:.2f}×).",
+            "",
+            "| method | "
+            + " | ".join(f"×{f:g}" for f in FACTORS)
+            + " | worst | within 10 % everywhere |",
+            "|---|" + "---|" * (len(FACTORS) + 2),
+        ]
+        for v in VARIANTS:
+            cells = []
+            for f in FACTORS:
+                c = s["rows"][v][str(f)]
+                ratio = c["ratio"]
+                r = f"{ratio:.2f}×" if math.isfinite(ratio) else "–"
+                cells.append(f"{_fmt(c['median_val'])} ({r})")
+            ok = s["target_met"][v]
+            w = s["worst_ratio"][v]
+            cells.append(f"{w:.2f}×" if math.isfinite(w) else "diverged")
+            lines.append(f"| {_LABEL[v]} | " + " | ".join(cells) + f" | {'yes' if ok else 'no'} |")
+        lines.append("")
+        ov = s["time_ratio_vs_constant"]
+        lines.append(
+            "Train time relative to the same optimizer without HD (median): "
+            + ", ".join(f"{_LABEL[v].split(' (')[0]} {ov[v]:.2f}×" for v in HD_VARIANTS)
+            + "."
+        )
+        lines.append("")
+        for v in HD_VARIANTS:
+            missed = [f"{float(f):g}" for f, ok in s["within_10pct"][v].items() if not ok]
+            overall.append((name, v, missed))
+    lines += ["## Target (HD within 10 % of the tuned constant LR at every starting LR)", ""]
+    for name, v, missed in overall:
+        verdict = "met" if not missed else "NOT met at ×" + ", ×".join(missed)
+        lines.append(f"- {name}, {_LABEL[v]}: {verdict}")
+    lines.append("")
+    return "\n".join(lines)
+
+
+def _plot(task_name: str, runs: list[dict[str, Any]], path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    seed0 = min(r["seed"] for r in runs)
+    cmap = plt.get_cmap("viridis")
+    for i, f in enumerate(FACTORS):
+        for r in runs:
+            if r["seed"] != seed0 or r.get("factor") != f or not r["lrs"]:
+                continue
+            if r["variant"] not in HD_VARIANTS:
+                continue
+            xs, ys = zip(*r["lrs"])
+            style = {"hd-mult": "-", "hd-rms": ":", "hd-add": "--"}[r["variant"]]
+            label = f"×{f:g} {r['variant']}"
+            axes[0].plot(xs, ys, style, color=cmap(i / (len(FACTORS) - 1)), label=label)
+    axes[0].set_yscale("log")
+    axes[0].set_xlabel("step")
+    axes[0].set_ylabel("LR used")
+    axes[0].set_title(f"{task_name}: HD LR trajectories (seed {seed0})")
+    axes[0].legend(fontsize=6, ncol=2)
+    markers = {"constant": "o", "hd-mult": "s", "hd-rms": "D", "hd-add": "^", "schedulefree": "x"}
+    for v, marker in markers.items():
+        xs, ys = [], []
+        for f in FACTORS:
+            vals = [r["final_val"] for r in runs if r["variant"] == v and r.get("factor") == f]
+            med = _median(vals)
+            if math.isfinite(med):
+                xs.append(f)
+                ys.append(med)
+        axes[1].plot(xs, ys, marker=marker, label=_LABEL[v])
+    target = [r for r in runs if r["variant"] == "constant" and r.get("factor") == 1.0]
+    if target:
+        t = _median([r["final_val"] for r in target])
+        axes[1].axhline(t * (1 + TOLERANCE), color="k", ls=":", label="tuned × 1.1")
+    axes[1].set_xscale("log")
+    axes[1].set_yscale("log")
+    axes[1].set_xlabel("starting LR / tuned LR")
+    axes[1].set_ylabel("final validation loss (median)")
+    axes[1].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the study and write ``results.json``, ``results.md`` and ``<task>.png``."""
+    torch.set_num_threads(1)
+    quick = bool(getattr(args, "quick", False))
+    names = TASKS_OVERRIDE or (QUICK_TASKS if quick else TASKS_FULL)
+    seeds = getattr(args, "seeds", None) or (1 if quick else 3)
+    n_grid = GRID_OVERRIDE or (GRID_QUICK if quick else GRID_FULL)
+    tasks = [TASKS[n] for n in names]
+    budgets = {t.name: BUDGET_OVERRIDE or (t.quick_budget if quick else t.budget) for t in tasks}
+    per_task = n_grid + len(FACTORS) * len(VARIANTS) + 1
+    total = len(tasks) * seeds * per_task
+    bar = Progress(total, desc="hd", enabled=not getattr(args, "no_progress", False))
+    start = time.perf_counter()
+    runs: list[dict[str, Any]] = []
+    summary: dict[str, Any] = {"tasks": {}}
+    for task in tasks:
+        budget = budgets[task.name]
+        # 1. the tuned constant LR (best median over seeds) and its loss: the target
+        grid_runs = []
+        for lr in _grid(task, n_grid):
+            for seed in range(seeds):
+                r = train(task, "constant", seed, budget, lr)
+                r["phase"] = "grid"
+                grid_runs.append(r)
+                bar.update(1, task=task.name, phase="grid")
+        by_lr: dict[float, list[float]] = {}
+        for r in grid_runs:
+            by_lr.setdefault(r["lr0"], []).append(r["final_val"])
+        tuned = min(by_lr, key=lambda lr: _median(by_lr[lr]))
+        target = _median(by_lr[tuned])
+        # 2. every variant from every starting LR
+        task_runs = []
+        for f in FACTORS:
+            for v in VARIANTS:
+                for seed in range(seeds):
+                    if v == "constant" and f == 1.0:
+                        r = dict(
+                            next(g for g in grid_runs if g["lr0"] == tuned and g["seed"] == seed)
+                        )
+                    else:
+                        r = train(task, v, seed, budget, tuned * f)
+                    r["factor"] = f
+                    r["phase"] = "robustness"
+                    task_runs.append(r)
+                    bar.update(1, task=task.name, variant=v, factor=f)
+        for seed in range(seeds):
+            r = train(task, "prodigy", seed, budget, 1.0)
+            r["factor"] = 1.0
+            r["phase"] = "robustness"
+            task_runs.append(r)
+            bar.update(1, task=task.name, variant="prodigy")
+        summary["tasks"][task.name] = _summarise(task, task_runs, tuned, target)
+        summary["tasks"][task.name]["grid"] = {str(k): _median(v) for k, v in by_lr.items()}
+        runs += grid_runs + task_runs
+    bar.close()
+    elapsed = time.perf_counter() - start
+    summary["target_met"] = {
+        v: all(s["target_met"][v] for s in summary["tasks"].values()) for v in HD_VARIANTS
+    }
+    meta = {
+        "study": "hd",
+        "quick": quick,
+        "tasks": list(names),
+        "seeds": seeds,
+        "grid": n_grid,
+        "factors": list(FACTORS),
+        "budgets": budgets,
+        "runs": len(runs),
+        "elapsed_s": elapsed,
+        "platform": platform.platform(),
+        "torch": torch.__version__,
+        "tolerance": TOLERANCE,
+    }
+    with open(os.path.join(args.out, "results.json"), "w") as fh:
+        json.dump(
+            _clean({"meta": meta, "summary": summary, "runs": runs}), fh, indent=1, allow_nan=False
+        )
+    with open(os.path.join(args.out, "results.md"), "w") as fh:
+        fh.write(_markdown(meta, summary))
+    if not getattr(args, "no_plots", False):
+        for task in tasks:
+            _plot(
+                task.name,
+                [r for r in runs if r["task"] == task.name],
+                os.path.join(args.out, f"{task.name}.png"),
+            )
+    print(f"autolr bench --study hd: {len(runs)} runs in {elapsed:.0f} s; results in {args.out}/")
+    return 0

@@ -1,0 +1,55 @@
+"""CI smoke test of ``autolr bench --study hd`` at a tiny size: output complete and finite."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+pytest.importorskip("matplotlib")
+pytest.importorskip("sklearn")
+pytest.importorskip("prodigyopt")
+pytest.importorskip("schedulefree")
+
+from autolr.bench import cli, hd
+
+
+def _numbers(x):
+    if isinstance(x, bool) or x is None:
+        return
+    if isinstance(x, (int, float)):
+        yield x
+    elif isinstance(x, dict):
+        for v in x.values():
+            yield from _numbers(v)
+    elif isinstance(x, list):
+        for v in x:
+            yield from _numbers(v)
+
+
+def test_hd_study_tiny(tmp_path, monkeypatch):
+    monkeypatch.setattr(hd, "BUDGET_OVERRIDE", 40)
+    monkeypatch.setattr(hd, "TASKS_OVERRIDE", ("logreg",))
+    monkeypatch.setattr(hd, "GRID_OVERRIDE", 3)
+    out = tmp_path / "hd"
+    rc = cli.main(["--study", "hd", "--quick", "--no-progress", "--out", str(out)])
+    assert rc == 0
+    for name in ("results.json", "results.md", "logreg.png"):
+        assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+    data = json.loads((out / "results.json").read_text())
+    assert data["meta"]["elapsed_s"] > 0 and data["meta"]["tasks"] == ["logreg"]
+    assert all(math.isfinite(v) for v in _numbers(data))
+    task = data["summary"]["tasks"]["logreg"]
+    assert task["target"] > 0 and task["tuned_lr"] > 0
+    for variant in hd.VARIANTS:
+        assert set(task["rows"][variant]) == {str(f) for f in hd.FACTORS}
+        assert all(task["rows"][variant][str(f)]["median_val"] is not None for f in hd.FACTORS)
+    assert set(data["summary"]["target_met"]) == set(hd.HD_VARIANTS)
+    assert isinstance(data["summary"]["target_met"]["hd-mult"], bool)
+    # the HD runs carry their LR trajectories and non-finite counters
+    hd_runs = [r for r in data["runs"] if r["variant"].startswith("hd-")]
+    assert len(hd_runs) == len(hd.HD_VARIANTS) * len(hd.FACTORS) and all(r["lrs"] for r in hd_runs)
+    assert all(r["nonfinite"] == 0 for r in hd_runs)
+    md = (out / "results.md").read_text()
+    assert "within 10 %" in md and "logreg" in md
