@@ -1,0 +1,207 @@
+"""FedHyper client: per-step local-LR adaptation (FedHyper-CL)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from .._errors import ConfigError, ConfigTypeError, StateError
+from ._server import _bounds, _number
+
+__all__ = ["FedHyperClient"]
+
+
+class FedHyperClient:
+    """Client-side local-LR adaptation of FedHyper (FedHyper-CL) around a torch optimizer.
+
+    Within a round, after every ``optimizer.step()``, call :meth:`step`. With δ_k = w_k − w_{k−1}
+    the k-th local step, p the previous direction (δ_{k−1}, or the previous global update
+    Δ_{t−1} for the first step) and Δ_{t−1} the server's :attr:`FedHyperServer.previous_update`:
+
+    ``x = c·⟨δ_k, Δ_{t−1}⟩``, ``y = ⟨δ_k, p⟩``, ``γ = min(γ_max, 1 + β(x + y))``,
+    ``s ← clip(γ s, s_min, s_max)``, and the optimizer's LR becomes ``base_lr · s``.
+
+    This is the released code's rule (``ATP-1010/FedHyper`` ``src/update.py``; β = 1 there,
+    c = 0.1/(clients per round), γ_max = 1.1, s ∈ [0.1, 10]) with β and c explicit. The scale s
+    restarts at 1 every round (:meth:`begin_round`); without Δ_{t−1} (round 0) the first step
+    only records δ_1. Steps whose δ is not finite are not used for adaptation (and counted).
+
+    Args:
+        optimizer: the client's torch optimizer; all its param groups get ``base_lr · s``.
+        hyper_lr: β (>= 0). Default 1.0; 0 disables adaptation.
+        global_coef: c, weight of the agreement with Δ_{t−1}. Default 0.1.
+        max_growth: γ_max (>= 1), the largest per-step growth. Default 1.1.
+        scale_bounds: (s_min, s_max) clip bounds of s. Default (0.1, 10.0).
+
+    Raises:
+        ConfigTypeError: ``optimizer`` is not a ``torch.optim.Optimizer``.
+        ConfigError: bad numbers.
+
+    Example:
+        >>> w = torch.nn.Parameter(torch.zeros(2))
+        >>> opt = torch.optim.SGD([w], lr=0.1)
+        >>> client = FedHyperClient(opt, hyper_lr=10.0)
+        >>> client.begin_round(0.1, [torch.tensor([1.0, 1.0])])  # Δ_{t−1}
+        >>> for _ in range(3):
+        ...     opt.zero_grad(); (-w.sum()).backward(); opt.step(); lr = client.step()
+        >>> round(client.scale, 4), round(lr, 4)  # steps agree with Δ_{t−1}: LR grows 10 %/step
+        (1.331, 0.1331)
+    """
+
+    def __init__(
+        self,
+        optimizer: torch.optim.Optimizer,
+        *,
+        hyper_lr: float = 1.0,
+        global_coef: float = 0.1,
+        max_growth: float = 1.1,
+        scale_bounds: tuple[float, float] = (0.1, 10.0),
+    ) -> None:
+        if not isinstance(optimizer, torch.optim.Optimizer):
+            raise ConfigTypeError(
+                f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}"
+            )
+        self.optimizer = optimizer
+        self.hyper_lr = _number("hyper_lr", hyper_lr, low=0.0)
+        self.global_coef = _number("global_coef", global_coef, low=0.0)
+        self.max_growth = _number("max_growth", max_growth, low=1.0)
+        self.scale_bounds = _bounds("scale_bounds", scale_bounds)
+        if not self.scale_bounds[0] <= 1.0 <= self.scale_bounds[1]:
+            raise ConfigError(f"scale_bounds must contain 1, got {scale_bounds!r}")
+        self._params = [p for g in optimizer.param_groups for p in g["params"]]
+        self.base_lr = float(optimizer.param_groups[0]["lr"])
+        self.scale = 1.0
+        self.steps = 0
+        self.steps_skipped = 0
+        self._last: torch.Tensor | None = None
+        self._prev_step: torch.Tensor | None = None
+        self._global: torch.Tensor | None = None
+
+    def _flat(self) -> torch.Tensor:
+        return torch.cat([p.detach().reshape(-1) for p in self._params]).clone()
+
+    @property
+    def lr(self) -> float:
+        """The LR the optimizer uses now: ``base_lr · scale``."""
+        return self.base_lr * self.scale
+
+    def _set_lr(self) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.lr
+
+    def begin_round(
+        self,
+        base_lr: float | None = None,
+        global_update: Sequence[torch.Tensor] | None = None,
+    ) -> None:
+        """Start a round: reset s to 1, set the LR and remember the starting weights.
+
+        Call after loading the global model into the client's parameters.
+
+        Args:
+            base_lr: this round's base LR (e.g. the server's SL-adapted ``local_lr``); default:
+                keep the current one.
+            global_update: Δ_{t−1} shaped like the optimizer's parameters, or None (round 0).
+
+        Raises:
+            ConfigError: ``global_update`` does not match the parameters.
+        """
+        if base_lr is not None:
+            self.base_lr = _number("base_lr", base_lr, low=0.0, strict=True)
+        self.scale = 1.0
+        self._set_lr()
+        self._last = self._flat()
+        self._prev_step = None
+        self._global = None
+        if global_update is not None:
+            if isinstance(global_update, torch.Tensor) or len(global_update) != len(self._params):
+                raise ConfigError(
+                    f"global_update must hold {len(self._params)} tensors like the optimizer's "
+                    "parameters"
+                )
+            for i, (g, p) in enumerate(zip(global_update, self._params)):
+                if tuple(g.shape) != tuple(p.shape):
+                    raise ConfigError(
+                        f"global_update[{i}] has shape {tuple(g.shape)}, expected {tuple(p.shape)}"
+                    )
+            ref = self._last
+            flat = torch.cat(
+                [g.detach().to(ref.device, ref.dtype).reshape(-1) for g in global_update]
+            )
+            self._global = flat if bool(torch.isfinite(flat).all()) else None
+
+    @torch.no_grad()
+    def step(self) -> float:
+        """Adapt the LR after one ``optimizer.step()``; returns the LR for the next step.
+
+        Raises:
+            ConfigError: called before :meth:`begin_round`.
+        """
+        if self._last is None:
+            raise ConfigError("call begin_round() before step()")
+        now = self._flat()
+        delta = now - self._last
+        self._last = now
+        self.steps += 1
+        if not bool(torch.isfinite(delta).all()):
+            self.steps_skipped += 1
+            self._prev_step = None
+            return self.lr
+        prev = self._prev_step if self._prev_step is not None else self._global
+        self._prev_step = delta
+        if prev is None or self.hyper_lr == 0.0:
+            return self.lr
+        x = 0.0
+        if self._global is not None:
+            x = self.global_coef * float(torch.dot(delta, self._global))
+        y = float(torch.dot(delta, prev))
+        if not (math.isfinite(x) and math.isfinite(y)):
+            self.steps_skipped += 1
+            return self.lr
+        gamma = min(self.max_growth, 1.0 + self.hyper_lr * (x + y))
+        lo, hi = self.scale_bounds
+        self.scale = min(hi, max(lo, gamma * self.scale))
+        self._set_lr()
+        return self.lr
+
+    def state_dict(self) -> dict[str, Any]:
+        """Scale, base LR, counters and the in-round buffers (tensors and plain values)."""
+
+        def copy(t: torch.Tensor | None) -> torch.Tensor | None:
+            return None if t is None else t.clone()
+
+        return {
+            "base_lr": self.base_lr,
+            "scale": self.scale,
+            "steps": self.steps,
+            "steps_skipped": self.steps_skipped,
+            "last": copy(self._last),
+            "prev_step": copy(self._prev_step),
+            "global": copy(self._global),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict` output and re-apply the LR to the optimizer.
+
+        Raises:
+            StateError: missing keys or buffers of the wrong size.
+        """
+        try:
+            base_lr, scale = float(state["base_lr"]), float(state["scale"])
+            steps, skipped = int(state["steps"]), int(state["steps_skipped"])
+            bufs = [state["last"], state["prev_step"], state["global"]]
+        except (KeyError, TypeError, ValueError) as err:
+            raise StateError(f"not a FedHyperClient state_dict ({err})") from err
+        numel = sum(p.numel() for p in self._params)
+        ref = self._params[0]
+        for b in bufs:
+            if b is not None and (not isinstance(b, torch.Tensor) or b.numel() != numel):
+                raise StateError("FedHyperClient state_dict buffers do not match the parameters")
+        self.base_lr, self.scale, self.steps, self.steps_skipped = base_lr, scale, steps, skipped
+        self._last, self._prev_step, self._global = (
+            None if b is None else b.detach().to(ref.device, ref.dtype).clone() for b in bufs
+        )
+        self._set_lr()

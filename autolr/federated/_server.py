@@ -1,0 +1,483 @@
+"""FedHyper server: hypergradient global-LR (G / GM) and server-side local-LR (SL) adaptation."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+
+from .._errors import ConfigError, ConfigTypeError, StateError
+
+__all__ = ["FedHyperServer", "RoundReport"]
+
+Rule = Literal["none", "g", "gm"]
+ServerOptimizer = Literal["avg", "adam"]
+
+
+@dataclass(frozen=True)
+class RoundReport:
+    """What one :meth:`FedHyperServer.step` did.
+
+    Attributes:
+        round: index of the round just aggregated (0-based; skipped rounds count).
+        global_lr: coefficient applied to this round's averaged update Δ_t (G: η_g; GM: η_0 + a).
+        momentum_coef: GM's coefficient ``a`` on the server momentum (0 for other rules).
+        local_lr: client LR to use next round (SL-adapted when enabled, else the fixed one).
+        hypergradient: the dot product that moved the LRs this round (``nan`` when none did).
+        update_norm: ‖Δ_t‖ of the averaged client update (``nan`` when skipped).
+        num_clients: replies received.
+        dropped: indices (into this round's replies) of non-finite updates, never averaged in.
+        skipped: True when no reply was usable; the model and the LRs were left unchanged.
+    """
+
+    round: int
+    global_lr: float
+    momentum_coef: float
+    local_lr: float
+    hypergradient: float
+    update_norm: float
+    num_clients: int
+    dropped: tuple[int, ...]
+    skipped: bool
+
+
+def _number(name: str, value: Any, *, low: float | None = None, strict: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigTypeError(f"{name} must be a number, got {type(value).__name__}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ConfigError(f"{name} must be finite, got {value!r}")
+    if low is not None and (value <= low if strict else value < low):
+        raise ConfigError(f"{name} must be {'>' if strict else '>='} {low}, got {value!r}")
+    return value
+
+
+def _bounds(name: str, value: Any) -> tuple[float, float]:
+    if not (isinstance(value, (tuple, list)) and len(value) == 2):
+        raise ConfigTypeError(f"{name} must be a (low, high) pair, got {value!r}")
+    lo, hi = (_number(name, v, low=0.0, strict=True) for v in value)
+    if lo > hi:
+        raise ConfigError(f"{name} must have low <= high, got {value!r}")
+    return lo, hi
+
+
+class FedHyperServer:
+    """Federated server step with FedHyper's hypergradient learning-rate schedulers.
+
+    Holds the global model's parameters (updated in place, like a torch optimizer) and turns the
+    sampled clients' returned parameters into one global update. Δ_t is the (weighted) mean of the
+    client updates ``client − global``; the hypergradient of the global LR is ⟨u_{t−1}, Δ_t⟩,
+    where u_{t−1} is the direction the previous round moved along (Wang, Wang & Li, *FedHyper*,
+    ICLR 2024, arXiv 2310.03156; released code ``ATP-1010/FedHyper``):
+
+    * ``rule="none"``: plain FedAvg, ``x += η_0 Δ_t`` (or FedAdam with ``server_optimizer="adam"``).
+    * ``rule="g"`` (FedHyper-G): ``η_g ← clip(η_g + β⟨Δ_{t−1}, Δ_t⟩)``; ``x += η_g Δ_t``. With
+      ``server_optimizer="adam"`` the previous direction is FedAdam's step ``m/(√v+τ)``.
+    * ``rule="gm"`` (FedHyper-GM, the released code's recommendation): server momentum
+      ``m_t = Δ_t + μ m_{t−1}``; ``a ← clip(a + β⟨m_{t−1}, Δ_t⟩)``; ``x += η_0 Δ_t + a m_t``. The
+      bounds apply to η_0 + a, the coefficient on Δ_t.
+    * ``adapt_local_lr=True`` (FedHyper-SL): the clients' LR
+      ``η_l ← clip(η_l + β_l η_l0 ⟨Δ_{t−1}, Δ_t⟩)`` is kept across rounds (the released code
+      rebuilt it every round, so SL never acted) and read from :attr:`local_lr`.
+    * ``normalize=True`` (not in the paper): the dot products become cosines and G/SL move
+      multiplicatively, ``η ← clip(η(1 + β cos))``; β no longer depends on the model's scale.
+
+    Differences from the released code, on purpose: an explicit hyper-LR β (the release used 1,
+    so the step on the LR depends on parameter scale and model size) and explicit clip bounds; an
+    initial global LR η_0 (the release fixed η_0 = 1); SL persists; non-finite client updates are
+    dropped and reported instead of poisoning the model. With ``hyper_lr=0`` every rule is FedAvg
+    (FedAdam) bit for bit. :attr:`previous_update` is Δ_{t−1}, which FedHyper-CL clients need.
+
+    Args:
+        params: the global model's parameters (e.g. ``model.parameters()``), one dtype and device.
+            Buffers (BatchNorm statistics) are not aggregated.
+        rule: ``"none"``, ``"g"`` or ``"gm"``. Default ``"g"``.
+        global_lr: initial global LR η_0 (> 0). Default 1.0 (FedAvg); use ~0.01–0.1 with Adam.
+        hyper_lr: β of the global rule (>= 0). Default 1.0 (the released code's implicit value);
+            0.3 with ``normalize``.
+        global_lr_bounds: clip bounds (low, high) of η_g (G) or η_0 + a (GM). Default: the
+            released code's (0.2, 5) for G and (0.8 η_0, 5) for GM, widened to include η_0;
+            (η_0/10, 10 η_0) with Adam.
+        momentum: μ of GM's server momentum. Default 0.9.
+        server_optimizer: ``"avg"`` (FedAvg step) or ``"adam"`` (FedAdam, Reddi et al. 2021:
+            m, v moving averages of Δ_t and Δ_t², step ``m/(√v+τ)``, no bias correction).
+        adam_betas: FedAdam's (β1, β2). Default (0.9, 0.99).
+        adam_tau: FedAdam's τ. Default 1e-3.
+        local_lr: the clients' initial LR η_l0, reported by :attr:`local_lr`. Default 0.01.
+        adapt_local_lr: enable FedHyper-SL. Default False.
+        local_hyper_lr: β_l of SL (>= 0). Default 1.0; 0.3 with ``normalize``.
+        local_lr_bounds: SL clip bounds. Default (η_l0/10, 10 η_l0) (the release's (0.001, 0.1)).
+        normalize: scale-free variant (not in the paper): the hypergradient becomes the cosine
+            of the two vectors and G/SL move multiplicatively, ``η ← clip(η(1 + β cos))``
+            (GM: ``a ← clip(a + β η_0 cos)``), so β is a relative change per round (~0.1–0.5)
+            whatever the model size, parameter scale or local LR. Default False (the paper's
+            additive rule on raw dot products, whose good β depends on all of those).
+
+    Raises:
+        ConfigError / ConfigTypeError: bad arguments (no parameters, mixed devices or dtypes,
+            non-positive LRs, η_0 outside the bounds, GM with Adam, ...).
+
+    Example:
+        >>> w = torch.zeros(2)
+        >>> server = FedHyperServer([w], rule="g", global_lr=1.0, hyper_lr=1.0)
+        >>> _ = server.step([[torch.tensor([1.0, 0.0])], [torch.tensor([0.0, 1.0])]])
+        >>> w.tolist()  # FedAvg in round 0: Δ_0 = (0.5, 0.5)
+        [0.5, 0.5]
+        >>> report = server.step([[torch.tensor([1.5, 1.5])]])  # Δ_1 = (1, 1); ⟨Δ_0, Δ_1⟩ = 1
+        >>> report.global_lr, w.tolist()
+        (2.0, [2.5, 2.5])
+    """
+
+    def __init__(
+        self,
+        params: Iterable[torch.Tensor],
+        *,
+        rule: Rule = "g",
+        global_lr: float = 1.0,
+        hyper_lr: float | None = None,
+        global_lr_bounds: tuple[float, float] | None = None,
+        momentum: float = 0.9,
+        server_optimizer: ServerOptimizer = "avg",
+        adam_betas: tuple[float, float] = (0.9, 0.99),
+        adam_tau: float = 1e-3,
+        local_lr: float = 0.01,
+        adapt_local_lr: bool = False,
+        local_hyper_lr: float | None = None,
+        local_lr_bounds: tuple[float, float] | None = None,
+        normalize: bool = False,
+    ) -> None:
+        if isinstance(params, torch.Tensor):
+            raise ConfigTypeError("params must be an iterable of tensors, e.g. model.parameters()")
+        self.params: list[torch.Tensor] = list(params)
+        if not self.params:
+            raise ConfigError("params is empty: the server needs the global model's parameters")
+        for p in self.params:
+            if not isinstance(p, torch.Tensor):
+                raise ConfigTypeError(f"params must hold tensors, got {type(p).__name__}")
+        if len({(p.device, p.dtype) for p in self.params}) != 1:
+            raise ConfigError("params must share one device and one dtype")
+        if not self.params[0].is_floating_point():
+            raise ConfigError(f"params must be floating point, got {self.params[0].dtype}")
+        if rule not in ("none", "g", "gm"):
+            raise ConfigError(f"rule must be 'none', 'g' or 'gm', got {rule!r}")
+        if server_optimizer not in ("avg", "adam"):
+            raise ConfigError(f"server_optimizer must be 'avg' or 'adam', got {server_optimizer!r}")
+        if rule == "gm" and server_optimizer == "adam":
+            raise ConfigError("rule='gm' adds server momentum; with Adam use rule='g'")
+        self.rule: Rule = rule
+        self.server_optimizer: ServerOptimizer = server_optimizer
+        self.initial_global_lr = _number("global_lr", global_lr, low=0.0, strict=True)
+        self.normalize = bool(normalize)
+        default_beta = 0.3 if self.normalize else 1.0
+        self.hyper_lr = _number("hyper_lr", default_beta if hyper_lr is None else hyper_lr, low=0.0)
+        self.momentum = _number("momentum", momentum, low=0.0)
+        if self.momentum >= 1.0:
+            raise ConfigError(f"momentum must be in [0, 1), got {momentum!r}")
+        eta0 = self.initial_global_lr
+        if global_lr_bounds is None:
+            if server_optimizer == "adam":
+                global_lr_bounds = (eta0 / 10.0, eta0 * 10.0)
+            elif rule == "gm":
+                global_lr_bounds = (0.8 * eta0, max(5.0, eta0))
+            else:
+                global_lr_bounds = (min(0.2, eta0), max(5.0, eta0))
+        self.global_lr_bounds = _bounds("global_lr_bounds", global_lr_bounds)
+        if not self.global_lr_bounds[0] <= eta0 <= self.global_lr_bounds[1]:
+            raise ConfigError(
+                f"global_lr {eta0} lies outside global_lr_bounds {self.global_lr_bounds}"
+            )
+        b1, b2 = adam_betas
+        self.adam_betas = (_number("adam_betas", b1, low=0.0), _number("adam_betas", b2, low=0.0))
+        if max(self.adam_betas) >= 1.0:
+            raise ConfigError(f"adam_betas must be in [0, 1), got {adam_betas!r}")
+        self.adam_tau = _number("adam_tau", adam_tau, low=0.0, strict=True)
+        self.initial_local_lr = _number("local_lr", local_lr, low=0.0, strict=True)
+        self.adapt_local_lr = bool(adapt_local_lr)
+        self.local_hyper_lr = _number(
+            "local_hyper_lr", default_beta if local_hyper_lr is None else local_hyper_lr, low=0.0
+        )
+        if local_lr_bounds is None:
+            local_lr_bounds = (self.initial_local_lr / 10.0, self.initial_local_lr * 10.0)
+        self.local_lr_bounds = _bounds("local_lr_bounds", local_lr_bounds)
+        if not self.local_lr_bounds[0] <= self.initial_local_lr <= self.local_lr_bounds[1]:
+            raise ConfigError(
+                f"local_lr {self.initial_local_lr} lies outside local_lr_bounds "
+                f"{self.local_lr_bounds}"
+            )
+        self._shapes = [tuple(p.shape) for p in self.params]
+        self._numel = sum(p.numel() for p in self.params)
+        self._reset_state()
+
+    # ------------------------------------------------------------------ state
+    def _reset_state(self) -> None:
+        self.round = 0  # rounds stepped, skipped ones included
+        self.global_lr = self.initial_global_lr  # G: η_g; GM: η_0 (a is separate)
+        self.momentum_coef = 0.0  # GM's a
+        self.local_lr = self.initial_local_lr
+        self.rounds_skipped = 0
+        self.updates_dropped = 0
+        self._prev_delta: torch.Tensor | None = None  # Δ_{t−1} (raw average)
+        self._prev_dir: torch.Tensor | None = None  # G with Adam: previous Adam direction
+        self._momentum_buf: torch.Tensor | None = None  # GM: m_{t−1}
+        self._adam_m: torch.Tensor | None = None
+        self._adam_v: torch.Tensor | None = None
+
+    @property
+    def effective_global_lr(self) -> float:
+        """The coefficient on Δ_t in the next step: η_g (G, none) or η_0 + a (GM)."""
+        if self.rule == "gm":
+            return self.initial_global_lr + self.momentum_coef
+        return self.global_lr
+
+    @property
+    def previous_update(self) -> list[torch.Tensor] | None:
+        """Δ_{t−1}, the last averaged client update, shaped like the parameters (None at first).
+
+        FedHyper-CL clients compare their local steps with it (pass it to
+        :meth:`FedHyperClient.begin_round`); in a real deployment it is broadcast with the model.
+        """
+        if self._prev_delta is None:
+            return None
+        return self._unflatten(self._prev_delta)
+
+    def _flatten(self, tensors: Iterable[torch.Tensor], who: str) -> torch.Tensor:
+        if isinstance(tensors, torch.Tensor) or not isinstance(tensors, Iterable):
+            raise ConfigTypeError(f"{who} must be a sequence of tensors like the server's params")
+        tensors = list(tensors)  # also accepts e.g. client_model.parameters()
+        if len(tensors) != len(self._shapes):
+            raise ConfigError(
+                f"{who} has {len(tensors)} tensors, the server has {len(self._shapes)} params"
+            )
+        for i, (t, shape) in enumerate(zip(tensors, self._shapes)):
+            if not isinstance(t, torch.Tensor):
+                raise ConfigTypeError(f"{who}[{i}] is a {type(t).__name__}, not a tensor")
+            if tuple(t.shape) != shape:
+                raise ConfigError(f"{who}[{i}] has shape {tuple(t.shape)}, expected {shape}")
+        ref = self.params[0]
+        return torch.cat([t.detach().to(ref.device, ref.dtype).reshape(-1) for t in tensors])
+
+    def _unflatten(self, flat: torch.Tensor) -> list[torch.Tensor]:
+        out, offset = [], 0
+        for p in self.params:
+            out.append(flat[offset : offset + p.numel()].view_as(p).clone())
+            offset += p.numel()
+        return out
+
+    # ------------------------------------------------------------------ step
+    @torch.no_grad()
+    def step(
+        self,
+        client_params: Sequence[Iterable[torch.Tensor]],
+        weights: Sequence[float] | None = None,
+    ) -> RoundReport:
+        """Aggregate one round: average the client updates, adapt the LRs, move the global model.
+
+        Args:
+            client_params: per sampled client, its parameters after local training (a list of
+                tensors or ``client_model.parameters()``), in the order and shapes of ``params``.
+            weights: per client, its weight in the mean (usually its sample count); default
+                uniform (the released FedHyper code's unweighted mean).
+
+        Returns:
+            A :class:`RoundReport`. Clients whose update holds NaN/inf are dropped and listed in
+            ``dropped``; if none is left the round is ``skipped`` and nothing changes.
+
+        Raises:
+            ConfigError / ConfigTypeError: no replies, shape or count mismatch, bad weights.
+        """
+        if isinstance(client_params, torch.Tensor) or not isinstance(client_params, Sequence):
+            raise ConfigTypeError("client_params must be a sequence (one entry per client)")
+        if len(client_params) == 0:
+            raise ConfigError("client_params is empty: no client replied this round")
+        if weights is None:
+            w = [1.0] * len(client_params)
+        else:
+            if len(weights) != len(client_params):
+                raise ConfigError(
+                    f"{len(weights)} weights for {len(client_params)} clients; give one each"
+                )
+            w = [_number(f"weights[{i}]", v, low=0.0) for i, v in enumerate(weights)]
+        global_flat = self._flatten(self.params, "params")
+        deltas, kept_w, dropped = [], [], []
+        for i, cp in enumerate(client_params):
+            delta = self._flatten(cp, f"client_params[{i}]") - global_flat
+            if bool(torch.isfinite(delta).all()):
+                deltas.append(delta)
+                kept_w.append(w[i])
+            else:
+                dropped.append(i)
+        self.updates_dropped += len(dropped)
+        total = sum(kept_w)
+        if not deltas or total <= 0.0:
+            return self._skip(len(client_params), tuple(dropped))
+        delta = torch.zeros_like(global_flat)
+        for d, wi in zip(deltas, kept_w):
+            delta.add_(d, alpha=wi / total)
+        return self._apply(delta, len(client_params), tuple(dropped))
+
+    def _skip(self, n: int, dropped: tuple[int, ...]) -> RoundReport:
+        report = RoundReport(
+            round=self.round,
+            global_lr=self.effective_global_lr,
+            momentum_coef=self.momentum_coef,
+            local_lr=self.local_lr,
+            hypergradient=math.nan,
+            update_norm=math.nan,
+            num_clients=n,
+            dropped=dropped,
+            skipped=True,
+        )
+        self.round += 1
+        self.rounds_skipped += 1
+        return report
+
+    def _hypergradient(self, direction: torch.Tensor, delta: torch.Tensor) -> float:
+        """⟨direction, Δ_t⟩, or its cosine when ``normalize``; ``nan`` when not finite."""
+        dot = float(torch.dot(direction, delta))
+        if self.normalize and math.isfinite(dot):
+            norm = float(direction.norm()) * float(delta.norm())
+            dot = dot / norm if norm > 0.0 else 0.0
+        return dot if math.isfinite(dot) else math.nan
+
+    def _moved(self, lr: float, beta: float, h: float, scale: float) -> float:
+        """Additive step ``lr + β·scale·h`` or, normalized, multiplicative ``lr·(1 + β h)``."""
+        return lr * (1.0 + beta * h) if self.normalize else lr + beta * scale * h
+
+    def _apply(self, delta: torch.Tensor, n: int, dropped: tuple[int, ...]) -> RoundReport:
+        hyper = math.nan
+        prev = self._prev_delta
+        # SL: the clients' LR, driven by ⟨Δ_{t−1}, Δ_t⟩ whatever the global rule.
+        if self.adapt_local_lr and prev is not None:
+            h = self._hypergradient(prev, delta)
+            if math.isfinite(h):
+                lo, hi = self.local_lr_bounds
+                moved = self._moved(self.local_lr, self.local_hyper_lr, h, self.initial_local_lr)
+                self.local_lr = min(hi, max(lo, moved))
+                hyper = h
+        lo, hi = self.global_lr_bounds
+        if self.server_optimizer == "adam":
+            if self.rule == "g" and self._prev_dir is not None:
+                h = self._hypergradient(self._prev_dir, delta)
+                if math.isfinite(h):
+                    moved = self._moved(self.global_lr, self.hyper_lr, h, 1.0)
+                    self.global_lr = min(hi, max(lo, moved))
+                    hyper = h
+            b1, b2 = self.adam_betas
+            if self._adam_m is None:
+                self._adam_m = torch.zeros_like(delta)
+                self._adam_v = torch.zeros_like(delta)
+            assert self._adam_v is not None
+            self._adam_m.mul_(b1).add_(delta, alpha=1.0 - b1)
+            self._adam_v.mul_(b2).addcmul_(delta, delta, value=1.0 - b2)
+            direction = self._adam_m / (self._adam_v.sqrt() + self.adam_tau)
+            update = direction * self.global_lr
+            self._prev_dir = direction if self.rule == "g" else None
+        elif self.rule == "gm":
+            buf = self._momentum_buf
+            if buf is not None:
+                h = self._hypergradient(buf, delta)
+                if math.isfinite(h):
+                    a_lo, a_hi = lo - self.initial_global_lr, hi - self.initial_global_lr
+                    # a starts at 0, so it always moves additively (by β·η_0·cos if normalized)
+                    scale = self.initial_global_lr if self.normalize else 1.0
+                    a = self.momentum_coef + self.hyper_lr * scale * h
+                    self.momentum_coef = min(a_hi, max(a_lo, a))
+                    hyper = h
+                buf.mul_(self.momentum).add_(delta)  # m_t = Δ_t + μ m_{t−1}
+            else:
+                buf = self._momentum_buf = delta.clone()  # m_0 = Δ_0
+            update = delta * self.initial_global_lr
+            if self.momentum_coef != 0.0:  # keeps hyper_lr=0 bit-identical to FedAvg
+                update.add_(buf, alpha=self.momentum_coef)
+        else:
+            if self.rule == "g" and prev is not None:
+                h = self._hypergradient(prev, delta)
+                if math.isfinite(h):
+                    moved = self._moved(self.global_lr, self.hyper_lr, h, 1.0)
+                    self.global_lr = min(hi, max(lo, moved))
+                    hyper = h
+            update = delta * self.global_lr
+        report = RoundReport(
+            round=self.round,
+            global_lr=self.effective_global_lr,
+            momentum_coef=self.momentum_coef,
+            local_lr=self.local_lr,
+            hypergradient=hyper,
+            update_norm=float(delta.norm()),
+            num_clients=n,
+            dropped=dropped,
+            skipped=False,
+        )
+        offset = 0
+        for p in self.params:
+            p.add_(update[offset : offset + p.numel()].view_as(p))
+            offset += p.numel()
+        self._prev_delta = delta
+        self.round += 1
+        return report
+
+    # ------------------------------------------------------------------ persistence
+    _BUFFERS = ("_prev_delta", "_prev_dir", "_momentum_buf", "_adam_m", "_adam_v")
+    _SCALARS = (
+        "round",
+        "global_lr",
+        "momentum_coef",
+        "local_lr",
+        "rounds_skipped",
+        "updates_dropped",
+    )
+
+    def state_dict(self) -> dict[str, Any]:
+        """Round counter, LRs, momentum/Adam buffers and Δ_{t−1} (tensors and plain values).
+
+        The global parameters are not included (save the model's own ``state_dict``).
+        """
+        state: dict[str, Any] = {k: getattr(self, k) for k in self._SCALARS}
+        for k in self._BUFFERS:
+            buf = getattr(self, k)
+            state[k.lstrip("_")] = None if buf is None else buf.detach().clone()
+        state["config"] = {
+            "rule": self.rule,
+            "server_optimizer": self.server_optimizer,
+            "initial_global_lr": self.initial_global_lr,
+            "normalize": self.normalize,
+            "numel": self._numel,
+        }
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict` output; checks it was made by a compatible server.
+
+        Raises:
+            StateError: missing keys, another rule/optimizer, or a different parameter count.
+        """
+        try:
+            config = state["config"]
+            scalars = {k: state[k] for k in self._SCALARS}
+            buffers = {k: state[k.lstrip("_")] for k in self._BUFFERS}
+        except (KeyError, TypeError) as err:
+            raise StateError(f"not a FedHyperServer state_dict (missing {err})") from err
+        mine = self.state_dict()["config"]
+        for key in ("rule", "server_optimizer", "normalize", "numel"):
+            if config.get(key) != mine[key]:
+                raise StateError(
+                    f"state_dict has {key}={config.get(key)!r}, this server has {mine[key]!r}"
+                )
+        for k, buf in buffers.items():  # check everything before changing anything
+            if buf is not None and (
+                not isinstance(buf, torch.Tensor) or buf.numel() != self._numel
+            ):
+                raise StateError(f"state_dict buffer {k!r} does not match the parameters")
+        ref = self.params[0]
+        for k, buf in buffers.items():
+            flat = None if buf is None else buf.detach().to(ref.device, ref.dtype).reshape(-1)
+            setattr(self, k, None if flat is None else flat.clone())
+        self.round = int(scalars["round"])
+        self.rounds_skipped = int(scalars["rounds_skipped"])
+        self.updates_dropped = int(scalars["updates_dropped"])
+        self.global_lr = float(scalars["global_lr"])
+        self.momentum_coef = float(scalars["momentum_coef"])
+        self.local_lr = float(scalars["local_lr"])

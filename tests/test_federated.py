@@ -1,0 +1,525 @@
+"""FedHyper: server rules (G, GM, SL, Adam-G) and CL against hand-computed references, robustness
+to bad replies, state round-trips and a short simulation."""
+
+from __future__ import annotations
+
+import io
+import math
+
+import pytest
+import torch
+
+from autolr import ConfigError, ConfigTypeError, StateError
+from autolr.federated import (
+    FedHyperClient,
+    FedHyperServer,
+    dirichlet_partition,
+    load_digits,
+    parse_method,
+    simulate,
+)
+from autolr.federated import _simulate as sim_mod
+
+T = torch.tensor
+
+
+def _roundtrip(state):
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    buf.seek(0)
+    return torch.load(buf, weights_only=True)
+
+
+def _replies(g: torch.Generator, params, n: int, scale: float = 0.1):
+    return [[p + scale * torch.randn(p.shape, generator=g) for p in params] for _ in range(n)]
+
+
+# ---------------------------------------------------------------- server rules, by hand
+
+
+def test_g_rule_matches_hand_computation_and_clips():
+    x = T([0.0, 0.0])
+    server = FedHyperServer([x], rule="g", global_lr=0.5, hyper_lr=0.5, global_lr_bounds=(0.1, 2))
+    # round 0: Δ0 = mean((2, 0), (0, 2)) = (1, 1); no previous update: x += 0.5 Δ0
+    r0 = server.step([[T([2.0, 0.0])], [T([0.0, 2.0])]])
+    assert torch.equal(x, T([0.5, 0.5])) and r0.global_lr == 0.5 and math.isnan(r0.hypergradient)
+    # round 1: Δ1 = (1, -0.5); ⟨Δ0, Δ1⟩ = 0.5; η = 0.5 + 0.5·0.5 = 0.75; x += 0.75 Δ1
+    r1 = server.step([[T([1.5, 0.0])]])
+    assert r1.hypergradient == pytest.approx(0.5) and r1.global_lr == pytest.approx(0.75)
+    assert torch.allclose(x, T([0.5 + 0.75, 0.5 - 0.375]))
+    # round 2: Δ2 = (4, 0); ⟨Δ1, Δ2⟩ = 4; η = 0.75 + 2 = 2.75 → clipped to 2
+    before = x.clone()
+    r2 = server.step([[x + T([4.0, 0.0])]])
+    assert r2.global_lr == 2.0 and torch.allclose(x, before + T([8.0, 0.0]))
+    # round 3: Δ3 = (-10, 0); ⟨Δ2, Δ3⟩ = -40 → η clipped to the lower bound 0.1
+    r3 = server.step([[x + T([-10.0, 0.0])]])
+    assert r3.global_lr == 0.1
+
+
+def test_gm_rule_matches_hand_computation():
+    x = T([0.0])
+    server = FedHyperServer([x], rule="gm", global_lr=1.0, hyper_lr=0.1, momentum=0.5)
+    d = [1.0, 2.0, -1.0]
+    m_prev, a, ref = None, 0.0, 0.0
+    for dt in d:
+        server.step([[x + dt]])
+        if m_prev is None:
+            m = dt  # m0 = Δ0, no adaptation in round 0
+        else:
+            a = min(4.0, max(-0.2, a + 0.1 * m_prev * dt))
+            m = dt + 0.5 * m_prev
+        ref = ref + 1.0 * dt + a * m
+        m_prev = m
+        assert server.momentum_coef == pytest.approx(a)
+        assert x.item() == pytest.approx(ref)
+    # a = 0.1·1·2 = 0.2, then 0.2 + 0.1·(2 + 0.5)·(-1) = -0.05
+    assert server.momentum_coef == pytest.approx(-0.05)
+    assert server.effective_global_lr == pytest.approx(0.95)
+
+
+def test_gm_default_bounds_follow_released_code():
+    server = FedHyperServer([T([0.0])], rule="gm")
+    assert server.global_lr_bounds == (0.8, 5.0)  # a ∈ [-0.2, 4]
+    assert FedHyperServer([T([0.0])], rule="g").global_lr_bounds == (0.2, 5.0)  # a ∈ [-0.8, 4]
+    assert FedHyperServer([T([0.0])], rule="g", global_lr=8.0).global_lr_bounds == (0.2, 8.0)
+
+
+def test_sl_local_lr_persists_across_rounds_and_clips():
+    x = T([0.0])
+    server = FedHyperServer(
+        [x], rule="none", local_lr=0.01, adapt_local_lr=True, local_hyper_lr=2.0
+    )
+    assert server.local_lr_bounds == pytest.approx((0.001, 0.1))
+    server.step([[x + 1.0]])
+    assert server.local_lr == 0.01  # no Δ_{t-1} yet
+    server.step([[x + 1.0]])  # ⟨1, 1⟩ = 1: η_l = 0.01 + 2·0.01·1 = 0.03
+    assert server.local_lr == pytest.approx(0.03)
+    server.step([[x + 0.5]])  # ⟨1, 0.5⟩: +0.01, from 0.03 (not from the initial 0.01)
+    assert server.local_lr == pytest.approx(0.04)
+    server.step([[x + 10.0]])  # +2·0.01·5 = 0.1 → 0.14 clipped to 0.1
+    assert server.local_lr == pytest.approx(0.1)
+    server.step([[x - 100.0]])  # large disagreement → lower bound
+    assert server.local_lr == pytest.approx(0.001)
+    # FedAvg step unchanged by SL: x moved by the plain averages
+    assert x.item() == pytest.approx(1 + 1 + 0.5 + 10 - 100)
+
+
+def test_adam_g_matches_hand_fedadam():
+    x = T([0.0, 0.0])
+    server = FedHyperServer(
+        [x], rule="g", server_optimizer="adam", global_lr=0.1, hyper_lr=0.01, adam_tau=1e-3
+    )
+    deltas = [T([1.0, -2.0]), T([0.5, 1.0]), T([1.0, 1.0])]
+    m = torch.zeros(2)
+    v = torch.zeros(2)
+    eta, prev_dir, ref = 0.1, None, torch.zeros(2)
+    for d in deltas:
+        server.step([[x + d]])
+        if prev_dir is not None:
+            eta = min(1.0, max(0.01, eta + 0.01 * float(prev_dir @ d)))
+        m = 0.9 * m + 0.1 * d
+        v = 0.99 * v + 0.01 * d * d
+        prev_dir = m / (v.sqrt() + 1e-3)
+        ref = ref + eta * prev_dir
+        assert server.global_lr == pytest.approx(eta)
+        assert torch.allclose(x, ref, atol=1e-5)
+
+
+def test_normalized_rules_match_hand_computation():
+    x = T([0.0, 0.0])
+    server = FedHyperServer(
+        [x], rule="g", global_lr=1.0, hyper_lr=0.5, normalize=True, adapt_local_lr=True
+    )
+    assert server.local_hyper_lr == 0.3  # the default β with normalize
+    server.step([[T([2.0, 0.0])]])  # Δ0 = (2, 0)
+    server.step([[x + T([1.0, 1.0])]])  # cos(Δ0, Δ1) = 1/√2: η = 1·(1 + 0.5/√2)
+    c = 1 / math.sqrt(2)
+    assert server.global_lr == pytest.approx(1 + 0.5 * c)
+    assert server.local_lr == pytest.approx(0.01 * (1 + 0.3 * c))
+    assert x.tolist() == pytest.approx([2 + (1 + 0.5 * c), 1 + 0.5 * c])
+    gm = FedHyperServer([T([0.0])], rule="gm", global_lr=2.0, hyper_lr=0.1, normalize=True)
+    gm.step([[T([1.0])]])
+    gm.step([[T([1.0 + 2.0 + 5.0])]])  # cos(m0, Δ1) = 1: a = 0.1·η0·1 = 0.2
+    assert gm.momentum_coef == pytest.approx(0.2)
+
+
+@pytest.mark.parametrize("normalize", [False, True])
+def test_normalized_rule_is_scale_free(normalize):
+    g = torch.Generator().manual_seed(2)
+    deltas = [torch.randn(5, generator=g) + 0.5 for _ in range(6)]
+    lrs = []
+    for scale in (1.0, 30.0):
+        x = torch.zeros(5)
+        server = FedHyperServer([x], rule="g", hyper_lr=0.2, normalize=normalize)
+        for d in deltas:
+            server.step([[x + scale * d]])
+        lrs.append(server.global_lr)
+    assert (lrs[0] == pytest.approx(lrs[1])) is normalize
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"rule": "g"},
+        {"rule": "gm"},
+        {"rule": "g", "server_optimizer": "adam", "global_lr": 0.1},
+        {"rule": "g", "adapt_local_lr": True},
+        {"rule": "gm", "normalize": True, "adapt_local_lr": True},
+    ],
+)
+def test_zero_hyper_lr_is_fedavg_bit_for_bit(kwargs):
+    g = torch.Generator().manual_seed(0)
+    init = [torch.randn(3, 2, generator=g), torch.randn(4, generator=g)]
+    a = [p.clone() for p in init]
+    b = [p.clone() for p in init]
+    base = {k: v for k, v in kwargs.items() if k not in ("rule", "adapt_local_lr", "normalize")}
+    ref = FedHyperServer(a, rule="none", **base)
+    hyper = FedHyperServer(b, hyper_lr=0.0, local_hyper_lr=0.0, **kwargs)
+    hand = [p.clone() for p in init]
+    for _ in range(5):
+        replies = _replies(g, a, 3)
+        weights = [1.0, 2.0, 3.0]
+        ref.step(replies, weights)
+        hyper.step(replies, weights)
+        assert all(torch.equal(p, q) for p, q in zip(a, b))
+        if "server_optimizer" not in kwargs:  # FedAvg by hand: x + η0 Σ w_i (c_i - x) / Σ w
+            for j, p in enumerate(hand):
+                p += sum(w * (r[j] - p) for w, r in zip(weights, replies)) / 6.0
+            assert all(torch.allclose(p, q, atol=1e-6) for p, q in zip(hand, b))
+    assert hyper.local_lr == ref.local_lr
+
+
+# ---------------------------------------------------------------- client rule (CL)
+
+
+def _client(hyper_lr=1.0, **kw):
+    w = torch.nn.Parameter(torch.zeros(2))
+    opt = torch.optim.SGD([w], lr=0.1)
+    return w, opt, FedHyperClient(opt, hyper_lr=hyper_lr, **kw)
+
+
+def _sgd_step(w, opt, grad):
+    opt.zero_grad()
+    w.grad = grad.clone()
+    opt.step()
+
+
+def test_cl_rule_matches_hand_computation():
+    w, opt, client = _client(hyper_lr=2.0, global_coef=0.5)
+    glob = T([1.0, 0.0])
+    client.begin_round(0.1, [glob])
+    _sgd_step(w, opt, T([-1.0, 0.0]))  # δ1 = (0.1, 0): x = 0.5·0.1, y = ⟨δ1, Δ⟩ = 0.1
+    client.step()
+    s1 = 1 + 2.0 * (0.05 + 0.1)
+    s1 = min(1.1, s1)  # capped growth
+    assert client.scale == pytest.approx(s1) and opt.param_groups[0]["lr"] == pytest.approx(0.11)
+    _sgd_step(w, opt, T([0.0, -0.1]))  # δ2 = (0, 0.011): ⟨δ2, Δ⟩ = 0, ⟨δ2, δ1⟩ = 0 → γ = 1
+    client.step()
+    assert client.scale == pytest.approx(1.1)
+    _sgd_step(w, opt, T([0.0, 0.1]))  # δ3 = (0, -0.011): y = ⟨δ3, δ2⟩ = -1.21e-4
+    client.step()
+    assert client.scale == pytest.approx(1.1 * (1 - 2.0 * 1.21e-4))
+
+
+def test_cl_clips_scale_and_resets_each_round():
+    w, opt, client = _client(hyper_lr=100.0, scale_bounds=(0.5, 1.2))
+    client.begin_round(0.1, [T([1.0, 1.0])])
+    for _ in range(5):  # steps agree with Δ_{t-1}: +10 % per step, clipped at 1.2
+        _sgd_step(w, opt, T([-1.0, -1.0]))
+        client.step()
+    assert client.scale == pytest.approx(1.2) and client.lr == pytest.approx(0.12)
+    _sgd_step(w, opt, T([5.0, 5.0]))  # reversal: γ = 1 + 100·(negative) < 0 → lower clip
+    client.step()
+    assert client.scale == pytest.approx(0.5)
+    client.begin_round(0.2, None)
+    assert client.scale == 1.0 and opt.param_groups[0]["lr"] == 0.2
+    _sgd_step(w, opt, T([-1.0, -1.0]))
+    client.step()  # round 0-like: no Δ_{t-1}, first step only recorded
+    assert client.scale == 1.0
+
+
+def test_cl_skips_nonfinite_steps():
+    w, opt, client = _client()
+    client.begin_round(0.1, [T([1.0, 1.0])])
+    _sgd_step(w, opt, T([math.nan, 0.0]))
+    assert client.step() == pytest.approx(0.1) and client.steps_skipped == 1
+
+
+# ---------------------------------------------------------------- bad replies and bad input
+
+
+def test_nonfinite_client_update_is_dropped_and_reported():
+    x = T([0.0, 0.0])
+    server = FedHyperServer([x], rule="g")
+    report = server.step(
+        [[T([1.0, 1.0])], [T([math.nan, 0.0])], [T([3.0, 3.0])], [T([math.inf, 1.0])]]
+    )
+    assert report.dropped == (1, 3) and report.num_clients == 4 and not report.skipped
+    assert torch.equal(x, T([2.0, 2.0]))  # mean of the two finite replies only
+    assert server.updates_dropped == 2
+    report = server.step([[T([math.nan, 0.0])]])
+    assert report.skipped and report.dropped == (0,)
+    assert torch.equal(x, T([2.0, 2.0])) and server.rounds_skipped == 1 and server.round == 2
+    assert torch.isfinite(torch.cat([t.reshape(-1) for t in server.previous_update])).all()
+
+
+def test_server_bad_input():
+    x = T([0.0, 0.0])
+    with pytest.raises(ConfigError, match="empty"):
+        FedHyperServer([])
+    with pytest.raises(ConfigTypeError):
+        FedHyperServer(x)
+    with pytest.raises(ConfigError, match="rule"):
+        FedHyperServer([x], rule="fancy")
+    with pytest.raises(ConfigError, match="momentum"):
+        FedHyperServer([x], rule="gm", server_optimizer="adam")
+    with pytest.raises(ConfigError, match="outside"):
+        FedHyperServer([x], global_lr=0.1, global_lr_bounds=(0.2, 5.0))
+    with pytest.raises(ConfigError, match="global_lr"):
+        FedHyperServer([x], global_lr=0.0)
+    with pytest.raises(ConfigError, match="hyper_lr"):
+        FedHyperServer([x], hyper_lr=-1.0)
+    with pytest.raises(ConfigError, match="one device and one dtype"):
+        FedHyperServer([x, T([1], dtype=torch.float64)])
+    server = FedHyperServer([x])
+    with pytest.raises(ConfigError, match="empty"):
+        server.step([])
+    with pytest.raises(ConfigError, match="shape"):
+        server.step([[T([1.0, 2.0, 3.0])]])
+    with pytest.raises(ConfigError, match="tensors"):
+        server.step([[x, x]])
+    with pytest.raises(ConfigError, match="weights"):
+        server.step([[x]], weights=[1.0, 2.0])
+    with pytest.raises(ConfigError, match="weights"):
+        server.step([[x]], weights=[-1.0])
+    assert server.round == 0 and torch.equal(x, T([0.0, 0.0]))  # nothing happened
+
+
+def test_client_bad_input():
+    with pytest.raises(ConfigTypeError, match="Optimizer"):
+        FedHyperClient(object())  # type: ignore[arg-type]
+    _, _, client = _client()
+    with pytest.raises(ConfigError, match="begin_round"):
+        client.step()
+    with pytest.raises(ConfigError, match="shape"):
+        client.begin_round(0.1, [T([1.0, 2.0, 3.0])])
+    with pytest.raises(ConfigError, match="scale_bounds"):
+        _client(scale_bounds=(2.0, 3.0))
+
+
+def test_simulate_bad_input():
+    with pytest.raises(ConfigError, match="unknown method"):
+        simulate("fedprox", rounds=1, progress=False)
+    with pytest.raises(ConfigError, match="one of g, gm, adam"):
+        simulate("fedhyper-g+gm", rounds=1, progress=False)
+    with pytest.raises(ConfigError, match="0 clients"):
+        simulate("fedavg", num_clients=5, fraction=0.05, progress=False)
+    with pytest.raises(ConfigError, match="fraction"):
+        simulate("fedavg", fraction=0.0, progress=False)
+    with pytest.raises(ConfigError, match="empty"):
+        simulate([], progress=False)
+    with pytest.raises(ConfigError, match="cos"):
+        simulate("fedhyper-cos", rounds=1, progress=False)
+    with pytest.raises(ConfigError, match="rounds"):
+        simulate("fedavg", rounds=0, progress=False)
+    assert parse_method("fedhyper-adam") == {
+        "rule": "g",
+        "server_optimizer": "adam",
+        "sl": False,
+        "cl": False,
+        "cos": False,
+    }
+
+
+# ---------------------------------------------------------------- state
+
+
+def test_server_state_roundtrip_resumes_identically():
+    g = torch.Generator().manual_seed(1)
+    for kwargs in ({"rule": "gm"}, {"rule": "g", "server_optimizer": "adam", "global_lr": 0.1}):
+        init = [torch.randn(2, 3, generator=g), torch.randn(3, generator=g)]
+        rounds = [_replies(g, init, 2, scale=0.3) for _ in range(4)]
+        a = [p.clone() for p in init]
+        full = FedHyperServer(a, adapt_local_lr=True, **kwargs)
+        b = [p.clone() for p in init]
+        first = FedHyperServer(b, adapt_local_lr=True, **kwargs)
+        for rep in rounds[:2]:
+            full.step([[p - q + r for p, q, r in zip(a, init, c)] for c in rep])
+            first.step([[p - q + r for p, q, r in zip(b, init, c)] for c in rep])
+        state = _roundtrip(first.state_dict())
+        c = [p.clone() for p in b]
+        second = FedHyperServer(c, adapt_local_lr=True, **kwargs)
+        second.load_state_dict(state)
+        for rep in rounds[2:]:
+            full.step([[p - q + r for p, q, r in zip(a, init, c_)] for c_ in rep])
+            second.step([[p - q + r for p, q, r in zip(c, init, c_)] for c_ in rep])
+        assert all(torch.equal(p, q) for p, q in zip(a, c))
+        assert full.state_dict()["round"] == second.state_dict()["round"] == 4
+        assert full.global_lr == second.global_lr and full.local_lr == second.local_lr
+    with pytest.raises(StateError, match="rule"):
+        FedHyperServer([T([0.0] * 9)], rule="g").load_state_dict(
+            FedHyperServer([T([0.0] * 9)], rule="gm").state_dict()
+        )
+    with pytest.raises(StateError):
+        FedHyperServer([T([0.0])]).load_state_dict({"round": 1})
+
+
+def test_client_state_roundtrip():
+    w, opt, client = _client(hyper_lr=5.0)
+    client.begin_round(0.1, [T([1.0, 1.0])])
+    for _ in range(2):
+        _sgd_step(w, opt, T([-1.0, -0.5]))
+        client.step()
+    state = _roundtrip(client.state_dict())
+    w2 = torch.nn.Parameter(w.detach().clone())
+    opt2 = torch.optim.SGD([w2], lr=0.5)
+    other = FedHyperClient(opt2, hyper_lr=5.0)
+    other.load_state_dict(state)
+    assert opt2.param_groups[0]["lr"] == pytest.approx(client.lr)
+    for c, ww, oo in ((client, w, opt), (other, w2, opt2)):
+        _sgd_step(ww, oo, T([-1.0, 0.2]))
+        c.step()
+    assert client.scale == other.scale and torch.equal(w, w2)
+    with pytest.raises(StateError):
+        other.load_state_dict({"scale": 1.0})
+
+
+# ---------------------------------------------------------------- data and simulation
+
+
+def test_bundled_digits_and_partition():
+    x, y = load_digits()
+    assert x.shape == (1797, 64) and x.dtype == torch.float32 and 0 <= x.min() <= x.max() <= 1
+    parts = dirichlet_partition(y, 20, 0.5, seed=3)
+    allidx = torch.cat(parts).sort().values
+    assert torch.equal(allidx, torch.arange(len(y))) and min(len(p) for p in parts) >= 2
+    # small alpha concentrates each client on few classes
+    skew = sum(torch.bincount(y[p], minlength=10).max().item() / len(p) for p in parts) / 20
+    iid = dirichlet_partition(y, 20, 1000.0, seed=3)
+    skew_iid = sum(torch.bincount(y[p], minlength=10).max().item() / len(p) for p in iid) / 20
+    assert skew > skew_iid + 0.2
+    with pytest.raises(ConfigError, match="exceeds"):
+        dirichlet_partition(y, 1000, 0.5, min_size=2)
+
+
+def test_simulate_fedhyper_beats_fedavg_with_bad_global_lr():
+    # A too-large initial global LR (3, with local LR 0.3): FedAvg oscillates; FedHyper-G's
+    # hypergradient sees successive updates disagree and lowers η_g.
+    res = simulate(["fedavg", "fedhyper-g"], rounds=12, global_lr=3.0, local_lr=0.3, progress=False)
+    avg, hyp = res.histories["fedavg"], res.histories["fedhyper-g"]
+    assert hyp.rounds[-1].global_lr < 2.0
+    assert hyp.final_accuracy > avg.final_accuracy + 0.1
+    assert sum(hyp.accuracy[-4:]) > sum(avg.accuracy[-4:])
+    assert res.rounds_to(0.8)["fedhyper-g"] is not None
+
+
+def test_simulate_zero_hyper_lr_equals_fedavg_and_all_methods_run():
+    names = ["fedavg", "fedhyper-g", "fedhyper-gm+sl+cl", "fedadam", "fedhyper-adam"]
+    names.append("fedhyper-g+cos")
+    res = simulate(
+        names,
+        rounds=3,
+        num_clients=6,
+        fraction=0.5,
+        hyper_lr=0.0,
+        local_hyper_lr=0.0,
+        client_hyper_lr=0.0,
+        adam_hyper_lr=0.0,
+        cos_hyper_lr=0.0,
+        progress=False,
+    )
+    h = res.histories
+    assert h["fedavg"].to_dict()["rounds"] == h["fedhyper-g"].to_dict()["rounds"]
+    assert h["fedavg"].to_dict()["rounds"] == h["fedhyper-g+cos"].to_dict()["rounds"]
+    gm = [(r.accuracy, r.val_loss) for r in h["fedhyper-gm+sl+cl"].rounds]
+    assert gm == [(r.accuracy, r.val_loss) for r in h["fedavg"].rounds]
+    adam = [(r.accuracy, r.val_loss) for r in h["fedhyper-adam"].rounds]
+    assert adam == [(r.accuracy, r.val_loss) for r in h["fedadam"].rounds]
+    for hist in h.values():
+        assert all(math.isfinite(r.accuracy) and math.isfinite(r.val_loss) for r in hist.rounds)
+
+
+def test_simulate_resumes_from_checkpoint(tmp_path, monkeypatch):
+    kw = {"rounds": 4, "num_clients": 6, "fraction": 0.5, "progress": False}
+    names = ["fedavg", "fedhyper-gm+cl"]
+    full = simulate(names, **kw)
+    ckpt = tmp_path / "sim.pt"
+    real = sim_mod._train_client
+    calls = {"n": 0}
+
+    def crashing(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3 * 4 + 5:  # in round 2 of the second method
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(sim_mod, "_train_client", crashing)
+    with pytest.raises(KeyboardInterrupt):
+        simulate(names, checkpoint=ckpt, **kw)
+    monkeypatch.setattr(sim_mod, "_train_client", real)
+    saved = torch.load(ckpt, weights_only=True)
+    assert saved["current"]["method"] == "fedhyper-gm+cl"
+    assert len(saved["current"]["history"]["rounds"]) == 1
+    resumed = simulate(names, checkpoint=ckpt, **kw)
+    for m in names:
+        assert resumed.histories[m].to_dict() == full.histories[m].to_dict()
+    with pytest.raises(ConfigError, match="another configuration"):
+        simulate(names, checkpoint=ckpt, **{**kw, "rounds": 5})
+
+
+def test_simulate_sl_local_lr_persists_between_rounds():
+    res = simulate("fedhyper-sl", rounds=5, num_clients=6, fraction=0.5, progress=False)
+    lrs = [r.local_lr for r in res.histories["fedhyper-sl"].rounds]
+    assert lrs[0] == lrs[1] == 0.1  # no Δ_{t-1} before round 2's aggregation
+    assert len(set(lrs[2:])) == 3  # moved, and each round starts from the last value
+
+
+def test_server_accepts_parameter_iterators():
+    model, client = torch.nn.Linear(3, 2), torch.nn.Linear(3, 2)
+    server = FedHyperServer(model.parameters(), rule="g")
+    server.step([client.parameters()])
+    assert torch.allclose(model.weight, client.weight)
+
+
+def test_simulation_result_serialises(tmp_path):
+    res = simulate("fedhyper-g", rounds=2, num_clients=4, fraction=0.5, progress=False)
+    res.save_json(tmp_path / "r.json")
+    import json
+
+    data = json.loads((tmp_path / "r.json").read_text())
+    back = type(res).from_dict(data)
+    assert back.histories["fedhyper-g"].accuracy == res.histories["fedhyper-g"].accuracy
+    assert _roundtrip(res.to_dict())["config"]["rounds"] == 2
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_server_client_and_simulate():
+    x = torch.zeros(3, device="cuda")
+    server = FedHyperServer([x], rule="gm")
+    server.step([[torch.ones(3, device="cuda")]])
+    server.step([[x + 1.0]])
+    assert x.device.type == "cuda" and server.previous_update[0].device.type == "cuda"
+    state = _roundtrip(server.state_dict())
+    FedHyperServer([torch.zeros(3, device="cuda")], rule="gm").load_state_dict(state)
+    res = simulate(
+        "fedhyper-gm+cl", rounds=2, num_clients=4, fraction=0.5, device="cuda", progress=False
+    )
+    assert len(res.histories["fedhyper-gm+cl"].rounds) == 2
+
+
+@pytest.mark.slow
+def test_example_runs(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "examples" / "federated.py"
+    out = subprocess.run(
+        [sys.executable, str(script), "--rounds", "2", "--device", "cpu"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "round  2" in out.stdout and "fedhyper-g" in out.stdout
