@@ -56,6 +56,9 @@ def test_wheel_contains_mapped_packages(tmp_path: Path) -> None:
         "autolr/predictors/__init__.py",
         "autolr/integrations/__init__.py",
         "autolr/bench/__init__.py",
+        "autolr/stn/__init__.py",
+        "autolr/federated/__init__.py",
+        "autolr/federated/data/digits.npz",  # the simulator's bundled data
     ):
         assert required in names
     assert not any(
@@ -70,6 +73,8 @@ def test_wheel_contains_mapped_packages(tmp_path: Path) -> None:
         "    print(m.__file__)\n"
         "print(autolr.AutoLRS.__name__, autolr.searchers.GPSearcher.__name__,\n"
         "      autolr.predictors.ExponentialPredictor.__name__)\n"
+        "import autolr.federated as fed\n"
+        "print(fed.load_digits()[0].shape)\n"
     )
     out = subprocess.run(
         [sys.executable, "-c", code],
