@@ -1,0 +1,594 @@
+"""``autolr bench --study optuna``: AutoLRSSampler + ForecastPruner against Optuna's samplers.
+
+Part 1 (search): on training tasks of the suite (``TASKS``: logreg, mlp) each method searches
+an LR *schedule* (peak LR, warm-up fraction; cosine decay to 0) plus SGD momentum with
+:func:`~autolr.integrations.optuna.suggest_lr_schedule`, under a fixed total budget of
+training steps (``BUDGET_RUNS`` full runs' worth; pruned trials use fewer, so pruning methods
+run more trials). Every trial trains from the same initial weights (one training seed per
+study) and reports the validation loss ``N_REPORTS`` times; its value is the validation loss
+after its full step budget. Methods:
+
+* ``autolrs``: AutoLRSSampler + ForecastPruner (this package);
+* ``tpe-median``: TPESampler + MedianPruner (warm-up: the same 5 reports as ForecastPruner);
+* ``gp``: Optuna's GPSampler, no pruner;
+* ``random``: RandomSampler, no pruner.
+
+Metrics per (task, seed): best validation loss of a complete trial; **target** = the best of
+the other methods' best values; **steps to match** = training steps a method spent until its
+best-so-far came within ``MATCH_TOL`` (relative) of the target. The issue's target: AutoLRS
+matches the others' best with <= 50 % of the steps the fastest other method needed.
+
+Part 2 (timing): sampling time per trial (``study.ask`` with the search space; median of
+``TIMING_REPEATS`` after one warm-up) at 50 and 200 completed trials of two synthetic 3-d
+objectives, AutoLRSSampler vs GPSampler interleaved call by call; AutoLRSSampler also with
+100 extra pruned trials whose curves are forecast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import statistics
+import sys
+import time
+from typing import Any
+
+__all__ = ["METHODS", "run", "run_study", "time_sampling"]
+
+METHODS = ("autolrs", "tpe-median", "gp", "random")
+TASK_NAMES = ("logreg", "mlp")
+N_REPORTS = 20  # validation evaluations per full run
+BUDGET_RUNS = 16  # total training budget of one study, in full runs
+QUICK_BUDGET_RUNS = 12
+MATCH_TOL = 0.01  # "matched" = within 1 % of the target validation loss
+TIMING_SIZES = (50, 200)
+QUICK_TIMING_SIZES = (50, 200)
+TIMING_REPEATS = 5
+QUICK_TIMING_REPEATS = 3
+# Module-level knobs the CI smoke test shrinks further.
+QUICK_SEEDS = 1
+FULL_SEEDS = 3
+
+
+# ------------------------------------------------------------------------------ search part
+def _make(method: str, seed: int, steps: int):
+    import optuna
+
+    from autolr.integrations.optuna import AutoLRSSampler, ForecastPruner
+
+    eval_every = steps // N_REPORTS
+    if method == "autolrs":
+        return (
+            AutoLRSSampler(seed=seed, n_steps=steps),
+            ForecastPruner(n_steps=steps),  # min_points=5: decides from the 5th report on
+        )
+    if method == "tpe-median":
+        return (
+            optuna.samplers.TPESampler(seed=seed),
+            optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=5 * eval_every),
+        )
+    if method == "gp":
+        return optuna.samplers.GPSampler(seed=seed), optuna.pruners.NopPruner()
+    if method == "random":
+        return optuna.samplers.RandomSampler(seed=seed), optuna.pruners.NopPruner()
+    raise ValueError(f"unknown method {method!r}; known: {', '.join(METHODS)}")
+
+
+def run_study(task_name: str, method: str, seed: int, steps: int, budget_runs: int) -> dict:
+    """One study: ``method`` searches a schedule for ``task_name`` within the step budget."""
+    import optuna
+    import torch
+
+    from autolr.bench.tasks import TASKS
+    from autolr.integrations.optuna import suggest_lr_schedule
+
+    torch.set_num_threads(1)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    task = TASKS[task_name]
+    eval_every = steps // N_REPORTS
+    budget = budget_runs * steps
+    train_seed = 1000 + seed
+    used = {"steps": 0}
+    trace: list[list[float]] = []  # [cumulative steps, best-so-far] after each trial
+    best = {"v": math.inf}
+    sampler, pruner = _make(method, seed, steps)
+    sampling_time = {"s": 0.0}
+
+    def objective(trial: optuna.Trial) -> float:
+        t0 = time.perf_counter()
+        sched = suggest_lr_schedule(
+            trial, steps, peak_lr=task.lr_range, warmup_frac=(0.0, 0.3), shape="cosine"
+        )
+        momentum = trial.suggest_float("momentum", 0.0, 0.95)
+        sampling_time["s"] += time.perf_counter() - t0
+        inst = task.make(train_seed)
+        torch.manual_seed(train_seed)
+        opt = torch.optim.SGD(
+            inst.model.parameters(),
+            lr=sched.peak_lr,
+            momentum=momentum,
+            weight_decay=task.weight_decay,
+        )
+        lr_sched = sched.scheduler(opt)
+        val = math.nan
+        try:
+            for step in range(steps):
+                loss = inst.train_loss()
+                used["steps"] += 1
+                if not torch.isfinite(loss):
+                    return math.nan  # diverged: a FAIL trial
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                lr_sched.step()
+                if (step + 1) % eval_every == 0:
+                    val = inst.val_loss()
+                    if not math.isfinite(val):
+                        return math.nan
+                    trial.report(val, step + 1)
+                    if trial.should_prune():
+                        raise optuna.TrialPruned()
+            return val
+        finally:
+            trial.set_user_attr("steps_used", used["steps"])
+
+    def after(study: optuna.Study, ft: optuna.trial.FrozenTrial) -> None:
+        if ft.state == optuna.trial.TrialState.COMPLETE and ft.value is not None:
+            best["v"] = min(best["v"], ft.value)
+        trace.append([used["steps"], best["v"]])
+        if used["steps"] >= budget:
+            study.stop()
+
+    study = optuna.create_study(sampler=sampler, pruner=pruner)
+    start = time.perf_counter()
+    while used["steps"] < budget:
+        study.optimize(objective, n_trials=1, callbacks=[after], catch=())
+    elapsed = time.perf_counter() - start
+    states = [t.state.name for t in study.trials]
+    best_trial = study.best_trial if any(s == "COMPLETE" for s in states) else None
+    return {
+        "task": task_name,
+        "method": method,
+        "seed": seed,
+        "steps_per_run": steps,
+        "budget_steps": budget,
+        "steps_used": used["steps"],
+        "n_trials": len(states),
+        "n_complete": states.count("COMPLETE"),
+        "n_pruned": states.count("PRUNED"),
+        "n_failed": states.count("FAIL"),
+        "best_value": best["v"],
+        "best_params": best_trial.params if best_trial else None,
+        "trace": trace,
+        "elapsed_s": elapsed,
+        "sampling_s": sampling_time["s"],
+    }
+
+
+def _steps_to(trace: list[list[float]], target: float) -> float | None:
+    """Cumulative steps when the best-so-far first came within MATCH_TOL of ``target``."""
+    thr = target + MATCH_TOL * abs(target)
+    for steps, best in trace:
+        if best <= thr:
+            return float(steps)
+    return None
+
+
+def summarise(studies: list[dict]) -> dict[str, Any]:
+    """Per task: best values, steps to match the best of the other methods, target met."""
+    out: dict[str, Any] = {}
+    for task in sorted({s["task"] for s in studies}):
+        rows = [s for s in studies if s["task"] == task]
+        seeds = sorted({s["seed"] for s in rows})
+        methods = [m for m in METHODS if any(s["method"] == m for s in rows)]
+        per_seed = []
+        for seed in seeds:
+            by = {s["method"]: s for s in rows if s["seed"] == seed}
+            others = [m for m in methods if m != "autolrs" and m in by]
+            finite = [by[m]["best_value"] for m in others if math.isfinite(by[m]["best_value"])]
+            target = min(finite) if finite else None
+            steps = {
+                m: (_steps_to(by[m]["trace"], target) if target is not None else None) for m in by
+            }
+            fastest = min((steps[m] for m in others if steps[m] is not None), default=None)
+            ours = steps.get("autolrs")
+            ratio = ours / fastest if ours is not None and fastest else None
+            per_seed.append(
+                {
+                    "seed": seed,
+                    "target": target,
+                    "steps_to_match": steps,
+                    "fastest_other_steps": fastest,
+                    "ratio_vs_fastest_other": ratio,
+                    "best_value": {m: by[m]["best_value"] for m in by},
+                    "met": ratio is not None and ratio <= 0.5,
+                }
+            )
+        ratios = [p["ratio_vs_fastest_other"] for p in per_seed]
+        finite_ratios = sorted(r if r is not None else math.inf for r in ratios)
+        med = statistics.median(finite_ratios) if finite_ratios else math.inf
+        out[task] = {
+            "seeds": seeds,
+            "per_seed": per_seed,
+            "best_value_median": {
+                m: statistics.median([s["best_value"] for s in rows if s["method"] == m])
+                for m in methods
+            },
+            "steps_used_median": {
+                m: statistics.median([s["steps_used"] for s in rows if s["method"] == m])
+                for m in methods
+            },
+            "n_trials_median": {
+                m: statistics.median([s["n_trials"] for s in rows if s["method"] == m])
+                for m in methods
+            },
+            "n_pruned_median": {
+                m: statistics.median([s["n_pruned"] for s in rows if s["method"] == m])
+                for m in methods
+            },
+            "ratio_vs_fastest_other_median": med if math.isfinite(med) else None,
+            "target_met_median": bool(math.isfinite(med) and med <= 0.5),
+            "target_met_seeds": sum(p["met"] for p in per_seed),
+        }
+    return out
+
+
+# ------------------------------------------------------------------------------ timing part
+def _synthetic(x: list[float]) -> float:
+    """A smooth 3-d test function with one broad and one narrow basin (minimum ~ -0.25)."""
+    a, b, c = x
+    return (
+        (a - 0.3) ** 2
+        + (b - 0.6) ** 2
+        + 0.5 * (c - 0.5) ** 2
+        - 0.25 * math.exp(-40 * ((a - 0.7) ** 2 + (b - 0.2) ** 2))
+    )
+
+
+def _smooth(x: list[float]) -> float:
+    """A smooth 3-d test function (bowl plus a gentle ripple)."""
+    return sum((xi - 0.3) ** 2 for xi in x) + 0.1 * math.sin(5 * x[0])
+
+
+TIMING_OBJECTIVES = {"bump": _synthetic, "smooth": _smooth}
+
+
+def _timing_study(sampler_name: str, n_complete: int, n_pruned: int, fn):
+    import numpy as np
+    import optuna
+    from optuna.distributions import FloatDistribution
+    from optuna.trial import TrialState, create_trial
+
+    from autolr.integrations.optuna import AutoLRSSampler
+
+    space = {n: FloatDistribution(0.0, 1.0) for n in ("a", "b", "c")}
+    if sampler_name == "autolrs":
+        sampler = AutoLRSSampler(seed=0, n_steps=19)
+    else:
+        sampler = optuna.samplers.GPSampler(seed=0)
+    study = optuna.create_study(sampler=sampler)
+    rng = np.random.default_rng(0)  # both samplers see the same trials
+    for i in range(n_complete + n_pruned):
+        x = rng.random(3).tolist()
+        v = fn(x)
+        curve = {s: v + math.exp(-0.3 * s) for s in range(20 if i < n_complete else 8)}
+        study.add_trial(
+            create_trial(
+                params=dict(zip(space, x)),
+                distributions=space,
+                value=curve[19] if i < n_complete else None,
+                intermediate_values=curve,
+                state=TrialState.COMPLETE if i < n_complete else TrialState.PRUNED,
+            )
+        )
+    return study, space
+
+
+def time_sampling(
+    n_complete: int, repeats: int, n_pruned: int = 0, objective: str = "bump"
+) -> list[dict]:
+    """Median seconds of ``study.ask`` (3-d relative sampling) after ``n_complete`` trials,
+    AutoLRSSampler and GPSampler interleaved call by call so both see the same machine load
+    (AutoLRSSampler alone when ``n_pruned`` > 0: GPSampler ignores pruned trials)."""
+    import optuna
+    import torch
+
+    torch.set_num_threads(1)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    names = ["autolrs"] if n_pruned else ["autolrs", "gp"]
+    fn = TIMING_OBJECTIVES[objective]
+    studies = {name: _timing_study(name, n_complete, n_pruned, fn) for name in names}
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for _ in range(repeats + 1):  # the first call warms caches (GPSampler: kernel params)
+        for name, (study, space) in studies.items():
+            t0 = time.perf_counter()
+            trial = study.ask(space)
+            times[name].append(time.perf_counter() - t0)
+            study.tell(trial, fn([trial.params[n] for n in space]))
+    return [
+        {
+            "sampler": name,
+            "objective": objective,
+            "n_complete": n_complete,
+            "n_pruned": n_pruned,
+            "median_s": statistics.median(times[name][1:]),
+            "times_s": times[name],
+        }
+        for name in names
+    ]
+
+
+# ------------------------------------------------------------------------------ driver
+def _job(job: tuple) -> dict:
+    kind = job[0]
+    if kind == "study":
+        return {"kind": "study", **run_study(*job[1:])}
+    return {"kind": "timing", "rows": time_sampling(*job[1:])}
+
+
+def _clean(x: Any) -> Any:
+    if isinstance(x, float):
+        return x if math.isfinite(x) else None
+    if isinstance(x, dict):
+        return {k: _clean(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_clean(v) for v in x]
+    return x
+
+
+def run(args: argparse.Namespace) -> int:
+    """Entry point of ``autolr bench --study optuna`` (see the module docstring)."""
+    from autolr._progress import Progress
+    from autolr.bench.tasks import TASKS
+    from autolr.integrations import require
+
+    require("optuna", "optuna")
+    require("sklearn", "bench")
+    import torch
+
+    torch.set_num_threads(1)
+    quick = bool(args.quick)
+    seeds = args.seeds or (QUICK_SEEDS if quick else FULL_SEEDS)
+    budget_runs = QUICK_BUDGET_RUNS if quick else BUDGET_RUNS
+    sizes = QUICK_TIMING_SIZES if quick else TIMING_SIZES
+    repeats = QUICK_TIMING_REPEATS if quick else TIMING_REPEATS
+    jobs: list[tuple] = []
+    for name in TASK_NAMES:
+        task = TASKS[name]
+        steps = task.quick_budget if quick else task.budget
+        for seed in range(seeds):
+            jobs.extend(("study", name, m, seed, steps, budget_runs) for m in METHODS)
+    for objective in TIMING_OBJECTIVES:
+        jobs.extend(("timing", n, repeats, 0, objective) for n in sizes)
+    jobs.append(("timing", max(sizes), repeats, max(sizes) // 2, "bump"))
+
+    start = time.perf_counter()
+    bar = Progress(len(jobs), desc="optuna", enabled=not args.no_progress)
+    results: list[dict] = []
+
+    def done(r: dict) -> None:
+        results.append(r)
+        if r["kind"] == "study":
+            bar.update(1, task=r["task"], method=r["method"], best=f"{r['best_value']:.4g}")
+        else:
+            bar.update(1, timing="sampling", trials=r["rows"][0]["n_complete"])
+
+    if getattr(args, "jobs", 1) > 1:
+        import multiprocessing as mp
+
+        with mp.get_context("spawn").Pool(args.jobs) as pool:
+            for r in pool.imap_unordered(_job, jobs):
+                done(r)
+    else:
+        for job in jobs:
+            done(_job(job))
+    bar.close()
+    elapsed = time.perf_counter() - start
+
+    studies = sorted(
+        (r for r in results if r["kind"] == "study"),
+        key=lambda r: (r["task"], r["seed"], METHODS.index(r["method"])),
+    )
+    timings = sorted(
+        (row for r in results if r["kind"] == "timing" for row in r["rows"]),
+        key=lambda r: (r["objective"], r["n_complete"], r["n_pruned"], r["sampler"]),
+    )
+    search = summarise(studies)
+    timing_summary = _timing_summary(timings)
+    summary = {
+        "search": search,
+        "timing": timing_summary,
+        "targets": {
+            "match_with_half_the_steps": {
+                task: s["target_met_median"] for task, s in search.items()
+            },
+            "sampling_time_not_worse_than_gpsampler": timing_summary["not_worse_all"],
+        },
+    }
+    meta = {
+        "command": "autolr bench --study optuna " + ("--quick" if quick else ""),
+        "quick": quick,
+        "seeds": seeds,
+        "tasks": list(TASK_NAMES),
+        "methods": list(METHODS),
+        "budget_runs": budget_runs,
+        "n_reports": N_REPORTS,
+        "match_tol": MATCH_TOL,
+        "timing_sizes": list(sizes),
+        "timing_repeats": repeats,
+        "elapsed_s": elapsed,
+        "jobs": getattr(args, "jobs", 1),
+        "greenlet": _has("greenlet"),
+        "torch": torch.__version__,
+        "optuna": __import__("optuna").__version__,
+        "python": sys.version.split()[0],
+        "cpu_count": os.cpu_count(),
+    }
+    with open(os.path.join(args.out, "results.json"), "w") as fh:
+        json.dump(
+            _clean({"meta": meta, "summary": summary, "studies": studies, "timing": timings}),
+            fh,
+            indent=1,
+            allow_nan=False,
+        )
+    with open(os.path.join(args.out, "results.md"), "w") as fh:
+        fh.write(_markdown(meta, summary))
+    if not args.no_plots:
+        _plots(args.out, studies, timings)
+    print(f"autolr bench --study optuna: {len(results)} jobs in {elapsed:.0f} s; in {args.out}/")
+    return 0
+
+
+def _has(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
+def _timing_summary(timings: list[dict]) -> dict[str, Any]:
+    rows = []
+    ok = True
+    for obj, n in sorted({(t["objective"], t["n_complete"]) for t in timings}):
+        same = [t for t in timings if t["n_complete"] == n and t["objective"] == obj]
+        gp = [t for t in same if t["sampler"] == "gp"]
+        ours = [t for t in same if t["sampler"] == "autolrs"]
+        plain = [t for t in ours if t["n_pruned"] == 0]
+        for t in ours:
+            ratio = t["median_s"] / gp[0]["median_s"] if gp else None
+            rows.append(
+                {
+                    "objective": obj,
+                    "n_complete": n,
+                    "n_pruned": t["n_pruned"],
+                    "autolrs_s": t["median_s"],
+                    "gpsampler_s": gp[0]["median_s"] if gp else None,
+                    "ratio": ratio,
+                }
+            )
+        if gp and plain:
+            ok = ok and plain[0]["median_s"] <= gp[0]["median_s"]
+    return {"rows": rows, "not_worse_all": ok}
+
+
+def _f(x: float | None, spec: str = ".4f") -> str:
+    return "—" if x is None or not math.isfinite(x) else format(x, spec)
+
+
+def _markdown(meta: dict, summary: dict) -> str:
+    lines = [
+        "# Optuna study: AutoLRSSampler + ForecastPruner vs TPE, GPSampler, random",
+        "",
+        f"Command: `{meta['command'].strip()}`; {meta['seeds']} seed(s); total budget per "
+        f"study {meta['budget_runs']} full runs of training steps; {meta['n_reports']} "
+        f"validation reports per run; 'matched' = within {meta['match_tol']:.0%} of the target. "
+        f"Elapsed {meta['elapsed_s']:.0f} s (optuna {meta['optuna']}, torch {meta['torch']}).",
+        "",
+        "Search space per trial: peak LR (log, task range), warm-up fraction [0, 0.3] (cosine "
+        "decay to 0, via `suggest_lr_schedule`), SGD momentum [0, 0.95].",
+        "",
+    ]
+    for task, s in summary["search"].items():
+        lines += [
+            f"## {task}",
+            "",
+            "| method | best val loss (median) | trials | pruned | steps used |",
+            "|---|---|---|---|---|",
+        ]
+        for m, v in s["best_value_median"].items():
+            lines.append(
+                f"| {m} | {_f(v)} | {s['n_trials_median'][m]:g} | {s['n_pruned_median'][m]:g} "
+                f"| {s['steps_used_median'][m]:g} |"
+            )
+        lines += [
+            "",
+            "| seed | target (best of others) | AutoLRS steps to match | fastest other | ratio "
+            "| ≤ 50 %? |",
+            "|---|---|---|---|---|---|",
+        ]
+        for p in s["per_seed"]:
+            ours = p["steps_to_match"].get("autolrs")
+            lines.append(
+                f"| {p['seed']} | {_f(p['target'])} | {_f(ours, '.0f')} "
+                f"| {_f(p['fastest_other_steps'], '.0f')} "
+                f"| {_f(p['ratio_vs_fastest_other'], '.2f')} | {'yes' if p['met'] else 'no'} |"
+            )
+        med = s["ratio_vs_fastest_other_median"]
+        lines += [
+            "",
+            f"Median ratio {_f(med, '.2f')} → target (≤ 0.5) "
+            f"**{'met' if s['target_met_median'] else 'not met'}** "
+            f"({s['target_met_seeds']}/{len(s['per_seed'])} seeds).",
+            "",
+        ]
+    t = summary["timing"]
+    lines += [
+        "## Sampling time per trial (synthetic 3-d objective, median seconds of `study.ask`)",
+        "",
+        "Measured interleaved (one ask of each sampler in turn) so both see the same machine "
+        f"load; greenlet (GPSampler's parallel L-BFGS-B) available: {meta['greenlet']}. "
+        "GPSampler ignores pruned trials; its time in the pruned row is that of the same "
+        "complete trials.",
+        "",
+        "| objective | complete trials | extra pruned trials | AutoLRSSampler | GPSampler "
+        "| ratio |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in t["rows"]:
+        lines.append(
+            f"| {r['objective']} | {r['n_complete']} | {r['n_pruned']} "
+            f"| {_f(r['autolrs_s'], '.3f')} "
+            f"| {_f(r['gpsampler_s'], '.3f')} | {_f(r['ratio'], '.2f')} |"
+        )
+    lines += [
+        "",
+        "Target (AutoLRSSampler no slower than GPSampler at 50 and 200 complete trials): "
+        f"**{'met' if t['not_worse_all'] else 'not met'}**.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _plots(out: str, studies: list[dict], timings: list[dict]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    for task in sorted({s["task"] for s in studies}):
+        rows = [s for s in studies if s["task"] == task]
+        seed = min(s["seed"] for s in rows)
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        for s in rows:
+            if s["seed"] != seed:
+                continue
+            pts = [(a / s["steps_per_run"], b) for a, b in s["trace"] if math.isfinite(b)]
+            if pts:
+                style = "-" if s["method"] == "autolrs" else "--"
+                ax.step(*zip(*pts), style, where="post", label=s["method"])
+        ax.set_xlabel("training steps used (in full runs)")
+        ax.set_ylabel("best validation loss so far")
+        ax.set_yscale("log")
+        ax.set_title(f"{task}: best-so-far vs training compute (seed {seed})")
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(os.path.join(out, f"{task}.png"), dpi=90)
+        plt.close(fig)
+    if timings:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for name in ("autolrs", "gp"):
+            pts = sorted(
+                (t["n_complete"], t["median_s"])
+                for t in timings
+                if t["sampler"] == name and t["n_pruned"] == 0 and t["objective"] == "bump"
+            )
+            if pts:
+                ax.plot(*zip(*pts), "o-", label="AutoLRSSampler" if name == "autolrs" else name)
+        ax.set_xlabel("complete trials")
+        ax.set_ylabel("seconds per ask (median)")
+        ax.set_title("sampling time per trial (3-d 'bump' objective)")
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(os.path.join(out, "timing.png"), dpi=90)
+        plt.close(fig)

@@ -1,0 +1,68 @@
+"""Smoke test of ``autolr bench --study optuna`` at a tiny size: output complete and finite."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+
+import pytest
+
+pytest.importorskip("optuna")
+pytest.importorskip("sklearn")
+pytest.importorskip("matplotlib")
+
+from autolr.bench import cli
+from autolr.bench import optuna_search as study
+
+
+def _numbers(x):
+    if isinstance(x, bool):
+        return
+    if isinstance(x, (int, float)):
+        yield x
+    elif isinstance(x, dict):
+        for v in x.values():
+            yield from _numbers(v)
+    elif isinstance(x, list):
+        for v in x:
+            yield from _numbers(v)
+
+
+def test_optuna_study_tiny(tmp_path, monkeypatch):
+    monkeypatch.setattr(study, "TASK_NAMES", ("logreg",))
+    monkeypatch.setattr(study, "QUICK_BUDGET_RUNS", 3)
+    monkeypatch.setattr(study, "QUICK_TIMING_SIZES", (12,))
+    monkeypatch.setattr(study, "QUICK_TIMING_REPEATS", 1)
+    out = tmp_path / "optuna"
+    rc = cli.main(["--study", "optuna", "--quick", "--no-progress", "--out", str(out)])
+    assert rc == 0
+    for name in ("results.json", "results.md", "logreg.png", "timing.png"):
+        assert (out / name).is_file() and os.path.getsize(out / name) > 0, name
+
+    with open(out / "results.json") as fh:
+        data = json.load(fh)  # written with allow_nan=False
+    assert data["meta"]["elapsed_s"] > 0
+    studies = data["studies"]
+    assert {s["method"] for s in studies} == set(study.METHODS)
+    for s in studies:
+        assert s["steps_used"] >= s["budget_steps"] == 3 * 500
+        assert s["best_value"] is not None and math.isfinite(s["best_value"])
+        assert s["trace"] and s["n_trials"] == len(s["trace"])
+    search = data["summary"]["search"]["logreg"]
+    assert set(search["best_value_median"]) == set(study.METHODS)
+    assert all(v is not None for v in search["best_value_median"].values())
+    timing = data["summary"]["timing"]["rows"]
+    assert {(r["objective"], r["n_complete"], r["n_pruned"]) for r in timing} == {
+        ("bump", 12, 0),
+        ("bump", 12, 6),
+        ("smooth", 12, 0),
+    }
+    assert all(r["autolrs_s"] > 0 for r in timing)
+    targets = data["summary"]["targets"]
+    assert isinstance(targets["sampling_time_not_worse_than_gpsampler"], bool)
+    assert isinstance(targets["match_with_half_the_steps"]["logreg"], bool)
+    text = (out / "results.md").read_text()
+    assert "logreg" in text and "Sampling time per trial" in text
+    nums = list(_numbers({k: v for k, v in data.items()}))
+    assert nums and all(math.isfinite(v) for v in nums)

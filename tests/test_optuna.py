@@ -1,0 +1,464 @@
+"""AutoLRSSampler data and behaviour, ForecastPruner decisions, schedule search helpers."""
+
+from __future__ import annotations
+
+import io
+import math
+import threading
+
+import pytest
+import torch
+
+optuna = pytest.importorskip("optuna")
+
+from optuna.distributions import FloatDistribution  # noqa: E402
+from optuna.trial import TrialState, create_trial  # noqa: E402
+
+from autolr import ConfigError, ConfigTypeError  # noqa: E402
+from autolr.integrations.optuna import (  # noqa: E402
+    AutoLRSSampler,
+    ForecastPruner,
+    LRSchedule,
+    suggest_lr_schedule,
+    suggest_lr_scheduler,
+)
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+LR = FloatDistribution(1e-3, 1.0, log=True)
+N_STEPS = 20
+
+
+def curve(floor: float, rate: float = 0.3, amp: float = 1.0, n: int = N_STEPS) -> dict[int, float]:
+    """Exponentially decaying learning curve reaching ~``floor`` at the last step."""
+    return {s: floor + amp * math.exp(-rate * s) for s in range(n)}
+
+
+def add(study, lr: float, values: dict[int, float], state=TrialState.COMPLETE, value=None):
+    if state == TrialState.COMPLETE and value is None:
+        value = values[max(values)]
+    study.add_trial(
+        create_trial(
+            params={"lr": lr},
+            distributions={"lr": LR},
+            value=value if state == TrialState.COMPLETE else None,
+            intermediate_values=values,
+            state=state,
+        )
+    )
+
+
+def running(study, values: dict[int, float]):
+    """A RUNNING trial (lr drawn by the study's sampler) that has reported ``values``."""
+    trial = study.ask({"lr": LR})
+    for s, v in values.items():
+        trial.report(v, s)
+    return trial
+
+
+# ------------------------------------------------------------------ GP data from forecasts
+def test_pruned_trials_enter_the_gp_as_forecasts_with_larger_noise():
+    study = optuna.create_study()
+    for lr, floor in [(0.01, 0.5), (0.1, 0.2), (0.5, 0.4)]:
+        add(study, lr, curve(floor))
+    # pruned after 8 of 20 steps; its curve would end at ~0.1 (better than all complete ones)
+    pruned = {s: v for s, v in curve(0.1).items() if s < 8}
+    add(study, 0.2, pruned, state=TrialState.PRUNED)
+
+    # uncalibrated: the forecast's noise grows with the extrapolated change
+    data = AutoLRSSampler(seed=0, calibrate_forecasts=False).gp_data(study)
+    kinds = [r["kind"] for r in data]
+    assert kinds == ["complete", "complete", "complete", "forecast"]
+    fc = data[-1]
+    # extrapolated to step 19: far below the last reported value (0.1 + e^-2.1 ≈ 0.22)
+    assert fc["value"] < pruned[7] - 0.05
+    assert abs(fc["value"] - 0.1) < 0.05
+    assert fc["noise"] > 2 * max(r["noise"] for r in data[:3])
+    assert fc["params"] == {"lr": 0.2}
+    # calibrated on the complete trials, whose curves this shape forecasts exactly
+    cal = AutoLRSSampler(seed=0).gp_data(study)[-1]
+    assert abs(cal["value"] - 0.1) < 0.02
+    assert cal["noise"] >= max(r["noise"] for r in data[:3])
+
+    # without forecasts the pruned trial is ignored, as GPSampler does
+    plain = AutoLRSSampler(seed=0, use_forecasts=False).gp_data(study)
+    assert [r["kind"] for r in plain] == ["complete"] * 3
+
+
+def test_running_trials_are_forecast_or_pending_and_diverged_ones_penalised():
+    study = optuna.create_study()
+    for lr, floor in [(0.01, 0.5), (0.1, 0.2)]:
+        add(study, lr, curve(floor))
+    add(study, 0.9, {0: 1.0, 1: 3.0, 2: 50.0, 3: math.inf}, state=TrialState.PRUNED)
+    long_run = running(study, {s: v for s, v in curve(0.3).items() if s < 10})
+    short_run = running(study, {0: 1.0, 1: 0.9})
+    by_number = {r["number"]: r for r in AutoLRSSampler(seed=0).gp_data(study)}
+    assert by_number[2]["kind"] == "failed" and math.isnan(by_number[2]["value"])
+    assert by_number[long_run.number]["kind"] == "forecast"
+    assert abs(by_number[long_run.number]["value"] - 0.3) < 0.1
+    assert by_number[short_run.number]["kind"] == "pending"
+
+
+def late_drop(floor: float, drop: float = 0.3) -> dict[int, float]:
+    """A curve whose loss falls by ``drop`` over the last 5 steps (LR decay at the end)."""
+    return {s: v - drop * max(0, s - 14) / 5 for s, v in curve(floor + drop).items()}
+
+
+def test_calibration_learns_the_late_drop_from_complete_trials():
+    study = optuna.create_study()
+    for lr, floor in [(0.01, 0.5), (0.1, 0.2), (0.5, 0.4), (0.05, 0.3)]:
+        add(study, lr, late_drop(floor))
+    pruned = {s: v for s, v in late_drop(0.1).items() if s < 8}
+    add(study, 0.2, pruned, state=TrialState.PRUNED)
+    plain = AutoLRSSampler(seed=0, calibrate_forecasts=False).gp_data(study)[-1]["value"]
+    cal = AutoLRSSampler(seed=0).gp_data(study)[-1]["value"]
+    # the truncated curve extrapolates to ~0.4; the complete trials say 0.3 more comes off
+    assert abs(plain - 0.4) < 0.05
+    assert abs(cal - 0.1) < 0.05
+
+
+def test_final_step_is_n_steps_when_given():
+    study = optuna.create_study()
+    add(study, 0.01, curve(0.5))
+    add(study, 0.1, curve(0.2))
+    add(study, 0.2, {s: v for s, v in curve(0.1, rate=0.05).items() if s < 10}, TrialState.PRUNED)
+    near = AutoLRSSampler(seed=0).gp_data(study)[-1]["value"]
+    far = AutoLRSSampler(seed=0, n_steps=200).gp_data(study)[-1]["value"]
+    assert far < near  # a slowly decaying curve keeps falling after step 19
+
+
+def test_forecasts_steer_the_search():
+    """A pruned trial forecast to be the best pulls the next GP suggestion towards it."""
+
+    def study_with(pruned_state: bool):
+        study = optuna.create_study()
+        for lr, floor in [(0.002, 0.9), (0.005, 0.8), (0.3, 0.6), (0.6, 0.7), (0.95, 0.9)]:
+            add(study, lr, curve(floor))
+        if pruned_state:
+            add(study, 0.03, {s: v for s, v in curve(0.0).items() if s < 8}, TrialState.PRUNED)
+        return study
+
+    def next_lr(study) -> float:
+        sampler = AutoLRSSampler(seed=3, n_startup_trials=3)
+        study.sampler = sampler
+        trial = study.ask({"lr": LR})
+        assert sampler.last_info["source"] == "gp"
+        return trial.params["lr"]
+
+    with_fc = next_lr(study_with(True))
+    without = next_lr(study_with(False))
+    assert abs(math.log10(with_fc) - math.log10(0.03)) < abs(math.log10(without) - math.log10(0.03))
+    assert abs(math.log10(with_fc) - math.log10(0.03)) < 0.5
+
+
+# ------------------------------------------------------------------ sampler behaviour
+def _quadratic(trial):
+    x = trial.suggest_float("x", -2.0, 2.0)
+    n = trial.suggest_int("n", 1, 8)
+    return (x - 0.7) ** 2 + 0.05 * (n - 5) ** 2
+
+
+def test_minimize_and_maximize_find_the_optimum():
+    study = optuna.create_study(sampler=AutoLRSSampler(seed=0))
+    study.optimize(_quadratic, n_trials=16)
+    assert study.best_value < 0.05
+    neg = optuna.create_study(direction="maximize", sampler=AutoLRSSampler(seed=0))
+    neg.optimize(lambda t: -_quadratic(t), n_trials=16)
+    assert neg.best_value > -0.05
+    assert isinstance(neg.best_params["n"], int)
+
+
+def test_seeded_runs_are_identical_and_reseed_changes_them():
+    def run(sampler):
+        study = optuna.create_study(sampler=sampler, pruner=ForecastPruner(n_startup_trials=2))
+        study.optimize(_quadratic, n_trials=8)
+        return [t.params for t in study.trials]
+
+    assert run(AutoLRSSampler(seed=5)) == run(AutoLRSSampler(seed=5))
+    reseeded = AutoLRSSampler(seed=5)
+    reseeded.reseed_rng()
+    assert run(reseeded) != run(AutoLRSSampler(seed=5))
+
+
+def test_global_rng_untouched():
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    study = optuna.create_study(sampler=AutoLRSSampler(seed=0, n_startup_trials=2))
+    study.optimize(_quadratic, n_trials=4)
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_threads_with_pruner_finish_without_errors():
+    def objective(trial):
+        lr = trial.suggest_float("lr", 1e-3, 1.0, log=True)
+        floor = (math.log10(lr) + 1.0) ** 2
+        for step in range(10):
+            trial.report(floor + math.exp(-0.5 * step), step)
+            if trial.should_prune():
+                raise optuna.TrialPruned()
+        return floor + math.exp(-4.5)
+
+    study = optuna.create_study(
+        sampler=AutoLRSSampler(seed=0, n_startup_trials=3), pruner=ForecastPruner()
+    )
+    study.optimize(objective, n_trials=12, n_jobs=2, catch=())
+    states = {t.state for t in study.trials}
+    assert states <= {TrialState.COMPLETE, TrialState.PRUNED}
+    assert len({t.params["lr"] for t in study.trials}) == 12
+    assert threading.active_count() >= 1
+
+
+def test_failed_trials_are_penalised():
+    study = optuna.create_study()
+    add(study, 0.01, curve(0.5))
+    add(study, 0.1, curve(0.2))
+    study.add_trial(
+        create_trial(params={"lr": 0.9}, distributions={"lr": LR}, state=TrialState.FAIL)
+    )
+    kinds = [r["kind"] for r in AutoLRSSampler(seed=0).gp_data(study)]
+    assert kinds == ["complete", "complete", "failed"]
+    kinds = [r["kind"] for r in AutoLRSSampler(seed=0, penalize_failed=False).gp_data(study)]
+    assert kinds == ["complete", "complete"]
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"n_startup_trials": 0},
+        {"n_steps": 0},
+        {"min_points": 1},
+        {"extrapolation_std": -1.0},
+        {"min_noise": math.nan},
+        {"seed": -1},
+        {"raw_samples": 1, "num_restarts": 4},
+    ],
+)
+def test_sampler_rejects_bad_arguments(kwargs):
+    with pytest.raises(ConfigError):
+        AutoLRSSampler(**kwargs)
+
+
+def test_sampler_rejects_bad_types():
+    with pytest.raises(ConfigTypeError):
+        AutoLRSSampler(independent_sampler=object())
+    with pytest.raises(ConfigTypeError):
+        AutoLRSSampler(predictor="exp")
+    with pytest.raises(ConfigTypeError):
+        AutoLRSSampler(n_steps=2.5)
+
+
+def test_multi_objective_is_refused_clearly():
+    study = optuna.create_study(directions=["minimize", "minimize"], sampler=AutoLRSSampler())
+    with pytest.raises(ValueError, match="single-objective"):
+        study.optimize(lambda t: (t.suggest_float("x", 0, 1), 1.0), n_trials=1)
+
+
+def test_int_and_step_params_stay_on_their_grid():
+    study = optuna.create_study(sampler=AutoLRSSampler(seed=1, n_startup_trials=2))
+
+    def objective(trial):
+        a = trial.suggest_int("a", 2, 20, step=3)
+        b = trial.suggest_float("b", 0.0, 1.0, step=0.25)
+        c = trial.suggest_int("c", 1, 64, log=True)
+        return (a - 11) ** 2 + b + math.log(c)
+
+    study.optimize(objective, n_trials=8)
+    for t in study.trials:
+        assert (t.params["a"] - 2) % 3 == 0 and 2 <= t.params["a"] <= 20
+        assert t.params["b"] in (0.0, 0.25, 0.5, 0.75, 1.0)
+        assert isinstance(t.params["c"], int) and 1 <= t.params["c"] <= 64
+
+
+# ------------------------------------------------------------------ pruner
+def _pruner_study(direction="minimize", best_floor=0.2):
+    study = optuna.create_study(direction=direction)
+    sign = 1.0 if direction == "minimize" else -1.0
+    for lr, floor in [(0.01, 0.5), (0.1, best_floor), (0.5, 0.4)]:
+        values = {s: sign * v for s, v in curve(floor).items()}
+        add(study, lr, values)
+    return study
+
+
+def _decisions(pruner, study, values: dict[int, float]) -> list[bool]:
+    """Pruning decision after each reported value of a fresh running trial."""
+    trial = study.ask({"lr": LR})
+    out = []
+    for s, v in values.items():
+        trial.report(v, s)
+        out.append(pruner.prune(study, study._storage.get_trial(trial._trial_id)))
+    study.tell(trial, state=TrialState.PRUNED)
+    return out
+
+
+def test_pruner_prunes_a_clearly_worse_curve_after_min_points():
+    study = _pruner_study()
+    decisions = _decisions(ForecastPruner(), study, curve(1.0))
+    assert not any(decisions[:4])  # fewer than min_points values
+    assert decisions[4]  # forecast ~1.0 vs best 0.2
+
+
+def test_pruner_keeps_a_curve_heading_below_the_best():
+    study = _pruner_study()
+    # starts higher (amp 3) but decays to 0.05 < best 0.2
+    assert not any(_decisions(ForecastPruner(), study, curve(0.05, amp=3.0)))
+
+
+def test_pruner_confidence_and_warmup():
+    study = _pruner_study()
+    slightly_worse = curve(0.25, rate=0.15)  # ends 0.05 above the best, still far from flat
+    # uncalibrated: the uncertainty comes from the extrapolation rule alone
+    loose = ForecastPruner(confidence=0.6, extrapolation_std=0.0, calibrate_forecasts=False)
+    strict = ForecastPruner(confidence=0.999, calibrate_forecasts=False)
+    loose = _decisions(loose, study, slightly_worse)
+    strict = _decisions(strict, study, slightly_worse)
+    assert sum(strict) <= sum(loose)
+    assert not any(strict[:10])
+    late = _decisions(ForecastPruner(n_warmup_steps=12), study, curve(1.0))
+    assert not any(late[:12]) and late[12]
+
+
+def test_pruner_needs_startup_trials_and_prunes_divergence():
+    study = optuna.create_study()
+    add(study, 0.1, curve(0.2))
+    pruner = ForecastPruner(n_startup_trials=2)
+    assert not any(_decisions(pruner, study, curve(5.0)))
+    assert _decisions(pruner, study, {0: 1.0, 1: math.nan}) == [False, True]
+
+
+def test_pruner_maximize_mirrors_minimize():
+    study = _pruner_study(direction="maximize")
+    worse = {s: -v for s, v in curve(1.0).items()}
+    better = {s: -v for s, v in curve(0.05, amp=3.0).items()}
+    assert any(_decisions(ForecastPruner(), study, worse))
+    assert not any(_decisions(ForecastPruner(), study, better))
+
+
+def test_pruner_with_study_optimize_saves_steps():
+    steps = {"n": 0}
+
+    def objective(trial):
+        lr = trial.suggest_float("lr", 1e-3, 1.0, log=True)
+        floor = (math.log10(lr) + 1.0) ** 2
+        for step in range(N_STEPS):
+            steps["n"] += 1
+            trial.report(floor + math.exp(-0.3 * step), step)
+            if trial.should_prune():
+                raise optuna.TrialPruned()
+        return floor + math.exp(-0.3 * (N_STEPS - 1))
+
+    study = optuna.create_study(
+        sampler=optuna.samplers.RandomSampler(seed=0), pruner=ForecastPruner()
+    )
+    study.optimize(objective, n_trials=20)
+    n_pruned = sum(t.state == TrialState.PRUNED for t in study.trials)
+    assert n_pruned >= 5
+    assert steps["n"] < 0.8 * 20 * N_STEPS
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"confidence": 0.5}, {"confidence": 1.0}, {"n_startup_trials": 0}, {"min_points": 1}],
+)
+def test_pruner_rejects_bad_arguments(kwargs):
+    with pytest.raises(ConfigError):
+        ForecastPruner(**kwargs)
+
+
+# ------------------------------------------------------------------ schedules
+def test_schedule_shapes_and_warmup():
+    s = LRSchedule(peak_lr=0.1, total_steps=101, warmup_frac=0.1, shape="cosine")
+    assert s.warmup_steps == 10
+    assert s.lr_at(0) == pytest.approx(0.01)
+    assert s.lr_at(9) == pytest.approx(0.1)
+    assert s.lr_at(10) == pytest.approx(0.1)
+    assert s.lr_at(100) == pytest.approx(0.0, abs=1e-12)
+    lin = LRSchedule(peak_lr=1.0, total_steps=11, shape="linear", final_frac=0.1)
+    assert [round(lin.lr_at(i), 6) for i in (0, 5, 10)] == [1.0, 0.55, 0.1]
+    exp = LRSchedule(peak_lr=1.0, total_steps=11, shape="exponential", final_frac=0.01)
+    assert exp.lr_at(5) == pytest.approx(0.1)
+    assert LRSchedule(peak_lr=0.3, total_steps=5, shape="constant").lr_at(4) == 0.3
+
+
+def test_scheduler_drives_the_optimizer_and_keeps_group_ratios():
+    w1 = torch.zeros(2, requires_grad=True)
+    w2 = torch.zeros(2, requires_grad=True)
+    opt = torch.optim.SGD([{"params": [w1], "lr": 1.0}, {"params": [w2], "lr": 0.5}], lr=1.0)
+    sched = LRSchedule(peak_lr=0.2, total_steps=4, shape="linear").scheduler(opt)
+    seen = []
+    for _ in range(4):
+        seen.append([g["lr"] for g in opt.param_groups])
+        opt.step()
+        sched.step()
+    assert seen[0] == pytest.approx([0.2, 0.1])
+    assert seen[-1] == pytest.approx([0.0, 0.0], abs=1e-12)
+    buf = io.BytesIO()
+    torch.save(sched.state_dict(), buf)
+    buf.seek(0)
+    assert torch.load(buf, weights_only=True)["last_epoch"] == 4
+
+
+def test_suggest_lr_schedule_registers_params():
+    study = optuna.create_study(sampler=AutoLRSSampler(seed=0, n_startup_trials=2))
+    trial = study.ask()
+    s = suggest_lr_schedule(
+        trial,
+        500,
+        peak_lr=(1e-3, 0.3),
+        warmup_frac=(0.0, 0.2),
+        shape=("cosine", "linear"),
+        final_frac=(1e-3, 0.5),
+        prefix="enc_",
+    )
+    assert set(trial.params) == {"enc_peak_lr", "enc_warmup_frac", "enc_shape", "enc_final_frac"}
+    assert s.peak_lr == trial.params["enc_peak_lr"]
+    assert s.shape == trial.params["enc_shape"]
+    fixed = suggest_lr_schedule(study.ask(), 100, peak_lr=0.1, warmup_frac=0.0)
+    assert fixed == LRSchedule(peak_lr=0.1, total_steps=100)
+    opt = torch.optim.AdamW([torch.zeros(1, requires_grad=True)], lr=1.0)
+    sched = suggest_lr_scheduler(study.ask(), opt, 100, peak_lr=(0.01, 0.1), warmup_frac=0.0)
+    assert 0.01 <= sched.get_last_lr()[0] <= 0.1
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"peak_lr": (0.1, 0.01)},
+        {"peak_lr": -1.0},
+        {"warmup_frac": (0.0, 0.95)},
+        {"shape": "step"},
+        {"shape": ()},
+        {"final_frac": (0.0, 0.5)},
+    ],
+)
+def test_suggest_lr_schedule_rejects_bad_arguments(kwargs):
+    with pytest.raises((ConfigError, ConfigTypeError)):
+        suggest_lr_schedule(optuna.create_study().ask(), 100, **kwargs)
+
+
+def test_schedule_rejects_bad_values():
+    with pytest.raises(ConfigError):
+        LRSchedule(peak_lr=0.0, total_steps=10)
+    with pytest.raises(ConfigError):
+        LRSchedule(peak_lr=0.1, total_steps=10, shape="exponential", final_frac=0.0)
+    with pytest.raises(ConfigTypeError):
+        LRSchedule(peak_lr=0.1, total_steps=10.0)  # type: ignore[arg-type]
+    with pytest.raises(ConfigTypeError):
+        LRSchedule(peak_lr=0.1, total_steps=10).scheduler("adam")  # type: ignore[arg-type]
+
+
+def test_point_taken_by_another_worker_meanwhile_is_not_duplicated(monkeypatch):
+    """Two workers whose GP steps overlap can pick the same argmax; the later one notices (its
+    fresh read of the storage shows the other's shared params) and takes its Sobol point."""
+    import autolr.integrations.optuna as mod
+
+    study = optuna.create_study(sampler=AutoLRSSampler(seed=0, n_startup_trials=2))
+    for lr, floor in [(0.01, 0.5), (0.1, 0.2), (0.5, 0.4)]:
+        add(study, lr, curve(floor))
+    other = study.ask({"lr": LR})  # "another worker": running, params shared via system attrs
+    assert study.sampler.last_info["source"] == "gp"
+    taken = {"lr": other.params["lr"]}
+    monkeypatch.setattr(mod.GPSearcher, "suggest", lambda self, n=1, pending=(): [dict(taken)])
+    trial = study.ask({"lr": LR})
+    assert trial.params["lr"] != taken["lr"]
+    assert study.sampler.last_info["source"] == "sobol-dedup"
