@@ -26,6 +26,18 @@ moved LR):
 The adapted LR is clamped to ``[lr_min, lr_max]`` (``lr_min = 0``: never negative). Non-finite
 hypergradients leave the LR unchanged and are counted.
 
+Two optional robustness knobs (both off by default; off reproduces the plain rules bit for bit):
+
+* ``boost`` (sign-agreement acceleration, like Rprop's step growth; normalised rules only): the
+  per-group step size is ``β·k`` with ``k ← min(1.2 k, boost)`` while the hypergradient keeps its
+  sign and ``k ← 1`` when it flips. A persistent sign (far too small or far too large an LR) then
+  moves the LR up to ``boost`` times faster, while noise (random signs) keeps ``k ≈ 1``.
+* ``warmup_steps``: the step ``t`` (0-based) runs at ``clamp(base·s·min(1, (t+1)/warmup_steps))``
+  while HD already adapts ``s`` from the cosines it sees, so an oversized LR shows up as positive
+  hypergradients (and ``s`` shrinks) before the full LR is reached. During the warm-up ``s`` may
+  only *decrease*: the ramp itself makes every LR look too small, and letting HD raise ``s``
+  would undo the warm-up (measured: it killed the MLP of the ``hd`` study at the tuned LR).
+
 **Schedulers.** ``group["lr"]`` keeps the *base* LR that you or a torch LR scheduler set; the
 wrapper keeps a per-group HD factor ``s`` and runs the inner step at ``clamp(base·s)``, restoring
 ``group["lr"]`` afterwards. So any scheduler (built on the wrapper or on ``opt.optimizer``)
@@ -56,6 +68,7 @@ DEFAULT_HYPERGRAD_LR: dict[tuple[str, str], float] = {
     ("rms", "adam"): 0.02,
 }
 _RULES = ("additive", "multiplicative", "rms")
+_BOOST_GROWTH = 1.2  # per-step growth of the step-size multiplier while the sign persists
 
 
 def dot_and_norms(a: Sequence[Tensor], b: Sequence[Tensor]) -> Tensor:
@@ -126,6 +139,11 @@ class HypergradientLR(torch.optim.Optimizer):
         lr_max: Upper clamp of the adapted LR (default inf; set it with the additive rule,
             whose LR can run away once the loss starts to diverge).
         rms_decay: Decay of the running mean of h² (``"rms"`` rule only).
+        boost: Largest step-size multiplier under a persistent hypergradient sign (``k`` grows
+            ×1.2 per step while the sign persists, back to 1 when it flips). ``1`` (default):
+            off. Normalised rules only; the multiplicative rule needs ``β·boost < 1``.
+        warmup_steps: Linear LR warm-up length inside HD (default 0: none); during it HD may
+            only lower its factor (a probe for an oversized LR), afterwards both ways.
         trace: Record the LR of every step in :attr:`lr_trace` (one float per group and step).
 
     Attributes:
@@ -156,6 +174,8 @@ class HypergradientLR(torch.optim.Optimizer):
         lr_max: float = math.inf,
         rms_decay: float = 0.99,
         trace: bool = True,
+        boost: float = 1.0,
+        warmup_steps: int = 0,
     ) -> None:
         # Deliberately no super().__init__: the wrapper owns no parameters; param_groups, state
         # and defaults are the wrapped optimizer's (see the properties below).
@@ -186,9 +206,26 @@ class HypergradientLR(torch.optim.Optimizer):
         rms_decay = float(rms_decay)
         if not 0.0 <= rms_decay < 1.0:
             raise ConfigError(f"rms_decay must be in [0, 1), got {rms_decay}")
+        if isinstance(boost, bool) or not isinstance(boost, (int, float)):
+            raise ConfigTypeError(f"boost must be a float, got {boost!r}")
+        boost = float(boost)
+        if not math.isfinite(boost) or boost < 1.0:
+            raise ConfigError(f"boost must be finite and >= 1 (1 = off), got {boost}")
+        if boost != 1.0 and rule == "additive":
+            raise ConfigError("boost needs a normalised rule ('multiplicative' or 'rms')")
+        if rule == "multiplicative" and beta * boost >= 1:
+            raise ConfigError(
+                f"the multiplicative rule needs hypergrad_lr * boost < 1, got {beta} * {boost}"
+            )
+        if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, int):
+            raise ConfigTypeError(f"warmup_steps must be an int, got {warmup_steps!r}")
+        if warmup_steps < 0:
+            raise ConfigError(f"warmup_steps must be >= 0, got {warmup_steps}")
         for i, group in enumerate(optimizer.param_groups):
             self._check_group(i, group)
         self.optimizer = optimizer
+        self.boost = boost
+        self.warmup_steps = warmup_steps
         self.rms_decay = rms_decay
         self.family = family
         self.rule = rule
@@ -202,6 +239,7 @@ class HypergradientLR(torch.optim.Optimizer):
         self._last_h: list[float | None] = [None] * len(optimizer.param_groups)
         self._h_sq: list[float] = [0.0] * len(optimizer.param_groups)  # EMA of h² ("rms")
         self._h_n: list[int] = [0] * len(optimizer.param_groups)  # hypergradients used
+        self._gain: list[float] = [1.0] * len(optimizer.param_groups)  # boost multiplier k
         self._trace: list[list[float]] = []
         self._dirs: dict[Tensor, Tensor] = {}  # previous update direction per parameter
         for g in optimizer.param_groups:
@@ -239,7 +277,8 @@ class HypergradientLR(torch.optim.Optimizer):
     def __repr__(self) -> str:
         return (
             f"HypergradientLR(rule={self.rule!r}, hypergrad_lr={self.hypergrad_lr:g}, "
-            f"lr_min={self.lr_min:g}, lr_max={self.lr_max:g}, optimizer={self.optimizer!r})"
+            f"lr_min={self.lr_min:g}, lr_max={self.lr_max:g}, boost={self.boost:g}, "
+            f"warmup_steps={self.warmup_steps}, optimizer={self.optimizer!r})"
         )
 
     def zero_grad(self, set_to_none: bool = True) -> None:
@@ -256,6 +295,7 @@ class HypergradientLR(torch.optim.Optimizer):
         self._last_h.append(None)
         self._h_sq.append(0.0)
         self._h_n.append(0)
+        self._gain.append(1.0)
 
     @staticmethod
     def _check_group(i: int, group: dict[str, Any]) -> None:
@@ -347,6 +387,9 @@ class HypergradientLR(torch.optim.Optimizer):
 
         # 2. New LR per group (every h computed above, before any LR moved).
         bases: list[float] = []
+        ramp = 1.0
+        if self.steps < self.warmup_steps:
+            ramp = (self.steps + 1) / self.warmup_steps
         for gi, group in enumerate(groups):
             base = float(group["lr"])
             bases.append(base)
@@ -355,30 +398,43 @@ class HypergradientLR(torch.optim.Optimizer):
             if stats[gi] is not None:
                 dot, gg, dd = next(values)
                 sq = self._h_sq[gi]
+                gain = self._gain[gi]
+                if self.boost != 1.0 and self._last_h[gi] is not None:
+                    prev = self._last_h[gi]
+                    same = (prev > 0 and -dot > 0) or (prev < 0 and -dot < 0)
+                    gain = min(gain * _BOOST_GROWTH, self.boost) if same else 1.0
+                beta = self.hypergrad_lr * gain
                 if self.rule == "additive":
                     h = -dot
-                    new = lr - self.hypergrad_lr * h
+                    new = lr - beta * h
                 elif self.rule == "multiplicative":
                     denom = math.sqrt(gg * dd) if math.isfinite(gg * dd) else math.nan
                     h = -dot / denom if denom > 0 else (0.0 if denom == 0 else math.nan)
-                    new = lr * (1.0 - self.hypergrad_lr * h)
+                    new = lr * (1.0 - beta * h)
                 else:  # "rms": exp(−β · clip(h / RMS(h), ±1)), RMS bias-corrected like Adam's
                     h = -dot
                     rho = self.rms_decay
                     sq = rho * sq + (1.0 - rho) * h * h
                     rms = math.sqrt(sq / (1.0 - rho ** (self._h_n[gi] + 1)))
                     z = max(-1.0, min(1.0, h / rms)) if rms > 0 else 0.0
-                    new = lr * math.exp(-self.hypergrad_lr * z) if math.isfinite(z) else math.nan
+                    new = lr * math.exp(-beta * z) if math.isfinite(z) else math.nan
+                if ramp < 1.0 and new > lr:
+                    # Warm-up: every cosine looks "too small" while the ramp holds the LR down,
+                    # so HD may only lower the factor; it probes for an oversized LR.
+                    new = lr
                 if math.isfinite(h) and math.isfinite(new):
                     self._last_h[gi] = h
                     self._h_sq[gi] = sq
                     self._h_n[gi] += 1
+                    self._gain[gi] = gain
                     lr = new
                 else:
                     self.nonfinite += 1
             lr = min(max(lr, self.lr_min), self.lr_max)
             if base > 0:
                 self._scales[gi] = lr / base
+            if ramp < 1.0:
+                lr = min(max(lr * ramp, self.lr_min), self.lr_max)
             group["hd_lr"] = lr
 
         # 3. Wrapped step at the adapted LR; group["lr"] goes back to the base afterwards so
@@ -446,6 +502,9 @@ class HypergradientLR(torch.optim.Optimizer):
                 "last_h": list(self._last_h),
                 "h_sq": list(self._h_sq),
                 "h_n": list(self._h_n),
+                "gain": list(self._gain),
+                "boost": self.boost,
+                "warmup_steps": self.warmup_steps,
                 "steps": self.steps,
                 "nonfinite": self.nonfinite,
                 "directions": {index[p]: d.detach().clone() for p, d in self._dirs.items()},
@@ -480,8 +539,17 @@ class HypergradientLR(torch.optim.Optimizer):
         self._last_h = [None if h is None else float(h) for h in hd["last_h"]]
         self._h_sq = [float(v) for v in hd["h_sq"]]
         self._h_n = [int(v) for v in hd["h_n"]]
+        # "gain" is absent from state dicts written before boost existed: k = 1 (off)
+        gains = hd.get("gain", [1.0] * n_groups)
+        if len(gains) != n_groups:
+            raise StateError(f"state_dict has {len(gains)} boost gains, optimizer has {n_groups}")
+        self._gain = [float(v) for v in gains]
         self.steps = int(hd["steps"])
         self.nonfinite = int(hd["nonfinite"])
         self._trace = [list(r) for r in hd["trace"]]
         for g, s in zip(self.optimizer.param_groups, self._scales):
             g["hd_lr"] = min(max(float(g["lr"]) * s, self.lr_min), self.lr_max)
+            if 0 < self.steps < self.warmup_steps:  # the last step's ramp, as after that step
+                g["hd_lr"] = min(
+                    max(g["hd_lr"] * (self.steps / self.warmup_steps), self.lr_min), self.lr_max
+                )

@@ -4,7 +4,7 @@ Trains the same model twice with AdamW at lr=1e-5 (a good constant LR is about 3
 plain, once wrapped in ``autolr.HypergradientLR``, and prints the validation loss and the LR HD
 arrived at. Runs in a few seconds on a CPU::
 
-    python examples/hypergradient.py [--device cuda] [--steps 600] [--rule additive]
+    python examples/hypergradient.py [--device cuda] [--steps 600] [--rule rms] [--boost 10]
 """
 
 from __future__ import annotations
@@ -24,7 +24,10 @@ def main() -> None:
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     p.add_argument("--steps", type=int, default=600)
     p.add_argument("--lr", type=float, default=1e-5, help="initial LR (deliberately too small)")
-    p.add_argument("--rule", choices=["multiplicative", "additive"], default="multiplicative")
+    p.add_argument(
+        "--rule", choices=["multiplicative", "rms", "additive"], default="multiplicative"
+    )
+    p.add_argument("--boost", type=float, default=1.0, help="HD step boost under a persistent sign")
     args = p.parse_args()
     device = torch.device(args.device)
     torch.set_num_threads(1)
@@ -40,7 +43,7 @@ def main() -> None:
         opt = torch.optim.AdamW(model.parameters(), lr=args.lr)
         if use_hd:
             # lr_max guards against a runaway LR; the LR still starts at args.lr
-            opt = HypergradientLR(opt, rule=args.rule, lr_max=1.0)
+            opt = HypergradientLR(opt, rule=args.rule, lr_max=1.0, boost=args.boost)
         for _ in range(args.steps):
             idx = torch.randint(0, len(xt), (32,), device=device)
             opt.zero_grad()
@@ -51,7 +54,8 @@ def main() -> None:
         if use_hd:
             trace = [row[0] for row in opt.lr_trace]
             print(
-                f"HD ({args.rule}):  val loss {val:.4f}; LR {trace[0]:.1e} -> {trace[-1]:.1e} "
+                f"HD ({args.rule}, boost {args.boost:g}):  val loss {val:.4f}; "
+                f"LR {trace[0]:.1e} -> {trace[-1]:.1e} "
                 f"(max {max(trace):.1e}), non-finite hypergradients: {opt.nonfinite}"
             )
         else:

@@ -53,3 +53,20 @@ def test_hd_study_tiny(tmp_path, monkeypatch):
     assert all(r["nonfinite"] == 0 for r in hd_runs)
     md = (out / "results.md").read_text()
     assert "within 10 %" in md and "logreg" in md
+
+
+def test_warmup_variants_are_compared_under_the_same_ramp():
+    """An HD warm-up variant is only fair next to the baselines with the same warm-up."""
+    hd_wu = [v for v in hd.HD_VARIANTS if hd._HD_KW[v].get("warmup_steps")]
+    if hd_wu:
+        assert {"constant-wu", "schedulefree-wu"} <= set(hd.VARIANTS)
+        assert all(hd._HD_KW[v]["warmup_steps"] == hd.WARMUP for v in hd_wu)
+    import torch
+
+    from autolr.bench.tasks import TASKS
+
+    model = torch.nn.Linear(2, 1)
+    opt, _ = hd._optimizer(TASKS["logreg"], "constant-wu", model.parameters(), 1.0)
+    assert opt.param_groups[0]["lr"] == 1.0 / hd.WARMUP  # step 0 runs at (0 + 1) / WARMUP
+    sf, _ = hd._optimizer(TASKS["logreg"], "schedulefree-wu", model.parameters(), 1.0)
+    assert sf.param_groups[0]["warmup_steps"] == hd.WARMUP

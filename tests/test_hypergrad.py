@@ -40,8 +40,22 @@ CONFIGS = {
 }
 
 
-def _reference(name: str, rule: str, beta: float, steps: int, lr_min=0.0, lr_max=math.inf):
-    """Independent re-derivation of the optimizer + HD update (Baydin's boxes, per family)."""
+def _reference(
+    name: str,
+    rule: str,
+    beta: float,
+    steps: int,
+    lr_min=0.0,
+    lr_max=math.inf,
+    boost=1.0,
+    warmup=0,
+):
+    """Independent re-derivation of the optimizer + HD update (Baydin's boxes, per family).
+
+    ``boost``: step size β·k, k ← min(1.2k, boost) while sign(h) repeats, else 1.
+    ``warmup``: step t (1-based) runs at clamp(α_t · min(1, t / warmup)); α_t may only decrease
+    while t < warmup.
+    """
     cls, kw = CONFIGS[name]
     w = W0.clone().double()
     lr = kw["lr"]
@@ -52,23 +66,31 @@ def _reference(name: str, rule: str, beta: float, steps: int, lr_min=0.0, lr_max
     buf = m = v = vmax = d_prev = None
     lrs = []
     sq, n_h = 0.0, 0
+    k, h_prev = 1.0, None
     for t in range(1, steps + 1):
         g = _grad(w.float()).double()
         decoupled = cls is torch.optim.AdamW
         G = g + wd * w if (wd and not decoupled) else g
         if d_prev is not None:
             h = -(G @ d_prev).item()
+            if h_prev is not None and boost != 1.0:
+                k = min(1.2 * k, boost) if h * h_prev > 0 else 1.0
+            h_prev = h
+            b = beta * k
             if rule == "additive":
-                lr = lr - beta * h
+                new = lr - b * h
             elif rule == "multiplicative":
-                lr = lr * (1 - beta * h / (G.norm() * d_prev.norm()).item())
+                new = lr * (1 - b * h / (G.norm() * d_prev.norm()).item())
             else:  # rms: bias-corrected EMA of h², ratio clipped to ±1, exponential step
                 n_h += 1
                 sq = 0.99 * sq + 0.01 * h * h
                 z = max(-1.0, min(1.0, h / math.sqrt(sq / (1 - 0.99**n_h))))
-                lr = lr * math.exp(-beta * z)
-            lr = min(max(lr, lr_min), lr_max)
-        lrs.append(lr)
+                new = lr * math.exp(-b * z)
+            if warmup and t < warmup:  # during the warm-up the factor may only go down
+                new = min(new, lr)
+            lr = min(max(new, lr_min), lr_max)
+        used = min(max(lr * min(1.0, t / warmup), lr_min), lr_max) if warmup else lr
+        lrs.append(used)
         if cls is torch.optim.SGD:
             if mu:
                 buf = G.clone() if buf is None else mu * buf + (1 - damp) * G
@@ -83,7 +105,7 @@ def _reference(name: str, rule: str, beta: float, steps: int, lr_min=0.0, lr_max
             d = (m / (1 - b1**t)) / ((vv / (1 - b2**t)).sqrt() + eps)
             if decoupled and wd:
                 d = d + wd * w
-        w = w - lr * d
+        w = w - used * d
         d_prev = d
     return w, lrs
 
@@ -113,6 +135,65 @@ def test_matches_hand_computed_reference(name, rule, beta):
     assert got[0] == CONFIGS[name][1]["lr"]  # no hypergradient before a direction exists
     assert got[-1] != got[0]  # the LR really moved
     assert opt.param_groups[0]["lr"] == CONFIGS[name][1]["lr"]  # base LR untouched
+
+
+@pytest.mark.parametrize("name", ["sgd", "nesterov", "adamw"])
+@pytest.mark.parametrize("rule", ["multiplicative", "rms"])
+@pytest.mark.parametrize("boost,warmup", [(5.0, 0), (1.0, 4), (3.0, 5)])
+def test_boost_and_warmup_match_hand_computed_reference(name, rule, boost, warmup):
+    steps = 12
+    w, opt = _run(name, rule, 0.1, steps, boost=boost, warmup_steps=warmup)
+    w_ref, lrs_ref = _reference(name, rule, 0.1, steps, boost=boost, warmup=warmup)
+    assert torch.allclose(w.double(), w_ref, rtol=1e-5, atol=1e-6)
+    assert [r[0] for r in opt.lr_trace] == pytest.approx(lrs_ref, rel=1e-5)
+    if boost > 1:  # boost was exercised: the trajectory differs from the plain rule's
+        assert opt.lr_trace != _run(name, rule, 0.1, steps, warmup_steps=warmup)[1].lr_trace
+    if warmup:
+        assert opt.lr_trace[0][0] == pytest.approx(CONFIGS[name][1]["lr"] / warmup)
+
+
+def test_boost_speeds_up_a_persistent_sign():
+    """From a 1000× too small LR the cosine stays positive: boost reaches a larger LR sooner."""
+    lrs = {}
+    for boost in (1.0, 10.0):
+        w = torch.nn.Parameter(W0.clone())
+        opt = HypergradientLR(
+            torch.optim.SGD([w], lr=5e-5, momentum=0.9), hypergrad_lr=0.02, boost=boost
+        )
+        for _ in range(60):
+            opt.zero_grad()
+            _loss(w).backward()
+            opt.step()
+        lrs[boost] = opt.lrs[0]
+    assert lrs[1.0] < 5e-5 * 1.02**59 * 1.0001  # plain rule: at most +2 % a step
+    assert lrs[10.0] > 20 * lrs[1.0]
+
+
+@pytest.mark.parametrize("rule", ["additive", "multiplicative", "rms"])
+def test_knobs_off_and_beta_zero_warmup_is_a_plain_linear_warmup(rule):
+    """boost=1, warmup_steps=0 is the default rule; β=0 + warm-up is LambdaLR's linear warm-up."""
+    _, a = _run("momentum", rule, 0.05 if rule == "additive" else 0.1, 8)
+    _, b = _run("momentum", rule, 0.05 if rule == "additive" else 0.1, 8, boost=1.0)
+    assert a.lr_trace == b.lr_trace
+    results = []
+    for wrap in (False, True):
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1))
+        inner = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+        if wrap:
+            opt, sched = HypergradientLR(inner, rule=rule, hypergrad_lr=0.0, warmup_steps=7), None
+        else:
+            opt = inner
+            sched = torch.optim.lr_scheduler.LambdaLR(inner, lambda t: min(1.0, (t + 1) / 7))
+        gen = torch.Generator().manual_seed(1)
+        for _ in range(12):
+            opt.zero_grad()
+            model(torch.randn(16, 4, generator=gen)).pow(2).mean().backward()
+            opt.step()
+            if sched is not None:
+                sched.step()
+        results.append([p.detach().clone() for p in model.parameters()])
+    assert all(torch.equal(x, y) for x, y in zip(*results))
 
 
 @pytest.mark.parametrize("name", ["sgd", "momentum", "adamw"])
@@ -226,10 +307,19 @@ def test_configuration_errors():
         {"lr_max": math.nan},
         {"rule": "rms", "hypergrad_lr": 1.5},
         {"rms_decay": 1.0},
+        {"boost": 0.5},
+        {"boost": math.inf},
+        {"boost": 2.0, "rule": "additive"},
+        {"boost": 60.0, "hypergrad_lr": 0.02},  # multiplicative: β·boost must stay < 1
+        {"warmup_steps": -1},
     ):
         with pytest.raises(ConfigError):
             HypergradientLR(sgd, **kw)
+    for kw in ({"boost": True}, {"boost": "2"}, {"warmup_steps": 2.5}, {"warmup_steps": False}):
+        with pytest.raises(ConfigTypeError):
+            HypergradientLR(sgd, **kw)
     HypergradientLR(sgd, rule="additive", hypergrad_lr=5.0)  # β ≥ 1 is fine when additive
+    HypergradientLR(sgd, rule="rms", hypergrad_lr=0.5, boost=60.0)  # rms: exp keeps LR > 0
 
 
 def test_nonfinite_gradient_leaves_lr_unchanged_and_is_counted():
@@ -369,14 +459,23 @@ def _train(opt, model, gen, n):
         opt.step()
 
 
-@pytest.mark.parametrize("cls", [torch.optim.SGD, torch.optim.AdamW])
-def test_state_dict_survives_weights_only_load(cls):
+@pytest.mark.parametrize(
+    "cls,hd_kw",
+    [
+        (torch.optim.SGD, {"rule": "additive", "hypergrad_lr": 1e-3}),
+        (torch.optim.AdamW, {"rule": "additive", "hypergrad_lr": 1e-3}),
+        # resumed mid-warm-up with a boosted step size (gain and ramp must survive)
+        (torch.optim.SGD, {"rule": "multiplicative", "boost": 8.0, "warmup_steps": 8}),
+        (torch.optim.AdamW, {"rule": "rms", "boost": 8.0, "warmup_steps": 8}),
+    ],
+)
+def test_state_dict_survives_weights_only_load(cls, hd_kw):
     def make():
         torch.manual_seed(0)
         model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Linear(4, 1))
         inner = cls(model.parameters(), lr=0.05, momentum=0.9) if cls is torch.optim.SGD else None
         inner = inner or cls(model.parameters(), lr=0.01)
-        return model, HypergradientLR(inner, rule="additive", hypergrad_lr=1e-3)
+        return model, HypergradientLR(inner, **hd_kw)
 
     model, opt = make()
     gen = torch.Generator().manual_seed(3)
@@ -392,6 +491,7 @@ def test_state_dict_survives_weights_only_load(cls):
     model2.load_state_dict(ckpt["model"])
     opt2.load_state_dict(ckpt["opt"])
     assert opt2.steps == 5 and len(opt2.lr_trace) == 5
+    assert opt2.lrs == pytest.approx(opt2.lr_trace[-1], rel=1e-12)  # ramp included
     gen.set_state(gen_state)
     _train(opt2, model2, gen, 5)
     assert opt2.lr_trace == opt.lr_trace and opt2.lrs == opt.lrs
@@ -413,6 +513,15 @@ def test_load_state_dict_rejects_mismatches():
     bad = {"optimizer": state["optimizer"], "hypergrad": {"scales": [1.0]}}
     with pytest.raises(StateError, match="lacks"):
         opt.load_state_dict(bad)
+    bad = {"optimizer": state["optimizer"], "hypergrad": {**state["hypergrad"], "gain": []}}
+    with pytest.raises(StateError, match="gain"):
+        opt.load_state_dict(bad)
+    # state dicts written before boost/warm-up existed still load (gain 1 = off)
+    old = {
+        k: v for k, v in state["hypergrad"].items() if k not in ("gain", "boost", "warmup_steps")
+    }
+    opt.load_state_dict({"optimizer": state["optimizer"], "hypergrad": old})
+    assert opt._gain == [1.0]
 
 
 def test_dot_and_norms_and_repr():
