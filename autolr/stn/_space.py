@@ -1,0 +1,455 @@
+"""Tuned hyperparameters: bounds, transforms, perturbation and entropy (the "λ" of an STN)."""
+
+from __future__ import annotations
+
+import contextvars
+import math
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from .._errors import ConfigError, ConfigTypeError, StateError
+
+__all__ = ["HyperContext", "HyperSpace", "current_context"]
+
+_LOG_2PI_E = math.log(2.0 * math.pi * math.e)
+
+
+def _inv_softplus(y: float) -> float:
+    # log(exp(y) - 1) written to stay finite for large y.
+    return y + math.log(-math.expm1(-y))
+
+
+@dataclass(frozen=True)
+class _Spec:
+    name: str
+    init: float
+    low: float | None
+    high: float | None
+    discrete: bool
+    per_example: bool
+    init_scale: float
+    tune_scale: bool
+
+    @property
+    def kind(self) -> str:
+        if self.low is not None and self.high is not None:
+            return "bounded"
+        if self.low is not None:
+            return "lower"
+        if self.high is not None:
+            return "upper"
+        return "unbounded"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "init": self.init,
+            "low": self.low,
+            "high": self.high,
+            "discrete": self.discrete,
+            "per_example": self.per_example,
+            "init_scale": self.init_scale,
+            "tune_scale": self.tune_scale,
+        }
+
+
+@dataclass
+class HyperContext:
+    """The hyperparameters seen by the current forward pass.
+
+    Attributes:
+        space: The space the rows belong to.
+        h_net: ``(B, H)`` or ``(1, H)`` input of the best-response gates (unconstrained; centred
+            for Delta-STN); may carry gradient to λ and σ.
+        h_param: ``(B, H)`` or ``(1, H)`` constrained values (detached) used by the regularisers.
+        zero_net: True when ``h_net`` is exactly zero, so layers may skip the response path.
+    """
+
+    space: HyperSpace
+    h_net: torch.Tensor
+    h_param: torch.Tensor
+    zero_net: bool = False
+
+    def param(self, name: str) -> torch.Tensor:
+        """Column of constrained values of ``name``: shape ``(B,)`` or ``(1,)``."""
+        return self.h_param[:, self.space.index(name)]
+
+
+_CONTEXT: contextvars.ContextVar[HyperContext | None] = contextvars.ContextVar(
+    "autolr_stn_context", default=None
+)
+
+
+def current_context(space: HyperSpace | None = None) -> HyperContext | None:
+    """The active :class:`HyperContext`, or the unperturbed one of ``space`` when none is active.
+
+    Returns None only when no context is active and ``space`` is None.
+    """
+    ctx = _CONTEXT.get()
+    if ctx is not None:
+        return ctx
+    if space is None:
+        return None
+    return space.default_context()
+
+
+class HyperSpace(nn.Module):
+    """Named hyperparameters tuned by a Self-Tuning Network.
+
+    Each hyperparameter is stored unconstrained (``λ``) and mapped to its constrained value by
+    its kind: both bounds → stretched sigmoid ``low + (high - low)·sigmoid(λ)``; ``low`` only →
+    ``low + softplus(λ)``; ``high`` only → ``high - softplus(λ)``; no bounds → identity.
+    Discrete hyperparameters use the continuous range ``[low, high + 1)`` and are floored (and
+    clipped to ``high``) in the constrained view, while the gates see the continuous value.
+    Training samples ``λ' = λ + σ·ε`` with a learned scale ``σ = softplus(ρ)``, one row per
+    example (``per_example=True``) or one per batch.
+
+    Add every hyperparameter before :func:`autolr.stn.convert`, which fixes the size.
+
+    Args:
+        centred: Delta-STN parameterisation: the gates see ``λ' - λ`` (zero at λ) instead of
+            ``λ'``. :class:`autolr.stn.STNTuner` sets it from its ``variant``.
+
+    Example:
+        >>> space = HyperSpace()
+        >>> space = space.add("drop", 0.1, low=0.0, high=0.9).add("wd", 1e-3, low=0.0)
+        >>> round(space.values()["drop"], 6), space.kind("wd")
+        (0.1, 'lower')
+        >>> space.sample(4).shape
+        torch.Size([4, 2])
+    """
+
+    def __init__(self, *, centred: bool = False) -> None:
+        super().__init__()
+        self._specs: list[_Spec] = []
+        self._frozen = False
+        self._masks: dict[str, torch.Tensor] = {}
+        self._any_discrete = False
+        self.centred = bool(centred)
+        self.unconstrained = nn.Parameter(torch.zeros(0))
+        self.rho = nn.Parameter(torch.zeros(0))
+        self.register_buffer("_low", torch.zeros(0))
+        self.register_buffer("_high", torch.zeros(0))
+        self.register_buffer("_origin", torch.zeros(0))
+
+    # ------------------------------------------------------------------ building
+    def add(
+        self,
+        name: str,
+        init: float,
+        *,
+        low: float | None = None,
+        high: float | None = None,
+        discrete: bool = False,
+        per_example: bool = True,
+        init_scale: float = 0.5,
+        tune_scale: bool = True,
+    ) -> HyperSpace:
+        """Register a hyperparameter; returns ``self`` so calls chain.
+
+        Args:
+            name: Unique identifier used by layers, regularisers and the schedule.
+            init: Initial constrained value; strictly inside ``(low, high)`` for continuous
+                hyperparameters, an integer in ``[low, high]`` for discrete ones.
+            low: Lower bound or None.
+            high: Upper bound or None.
+            discrete: Integer-valued (e.g. cutout length): relaxed, then floored.
+            per_example: One perturbation per example (True) or one per batch (False).
+            init_scale: Initial perturbation scale σ (in unconstrained units), > 0.
+            tune_scale: Learn σ in the hyper step (with the entropy bonus) or keep it fixed.
+
+        Raises:
+            ConfigError: Duplicate name, inverted bounds, init outside the bounds, bad scale,
+                or a space already used by :func:`convert`.
+        """
+        if self._frozen:
+            raise ConfigError(
+                "HyperSpace.add: the space is already used by converted layers; add every "
+                "hyperparameter before autolr.stn.convert()"
+            )
+        if not isinstance(name, str) or not name:
+            raise ConfigTypeError(f"HyperSpace.add: name must be a non-empty str, got {name!r}")
+        if name in self.names:
+            raise ConfigError(f"HyperSpace.add: duplicate hyperparameter {name!r}")
+        vals = {"init": init, "low": low, "high": high, "init_scale": init_scale}
+        for key, v in vals.items():
+            if v is None:
+                continue
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise ConfigError(
+                    f"HyperSpace.add({name!r}): {key} must be a finite number, got {v!r}"
+                )
+        if init is None:
+            raise ConfigError(f"HyperSpace.add({name!r}): init is required")
+        if low is not None and high is not None and not low < high:
+            raise ConfigError(
+                f"HyperSpace.add({name!r}): bounds inverted or empty: low={low} >= high={high}"
+            )
+        if init_scale <= 0:
+            raise ConfigError(f"HyperSpace.add({name!r}): init_scale must be > 0, got {init_scale}")
+        if discrete:
+            if float(init) != int(init):
+                raise ConfigError(
+                    f"HyperSpace.add({name!r}): discrete init must be an integer, got {init}"
+                )
+            if (low is not None and init < low) or (high is not None and init > high):
+                raise ConfigError(
+                    f"HyperSpace.add({name!r}): init={init} outside the bounds [{low}, {high}]"
+                )
+        else:
+            if (low is not None and init <= low) or (high is not None and init >= high):
+                raise ConfigError(
+                    f"HyperSpace.add({name!r}): init={init} must lie strictly inside "
+                    f"({low}, {high}) (the transform cannot reach a bound)"
+                )
+        spec = _Spec(
+            name, float(init), None if low is None else float(low),
+            None if high is None else float(high), bool(discrete), bool(per_example),
+            float(init_scale), bool(tune_scale),
+        )  # fmt: skip
+        self._specs.append(spec)
+        self._rebuild([*self.unconstrained.detach().tolist(), self._inverse(spec)])
+        return self
+
+    def _inverse(self, spec: _Spec) -> float:
+        # Discrete values live at the centre of their unit cell so flooring is stable.
+        y = spec.init + 0.5 if spec.discrete else spec.init
+        low, high = spec.low, spec.high
+        if spec.discrete and high is not None:
+            high = high + 1.0
+        if low is not None and high is not None:
+            p = (y - low) / (high - low)
+            return math.log(p / (1.0 - p))
+        if low is not None:
+            return _inv_softplus(y - low)
+        if high is not None:
+            return _inv_softplus(high - y)
+        return y
+
+    def _rebuild(self, raw: list[float]) -> None:
+        device = self.unconstrained.device
+        rho = [*self.rho.detach().tolist(), _inv_softplus(self._specs[-1].init_scale)]
+        self.unconstrained = nn.Parameter(torch.tensor(raw, dtype=torch.float32, device=device))
+        self._origin = self.unconstrained.detach().clone()
+        self.rho = nn.Parameter(torch.tensor(rho, dtype=torch.float32, device=device))
+        nan = float("nan")
+        low = [nan if s.low is None else s.low for s in self._specs]
+        high = [
+            nan if s.high is None else s.high + (1.0 if s.discrete else 0.0) for s in self._specs
+        ]
+        self._low = torch.tensor(low, device=device)
+        self._high = torch.tensor(high, device=device)
+        # Per-column masks, cached because the transforms run on every step.
+        self._masks = {
+            "per_example": torch.tensor([s.per_example for s in self._specs], device=device),
+            "tune": torch.tensor([s.tune_scale for s in self._specs], device=device),
+            "discrete": torch.tensor([s.discrete for s in self._specs], device=device),
+        }
+        self._any_discrete = any(s.discrete for s in self._specs)
+
+    def _mask(self, key: str, device: torch.device) -> torch.Tensor:
+        m = self._masks[key]
+        if m.device != device:  # the space was moved with .to(); follow it
+            m = self._masks[key] = m.to(device)
+        return m
+
+    def freeze(self) -> None:
+        """Fix the set of hyperparameters (called by :func:`convert`)."""
+        if not self._specs:
+            raise ConfigError("HyperSpace is empty: add at least one hyperparameter")
+        self._frozen = True
+
+    # ------------------------------------------------------------------ introspection
+    @property
+    def names(self) -> list[str]:
+        """Hyperparameter names in column order."""
+        return [s.name for s in self._specs]
+
+    def __len__(self) -> int:
+        return len(self._specs)
+
+    def index(self, name: str) -> int:
+        """Column of ``name``; raises :class:`ConfigError` for an unknown name."""
+        for i, s in enumerate(self._specs):
+            if s.name == name:
+                return i
+        raise ConfigError(f"unknown hyperparameter {name!r}; the space has {self.names}")
+
+    def kind(self, name: str) -> str:
+        """``"bounded"``, ``"lower"``, ``"upper"`` or ``"unbounded"``."""
+        return self._specs[self.index(name)].kind
+
+    def is_discrete(self, name: str) -> bool:
+        """Whether ``name`` is integer-valued."""
+        return self._specs[self.index(name)].discrete
+
+    @property
+    def scale(self) -> torch.Tensor:
+        """Perturbation scales σ = softplus(ρ), shape ``(H,)``."""
+        return F.softplus(self.rho)
+
+    # ------------------------------------------------------------------ transforms
+    def constrained(self, u: torch.Tensor, *, relaxed: bool = False) -> torch.Tensor:
+        """Map unconstrained rows ``(..., H)`` to constrained values (discrete ones floored).
+
+        ``relaxed=True`` leaves discrete values continuous (the gates' view).
+        """
+        low, high = self._low.to(u.dtype), self._high.to(u.dtype)
+        has_lo, has_hi = ~torch.isnan(low), ~torch.isnan(high)
+        lo0, hi0 = torch.nan_to_num(low), torch.nan_to_num(high)
+        sp = F.softplus(u)
+        out = torch.where(
+            has_lo & has_hi,
+            lo0 + (hi0 - lo0) * torch.sigmoid(u),
+            torch.where(has_lo, lo0 + sp, torch.where(has_hi, hi0 - sp, u)),
+        )
+        if relaxed:
+            return out
+        if self._any_discrete:
+            disc = self._mask("discrete", u.device)
+            floored = torch.floor(out)
+            # sigmoid can reach exactly high + 1 in float32; keep the top value at `high`.
+            floored = torch.where(has_hi, torch.minimum(floored, hi0 - 1.0), floored)
+            out = torch.where(disc, floored, out)
+        return out
+
+    def unconstrain(self, values: torch.Tensor) -> torch.Tensor:
+        """Inverse of :meth:`constrained` (relaxed) for continuous values ``(..., H)``."""
+        low, high = self._low.to(values.dtype), self._high.to(values.dtype)
+        has_lo, has_hi = ~torch.isnan(low), ~torch.isnan(high)
+        lo0, hi0 = torch.nan_to_num(low), torch.nan_to_num(high)
+
+        def inv_sp(y: torch.Tensor) -> torch.Tensor:
+            return y + torch.log(-torch.expm1(-y))
+
+        p = ((values - lo0) / torch.where(has_lo & has_hi, hi0 - lo0, 1.0)).clamp(1e-7, 1 - 1e-7)
+        return torch.where(
+            has_lo & has_hi,
+            torch.log(p / (1 - p)),
+            torch.where(
+                has_lo,
+                inv_sp((values - lo0).clamp_min(1e-12)),
+                torch.where(has_hi, inv_sp((hi0 - values).clamp_min(1e-12)), values),
+            ),
+        )
+
+    # ------------------------------------------------------------------ sampling
+    def sample(self, batch_size: int, *, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Perturbed unconstrained rows ``λ + σ·ε``, shape ``(batch_size, H)``.
+
+        Reparameterised: gradient flows to λ and (for ``tune_scale``) to ρ. Per-batch
+        hyperparameters share one ε across the rows.
+        """
+        if len(self._specs) == 0:
+            raise ConfigError("HyperSpace is empty: add at least one hyperparameter")
+        dev = self.unconstrained.device
+        eps = torch.randn(batch_size, len(self), device=dev, generator=generator)
+        eps = torch.where(self._mask("per_example", dev), eps, eps[:1].expand_as(eps))
+        tune = self._mask("tune", dev)
+        sigma = torch.where(tune, self.scale, self.scale.detach())
+        return self.unconstrained + sigma * eps
+
+    def entropy(self) -> torch.Tensor:
+        """Entropy of the perturbation ``Σ log(σ·√(2πe))`` over the tuned scales."""
+        tune = self._mask("tune", self.rho.device)
+        ent = torch.log(self.scale) + 0.5 * _LOG_2PI_E
+        return torch.where(tune, ent, torch.zeros_like(ent)).sum()
+
+    def net_input(self, u: torch.Tensor) -> torch.Tensor:
+        """The gates' view of unconstrained rows: ``u - λ₀`` (STN) or ``u - sg(λ)`` (Delta-STN).
+
+        STN's gates see the offset from the initial value λ₀ rather than ``u`` itself: only a
+        constant shift (a bias of ``V``), but it keeps the gates' input O(σ) for hyperparameters
+        whose unconstrained value is far from 0 (an L2 of 1e-4 is -9.2 under softplus), which
+        otherwise blows up the gate gradients.
+        """
+        if self.centred:
+            return u - self.unconstrained.detach()
+        return u - self._origin.to(u.dtype)
+
+    def values(self) -> dict[str, float]:
+        """Current constrained (unperturbed) values by name."""
+        with torch.no_grad():
+            vals = self.constrained(self.unconstrained).tolist()
+        return dict(zip(self.names, vals, strict=True))
+
+    def scales(self) -> dict[str, float]:
+        """Current perturbation scales σ by name."""
+        return dict(zip(self.names, self.scale.detach().tolist(), strict=True))
+
+    def default_context(self) -> HyperContext:
+        """The context at the unperturbed λ (evaluation and use outside the tuner)."""
+        u = self.unconstrained.detach()[None]
+        if self.centred:
+            return HyperContext(self, torch.zeros_like(u), self.constrained(u), zero_net=True)
+        return HyperContext(self, self.net_input(u), self.constrained(u))
+
+    @contextmanager
+    def context(
+        self,
+        u: torch.Tensor | None = None,
+        *,
+        h_net: torch.Tensor | None = None,
+        h_param: torch.Tensor | None = None,
+        zero_net: bool = False,
+    ) -> Iterator[HyperContext]:
+        """Make hyperparameters visible to converted layers and regularisers.
+
+        Args:
+            u: Unconstrained rows ``(B, H)``; None means the unperturbed λ. ``h_net`` and
+                ``h_param`` default to :meth:`net_input` of ``u`` and its (detached)
+                constrained values.
+            h_net: Override of the gates' input.
+            h_param: Override of the regularisers' values.
+            zero_net: Promise that ``h_net`` is zero (lets layers skip the response path).
+
+        Example:
+            >>> space = HyperSpace().add("drop", 0.2, low=0.0, high=0.9)
+            >>> with space.context(space.sample(3)) as ctx:
+            ...     ctx.param("drop").shape
+            torch.Size([3])
+        """
+        if u is None:
+            u = self.unconstrained[None]
+        if h_net is None:
+            h_net = self.net_input(u)
+        if h_param is None:
+            h_param = self.constrained(u.detach())
+        token = _CONTEXT.set(HyperContext(self, h_net, h_param.detach(), zero_net))
+        try:
+            yield _CONTEXT.get()  # type: ignore[misc]
+        finally:
+            _CONTEXT.reset(token)
+
+    # ------------------------------------------------------------------ state
+    def get_extra_state(self) -> dict[str, Any]:
+        return {"specs": [s.as_dict() for s in self._specs], "centred": self.centred}
+
+    def set_extra_state(self, state: Any) -> None:
+        specs = [s["name"] for s in state.get("specs", [])]
+        if specs != self.names:
+            raise StateError(
+                f"HyperSpace state has hyperparameters {specs}, this space {self.names}"
+            )
+        self.centred = bool(state.get("centred", self.centred))
+
+    def load_state_dict(
+        self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False
+    ):  # type: ignore[override]
+        """Load λ, ρ and the spec check; raises :class:`StateError` on a different space."""
+        names = [s["name"] for s in state_dict.get("_extra_state", {}).get("specs", [])]
+        if names != self.names:
+            raise StateError(
+                f"HyperSpace state has hyperparameters {names}, this space {self.names}"
+            )
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
+    def extra_repr(self) -> str:
+        vals = ", ".join(f"{k}={v:.4g}" for k, v in self.values().items())
+        return f"{vals}, centred={self.centred}"

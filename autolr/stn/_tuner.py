@@ -1,0 +1,501 @@
+"""The STN / Delta-STN training alternation: weight steps and hyperparameter steps."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from .._errors import ConfigError, ConfigTypeError, StateError
+from ._layers import StnConv2d, StnLinear, StnModule, general_parameters, response_parameters
+from ._regularizers import BatchAugment
+from ._schedule import Schedule
+from ._space import HyperSpace
+
+__all__ = ["STNTuner"]
+
+Batch = Sequence[Any]
+
+
+class STNTuner:
+    """Train a converted model and its hyperparameters jointly (Self-Tuning Networks).
+
+    After ``warmup_steps`` weight steps, every ``train_steps`` weight steps are followed by
+    ``val_steps`` hyperparameter steps:
+
+    * weight step (train mode, training batch): sample ``λ' = λ + σε`` per example, apply the
+      augmentation and dropout at ``λ'``, minimise the training loss (+ tuned L2) over the
+      model's weights only;
+    * hyper step (eval mode, validation batch, no augmentation): minimise
+      ``L_val(ŵ(λ')) - τ·H[σ]`` over λ and σ only, the gradient reaching λ through the
+      best-response gates.
+
+    ``variant="delta"`` (Delta-STN) centres the gates' input (``λ' - λ``), trains the general
+    weights at the unperturbed λ and the response weights at ``λ'``, and with
+    ``linearize=True`` replaces the perturbed network by its first-order expansion in the
+    hyperparameters (``torch.func.jvp``).
+
+    Args:
+        model: A model converted with :func:`autolr.stn.convert` using ``space``.
+        space: The tuned hyperparameters.
+        loss_fn: ``loss_fn(output, target) -> scalar`` (e.g. ``nn.functional.cross_entropy``).
+        optimizer: Optimizer over the model's weights (all of them, response weights included;
+            never the space's parameters).
+        hyper_optimizer: Optimizer over ``space.unconstrained`` and ``space.rho``; default Adam
+            with ``hyper_lr`` and ``scale_lr``.
+        hyper_lr: λ learning rate of the default hyper optimizer.
+        scale_lr: σ learning rate of the default hyper optimizer.
+        entropy_weight: τ, weight of the perturbation entropy bonus.
+        warmup_steps: Weight steps before the first hyper step.
+        train_steps: T_train, weight steps per cycle.
+        val_steps: T_val, hyper steps per cycle.
+        variant: ``"stn"`` or ``"delta"``.
+        linearize: Delta-STN only: linearise in the hyperparameters.
+        augment: Batch augmentation applied to training inputs at the sampled values.
+        weight_decay: Name of a hyperparameter used as L2 coefficient (see
+            :func:`autolr.stn.l2_penalty`); None for no tuned L2.
+
+    Example:
+        >>> from autolr.stn import HyperSpace, convert
+        >>> space = HyperSpace().add("drop", 0.1, low=0.0, high=0.9)
+        >>> net = convert(nn.Sequential(nn.Linear(3, 8), nn.ReLU(), nn.Dropout(),
+        ...                             nn.Linear(8, 1)), space, dropout={"2": "drop"})
+        >>> opt = torch.optim.SGD(net.parameters(), lr=0.05)
+        >>> tuner = STNTuner(net, space, nn.functional.mse_loss, opt, train_steps=1)
+        >>> data = [(torch.randn(8, 3), torch.randn(8, 1))]
+        >>> for _ in range(4):
+        ...     _ = tuner.step(data[0], data)
+        >>> tuner.hyper_steps, len(tuner.schedule()) > 1
+        (4, True)
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        space: HyperSpace,
+        loss_fn: Callable[[Any, Any], torch.Tensor],
+        optimizer: torch.optim.Optimizer,
+        *,
+        hyper_optimizer: torch.optim.Optimizer | None = None,
+        hyper_lr: float = 3e-3,
+        scale_lr: float = 3e-3,
+        entropy_weight: float = 1e-3,
+        warmup_steps: int = 0,
+        train_steps: int = 2,
+        val_steps: int = 1,
+        variant: str = "stn",
+        linearize: bool = False,
+        augment: BatchAugment | None = None,
+        weight_decay: str | None = None,
+    ) -> None:
+        if not isinstance(model, nn.Module):
+            raise ConfigTypeError(
+                f"STNTuner: model must be an nn.Module, got {type(model).__name__}"
+            )
+        if not isinstance(space, HyperSpace):
+            raise ConfigTypeError(
+                f"STNTuner: space must be a HyperSpace, got {type(space).__name__}"
+            )
+        if not isinstance(optimizer, torch.optim.Optimizer):
+            raise ConfigTypeError(
+                f"STNTuner: optimizer must be a torch optimizer, got {type(optimizer).__name__}"
+            )
+        layers = [m for m in model.modules() if isinstance(m, (StnLinear, StnConv2d))]
+        if not layers:
+            raise ConfigError(
+                "STNTuner: the model has no best-response layer; convert it first with "
+                "autolr.stn.convert(model, space)"
+            )
+        for m in model.modules():
+            if isinstance(m, StnModule) and m._stn_space is not space:
+                raise ConfigError("STNTuner: the model was converted with a different HyperSpace")
+        model_dev = next(model.parameters()).device
+        if space.unconstrained.device != model_dev:
+            raise ConfigError(
+                f"STNTuner: the space is on {space.unconstrained.device} but the model on "
+                f"{model_dev}; call space.to({str(model_dev)!r}) before building the tuner"
+            )
+        if variant not in ("stn", "delta"):
+            raise ConfigError(f"STNTuner: variant must be 'stn' or 'delta', got {variant!r}")
+        if linearize and variant != "delta":
+            raise ConfigError("STNTuner: linearize=True needs variant='delta'")
+        for key, v in (
+            ("warmup_steps", warmup_steps),
+            ("train_steps", train_steps),
+            ("val_steps", val_steps),
+        ):
+            if (
+                isinstance(v, bool)
+                or not isinstance(v, int)
+                or v < (0 if key == "warmup_steps" else 1)
+            ):
+                low = 0 if key == "warmup_steps" else 1
+                raise ConfigError(f"STNTuner: {key} must be an int >= {low}, got {v!r}")
+        for key, v in (
+            ("hyper_lr", hyper_lr),
+            ("scale_lr", scale_lr),
+            ("entropy_weight", entropy_weight),
+        ):
+            if not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+                raise ConfigError(f"STNTuner: {key} must be a finite number >= 0, got {v!r}")
+        hyper_ids = {id(space.unconstrained), id(space.rho)}
+        if any(id(p) in hyper_ids for g in optimizer.param_groups for p in g["params"]):
+            raise ConfigError("STNTuner: the weight optimizer must not hold the space's parameters")
+        held = {id(p) for g in optimizer.param_groups for p in g["params"]}
+        if any(id(p) not in held for p in response_parameters(model)):
+            raise ConfigError(
+                "STNTuner: the optimizer does not hold the best-response parameters; build it "
+                "from model.parameters() after autolr.stn.convert()"
+            )
+        if weight_decay is not None:
+            space.index(weight_decay)
+        if augment is not None:
+            if not callable(augment):
+                raise ConfigTypeError("STNTuner: augment must be callable (e.g. a BatchAugment)")
+            if isinstance(augment, BatchAugment):
+                augment.check(space)
+        self.model = model
+        self.space = space
+        self.loss_fn = loss_fn
+        self.optimizer = optimizer
+        if hyper_optimizer is None:
+            hyper_optimizer = torch.optim.Adam(
+                [{"params": [space.unconstrained], "lr": hyper_lr},
+                 {"params": [space.rho], "lr": scale_lr}]
+            )  # fmt: skip
+        elif not isinstance(hyper_optimizer, torch.optim.Optimizer):
+            raise ConfigTypeError("STNTuner: hyper_optimizer must be a torch optimizer")
+        elif any(id(p) not in hyper_ids for g in hyper_optimizer.param_groups for p in g["params"]):
+            raise ConfigError(
+                "STNTuner: hyper_optimizer may only hold space.unconstrained / space.rho"
+            )
+        self.hyper_optimizer = hyper_optimizer
+        self.entropy_weight = float(entropy_weight)
+        self.warmup_steps = warmup_steps
+        self.train_steps = train_steps
+        self.val_steps = val_steps
+        self.variant = variant
+        self.linearize = bool(linearize)
+        self.augment = augment
+        self.weight_decay = weight_decay
+        space.centred = variant == "delta"
+        self._general = list(general_parameters(model))
+        self._response = list(response_parameters(model))
+        # Tuned L2 acts on weight matrices / filters, never on biases or the gate maps V.
+        decayed = {
+            id(p)
+            for n, p in model.named_parameters()
+            if p.dim() >= 2 and "hyper_bottleneck" not in n
+        }
+        self._decayed = [p for p in model.parameters() if id(p) in decayed]
+        self._decayed_general = [p for p in self._general if id(p) in decayed]
+        self._decayed_response = [p for p in self._response if id(p) in decayed]
+        # counters
+        self.global_step = 0  # weight steps taken (skipped ones included)
+        self.hyper_steps = 0
+        self.skipped_train_steps = 0
+        self.skipped_hyper_steps = 0
+        self._cycle_pos = 0
+        self.last_train_loss = math.nan
+        self.last_val_loss = math.nan
+        self._hist_steps: list[int] = []
+        self._hist_values: list[list[float]] = []
+        self._hist_scales: list[list[float]] = []
+        self._val_src: Iterable[Any] | None = None
+        self._val_it: Iterator[Any] | None = None
+        self._record()
+
+    # ------------------------------------------------------------------ helpers
+    @property
+    def device(self) -> torch.device:
+        return self.space.unconstrained.device
+
+    def _to(self, batch: Batch) -> tuple[Any, Any]:
+        if not isinstance(batch, (tuple, list)) or len(batch) != 2:
+            raise ConfigTypeError("STNTuner: a batch must be an (inputs, targets) pair")
+        x, y = batch
+        dev = next(self.model.parameters()).device
+        x = x.to(dev) if torch.is_tensor(x) else x
+        y = y.to(dev) if torch.is_tensor(y) else y
+        return x, y
+
+    @staticmethod
+    def _batch_size(x: Any) -> int:
+        return int(x.shape[0]) if torch.is_tensor(x) and x.dim() > 0 else 1
+
+    def _forward(self, x: Any, h_net: torch.Tensor, h_param: torch.Tensor, *, linear: bool) -> Any:
+        """Model output under the given hyperparameters (first-order in ``h_net`` if linear)."""
+        if not linear:
+            with self.space.context(h_net=h_net, h_param=h_param):
+                return self.model(x)
+
+        # First-order expansion around h = 0 with forward-mode AD (dual numbers): one forward
+        # pass carries the JVP along h_net; both parts stay differentiable for the backward.
+        import torch.autograd.forward_ad as fwAD
+
+        with fwAD.dual_level():
+            h = fwAD.make_dual(torch.zeros_like(h_net), h_net)
+            with self.space.context(h_net=h, h_param=h_param):
+                dual = self.model(x)
+            out, tangent = fwAD.unpack_dual(dual)
+        if tangent is None:  # the output does not depend on the hyperparameters
+            return out
+        return out + tangent
+
+    def _record(self) -> None:
+        self._hist_steps.append(self.global_step)
+        self._hist_values.append(list(self.space.values().values()))
+        self._hist_scales.append(list(self.space.scales().values()))
+
+    # ------------------------------------------------------------------ steps
+    def train_step(self, batch: Batch) -> float:
+        """One weight step on a training batch; returns the (perturbed) training loss.
+
+        A non-finite loss or gradient skips the update (counted in ``skipped_train_steps``).
+        """
+        x, y = self._to(batch)
+        b = self._batch_size(x)
+        self.model.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        with torch.no_grad():
+            u = self.space.sample(b)
+        ok = True
+        if self.variant == "stn":
+            loss, wd = self._weight_loss(x, y, u, self.space.net_input(u))
+            loss_value = float(loss.detach())
+            ok = math.isfinite(loss_value)
+            if ok:
+                loss.backward()
+                self._decay(self._decayed, wd)
+        else:
+            lam = self.space.unconstrained.detach()[None]
+            # (a) general weights at the unperturbed λ: the response path is exactly off.
+            loss_a, wd_a = self._weight_loss(x, y, lam, torch.zeros_like(lam), zero_net=True)
+            # (b) response weights at λ' (centred input), optionally linearised.
+            loss_b, wd_b = self._weight_loss(x, y, u, u - lam, linear=self.linearize)
+            loss_value = float(loss_a.detach())
+            ok = math.isfinite(loss_value) and math.isfinite(float(loss_b.detach()))
+            if ok:
+                loss_a.backward(inputs=self._general)
+                self._decay(self._decayed_general, wd_a)
+                if self._response:
+                    loss_b.backward(inputs=self._response)
+                    self._decay(self._decayed_response, wd_b)
+        if ok:
+            ok = _all_finite([p.grad for g in self.optimizer.param_groups for p in g["params"]])
+        if ok:
+            self.optimizer.step()
+        else:
+            self.skipped_train_steps += 1
+        self.optimizer.zero_grad(set_to_none=True)
+        self.global_step += 1
+        self.last_train_loss = loss_value
+        return loss_value
+
+    def _weight_loss(
+        self, x: Any, y: Any, u: torch.Tensor, h_net: torch.Tensor, *, zero_net: bool = False,
+        linear: bool = False,
+    ) -> tuple[torch.Tensor, float]:  # fmt: skip
+        """Training loss under the sampled hyperparameters, and the batch's L2 coefficient."""
+        h_param = self.space.constrained(u)
+        wd = 0.0
+        if self.weight_decay is not None:
+            wd = float(h_param[:, self.space.index(self.weight_decay)].mean())
+        with self.space.context(h_net=h_net, h_param=h_param, zero_net=zero_net):
+            xa = self.augment(x) if self.augment is not None else x
+            if not linear:
+                out = self.model(xa)
+        if linear:
+            out = self._forward(xa, h_net, h_param, linear=True)
+        return self.loss_fn(out, y), wd
+
+    @staticmethod
+    def _decay(params: list[nn.Parameter], wd: float) -> None:
+        """Tuned L2: add ``wd · w`` to the gradients, i.e. the gradient of l2_penalty().
+
+        Same result as adding :func:`autolr.stn.l2_penalty` to the loss (the hyper step never
+        sees the penalty), without a pass over the weights through autograd.
+        """
+        if wd == 0.0 or not math.isfinite(wd):
+            return
+        ps = [p for p in params if p.grad is not None]
+        if ps:
+            torch._foreach_add_([p.grad for p in ps], ps, alpha=wd)
+
+    def hyper_step(self, batch: Batch) -> float:
+        """One hyperparameter step on a validation batch; returns the validation loss at λ'.
+
+        Only ``space.unconstrained`` and ``space.rho`` change. A non-finite loss or
+        hyper-gradient skips the step (counted in ``skipped_hyper_steps``).
+        """
+        x, y = self._to(batch)
+        b = self._batch_size(x)
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            u = self.space.sample(b)
+            h_net = self.space.net_input(u)
+            h_param = self.space.constrained(u.detach())
+            out = self._forward(x, h_net, h_param, linear=self.linearize)
+            val = self.loss_fn(out, y)
+            obj = val - self.entropy_weight * self.space.entropy()
+            params = [self.space.unconstrained, self.space.rho]
+            grads = torch.autograd.grad(obj, params, allow_unused=True)
+        finally:
+            self.model.train(was_training)
+        value = float(val.detach())
+        finite = math.isfinite(value) and _all_finite(list(grads))
+        self.hyper_steps += 1
+        self.last_val_loss = value
+        if not finite:
+            self.skipped_hyper_steps += 1
+            return value
+        self.hyper_optimizer.zero_grad(set_to_none=True)
+        for p, g in zip(params, grads, strict=True):
+            p.grad = g
+        self.hyper_optimizer.step()
+        self.hyper_optimizer.zero_grad(set_to_none=True)
+        return value
+
+    def step(self, batch: Batch, val_data: Iterable[Batch]) -> float:
+        """One weight step, then ``val_steps`` hyper steps when a cycle completes.
+
+        Args:
+            batch: ``(inputs, targets)`` training batch.
+            val_data: Validation batches: a re-iterable (DataLoader, list) is restarted when it
+                runs out; a one-shot iterator raises once exhausted.
+
+        Returns:
+            The training loss of the weight step.
+
+        Raises:
+            ConfigError: The validation data yields no batch.
+        """
+        loss = self.train_step(batch)
+        if self.global_step <= self.warmup_steps:
+            return loss
+        self._cycle_pos += 1
+        if self._cycle_pos >= self.train_steps:
+            self._cycle_pos = 0
+            for _ in range(self.val_steps):
+                self.hyper_step(self._next_val(val_data))
+            self._record()
+        return loss
+
+    def _next_val(self, val_data: Iterable[Batch]) -> Batch:
+        if val_data is not self._val_src or self._val_it is None:
+            self._val_src = val_data
+            self._val_it = iter(val_data)
+        try:
+            return next(self._val_it)
+        except StopIteration:
+            pass
+        if iter(val_data) is val_data:
+            raise ConfigError(
+                "STNTuner: the validation iterator is empty or exhausted; pass a re-iterable "
+                "(a DataLoader or a list of batches)"
+            ) from None
+        self._val_it = iter(val_data)
+        try:
+            return next(self._val_it)
+        except StopIteration:
+            raise ConfigError("STNTuner: the validation data yields no batch") from None
+
+    @torch.no_grad()
+    def evaluate(self, data: Iterable[Batch]) -> float:
+        """Mean loss over ``data`` in eval mode at the unperturbed λ (batch-size weighted)."""
+        was = self.model.training
+        self.model.eval()
+        total, n = 0.0, 0
+        try:
+            for batch in data:
+                x, y = self._to(batch)
+                b = self._batch_size(x)
+                with self.space.context(**self._eval_views()):
+                    total += float(self.loss_fn(self.model(x), y)) * b
+                n += b
+        finally:
+            self.model.train(was)
+        if n == 0:
+            raise ConfigError("STNTuner.evaluate: the data yields no batch")
+        return total / n
+
+    def _eval_views(self) -> dict[str, Any]:
+        ctx = self.space.default_context()
+        return {"h_net": ctx.h_net, "h_param": ctx.h_param, "zero_net": ctx.zero_net}
+
+    # ------------------------------------------------------------------ schedule
+    def schedule(self) -> Schedule:
+        """The recorded hyperparameter values: one record at start and after each cycle."""
+        disc = [n for n in self.space.names if self.space.is_discrete(n)]
+        return Schedule(
+            self.space.names, list(self._hist_steps), [list(r) for r in self._hist_values], disc
+        )
+
+    def scale_history(self) -> Schedule:
+        """The recorded perturbation scales σ (same steps as :meth:`schedule`)."""
+        return Schedule(
+            self.space.names, list(self._hist_steps), [list(r) for r in self._hist_scales]
+        )
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict[str, Any]:
+        """λ, σ, the hyper optimizer, counters and the schedule (tensors and plain values).
+
+        Save it next to the model's and the weight optimizer's ``state_dict`` (and your RNG
+        state) in your checkpoint.
+        """
+        return {
+            "version": 1,
+            "variant": self.variant,
+            "names": self.space.names,
+            "space": self.space.state_dict(),
+            "hyper_optimizer": self.hyper_optimizer.state_dict(),
+            "global_step": self.global_step,
+            "hyper_steps": self.hyper_steps,
+            "skipped_train_steps": self.skipped_train_steps,
+            "skipped_hyper_steps": self.skipped_hyper_steps,
+            "cycle_pos": self._cycle_pos,
+            "last_train_loss": self.last_train_loss,
+            "last_val_loss": self.last_val_loss,
+            "hist_steps": list(self._hist_steps),
+            "hist_values": [list(r) for r in self._hist_values],
+            "hist_scales": [list(r) for r in self._hist_scales],
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore :meth:`state_dict`; raises :class:`StateError` on a mismatched tuner."""
+        if not isinstance(state, Mapping) or state.get("version") != 1:
+            raise StateError("STNTuner.load_state_dict: not an STNTuner state (version 1)")
+        if state["variant"] != self.variant:
+            raise StateError(
+                f"STNTuner state is variant {state['variant']!r}, this tuner {self.variant!r}"
+            )
+        if list(state["names"]) != self.space.names:
+            raise StateError(
+                f"STNTuner state tunes {state['names']}, this tuner {self.space.names}"
+            )
+        self.space.load_state_dict(state["space"])
+        self.space.centred = self.variant == "delta"
+        self.hyper_optimizer.load_state_dict(state["hyper_optimizer"])
+        self.global_step = int(state["global_step"])
+        self.hyper_steps = int(state["hyper_steps"])
+        self.skipped_train_steps = int(state["skipped_train_steps"])
+        self.skipped_hyper_steps = int(state["skipped_hyper_steps"])
+        self._cycle_pos = int(state["cycle_pos"])
+        self.last_train_loss = float(state["last_train_loss"])
+        self.last_val_loss = float(state["last_val_loss"])
+        self._hist_steps = [int(s) for s in state["hist_steps"]]
+        self._hist_values = [[float(v) for v in r] for r in state["hist_values"]]
+        self._hist_scales = [[float(v) for v in r] for r in state["hist_scales"]]
+
+
+def _all_finite(tensors: list[torch.Tensor | None]) -> bool:
+    """Whether every tensor is finite, with a single device sync."""
+    ts = [t for t in tensors if t is not None]
+    if not ts:
+        return True
+    return bool(torch.isfinite(torch.stack(torch._foreach_norm(ts))).all())
