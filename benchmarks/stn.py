@@ -35,7 +35,7 @@ from torch.nn import functional as F
 from autolr import stn
 from autolr._progress import Progress
 
-from .tasks import _digits
+from .tasks import digits
 
 __all__ = ["CONFIG", "run", "run_one"]
 
@@ -83,7 +83,7 @@ TARGET_COMPUTE = 2.5
 
 
 def _data(cfg: dict[str, Any]) -> dict[str, torch.Tensor]:
-    x, y = _digits()
+    x, y = digits()
     perm = np.random.default_rng(2024).permutation(len(x))
     a, b = cfg["n_train"], cfg["n_train"] + cfg["n_val"]
     tr, va, te = perm[:a], perm[a:b], perm[b:]

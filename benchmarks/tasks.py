@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-__all__ = ["TASKS", "Instance", "Task", "get_task"]
+__all__ = ["TASKS", "Instance", "Task", "digits", "get_task"]
 
 
 @dataclass
@@ -148,7 +148,8 @@ def _build_nqm(seed: int) -> Instance:
 _DIGITS: tuple[torch.Tensor, torch.Tensor] | None = None
 
 
-def _digits() -> tuple[torch.Tensor, torch.Tensor]:
+def digits() -> tuple[torch.Tensor, torch.Tensor]:
+    """sklearn's 8×8 digits as ``(x in [0, 1], labels)``, loaded once (shared by the studies)."""
     global _DIGITS
     if _DIGITS is None:
         from sklearn.datasets import load_digits
@@ -161,7 +162,7 @@ def _digits() -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _build_mlp(seed: int) -> Instance:
-    x, y = _digits()
+    x, y = digits()
     tr, va = _split(len(x))
     model = nn.Sequential(
         nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 128), nn.ReLU(), nn.Linear(128, 10)
@@ -184,7 +185,7 @@ class _CNN(nn.Module):
 
 
 def _build_cnn(seed: int) -> Instance:
-    x, y = _digits()
+    x, y = digits()
     tr, va = _split(len(x))
     return _classification(_CNN(), x, y, tr, va, batch=32)
 
