@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 from botorch.acquisition import (
@@ -78,6 +78,13 @@ class GPSearcher(Searcher):
         beta: Exploration weight of ``"ucb"`` (``mean - sqrt(beta) * std`` is minimised).
         num_restarts: Restarts of the acquisition optimiser.
         raw_samples: Random samples used to pick the restart points.
+        fit_options: Options of the L-BFGS-B fit of the GP hyperparameters (scipy's
+            ``options``, e.g. ``{"ftol": 1e-6}``); ``None`` keeps botorch's defaults.
+            Looser tolerances make each suggestion cheaper.
+        init_hyperparameters: Starting values of the GP hyperparameters for the fit (a warm
+            start), as in :attr:`fitted_hyperparameters` of an earlier fit: ``{name: flat
+            list of raw values}``. Entries whose name or size does not match the model, or
+            that are not finite, are ignored (the default initialisation is kept).
 
     Example:
         >>> import math
@@ -100,6 +107,8 @@ class GPSearcher(Searcher):
         beta: float = 2.0,
         num_restarts: int = 8,
         raw_samples: int = 256,
+        fit_options: dict[str, float | int] | None = None,
+        init_hyperparameters: Mapping[str, Sequence[float]] | None = None,
     ) -> None:
         if isinstance(n_initial, bool) or not isinstance(n_initial, int) or n_initial < 1:
             raise ValueError(f"n_initial must be an int >= 1, got {n_initial!r}")
@@ -117,7 +126,23 @@ class GPSearcher(Searcher):
             raise ValueError(
                 f"raw_samples must be an int >= num_restarts ({num_restarts}), got {raw_samples!r}"
             )
+        if fit_options is not None and not isinstance(fit_options, dict):
+            raise ValueError(f"fit_options must be a dict or None, got {fit_options!r}")
+        if init_hyperparameters is not None and not isinstance(init_hyperparameters, Mapping):
+            raise ValueError(
+                f"init_hyperparameters must be a mapping or None, got {init_hyperparameters!r}"
+            )
         super().__init__(params, seed=seed)
+        self.fit_options = dict(fit_options) if fit_options else None
+        self.init_hyperparameters = (
+            {str(k): [float(x) for x in v] for k, v in init_hyperparameters.items()}
+            if init_hyperparameters
+            else None
+        )
+        #: Raw hyperparameters of the last successful GP fit (``{name: flat list}``, plain
+        #: floats; ``None`` before one), e.g. to warm-start the next searcher through
+        #: ``init_hyperparameters``. Diagnostic, not part of ``state_dict``.
+        self.fitted_hyperparameters: dict[str, list[float]] | None = None
         self.n_initial = n_initial
         self.acquisition = acquisition
         self.beta = float(beta)
@@ -234,10 +259,29 @@ class GPSearcher(Searcher):
             covar_module=covar,
             outcome_transform=Standardize(m=1),
         )
+        if self.init_hyperparameters:
+            self._load_hyperparameters(model, self.init_hyperparameters)
         mll = ExactMarginalLogLikelihood(model.likelihood, model)
-        fit_gpytorch_mll(mll)
+        if self.fit_options:
+            fit_gpytorch_mll(mll, optimizer_kwargs={"options": dict(self.fit_options)})
+        else:
+            fit_gpytorch_mll(mll)
         model.eval()
+        self.fitted_hyperparameters = {
+            name: [float(x) for x in p.detach().reshape(-1).tolist()]
+            for name, p in model.named_parameters()
+        }
         return model
+
+    @staticmethod
+    def _load_hyperparameters(model: SingleTaskGP, values: Mapping[str, list[float]]) -> None:
+        """Copies matching, finite raw values into the model (a warm start of the fit)."""
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                v = values.get(name)
+                if v is None or len(v) != p.numel() or not all(math.isfinite(x) for x in v):
+                    continue
+                p.copy_(torch.tensor(v, dtype=p.dtype, device=p.device).reshape(p.shape))
 
     def _make_acquisition(
         self, model: SingleTaskGP, train_x: torch.Tensor, n: int, pending: torch.Tensor

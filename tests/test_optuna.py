@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import io
 import math
 import threading
@@ -462,3 +463,55 @@ def test_point_taken_by_another_worker_meanwhile_is_not_duplicated(monkeypatch):
     trial = study.ask({"lr": LR})
     assert trial.params["lr"] != taken["lr"]
     assert study.sampler.last_info["source"] == "sobol-dedup"
+
+
+def test_gp_step_stays_on_cpu_when_another_default_device_is_set():
+    # "meta" stands in for an accelerator here: tensors on it hold no data, so a GP step
+    # that leaked onto the default device would fail (and fall back to Sobol points).
+    study = optuna.create_study(sampler=AutoLRSSampler(seed=0, n_startup_trials=2))
+    for lr, floor in [(0.01, 0.5), (0.1, 0.2), (0.5, 0.4)]:
+        add(study, lr, curve(floor))
+    torch.set_default_device("meta")
+    try:
+        trial = study.ask({"lr": LR})
+        assert torch.get_default_device().type == "meta"
+    finally:
+        torch.set_default_device(None)
+    assert study.sampler.last_info["source"] == "gp"
+    assert 1e-3 <= trial.params["lr"] <= 1.0
+
+
+def test_gp_warm_start_comes_from_the_storage_so_a_fresh_sampler_decides_the_same():
+    def objective(trial):
+        x = trial.suggest_float("x", -1.0, 1.0)
+        y = trial.suggest_float("y", 0.0, 2.0)
+        return (x - 0.3) ** 2 + (y - 1.2) ** 2
+
+    warm = AutoLRSSampler(seed=3, n_startup_trials=3)
+    study = optuna.create_study(sampler=warm)
+    study.optimize(objective, n_trials=7)
+    assert warm.last_info["source"] == "gp"
+    assert warm.last_info["warm_start_from"] == 5  # the previous GP step's fit
+    # the fit is stored with the trial (per-process caches hold nothing the decision needs)
+    assert study.trials[-1].system_attrs["autolr:gp_hypers:0"].startswith('{"space"')
+
+    fresh = optuna.create_study(sampler=AutoLRSSampler(seed=3, n_startup_trials=3))
+    for t in study.trials:
+        fresh.add_trial(t)
+    space = {"x": FloatDistribution(-1.0, 1.0), "y": FloatDistribution(0.0, 2.0)}
+    here, there = study.ask(space), fresh.ask(space)
+    assert here.params == there.params
+    assert fresh.sampler.last_info["warm_start_from"] == warm.last_info["warm_start_from"] == 6
+
+    # fits stored for another search box do not apply: the GP starts from its defaults
+    other = optuna.create_study(sampler=AutoLRSSampler(seed=3, n_startup_trials=3))
+    for t in study.trials[:7]:
+        t = copy.deepcopy(t)
+        for key, text in list(t.system_attrs.items()):
+            if key.startswith("autolr:gp_hypers"):
+                t.system_attrs[key] = text.replace('["x", -1.0, 1.0', '["x", -2.0, 1.0')
+        other.add_trial(t)
+    trial = other.ask(space)
+    assert other.sampler.last_info["source"] == "gp"
+    assert other.sampler.last_info["warm_start_from"] is None
+    assert -1.0 <= trial.params["x"] <= 1.0

@@ -33,7 +33,9 @@ _WORKER = textwrap.dedent(
     from autolr.integrations.optuna import AutoLRSSampler, ForecastPruner
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    mode, spec, name, worker, n_trials = sys.argv[1:6]
+    # The test below also exec()s this header in-process (where sys.argv is pytest's).
+    if len(sys.argv) >= 6:
+        mode, spec, name, worker, n_trials = sys.argv[1:6]
 
 
     def storage(spec):

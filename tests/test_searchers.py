@@ -391,3 +391,50 @@ def test_gp_beats_random_search(name: str) -> None:
     gp_med, rs_med = statistics.median(gp_evals), statistics.median(rs_evals)
     assert gp_med < rs_med, f"GP {gp_evals} (median {gp_med}) vs random {rs_evals} ({rs_med})"
     assert gp_med <= BUDGET, f"GP failed to reach the optimum in most runs: {gp_evals}"
+
+
+def test_gp_fit_options_reach_the_optimizer_and_are_validated(monkeypatch) -> None:
+    seen = []
+    real = gp_module.fit_gpytorch_mll
+
+    def spy(mll, **kwargs):
+        seen.append(kwargs)
+        return real(mll, **kwargs)
+
+    monkeypatch.setattr(gp_module, "fit_gpytorch_mll", spy)
+    loose = gp(MIXED_2D, seed=3, n_initial=2, fit_options={"ftol": 1e-5})
+    run_loop(loose, bowl, 4)
+    assert seen and all(k == {"optimizer_kwargs": {"options": {"ftol": 1e-5}}} for k in seen)
+    seen.clear()
+    run_loop(gp(MIXED_2D, seed=3, n_initial=2), bowl, 4)
+    assert seen and all(k == {} for k in seen)  # default: botorch's own tolerances
+    with pytest.raises(ValueError, match="fit_options"):
+        GPSearcher(LIN_1D, fit_options=[("ftol", 1e-5)])  # type: ignore[arg-type]
+
+
+def test_gp_warm_start_from_fitted_hyperparameters() -> None:
+    cold = gp(MIXED_2D, seed=4, n_initial=2)
+    run_loop(cold, bowl, 5)
+    fitted = cold.fitted_hyperparameters
+    assert fitted and all(
+        isinstance(v, list) and all(math.isfinite(x) for x in v) for v in fitted.values()
+    )
+    assert any("lengthscale" in name for name in fitted)
+
+    def fit_with(init):
+        s = gp(MIXED_2D, seed=4, n_initial=2, init_hyperparameters=init)
+        for cfg, value in cold.observations:
+            s.observe(cfg, value)
+        s.suggest()
+        return s.fitted_hyperparameters
+
+    # starting at the optimum of the same data, the fit stays there
+    ref = fit_with(None)
+    again = fit_with(ref)
+    for name, v in ref.items():
+        assert again[name] == pytest.approx(v, rel=1e-2, abs=1e-2), name
+    # unknown names, wrong sizes and non-finite values are ignored (default start)
+    junk = {"nope": [1.0], **{n: [math.nan] * len(v) for n, v in fitted.items()}}
+    assert fit_with(junk).keys() == fitted.keys()
+    with pytest.raises(ValueError, match="init_hyperparameters"):
+        GPSearcher(LIN_1D, init_hyperparameters=[1.0])  # type: ignore[arg-type]
