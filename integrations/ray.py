@@ -111,10 +111,15 @@ class AutoLRSScheduler(TrialScheduler):
     Args:
         lr_bounds: ``(low, high)`` LR search box, searched in log space.
         tau: Iterations per stage (the horizon candidates are forecast to).
-        tau_prime: Iterations per candidate (default ``tau // 10``).
+        tau_prime: Iterations per candidate (default ``tau // 10``). Give each candidate
+            enough reports to rank it through the noise: on a short budget prefer few long
+            stages (the ``ray`` study uses τ = budget/2, τ' = τ/5 = 20); windows of 8 noisy
+            losses drifted to small LRs there.
         tau_max: Cap on τ; τ and τ' double after each stage while ``tau_prime < tau_max / 10``.
         double: Whether τ and τ' grow.
-        k: Candidates per stage (default: the population, one candidate per trial).
+        k: Candidates per stage (default: the population, one candidate per trial). More
+            candidates than trials costs extra rounds and, with noisy forecasts, did not help
+            in the ``ray`` study's screening.
         exploit: Train τ − τ' iterations at the winner's LR after each search (paper
             behaviour) instead of searching again at once.
         metric: Loss reported by the trainable (default: the Tuner's metric).

@@ -13,6 +13,15 @@ pytest.importorskip("ray.tune")
 pytest.importorskip("sklearn")
 
 
+def test_autolrs_settings_two_stages_with_fifth_searched():
+    from autolr.bench.ray_population import autolrs_settings
+
+    s = autolrs_settings(200)
+    assert (s["tau"], s["tau_prime"], s["max_t"]) == (100, 20, 200)
+    tiny = autolrs_settings(8)  # the CI size must still be a valid StageSearch
+    assert 1 <= tiny["tau_prime"] < tiny["tau"] <= tiny["tau_max"]
+
+
 @pytest.mark.slow
 def test_ray_study_tiny(tmp_path, monkeypatch):
     from autolr.bench import cli, ray_population
@@ -23,6 +32,7 @@ def test_ray_study_tiny(tmp_path, monkeypatch):
     assert cli.main(["--study", "ray", "--quick", "--no-progress", "--out", str(out)]) == 0
     data = json.loads((out / "results.json").read_text())
     assert data["meta"]["iters"] == 8 and data["meta"]["elapsed_s"] > 0
+    assert data["meta"]["autolrs"] == ray_population.autolrs_settings(8)
     methods = {r["method"] for r in data["runs"]}
     assert methods == set(ray_population.METHODS)
     for r in data["runs"]:
