@@ -16,12 +16,33 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_import_autolr_is_light() -> None:
     code = (
         "import sys, autolr, autolr.searchers, autolr.predictors, autolr.integrations\n"
+        "import autolr.stn, autolr.federated\n"
         "heavy = ['ray', 'optuna', 'lightning', 'pytorch_lightning', 'transformers',\n"
-        "         'openai', 'anthropic', 'httpx', 'requests', 'matplotlib']\n"
+        "         'openai', 'anthropic', 'httpx', 'requests', 'matplotlib', 'sklearn']\n"
         "print(','.join(m for m in heavy if m in sys.modules))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+@pytest.mark.parametrize(
+    ("module", "framework", "extra"),
+    [("autolr.integrations.ray", "ray", "ray"), ("autolr.integrations.optuna", "optuna", "optuna")],
+)
+def test_integration_without_its_framework_names_the_extra(
+    module: str, framework: str, extra: str
+) -> None:
+    # Simulate a machine without the framework: a None entry in sys.modules blocks the import.
+    code = (
+        "import sys\n"
+        f"sys.modules[{framework!r}] = None\n"
+        "try:\n"
+        f"    import {module}\n"
+        "except ImportError as e:\n"
+        "    print(e)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert f'pip install "autolr[{extra}]"' in out.stdout, out.stdout + out.stderr
 
 
 def test_missing_extra_names_it() -> None:
