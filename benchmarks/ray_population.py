@@ -248,7 +248,10 @@ def _markdown(meta: dict[str, Any], summary: dict[str, Any]) -> str:
         f"Settings: AutoLRS τ = iters/2 = {meta['autolrs']['tau']}, τ' = τ/5 = "
         f"{meta['autolrs']['tau_prime']} (two stages of 20 % search + 80 % exploitation; "
         "shorter stages, e.g. τ = iters/5 with τ' = 8, forecast from too few noisy points and "
-        "drift to small LRs), one candidate per trial, exploitation by every trial. "
+        "drift to small LRs), one candidate per trial, exploitation by every trial after "
+        'the first search; the last stage races (`final="race"`, the default): every trial '
+        "trains its own candidate to the end, no clone, so the population ends with 4 "
+        "different trajectories as with PBT/PB2. "
         "PBT/PB2: perturbation interval iters/10, "
         "quantile 0.25; PBT resamples/perturbs `lr` on `loguniform`; PB2 bounds are linear "
         "(Ray's PB2 has no log scale). FIFO: 4 log-uniform random LRs, constant.",
@@ -291,7 +294,13 @@ def _plot(runs: list[dict[str, Any]], path: str) -> None:
             ax1.plot(*zip(*pts), style, ms=3, label=r["method"])
         lp = _lineage(best["lr_curve"])
         if r["method"] == "autolrs" and r.get("schedule"):
-            lp = list(enumerate(r["schedule"], start=1))
+            sched = list(r["schedule"])
+            last = (r.get("stages") or [{}])[-1]
+            if last.get("final") == "race" and lp:
+                # The last stage raced: the best trial ran its own candidate LR to the end.
+                start = int(last["start"])
+                sched = sched[:start] + [lp[-1][1]] * (r["iters"] - start)
+            lp = list(enumerate(sched, start=1))
         if lp:
             ax2.plot(*zip(*lp), "-" if r["method"] == "autolrs" else "--o", ms=2, label=r["method"])
     ax1.set_yscale("log")

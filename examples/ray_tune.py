@@ -4,7 +4,9 @@
     python examples/ray_tune.py --gpus-per-trial 1   # one GPU per trial
 
 Each stage, every trial trains from the same checkpoint with its own candidate LR for τ'
-iterations; the lowest loss forecast at τ wins and is cloned into all trials.
+iterations; the lowest loss forecast at τ wins and is cloned into all trials. In the last
+stage (no further search fits before --iters) every trial races its own candidate to the end
+and the best one is reported (``final="race"``).
 """
 
 from __future__ import annotations

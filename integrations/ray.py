@@ -4,8 +4,9 @@
 same decisions as the in-loop :class:`autolr.AutoLRS`) with Ray trials as the candidates: every
 live trial trains from the same stage checkpoint with its own candidate LR for τ' iterations,
 its reported losses are forecast to step τ, the winner's checkpoint and LR are cloned into
-every trial, and the next stage begins. With k trials on k devices a stage's search costs τ'
-iterations of wall-clock instead of k·τ'.
+every trial, and the next stage begins. In the last stage (``final="race"``) nothing is
+cloned: each trial trains its own candidate to the end and the best real losses decide. With
+k trials on k devices a stage's search costs τ' iterations of wall-clock instead of k·τ'.
 
 :class:`TuneCheckpointer` makes an ordinary PyTorch training function compliant: it restores
 the checkpoint Ray hands over, applies ``config["lr"]``, and reports the loss with a checkpoint.
@@ -55,7 +56,7 @@ _FINISHED = (Trial.TERMINATED, Trial.ERROR)
 class _Job:
     """What one trial is doing: a candidate, an exploitation, the final run, or waiting."""
 
-    kind: str  # "candidate" | "exploit" | "final" | "wait"
+    kind: str  # "candidate" | "exploit" | "final" | "race" | "wait"
     lr: float
     start: int  # iteration of the state the job starts from
     length: int  # iterations the job trains (a huge number for "final")
@@ -67,6 +68,8 @@ class _Job:
     harvested: bool = False  # a finished candidate whose checkpoint has been recorded
     source: list[Any] | None = None  # [path, metrics] it resumes from (None: initial state)
     own: bool = True  # resumes from the trial's own latest checkpoint instead of source
+    scored: bool = False  # a "race" job whose first τ' losses went to the stage search
+    select: float | None = None  # a racer's last finite ``select_metric`` value
 
     def to_state(self) -> dict[str, Any]:
         d = asdict(self)
@@ -91,9 +94,12 @@ class AutoLRSScheduler(TrialScheduler):
     the lowest forecast wins (penalised candidates never do). Then the winner's checkpoint and
     LR are cloned into every trial; with ``exploit=True`` they train the rest of the stage
     (τ − τ' iterations) at that LR before the next search, with ``exploit=False`` the next
-    stage's search starts at once. τ, τ' double as in the paper. With ``k`` larger than the
-    population, a trial that finished its candidate restarts from the stage checkpoint with
-    the next proposal while the others still run.
+    stage's search starts at once. The last stage (no further search fits before ``max_t``)
+    races by default: its candidates are scored at τ' for the record but keep training to the
+    end, and ``schedule`` follows the trial whose last τ' losses are lowest (a diverging racer
+    is stopped; if all diverge the stage is searched again lower). τ, τ' double as in the
+    paper. With ``k`` larger than the population, a trial that finished its candidate
+    restarts from the stage checkpoint with the next proposal while the others still run.
 
     Trainable contract (see :class:`TuneCheckpointer`): a function trainable that reads
     ``config[lr_key]`` when it (re)starts, resumes from ``ray.tune.get_checkpoint()``, reports
@@ -122,13 +128,25 @@ class AutoLRSScheduler(TrialScheduler):
             in the ``ray`` study's screening.
         exploit: Train τ − τ' iterations at the winner's LR after each search (paper
             behaviour) instead of searching again at once.
+        final: What the last stage does (the stage after which no further search fits before
+            ``max_t``). ``"race"`` (default): no clone; every trial keeps training its own
+            candidate to the end, the candidates are still scored at τ' (recorded in
+            ``stages``), and the lineage exposed in ``schedule`` is the trial with the lowest
+            mean of its last τ' losses, so the last choice rests on real losses and the
+            population ends with different trajectories. ``"clone"``: the winner's checkpoint
+            is cloned into every trial, as in the other stages. Race needs ``max_t`` and
+            one candidate per trial (``k=None``); otherwise the stage clones.
+        select_metric: Result key that picks the best racer, lowest wins (e.g. a validation
+            loss the trainable reports; its last finite value counts). Default: the mean of
+            the last τ' values of ``metric``, which is noisy when that is a training loss.
         metric: Loss reported by the trainable (default: the Tuner's metric).
         mode: Must be ``"min"`` (the forecaster extrapolates decreasing losses).
         lr_key: Config key of the LR.
         time_attr: Result key counting iterations (must grow by one per report).
         max_t: Iterations each trial trains; read from ``RunConfig(stop={time_attr: T})``
-            when not given. Near the end no search is started that cannot finish; the
-            remaining iterations train at the last winning LR.
+            when not given. Near the end no search is started that cannot finish; it marks
+            the last stage (raced, see ``final``; with ``"clone"`` any iterations left after
+            it train at the last winning LR).
         searcher: Custom searcher over one log-scale parameter ``"lr"``.
         predictor: Custom forecaster (default exponential).
         seed: Seed of the default searcher.
@@ -153,6 +171,8 @@ class AutoLRSScheduler(TrialScheduler):
         double: bool = True,
         k: int | None = None,
         exploit: bool = True,
+        final: str = "race",
+        select_metric: str | None = None,
         metric: str | None = None,
         mode: str | None = None,
         lr_key: str = "lr",
@@ -172,6 +192,8 @@ class AutoLRSScheduler(TrialScheduler):
             raise ConfigError(
                 f"AutoLRSScheduler minimises a loss; mode must be 'min', got {mode!r}"
             )
+        if final not in ("race", "clone"):
+            raise ConfigError(f"final must be 'race' or 'clone', got {final!r}")
         if not isinstance(lr_key, str) or not isinstance(time_attr, str):
             raise ConfigTypeError("lr_key and time_attr must be strings")
         if not (isinstance(save_interval_s, (int, float)) and save_interval_s >= 0):
@@ -189,6 +211,10 @@ class AutoLRSScheduler(TrialScheduler):
         )
         self._k = k
         self.exploit = bool(exploit)
+        self.final = final
+        if select_metric is not None and not isinstance(select_metric, str):
+            raise ConfigTypeError(f"select_metric must be a string, got {select_metric!r}")
+        self.select_metric = select_metric
         self._metric = metric
         self._mode = mode
         self.lr_key = lr_key
@@ -202,7 +228,7 @@ class AutoLRSScheduler(TrialScheduler):
 
     def _reset_run_state(self) -> None:
         # Everything below is in state_dict().
-        self.phase = "search"  # "search" | "exploit" | "final"
+        self.phase = "search"  # "search" | "exploit" | "final" | "race"
         self._jobs: dict[str, _Job] = {}
         self._dead: dict[str, str] = {}  # trial id -> why it left the population
         self._stage_ckpt: tuple[str, dict[str, Any]] | None = None  # None: initial state
@@ -228,6 +254,7 @@ class AutoLRSScheduler(TrialScheduler):
 
         Every stage contributes its winner's LR from the stage start on: the winner trained
         its candidate iterations at that LR and every trial continued from its checkpoint.
+        A ``final="race"`` stage contributes the LR of the best trial so far.
         """
         out: list[float] = []
         for start, end, lr in self._segments:
@@ -277,11 +304,11 @@ class AutoLRSScheduler(TrialScheduler):
             else:
                 self._resync(trial)
             return
-        if not self._started or (self.stage == 0 and self.phase == "search" and self._can_add()):
+        first = self.stage == 0 and self.phase in ("search", "race")
+        if not self._started or (first and self._can_add()):
             # First stage: every trial starts from its (seeded) initial weights.
             lr = self._propose_one()
-            job = _Job("candidate", lr, 0, self._candidate_len())
-            self._apply(trial, job, source=None, own=True)
+            self._apply(trial, self._candidate_job(lr), source=None, own=True)
         else:
             # Joins at the next stage boundary (its first result pauses it).
             self._jobs[tid] = _Job("wait", self._lr_now(), 0, 0, finished=True)
@@ -307,6 +334,9 @@ class AutoLRSScheduler(TrialScheduler):
         except (TypeError, ValueError):
             loss = math.nan
         job.losses[offset] = loss
+        if job.kind == "race":
+            self._record_select(job, result)
+            return self._race_result(tid, job, it, offset, loss)
         if job.kind in ("exploit", "final") and math.isfinite(loss):
             self._extend_lineage(it)
         if job.kind == "final":
@@ -327,10 +357,13 @@ class AutoLRSScheduler(TrialScheduler):
         it = (result or {}).get(self.time_attr)
         loss = (result or {}).get(self._metric)
         finite = isinstance(loss, (int, float)) and math.isfinite(loss)
-        lineage = job is not None and job.kind in ("exploit", "final")
+        lineage = job is not None and job.kind in ("exploit", "final", "race")
         if lineage and finite and it is not None and it > job.start:
             job.losses[int(it) - job.start - 1] = float(loss)
-            self._extend_lineage(int(it))
+            if job.kind != "race":
+                self._extend_lineage(int(it))
+        if job is not None and job.kind == "race":
+            self._record_select(job, result or {})
         self._leave(trial, "completed")
 
     def on_trial_error(self, tune_controller: Any, trial: Any) -> None:
@@ -360,19 +393,134 @@ class AutoLRSScheduler(TrialScheduler):
     def _finish(self, tid: str, job: _Job) -> str:
         job.finished = True
         if job.kind == "candidate":
-            steps = sorted(job.losses)
-            res = self.search.score(
-                job.lr,
-                [job.losses[s] for s in steps],
-                steps=[float(s) for s in steps],
-                penalised=job.penalised,
-                reason=job.reason,
-                trained_steps=len(steps),
-            )
-            job.forecast = res.forecast
-            job.penalised = res.penalised
+            self._score(job)
         self._save(force=True)
         return TrialScheduler.PAUSE
+
+    def _score(self, job: _Job) -> None:
+        """Hand a candidate's losses (a racer's first τ') to the stage search."""
+        steps = sorted(job.losses)
+        if job.kind == "race":
+            steps = steps[: self._candidate_len()]
+        res = self.search.score(
+            job.lr,
+            [job.losses[s] for s in steps],
+            steps=[float(s) for s in steps],
+            penalised=job.penalised,
+            reason=job.reason,
+            trained_steps=len(steps),
+        )
+        job.forecast = res.forecast
+        job.scored = True
+        if job.kind == "race":
+            # A record of the forecasts; the racers' own losses make the final choice.
+            self.stages[-1]["candidates"] = [asdict(r) for r in self.search.results]
+            win = self.search.winner()
+            self.stages[-1]["forecast_winner_lr"] = None if win is None else float(win.lr)
+        else:
+            job.penalised = res.penalised
+
+    # ------------------------------------------------------------------ final race
+    def _race_now(self) -> bool:
+        """Whether the stage starting now is the last one and ``final="race"`` applies."""
+        if self.final != "race" or self._k is not None or self.max_t is None:
+            return False
+        s = self.search
+        end = self._stage_start + (s.tau if self.exploit else s.tau_prime)
+        return self.max_t - end < 2 * s.next_tau_prime
+
+    def _candidate_job(self, lr: float) -> _Job:
+        if self.phase == "race":
+            # Runs until the trainable or the stopper ends it, like the "final" jobs.
+            return _Job("race", lr, self._stage_start, 1 << 62)
+        return _Job("candidate", lr, self._stage_start, self._candidate_len())
+
+    def _race_healthy(self) -> list[str]:
+        return [
+            tid
+            for tid, j in self._jobs.items()
+            if j.kind == "race"
+            and not j.penalised
+            and self._dead.get(tid, "completed") == "completed"
+        ]
+
+    def _race_result(self, tid: str, job: _Job, it: int, offset: int, loss: float) -> str:
+        if not math.isfinite(loss):
+            job.penalised, job.reason = True, f"non-finite {self._metric} at iteration {it}"
+            self.events.append(f"stage {self.stage}: trial {tid} {job.reason} (lr={job.lr:.3g})")
+            if not job.scored:
+                self._score(job)
+            job.finished = True
+            self._race_pick()
+            if self._race_healthy():
+                # Others still race (or finished): this trial's run is over.
+                self._dead[tid] = "stopped: non-finite loss in the final race"
+                self._save(force=True)
+                return TrialScheduler.STOP
+            self._save(force=True)
+            return TrialScheduler.PAUSE  # every racer diverged: _advance searches again lower
+        if not job.scored and offset + 1 >= self._candidate_len():
+            self._score(job)
+        self._race_pick()
+        self._save()
+        return TrialScheduler.CONTINUE
+
+    def _record_select(self, job: _Job, result: Mapping[str, Any]) -> None:
+        if self.select_metric is None:
+            return
+        raw = result.get(self.select_metric)
+        try:
+            value = float(raw)
+        except (TypeError, ValueError):
+            return
+        if math.isfinite(value):
+            job.select = value
+
+    def _race_pick(self) -> None:
+        """Expose the best racer: most iterations, then lowest ``select_metric`` (or mean of
+        its last τ' losses)."""
+        n = max(1, self._candidate_len())
+        best: tuple[tuple[int, float], str, _Job, float, float] | None = None
+        for tid in self._race_healthy():
+            job = self._jobs[tid]
+            steps = [s for s in sorted(job.losses) if math.isfinite(job.losses[s])]
+            if not steps:
+                continue
+            tail = [job.losses[s] for s in steps[-n:]]
+            level = sum(tail) / len(tail)
+            rank = level
+            if self.select_metric is not None:
+                # A racer that never reported the selection metric ranks last.
+                rank = math.inf if job.select is None else job.select
+            key = (-len(steps), rank)
+            if best is None or key < best[0]:
+                best = (key, tid, job, level, rank)
+        if best is None:
+            return
+        _, tid, job, level, rank = best
+        info = self.stages[-1]
+        info.update(winner_lr=float(job.lr), winner_trial=tid, final_loss=float(level))
+        if self.select_metric is not None:
+            info["select_value"] = float(rank)
+        info["end"] = self._stage_start + len(job.losses)
+        self._winner = {
+            "lr": float(job.lr),
+            "trial": tid,
+            "path": "",
+            "metrics": {},
+            "forecast": math.inf if job.forecast is None else float(job.forecast),
+        }
+        self._segments[-1] = [self._stage_start, self._stage_start + len(job.losses), job.lr]
+
+    def _race_failed(self, live: list[Any]) -> None:
+        """Every racer diverged: search the stage again below the lowest LR tried."""
+        s = self.search
+        lo, hi = s.lower_upper_bound(min(self._proposed))
+        msg = f"stage {s.stage}: every racer diverged; searching [{lo:.3g}, {hi:.3g}]"
+        self.events.append(msg)
+        warnings.warn(f"AutoLRSScheduler {msg}", RuntimeWarning, stacklevel=2)
+        self._segments.pop()
+        self._begin_stage(live, self._stage_ckpt)
 
     def _leave(self, trial: Any, why: str) -> None:
         tid = trial.trial_id
@@ -388,6 +536,11 @@ class AutoLRSScheduler(TrialScheduler):
             job.finished = job.harvested = True
             if why == "completed" and len(job.losses) >= 2:
                 self._finish(tid, job)
+        if job is not None and job.kind == "race":
+            job.finished = True
+            if why == "completed" and not job.scored and not job.penalised and len(job.losses) >= 2:
+                self._score(job)
+            self._race_pick()
         self._save(force=True)
 
     def _live(self, tc: Any) -> list[Any]:
@@ -422,10 +575,17 @@ class AutoLRSScheduler(TrialScheduler):
             self._proposed = []
             self._cand_ckpts = []
             self.stages.append(self._stage_record())
+            if self._race_now():
+                self._start_race()
         pending = [j.lr for j in self._jobs.values() if j.kind == "candidate" and not j.finished]
         lr = self.search.propose(1, pending=pending)[0]
         self._proposed.append(lr)
         return lr
+
+    def _start_race(self) -> None:
+        self.phase = "race"
+        self.stages[-1]["final"] = "race"
+        self._segments.append([self._stage_start, self._stage_start, self._lr_now()])
 
     def _stage_record(self) -> dict[str, Any]:
         return {
@@ -483,6 +643,13 @@ class AutoLRSScheduler(TrialScheduler):
         live = self._live(tc)
         if not live or self.phase == "final":
             return False
+        if self.phase == "race":
+            done = all(self._jobs[t.trial_id].finished and self._parked(t) for t in live)
+            if done and not self._race_healthy():
+                self._race_failed(live)
+                self._save(force=True)
+                return True
+            return False
         changed = False
         if self.phase == "search":
             for t in live:
@@ -526,8 +693,7 @@ class AutoLRSScheduler(TrialScheduler):
 
     def _assign_candidate(self, trial: Any) -> None:
         lr = self._propose_one()
-        job = _Job("candidate", lr, self._stage_start, self._candidate_len())
-        self._apply(trial, job, source=self._stage_ckpt, own=False)
+        self._apply(trial, self._candidate_job(lr), source=self._stage_ckpt, own=False)
 
     def _begin_stage(self, live: list[Any], start: tuple[str, dict[str, Any]] | None) -> None:
         """Start a stage from checkpoint ``start``: candidates, or the final run if none fits."""
@@ -549,13 +715,14 @@ class AutoLRSScheduler(TrialScheduler):
         s.begin_stage()
         self._proposed, self._cand_ckpts = [], []
         self.stages.append(self._stage_record())
+        if self._race_now():
+            self._start_race()
         n = len(live) if self._k is None else min(self._k, len(live))
         lrs = s.propose(n)
         self._proposed = list(lrs)
-        length = self._candidate_len()
         for i, t in enumerate(live):
             if i < n:
-                job = _Job("candidate", lrs[i], self._stage_start, length)
+                job = self._candidate_job(lrs[i])
             else:
                 job = _Job("wait", lrs[0], self._stage_start, 0, finished=True)
             self._apply(t, job, source=start, own=False)
@@ -694,7 +861,7 @@ class AutoLRSScheduler(TrialScheduler):
                 self.max_t = int(state["max_t"])
         except (KeyError, TypeError, ValueError) as exc:
             raise StateError(f"not an AutoLRSScheduler state_dict: {exc}") from exc
-        if self.phase not in ("search", "exploit", "final"):
+        if self.phase not in ("search", "exploit", "final", "race"):
             raise StateError(f"unknown phase {self.phase!r} in AutoLRSScheduler state_dict")
 
     def _save(self, force: bool = False) -> None:

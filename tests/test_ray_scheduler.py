@@ -224,7 +224,7 @@ def test_exploit_false_starts_next_search_from_the_winner():
 
 
 def test_final_phase_when_no_search_fits():
-    sched, tc = make(max_t=30)
+    sched, tc = make(max_t=30, final="clone")
     loss = curve(0.05)
     for _ in range(2):  # search + exploit of stage 0
         for t in tc.trials:
@@ -236,6 +236,138 @@ def test_final_phase_when_no_search_fits():
     for _ in range(10):
         assert tc.report(t, 0.5) == CONTINUE
     assert len(sched.schedule) == 30
+
+
+def _complete(tc: FakeController, trial: Trial, loss: float) -> None:
+    """The stopper ends a trial: its last result reaches only on_trial_complete."""
+    tc.iters[trial.trial_id] += 1
+    trial.set_status(Trial.TERMINATED)
+    result = {"training_iteration": tc.iters[trial.trial_id], "loss": loss}
+    tc.sched.on_trial_complete(tc, trial, result)
+
+
+def _to_last_stage(**kw) -> tuple[AutoLRSScheduler, FakeController]:
+    """Stage 0 (search + exploit) of a 40-iteration run; stage 1 is the last one."""
+    sched, tc = make(max_t=40, double=False, **kw)
+    loss = curve(0.05)
+    for _ in range(2):
+        for t in tc.trials:
+            tc.run_until_pause(t, loss)
+        tc.resume_all()
+    return sched, tc
+
+
+def test_last_stage_races_each_candidate_to_the_end():
+    sched, tc = _to_last_stage()
+    assert sched.stage == 1 and sched.phase == "race" and sched.stages[1]["final"] == "race"
+    leader = sched.stages[0]["leader"]
+    lrs = [t.config["lr"] for t in tc.trials]
+    assert len(set(lrs)) == 4  # distinct candidates, all from the stage-0 lineage's end
+    assert all(t.checkpoint.path == f"/ckpt/{leader}/20" for t in tc.trials)
+    # No barrier: racers continue past tau' (scored there for the record) to max_t.
+    finals = {"t0": 0.40, "t1": 0.20, "t2": 0.30, "t3": 0.25}
+    for i in range(19):
+        for t in tc.trials:
+            v = 1.0 if i < 15 else finals[t.trial_id]  # ranked on the last tau' = 5 losses
+            assert tc.report(t, v) == CONTINUE
+        if i == 4:
+            assert len(sched.stages[1]["candidates"]) == 4
+    for t in tc.trials:
+        _complete(tc, t, finals[t.trial_id])
+    # The exposed lineage is the racer with the lowest real final losses.
+    best = tc.trials[1]
+    assert sched.stages[1]["winner_trial"] == "t1" and sched.winner_lr == best.config["lr"]
+    assert sched.stages[1]["final_loss"] == pytest.approx(0.20)
+    assert len(sched.schedule) == 40 and sched.schedule[20:] == [best.config["lr"]] * 20
+    assert sched.schedule[:20] == [sched.stages[0]["winner_lr"]] * 20
+    assert tc.resume_all() == []  # nothing left to schedule
+
+
+def test_race_select_metric_picks_the_racer_by_another_reported_metric():
+    sched, tc = _to_last_stage(select_metric="val")
+    vals = {"t0": 0.3, "t1": 0.5, "t2": 0.1, "t3": 0.2}  # t2 best by val, t0 best by loss
+    for i in range(19):
+        for t in tc.trials:
+            it = tc.iters[t.trial_id] + 1
+            tc.iters[t.trial_id] = it
+            result = {"training_iteration": it, "loss": 0.1 * (1 + int(t.trial_id[1]))}
+            if i % 5 == 4:  # validated now and then only
+                result["val"] = vals[t.trial_id] if i > 10 else math.nan
+            assert sched.on_trial_result(tc, t, result) == CONTINUE
+    assert sched.stages[1]["winner_trial"] == "t2" and sched.stages[1]["select_value"] == 0.1
+    for t in tc.trials:
+        _complete(tc, t, 0.1)
+    assert sched.stages[1]["winner_trial"] == "t2"
+    assert sched.schedule[20:] == [tc.trials[2].config["lr"]] * 20
+    with pytest.raises(TypeError):
+        AutoLRSScheduler(select_metric=3)
+
+
+def test_clone_option_and_k_keep_the_cloning_last_stage():
+    for kw in ({"final": "clone"}, {"k": 4}):
+        sched, tc = _to_last_stage(**kw)
+        assert sched.stage == 1 and sched.phase == "search" and "final" not in sched.stages[1]
+        for t in tc.trials:
+            assert tc.run_until_pause(t, curve(0.05)) == 5
+        tc.resume_all()
+        assert sched.phase == "exploit"
+        assert {t.config["lr"] for t in tc.trials} == {sched.winner_lr}
+
+
+def test_stage_search_next_tau_prime_predicts_end_stage():
+    from autolr import StageSearch
+
+    for kw in ({"double": True, "tau_max": 8000}, {"double": False}, {"tau_max": 150}):
+        s = StageSearch(lr_bounds=(1e-3, 1.0), tau=100, tau_prime=10, **kw)
+        for _ in range(3):
+            nxt = s.next_tau_prime
+            s.end_stage()
+            assert s.tau_prime == nxt
+
+
+def test_first_stage_races_when_it_is_the_only_stage():
+    sched, tc = make(max_t=20, double=False)
+    assert sched.phase == "race" and len({t.config["lr"] for t in tc.trials}) == 4
+    for i in range(20):
+        for t in tc.trials:
+            assert tc.report(t, 1.0 / (1 + i) + 0.001 * int(t.trial_id[1])) == CONTINUE
+    assert sched.stages[0]["winner_trial"] == "t0" and len(sched.schedule) == 20
+
+
+def test_race_nonfinite_racers_stop_and_all_diverged_searches_again_lower():
+    sched, tc = _to_last_stage()
+    t0, t1, t2, t3 = tc.trials
+    for t in tc.trials:
+        tc.report(t, 1.0)
+    assert tc.report(t0, math.nan) == "STOP"  # others still race: this run is over
+    t0.set_status(Trial.TERMINATED)
+    assert sched.winner_lr != t0.config["lr"]
+    assert any("non-finite" in e for e in sched.events)
+    assert tc.report(t1, math.inf) == "STOP"
+    assert tc.report(t2, math.nan) == "STOP"
+    t1.set_status(Trial.TERMINATED)
+    t2.set_status(Trial.TERMINATED)
+    hi_before = sched.search.lr_bounds[1]
+    assert tc.report(t3, math.nan) == PAUSE  # the last racer: nothing healthy is left
+    with pytest.warns(RuntimeWarning, match="every racer diverged"):
+        tc.resume_all()
+    assert sched.phase == "race" and len(sched.stages) == 3 and sched.stages[2]["start"] == 20
+    assert sched.search.lr_bounds[1] < hi_before
+    assert t3.status == Trial.RUNNING and t3.checkpoint.path.endswith("/20")
+    assert any("every racer diverged" in e for e in sched.events)
+
+
+def test_race_state_roundtrip_weights_only(tmp_path):
+    sched, tc = _to_last_stage()
+    for i in range(8):
+        for t in tc.trials:
+            tc.report(t, 1.0 - 0.01 * i * int(t.trial_id[1]))
+    path = tmp_path / "race.pt"
+    sched.save(str(path))
+    other = AutoLRSScheduler(metric="loss", mode="min", lr_bounds=(1e-3, 1.0), tau=20, tau_prime=5)
+    other.restore(str(path))
+    assert other.phase == "race" and other.schedule == sched.schedule
+    assert other.stages == sched.stages and other.stages[1]["winner_trial"] == "t3"
 
 
 def test_state_dict_roundtrip_weights_only(tmp_path):
@@ -264,6 +396,8 @@ def test_bad_configuration_raises():
         AutoLRSScheduler(k=0)
     with pytest.raises(ConfigError):
         AutoLRSScheduler(tau=10, tau_prime=10)
+    with pytest.raises(ConfigError, match="final"):
+        AutoLRSScheduler(final="best")
     sched = AutoLRSScheduler()
     with pytest.raises(ConfigError, match="metric"):
         sched.on_trial_add(None, Trial("__fake", config={"lr": 0.1}, trial_id="x", stub=True))
@@ -348,7 +482,7 @@ def _tuner(path, sched, config, name, callbacks=()):
 
 
 @pytest.mark.slow
-def test_tuner_fit_stages_lineage_and_erroring_trial(ray_session, tmp_path):
+def test_tuner_fit_stages_lineage_race_and_erroring_trial(ray_session, tmp_path):
     sched = AutoLRSScheduler(
         lr_bounds=(1e-3, 0.3), tau=6, tau_prime=3, tau_max=6, metric="loss", mode="min"
     )
@@ -357,18 +491,19 @@ def test_tuner_fit_stages_lineage_and_erroring_trial(ray_session, tmp_path):
     errored = [r for r in grid if r.error is not None]
     ok = [r for r in grid if r.error is None]
     assert len(errored) == 1 and len(ok) == 3  # the experiment went on without it
-    assert sched.stage >= 1 and len(sched.stages) == 2
+    assert sched.stage == 1 and len(sched.stages) == 2 and sched.phase == "race"
+    assert sched.stages[1]["final"] == "race" and "final" not in sched.stages[0]
     winners = [s["winner_lr"] for s in sched.stages]
-    # Every surviving trial ends on the winner's lineage: same iteration, LR and weights.
+    # Stage 0 was cloned; the last stage raced: each survivor ran its own candidate to the
+    # end, so the population ends with different LRs and weights.
     assert {r.metrics["training_iteration"] for r in ok} == {12}
-    assert {r.config["lr"] for r in ok} == {winners[-1]}
-    assert len({round(r.metrics["loss"], 12) for r in ok}) == 1
-    # The LR changes across stages: fresh candidates each stage, a new winner.
     cands = [{c["lr"] for c in s["candidates"]} for s in sched.stages]
     assert len(cands[0]) == 4 and len(cands[1]) >= 3 and not cands[0] & cands[1]
-    assert winners[0] != winners[1]
-    # (Ray's metrics_dataframe keeps only the rows after a trial's last clone, so the per-trial
-    # LR history is checked through the scheduler's records, not the dataframe.)
+    assert {r.config["lr"] for r in ok} <= cands[1] and len({r.config["lr"] for r in ok}) == 3
+    assert len({round(r.metrics["loss"], 12) for r in ok}) == 3
+    # The exposed lineage is the survivor with the lowest mean of its last tau' losses.
+    best = min(ok, key=lambda r: r.metrics_dataframe["loss"].iloc[-3:].mean())
+    assert winners[1] == best.config["lr"]
     assert sched.schedule == [winners[0]] * 6 + [winners[1]] * 6
     assert any("errored" in e for e in sched.events)
 
@@ -385,7 +520,7 @@ class _Interrupt(tune.Callback):
         self.marker = marker  # Tuner.restore brings the callback back: crash only once
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        second = self.sched.stage >= 1 and self.sched.phase == "search"
+        second = self.sched.stage >= 1 and self.sched.phase in ("search", "race")
         if second and not os.path.exists(self.marker):
             open(self.marker, "w").close()
             raise _Crash("driver crash")
@@ -420,10 +555,13 @@ def test_restore_after_interruption_continues_the_search(ray_session, tmp_path):
     # The restored scheduler went on from stage 1 instead of starting a new stage 0.
     assert [s["stage"] for s in state["stages"]] == list(range(len(state["stages"])))
     assert len(state["stages"]) == 2 and state["stages"][1]["start"] == 4
+    assert state["phase"] == "race"  # the last stage raced across the restore
     assert state["stages"][1]["winner_lr"] == state["segments"][-1][2]
     assert state["segments"][-1][1] == 8
     assert {r.metrics["training_iteration"] for r in grid} == {8}
-    assert len({round(r.metrics["loss"], 12) for r in grid}) == 1
+    # Each trial finished its own stage-1 candidate (no clone), from where it was stopped.
+    cands = {c["lr"] for c in state["stages"][1]["candidates"]}
+    assert {r.config["lr"] for r in grid} == cands and len(cands) == 4
 
 
 def test_restored_trials_are_resynced_to_the_saved_decisions():

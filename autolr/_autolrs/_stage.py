@@ -194,9 +194,17 @@ class StageSearch:
     def end_stage(self) -> None:
         """Close the stage: count it and grow τ, τ' (paper rule: double while τ' < τ_max/10)."""
         self.stage += 1
-        if self.double and self.tau_prime < self.tau_max / 10 and self.tau * 2 <= self.tau_max:
+        if self._grows():
             self.tau *= 2
             self.tau_prime *= 2
+
+    def _grows(self) -> bool:
+        return self.double and self.tau_prime < self.tau_max / 10 and self.tau * 2 <= self.tau_max
+
+    @property
+    def next_tau_prime(self) -> int:
+        """τ' of the next stage, i.e. after :meth:`end_stage` (lets executors plan the end)."""
+        return self.tau_prime * 2 if self._grows() else self.tau_prime
 
     def lower_upper_bound(self, bad_lr: float, factor: float = 3.0) -> tuple[float, float]:
         """Shrink the search box below an LR that made training diverge.
