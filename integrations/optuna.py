@@ -196,21 +196,30 @@ def _read_chunked(trial: FrozenTrial, key: str) -> Any:
     """JSON value stored by :func:`_write_chunked` under ``key`` (``None`` if absent)."""
     chunks = []
     i = 0
-    while (chunk := trial.system_attrs.get(f"{key}:{i}")) is not None:
+    # An empty chunk ends the value early: a rewrite may be shorter than what it replaced.
+    while chunk := trial.system_attrs.get(f"{key}:{i}"):
         chunks.append(chunk)
         i += 1
     return json.loads("".join(chunks)) if chunks else None
 
 
-def _write_chunked(study: Study, trial: FrozenTrial, key: str, value: Any) -> None:
-    """Stores ``value`` as JSON in system attrs of at most 2045 characters each (storage limit)."""
+def _write_chunked(
+    study: Study, trial: FrozenTrial, key: str, value: Any, terminate: bool = False
+) -> None:
+    """Stores ``value`` as JSON in system attrs of at most 2045 characters each (storage limit).
+
+    ``terminate=True`` (rewriting a key) also writes an empty chunk after the last one, so
+    stale chunks of a longer previous value are never read back.
+    """
     text = json.dumps(value)
+    n = 0
     for i in range(0, len(text), _SYSTEM_ATTR_MAX_LENGTH):
+        n = i // _SYSTEM_ATTR_MAX_LENGTH
         study._storage.set_trial_system_attr(
-            trial._trial_id,
-            f"{key}:{i // _SYSTEM_ATTR_MAX_LENGTH}",
-            text[i : i + _SYSTEM_ATTR_MAX_LENGTH],
+            trial._trial_id, f"{key}:{n}", text[i : i + _SYSTEM_ATTR_MAX_LENGTH]
         )
+    if terminate:
+        study._storage.set_trial_system_attr(trial._trial_id, f"{key}:{n + 1}", "")
 
 
 def _trial_params(trial: FrozenTrial) -> dict[str, Any]:
@@ -453,15 +462,19 @@ class AutoLRSSampler(BaseSampler):
                     )
             self.last_info = info
         out = {n: _from_param(values[n], d) for n, d in space.items()}
+        # Claim the point first, then look for the same point elsewhere. Two workers fitting
+        # near-identical data at the same time find the same argmax (often a corner); with
+        # write-then-read at least one of them sees the other's claim (a read-then-write check
+        # misses the case where both read before either writes). Whoever sees a twin takes
+        # this trial's own Sobol point, so no configuration is evaluated twice.
+        self._share(study, trial, out, info["source"])
         if info["source"] != "sobol" and self._taken(study, trial, out):
-            # Another worker picked the same point while this one was fitting (both argmaxes
-            # of near-identical data, often a corner): take this trial's own Sobol point.
             x = self._sobol_point(len(params), trial.number)
             out = {
                 p.name: _from_param(p.from_unit(float(u)), space[p.name]) for p, u in zip(params, x)
             }
             info["source"] = "sobol-dedup"
-        self._share(study, trial, out, info["source"])
+            self._share(study, trial, out, info["source"], overwrite=True)
         return {**out, **extra}
 
     @staticmethod
@@ -481,11 +494,18 @@ class AutoLRSSampler(BaseSampler):
             engine.fast_forward(index)
         return engine.draw(1, dtype=torch.float64)[0]
 
-    def _share(self, study: Study, trial: FrozenTrial, params: dict[str, Any], source: str) -> None:
+    def _share(
+        self,
+        study: Study,
+        trial: FrozenTrial,
+        params: dict[str, Any],
+        source: str,
+        overwrite: bool = False,
+    ) -> None:
         """Stores the relative params so other workers see this trial as pending at once,
         and where they came from (``"sobol"``, ``"gp"``, ``"gp-fallback"``, ``"sobol-dedup"``)."""
         study._storage.set_trial_system_attr(trial._trial_id, _SOURCE_KEY, source)
-        _write_chunked(study, trial, _RELATIVE_PARAMS_KEY, params)
+        _write_chunked(study, trial, _RELATIVE_PARAMS_KEY, params, terminate=overwrite)
 
     def gp_data(self, study: Study) -> list[dict[str, Any]]:
         """The data the GP would be fitted to for the study's next trial (diagnostics).

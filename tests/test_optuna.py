@@ -515,3 +515,41 @@ def test_gp_warm_start_comes_from_the_storage_so_a_fresh_sampler_decides_the_sam
     assert other.sampler.last_info["source"] == "gp"
     assert other.sampler.last_info["warm_start_from"] is None
     assert -1.0 <= trial.params["x"] <= 1.0
+
+
+def test_twin_claimed_while_this_worker_writes_its_claim_is_not_duplicated(monkeypatch):
+    """The race a read-then-write check misses: the other worker claims the same point after
+    this worker's GP step but before this worker's claim is visible. Claim-then-read sees it."""
+    import autolr.integrations.optuna as mod
+
+    study = optuna.create_study(sampler=AutoLRSSampler(seed=0, n_startup_trials=2))
+    for lr, floor in [(0.01, 0.5), (0.1, 0.2), (0.5, 0.4)]:
+        add(study, lr, curve(floor))
+    other = study.ask()  # another worker's trial, not yet sampled: no claim to see yet
+    point = {"lr": 0.0314}
+    monkeypatch.setattr(mod.GPSearcher, "suggest", lambda self, n=1, pending=(): [dict(point)])
+    share = mod.AutoLRSSampler._share
+
+    def racing_share(self, study, trial, params, source, overwrite=False):
+        share(self, study, trial, params, source, overwrite)
+        if not overwrite:  # the other worker's claim lands right after ours
+            frozen = study._storage.get_trial(other._trial_id)
+            mod._write_chunked(study, frozen, mod._RELATIVE_PARAMS_KEY, dict(point))
+
+    monkeypatch.setattr(mod.AutoLRSSampler, "_share", racing_share)
+    trial = study.ask({"lr": LR})
+    assert trial.params["lr"] != point["lr"]
+    assert study.sampler.last_info["source"] == "sobol-dedup"
+    # The rewritten claim reads back as the new point (no stale chunk of the first one).
+    mine = study._storage.get_trial(trial._trial_id)
+    assert mod._trial_params(mine)["lr"] == trial.params["lr"]
+
+
+def test_rewritten_chunked_value_does_not_read_stale_chunks():
+    import autolr.integrations.optuna as mod
+
+    study = optuna.create_study()
+    trial = study.ask()
+    mod._write_chunked(study, trial, "k", "x" * 5000)  # three chunks
+    mod._write_chunked(study, trial, "k", "short", terminate=True)
+    assert mod._read_chunked(study._storage.get_trial(trial._trial_id), "k") == "short"
