@@ -15,6 +15,8 @@ import sys
 import time
 from typing import Any
 
+from autolr._jsonio import write_json
+
 from .methods import METHODS, grid_lrs, run_once
 from .tasks import TASKS
 
@@ -112,17 +114,6 @@ def _jobs(args: argparse.Namespace) -> list[tuple[str, str, int, int, float | No
     return jobs
 
 
-def _clean(x: Any) -> Any:
-    """JSON-safe copy: non-finite floats become ``None``."""
-    if isinstance(x, float):
-        return x if math.isfinite(x) else None
-    if isinstance(x, dict):
-        return {k: _clean(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_clean(v) for v in x]
-    return x
-
-
 def run(args: argparse.Namespace) -> int:
     """Run the benchmark described by ``args`` (from :func:`add_parser`); returns 0 on success."""
     study = getattr(args, "study", "schedules")
@@ -199,10 +190,9 @@ def run(args: argparse.Namespace) -> int:
     }
     if getattr(args, "argv", None) is not None:
         meta["command"] = "autolr bench " + " ".join(args.argv)
-    with open(os.path.join(args.out, "results.json"), "w") as fh:
-        json.dump(
-            _clean({"meta": meta, "summary": summary, "runs": runs}), fh, indent=1, allow_nan=False
-        )
+    write_json(
+        os.path.join(args.out, "results.json"), {"meta": meta, "summary": summary, "runs": runs}
+    )
     _render(args, summary, meta, runs)
     print(f"autolr bench: {len(runs)} runs in {elapsed:.0f} s; results in {args.out}/")
     return 0

@@ -24,6 +24,8 @@ import sys
 import time
 from typing import Any
 
+from autolr._jsonio import write_json
+
 __all__ = ["run"]
 
 # Module-level knobs (the CI test shrinks them).
@@ -302,16 +304,6 @@ def _plots(summary: dict[str, Any], cfg: dict[str, Any], runs: list[dict], out: 
     plt.close(fig)
 
 
-def _clean(x: Any) -> Any:
-    if isinstance(x, float):
-        return x if math.isfinite(x) else None
-    if isinstance(x, dict):
-        return {k: _clean(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_clean(v) for v in x]
-    return x
-
-
 def run(args: argparse.Namespace) -> int:
     """Run the study into ``args.out``; returns 0."""
     import torch
@@ -374,10 +366,9 @@ def run(args: argparse.Namespace) -> int:
         for m, s in summary["methods"].items()
     }
     summary["targets"] = targets
-    with open(os.path.join(args.out, "results.json"), "w") as fh:
-        json.dump(
-            _clean({"meta": meta, "summary": summary, "runs": runs}), fh, indent=1, allow_nan=False
-        )
+    write_json(
+        os.path.join(args.out, "results.json"), {"meta": meta, "summary": summary, "runs": runs}
+    )
     with open(os.path.join(args.out, "results.md"), "w") as fh:
         fh.write(_markdown(summary, meta, cfg))
     if not args.no_plots:

@@ -22,7 +22,6 @@ every starting LR (median over seeds).
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import platform
@@ -34,6 +33,7 @@ import numpy as np
 import torch
 
 from autolr import HypergradientLR
+from autolr._jsonio import write_json
 from autolr._progress import Progress
 
 from .tasks import TASKS, Task
@@ -188,16 +188,6 @@ def _grid(task: Task, n: int) -> list[float]:
 
 def _median(values: list[float]) -> float:
     return statistics.median(sorted(values)) if values else math.inf
-
-
-def _clean(x: Any) -> Any:
-    if isinstance(x, float):
-        return x if math.isfinite(x) else None
-    if isinstance(x, dict):
-        return {k: _clean(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_clean(v) for v in x]
-    return x
 
 
 def _fmt(x: float | None) -> str:
@@ -469,10 +459,9 @@ def run(args: argparse.Namespace) -> int:
         "warmup": WARMUP,
         "variants": list(VARIANTS),
     }
-    with open(os.path.join(args.out, "results.json"), "w") as fh:
-        json.dump(
-            _clean({"meta": meta, "summary": summary, "runs": runs}), fh, indent=1, allow_nan=False
-        )
+    write_json(
+        os.path.join(args.out, "results.json"), {"meta": meta, "summary": summary, "runs": runs}
+    )
     with open(os.path.join(args.out, "results.md"), "w") as fh:
         fh.write(_markdown(meta, summary))
     if not getattr(args, "no_plots", False):

@@ -27,13 +27,14 @@ objectives, AutoLRSSampler vs GPSampler interleaved call by call; AutoLRSSampler
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import statistics
 import sys
 import time
 from typing import Any
+
+from autolr._jsonio import write_json
 
 __all__ = ["METHODS", "run", "run_study", "time_sampling"]
 
@@ -328,16 +329,6 @@ def _job(job: tuple) -> dict:
     return {"kind": "timing", "rows": time_sampling(*job[1:])}
 
 
-def _clean(x: Any) -> Any:
-    if isinstance(x, float):
-        return x if math.isfinite(x) else None
-    if isinstance(x, dict):
-        return {k: _clean(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_clean(v) for v in x]
-    return x
-
-
 def run(args: argparse.Namespace) -> int:
     """Entry point of ``autolr bench --study optuna`` (see the module docstring)."""
     from autolr._progress import Progress
@@ -426,13 +417,10 @@ def run(args: argparse.Namespace) -> int:
         "python": sys.version.split()[0],
         "cpu_count": os.cpu_count(),
     }
-    with open(os.path.join(args.out, "results.json"), "w") as fh:
-        json.dump(
-            _clean({"meta": meta, "summary": summary, "studies": studies, "timing": timings}),
-            fh,
-            indent=1,
-            allow_nan=False,
-        )
+    write_json(
+        os.path.join(args.out, "results.json"),
+        {"meta": meta, "summary": summary, "studies": studies, "timing": timings},
+    )
     with open(os.path.join(args.out, "results.md"), "w") as fh:
         fh.write(_markdown(meta, summary))
     if not args.no_plots:

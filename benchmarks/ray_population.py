@@ -12,7 +12,6 @@ Run: ``autolr bench --study ray [--quick] [--seeds N] [--out DIR]``.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import statistics
@@ -22,6 +21,8 @@ import time
 from typing import Any
 
 import torch
+
+from autolr._jsonio import write_json
 
 from .tasks import TASKS
 
@@ -178,16 +179,6 @@ def run_method(method: str, seed: int, iters: int, storage: str) -> dict[str, An
             for s in sched.stages
         ]
     return out
-
-
-def _clean(x: Any) -> Any:
-    if isinstance(x, float):
-        return x if math.isfinite(x) else None
-    if isinstance(x, dict):
-        return {k: _clean(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_clean(v) for v in x]
-    return x
 
 
 def _summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -359,10 +350,9 @@ def run(args: argparse.Namespace) -> int:
         "torch": torch.__version__,
         "python": sys.version.split()[0],
     }
-    with open(os.path.join(args.out, "results.json"), "w") as fh:
-        json.dump(
-            _clean({"meta": meta, "summary": summary, "runs": runs}), fh, indent=1, allow_nan=False
-        )
+    write_json(
+        os.path.join(args.out, "results.json"), {"meta": meta, "summary": summary, "runs": runs}
+    )
     with open(os.path.join(args.out, "results.md"), "w") as fh:
         fh.write(_markdown(meta, summary))
     if not args.no_plots:

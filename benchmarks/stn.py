@@ -19,7 +19,6 @@ reaches at least the grid-best validation loss at <= 2.5x one plain run's comput
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import statistics
@@ -33,6 +32,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from autolr import stn
+from autolr._jsonio import write_json
 from autolr._progress import Progress
 
 from .tasks import digits
@@ -269,16 +269,6 @@ def run_one(
             hyper_steps=tuner.hyper_steps,
         )
     return out
-
-
-def _clean(x: Any) -> Any:
-    if isinstance(x, float):
-        return x if math.isfinite(x) else None
-    if isinstance(x, dict):
-        return {k: _clean(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_clean(v) for v in x]
-    return x
 
 
 def summarise(
@@ -536,9 +526,9 @@ def run(args: argparse.Namespace) -> int:
         "python": sys.version.split()[0],
         "threads": torch.get_num_threads(),
     }
-    with open(os.path.join(args.out, "results.json"), "w") as fh:
-        json.dump(_clean({"meta": meta, "summary": summary, "runs": runs}), fh, indent=1,
-                  allow_nan=False)  # fmt: skip
+    write_json(
+        os.path.join(args.out, "results.json"), {"meta": meta, "summary": summary, "runs": runs}
+    )
     with open(os.path.join(args.out, "results.md"), "w") as fh:
         fh.write(_markdown(summary, meta))
     if not args.no_plots:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import os
 import time
@@ -16,6 +15,7 @@ import torch
 from torch import nn
 
 from .._errors import ConfigError, ConfigTypeError
+from .._jsonio import write_json
 from .._progress import Progress
 from ._client import FedHyperClient
 from ._data import dirichlet_partition, load_digits
@@ -198,18 +198,7 @@ class SimulationResult:
 
     def save_json(self, path: str | os.PathLike[str]) -> None:
         """Write :meth:`to_dict` as JSON; NaN/inf become ``null``."""
-
-        def clean(x: Any) -> Any:
-            if isinstance(x, float):
-                return x if math.isfinite(x) else None
-            if isinstance(x, dict):
-                return {k: clean(v) for k, v in x.items()}
-            if isinstance(x, (list, tuple)):
-                return [clean(v) for v in x]
-            return x
-
-        with open(path, "w") as fh:
-            json.dump(clean(self.to_dict()), fh, indent=1, allow_nan=False)
+        write_json(path, self.to_dict())
 
     def plot(self, path: str | os.PathLike[str] | None = None) -> Any:
         """Accuracy and global LR per round for every method (needs ``autolr[bench]``).
