@@ -29,3 +29,17 @@ def make_regression(n: int = 512, d: int = 8, seed: int = 0) -> tuple[torch.Tens
 def tiny_mlp(d: int = 8, seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
     return nn.Sequential(nn.Linear(d, 16), nn.Tanh(), nn.Dropout(0.1), nn.Linear(16, 1))
+
+
+def json_numbers(x: object):
+    """Every number (not bool) in a parsed JSON document, for finiteness checks of results."""
+    if isinstance(x, bool):
+        return
+    if isinstance(x, (int, float)):
+        yield x
+    elif isinstance(x, dict):
+        for v in x.values():
+            yield from json_numbers(v)
+    elif isinstance(x, list):
+        for v in x:
+            yield from json_numbers(v)

@@ -16,18 +16,7 @@ pytest.importorskip("dadaptation")
 
 from autolr.bench import cli
 
-
-def _numbers(x):
-    if isinstance(x, bool):
-        return
-    if isinstance(x, (int, float)):
-        yield x
-    elif isinstance(x, dict):
-        for v in x.values():
-            yield from _numbers(v)
-    elif isinstance(x, list):
-        for v in x:
-            yield from _numbers(v)
+from .conftest import json_numbers
 
 
 def test_bench_quick_smoke(tmp_path):
@@ -41,7 +30,7 @@ def test_bench_quick_smoke(tmp_path):
 
     with open(out / "results.json") as fh:
         data = json.load(fh)  # the writer uses allow_nan=False: no NaN/inf can be in it
-    nums = list(_numbers(data))
+    nums = list(json_numbers(data))
     assert nums and all(math.isfinite(v) for v in nums)
 
     task = data["summary"]["quadratic"]

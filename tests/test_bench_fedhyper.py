@@ -12,18 +12,7 @@ pytest.importorskip("matplotlib")
 from autolr.bench import cli
 from autolr.bench import fedhyper as study
 
-
-def _numbers(x):
-    if isinstance(x, bool) or x is None:
-        return
-    if isinstance(x, (int, float)):
-        yield x
-    elif isinstance(x, dict):
-        for v in x.values():
-            yield from _numbers(v)
-    elif isinstance(x, list):
-        for v in x:
-            yield from _numbers(v)
+from .conftest import json_numbers
 
 
 def test_fedhyper_study_tiny(tmp_path, monkeypatch):
@@ -42,7 +31,7 @@ def test_fedhyper_study_tiny(tmp_path, monkeypatch):
     for name in ("results.json", "results.md", "rounds_to_target.png", "accuracy_gain.png"):
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
     data = json.loads((out / "results.json").read_text())
-    nums = list(_numbers(data))
+    nums = list(json_numbers(data))
     assert nums and all(math.isfinite(v) for v in nums)
     assert data["meta"]["elapsed_s"] > 0 and data["meta"]["quick"] is True
     assert len(data["runs"]) == 2

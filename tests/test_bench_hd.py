@@ -14,18 +14,7 @@ pytest.importorskip("schedulefree")
 
 from autolr.bench import cli, hd
 
-
-def _numbers(x):
-    if isinstance(x, bool) or x is None:
-        return
-    if isinstance(x, (int, float)):
-        yield x
-    elif isinstance(x, dict):
-        for v in x.values():
-            yield from _numbers(v)
-    elif isinstance(x, list):
-        for v in x:
-            yield from _numbers(v)
+from .conftest import json_numbers
 
 
 def test_hd_study_tiny(tmp_path, monkeypatch):
@@ -39,7 +28,7 @@ def test_hd_study_tiny(tmp_path, monkeypatch):
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
     data = json.loads((out / "results.json").read_text())
     assert data["meta"]["elapsed_s"] > 0 and data["meta"]["tasks"] == ["logreg"]
-    assert all(math.isfinite(v) for v in _numbers(data))
+    assert all(math.isfinite(v) for v in json_numbers(data))
     task = data["summary"]["tasks"]["logreg"]
     assert task["target"] > 0 and task["tuned_lr"] > 0
     for variant in hd.VARIANTS:

@@ -15,18 +15,7 @@ pytest.importorskip("matplotlib")
 from autolr.bench import cli
 from autolr.bench import optuna_search as study
 
-
-def _numbers(x):
-    if isinstance(x, bool):
-        return
-    if isinstance(x, (int, float)):
-        yield x
-    elif isinstance(x, dict):
-        for v in x.values():
-            yield from _numbers(v)
-    elif isinstance(x, list):
-        for v in x:
-            yield from _numbers(v)
+from .conftest import json_numbers
 
 
 def test_optuna_study_tiny(tmp_path, monkeypatch):
@@ -64,5 +53,5 @@ def test_optuna_study_tiny(tmp_path, monkeypatch):
     assert isinstance(targets["match_with_half_the_steps"]["logreg"], bool)
     text = (out / "results.md").read_text()
     assert "logreg" in text and "Sampling time per trial" in text
-    nums = list(_numbers({k: v for k, v in data.items()}))
+    nums = list(json_numbers({k: v for k, v in data.items()}))
     assert nums and all(math.isfinite(v) for v in nums)

@@ -14,18 +14,7 @@ pytest.importorskip("sklearn")
 from autolr.bench import cli
 from autolr.bench import stn as study
 
-
-def _numbers(x):
-    if isinstance(x, bool):
-        return
-    if isinstance(x, (int, float)):
-        yield x
-    elif isinstance(x, dict):
-        for v in x.values():
-            yield from _numbers(v)
-    elif isinstance(x, list):
-        for v in x:
-            yield from _numbers(v)
+from .conftest import json_numbers
 
 
 def test_bench_stn_tiny(tmp_path, monkeypatch):
@@ -39,7 +28,7 @@ def test_bench_stn_tiny(tmp_path, monkeypatch):
         assert (out / name).is_file() and os.path.getsize(out / name) > 0, name
     with open(out / "results.json") as fh:
         data = json.load(fh)  # written with allow_nan=False
-    nums = list(_numbers(data))
+    nums = list(json_numbers(data))
     assert nums and all(math.isfinite(v) for v in nums)
     kinds = sorted(r["kind"] for r in data["runs"])
     assert kinds == ["delta", "plain", "plain", "replay", "stn"]
