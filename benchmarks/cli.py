@@ -17,6 +17,7 @@ from typing import Any
 
 from autolr._jsonio import write_json
 
+from ._parallel import imap_jobs
 from .methods import METHODS, grid_lrs, run_once
 from .tasks import TASKS
 
@@ -160,17 +161,10 @@ def run(args: argparse.Namespace) -> int:
         runs.append(r)
         bar.update(1, task=r["task"], method=r["method"], val=f"{r['final_val']:.4g}")
 
-    if args.jobs > 1:
-        import multiprocessing as mp
-
-        # Longest tasks first so the pool drains evenly.
-        order = sorted(jobs, key=lambda j: -TASKS[j[0]].budget * _COST.get(j[0], 1.0))
-        with mp.get_context("spawn").Pool(args.jobs) as pool:
-            for r in pool.imap_unordered(_worker, order):
-                done(r)
-    else:
-        for job in jobs:
-            done(_worker(job))
+    if args.jobs > 1:  # longest tasks first so the pool drains evenly
+        jobs = sorted(jobs, key=lambda j: -TASKS[j[0]].budget * _COST.get(j[0], 1.0))
+    for r in imap_jobs(_worker, jobs, args.jobs):
+        done(r)
     bar.close()
     elapsed = time.perf_counter() - start
     grid = args.grid or (QUICK_GRID if args.quick else FULL_GRID)

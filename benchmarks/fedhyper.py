@@ -26,6 +26,8 @@ from typing import Any
 
 from autolr._jsonio import write_json
 
+from ._parallel import imap_jobs
+
 __all__ = ["run"]
 
 # Module-level knobs (the CI test shrinks them).
@@ -330,17 +332,9 @@ def run(args: argparse.Namespace) -> int:
     bar = Progress(len(jobs), desc="fedhyper", enabled=not args.no_progress)
     runs: list[dict[str, Any]] = []
     workers = max(1, int(getattr(args, "jobs", 1) or 1))
-    if workers > 1:
-        import multiprocessing as mp
-
-        with mp.get_context("spawn").Pool(workers) as pool:
-            for r in pool.imap_unordered(_job, jobs):
-                runs.append(r)
-                bar.update(1, cell=f"{r['global_lr']:g}x{r['local_lr']:g}")
-    else:
-        for job in jobs:
-            runs.append(_job(job))
-            bar.update(1, cell=f"{job[1]:g}x{job[2]:g}", seed=job[0])
+    for r in imap_jobs(_job, jobs, workers):
+        runs.append(r)
+        bar.update(1, cell=f"{r['global_lr']:g}x{r['local_lr']:g}", seed=r["seed"])
     bar.close()
     elapsed = time.perf_counter() - start
     runs.sort(key=lambda r: (r["seed"], r["global_lr"], r["local_lr"]))

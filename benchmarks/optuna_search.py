@@ -36,6 +36,8 @@ from typing import Any
 
 from autolr._jsonio import write_json
 
+from ._parallel import imap_jobs
+
 __all__ = ["METHODS", "run", "run_study", "time_sampling"]
 
 METHODS = ("autolrs", "tpe-median", "gp", "random")
@@ -213,21 +215,12 @@ def summarise(studies: list[dict]) -> dict[str, Any]:
         out[task] = {
             "seeds": seeds,
             "per_seed": per_seed,
-            "best_value_median": {
-                m: statistics.median([s["best_value"] for s in rows if s["method"] == m])
-                for m in methods
-            },
-            "steps_used_median": {
-                m: statistics.median([s["steps_used"] for s in rows if s["method"] == m])
-                for m in methods
-            },
-            "n_trials_median": {
-                m: statistics.median([s["n_trials"] for s in rows if s["method"] == m])
-                for m in methods
-            },
-            "n_pruned_median": {
-                m: statistics.median([s["n_pruned"] for s in rows if s["method"] == m])
-                for m in methods
+            **{
+                f"{key}_median": {
+                    m: statistics.median([s[key] for s in rows if s["method"] == m])
+                    for m in methods
+                }
+                for key in ("best_value", "steps_used", "n_trials", "n_pruned")
             },
             "ratio_vs_fastest_other_median": med if math.isfinite(med) else None,
             "target_met_median": bool(math.isfinite(med) and med <= 0.5),
@@ -366,15 +359,8 @@ def run(args: argparse.Namespace) -> int:
         else:
             bar.update(1, timing="sampling", trials=r["rows"][0]["n_complete"])
 
-    if getattr(args, "jobs", 1) > 1:
-        import multiprocessing as mp
-
-        with mp.get_context("spawn").Pool(args.jobs) as pool:
-            for r in pool.imap_unordered(_job, jobs):
-                done(r)
-    else:
-        for job in jobs:
-            done(_job(job))
+    for r in imap_jobs(_job, jobs, getattr(args, "jobs", 1)):
+        done(r)
     bar.close()
     elapsed = time.perf_counter() - start
 
