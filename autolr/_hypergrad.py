@@ -74,10 +74,12 @@ _BOOST_GROWTH = 1.2  # per-step growth of the step-size multiplier while the sig
 def dot_and_norms(a: Sequence[Tensor], b: Sequence[Tensor]) -> Tensor:
     """``[a·b, a·a, b·b]`` over two equally long lists of tensors, as one float32 tensor.
 
-    The shared hypergradient kernel: the additive rule needs ``a·b`` (current gradient · previous
-    direction; FedHyper: successive global updates), the normalised rule the cosine
-    ``a·b / √(a·a · b·b)``. Sums are taken on the first tensor's device in float32 and returned
-    without a host sync, so callers can batch several before one ``.tolist()``.
+    The hypergradient kernel of :class:`HypergradientLR`: the additive rule needs ``a·b``
+    (current gradient · previous direction), the normalised rules the cosine
+    ``a·b / √(a·a · b·b)``. (FedHyper works on whole flattened model updates in their own
+    dtype and uses ``torch.dot`` directly.) Sums are taken on the first tensor's device in
+    float32 and returned without a host sync, so callers can batch several before one
+    ``.tolist()``.
 
     Example:
         >>> import torch
