@@ -129,7 +129,9 @@ def _isolated_rng(seed: int) -> Iterator[None]:
     py_state = random.getstate()
     try:
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+            # CPU only, the generator fork_rng restores: torch.manual_seed would also reseed
+            # (and leave reseeded) the CUDA generators of a training run on the GPU.
+            torch.default_generator.manual_seed(seed)
             np.random.seed(seed % (2**32))
             random.seed(seed)
             yield
@@ -155,6 +157,11 @@ class Searcher(abc.ABC):
         params: The search dimensions; non-empty, unique names.
         seed: Seed of all randomness; ``None`` draws one from the OS (and stores it,
             so ``state_dict`` still reproduces the run).
+        design: Quasi-random points before a model takes over: ``"sobol"`` (scrambled
+            Sobol) or ``"stratified"``, which in one dimension is the van der Corput
+            sequence 1/2, 1/4, 3/4, 1/8, ... (every prefix spreads evenly and stays off
+            the edges; a scrambled 1-D Sobol prefix of 3 points can sit at both ends), and
+            in more dimensions the scrambled Sobol sequence.
 
     Example:
         >>> from autolr.searchers import Param, RandomSearcher
@@ -165,7 +172,12 @@ class Searcher(abc.ABC):
         1
     """
 
-    def __init__(self, params: Sequence[Param], *, seed: int | None = None) -> None:
+    def __init__(
+        self, params: Sequence[Param], *, seed: int | None = None, design: str = "sobol"
+    ) -> None:
+        if design not in ("sobol", "stratified"):
+            raise ValueError(f"design must be 'sobol' or 'stratified', got {design!r}")
+        self.design = design
         params = tuple(params)
         if not params:
             raise ValueError("params must be a non-empty sequence of Param, got an empty one")
@@ -379,6 +391,11 @@ class Searcher(abc.ABC):
         """
         if n == 0:  # SobolEngine.draw(0) raises on a fresh engine
             return torch.empty(0, self.dim, dtype=_DTYPE, device=_DEVICE)
+        if self.design == "stratified" and self.dim == 1:
+            first = self._n_sobol_drawn + 1
+            self._n_sobol_drawn += n
+            pts = [_van_der_corput(i) for i in range(first, first + n)]
+            return torch.tensor(pts, dtype=_DTYPE, device=_DEVICE).reshape(n, 1)
         if self._sobol is None:
             self._sobol = torch.quasirandom.SobolEngine(self.dim, scramble=True, seed=self._seed)
             if self._n_sobol_drawn:
@@ -465,3 +482,13 @@ class Searcher(abc.ABC):
         self._configs = [self._clip_row(row) for row in configs.tolist()]
         self._raw_values = [float(v) for v in values.tolist()]
         self._noises = [None if math.isnan(s) else float(s) for s in noises.tolist()]
+
+
+def _van_der_corput(i: int) -> float:
+    """The ``i``-th point (``i >= 1``) of the base-2 van der Corput sequence: 1/2, 1/4, 3/4..."""
+    x, denom = 0.0, 1.0
+    while i:
+        denom *= 2.0
+        i, bit = divmod(i, 2)
+        x += bit / denom
+    return x

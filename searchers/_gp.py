@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
 
 import torch
 from botorch.acquisition import (
@@ -26,6 +28,7 @@ from gpytorch.mlls import ExactMarginalLogLikelihood
 from gpytorch.priors import GammaPrior
 from gpytorch.utils.errors import NanError, NotPSDError
 from gpytorch.utils.warnings import GPInputWarning, NumericalWarning
+from linear_operator.utils.cholesky import psd_safe_cholesky
 
 from ._base import _DEVICE, _DTYPE, Param, Searcher
 
@@ -54,6 +57,22 @@ _FIT_ERRORS: tuple[type[BaseException], ...] = (
     torch.linalg.LinAlgError,
     ArithmeticError,
 )
+# 1-D fast path (``fast_1d``). The acquisition is evaluated on this many equally spaced
+# points of [0, 1] in one batched forward pass (spacing 1/256, then refined by a parabola
+# through the best three): exact to grid resolution in 1-D, and much cheaper than
+# multi-start L-BFGS. 513 or 1025 points gave the same search quality in tests, for
+# 0.2-0.6 ms more per call at 30 observations.
+_GRID_SIZE = 257
+# GP hyperparameters move little when one observation joins a handful, so they are refitted
+# only once this many observations arrived since the last fit (the model always sees all
+# data; in between it keeps the last fitted hyperparameters) ...
+_REFIT_EVERY = 4
+# ... by a fit warm-started at the previous optimum and capped at this many L-BFGS-B
+# iterations (it starts close; botorch accepts a fit that stops at the cap) ...
+_WARM_MAXITER = 5
+# ... and from scratch (default initialisation, full convergence) once this many arrived
+# since the last such fit, so a chain of warm starts cannot stay in a poor local optimum.
+_COLD_REFIT_EVERY = 12
 
 
 class GPSearcher(Searcher):
@@ -70,14 +89,22 @@ class GPSearcher(Searcher):
     algebra errors), or a candidate duplicates a known point, quasi-random points
     are used instead.
 
+    In one dimension (``fast_1d``, the AutoLRS case) a suggestion typically costs a
+    few milliseconds instead of ~100: the acquisition function is evaluated on a dense
+    grid of the unit interval in one batched pass (then refined by a parabola), on one
+    thread, and the hyperparameters are refitted only every fourth new observation,
+    warm-started from the previous fit with a few L-BFGS-B iterations, and from scratch
+    every twelfth; in between the model (always on all data) keeps the last fitted ones.
+    The warm start is part of :meth:`state_dict`.
+
     Args:
         params: The search dimensions.
         seed: Seed of all randomness; ``None`` draws one from the OS.
         n_initial: Number of quasi-random configs before the GP takes over (``>= 1``).
         acquisition: ``"logei"`` (log expected improvement) or ``"ucb"``.
         beta: Exploration weight of ``"ucb"`` (``mean - sqrt(beta) * std`` is minimised).
-        num_restarts: Restarts of the acquisition optimiser.
-        raw_samples: Random samples used to pick the restart points.
+        num_restarts: Restarts of the acquisition optimiser (unused by the 1-D fast path).
+        raw_samples: Random samples used to pick the restart points (likewise).
         fit_options: Options of the L-BFGS-B fit of the GP hyperparameters (scipy's
             ``options``, e.g. ``{"ftol": 1e-6}``); ``None`` keeps botorch's defaults.
             Looser tolerances make each suggestion cheaper.
@@ -85,6 +112,10 @@ class GPSearcher(Searcher):
             start), as in :attr:`fitted_hyperparameters` of an earlier fit: ``{name: flat
             list of raw values}``. Entries whose name or size does not match the model, or
             that are not finite, are ignored (the default initialisation is kept).
+        fast_1d: Use the fast path above for one-dimensional searches; ``False`` runs the
+            general path (a full fit and multi-start L-BFGS on every call) in 1-D too.
+            Without effect in more dimensions.
+        design: Initial design, ``"sobol"`` or ``"stratified"`` (see :class:`Searcher`).
 
     Example:
         >>> import math
@@ -109,6 +140,8 @@ class GPSearcher(Searcher):
         raw_samples: int = 256,
         fit_options: dict[str, float | int] | None = None,
         init_hyperparameters: Mapping[str, Sequence[float]] | None = None,
+        fast_1d: bool = True,
+        design: str = "sobol",
     ) -> None:
         if isinstance(n_initial, bool) or not isinstance(n_initial, int) or n_initial < 1:
             raise ValueError(f"n_initial must be an int >= 1, got {n_initial!r}")
@@ -132,7 +165,7 @@ class GPSearcher(Searcher):
             raise ValueError(
                 f"init_hyperparameters must be a mapping or None, got {init_hyperparameters!r}"
             )
-        super().__init__(params, seed=seed)
+        super().__init__(params, seed=seed, design=design)
         self.fit_options = dict(fit_options) if fit_options else None
         self.init_hyperparameters = (
             {str(k): [float(x) for x in v] for k, v in init_hyperparameters.items()}
@@ -151,6 +184,15 @@ class GPSearcher(Searcher):
         #: Suggest calls whose GP step fell back to quasi-random points (diagnostic,
         #: not part of ``state_dict``).
         self.n_fallbacks = 0
+        self.fast_1d = bool(fast_1d)
+        # Warm start of the 1-D path: the hyperparameters of its last fit and the number of
+        # observations at that fit and at the last fit from scratch (part of state_dict).
+        self._warm_hypers: dict[str, list[float]] | None = None
+        self._warm_fit_n = 0
+        self._warm_cold_n = 0
+        # The kernel module of the last 1-D model, reused because building one costs about
+        # as much as a forward pass; a cache only, its values are those of _warm_hypers.
+        self._warm_covar: ScaleKernel | None = None
 
     def __repr__(self) -> str:
         return (
@@ -158,6 +200,58 @@ class GPSearcher(Searcher):
             f"n_initial={self.n_initial}, acquisition={self.acquisition!r}, "
             f"n_observations={len(self)})"
         )
+
+    # ------------------------------------------------- state of the warm start
+    def _clear_warm_start(self) -> None:
+        self._warm_hypers = None
+        self._warm_fit_n = self._warm_cold_n = 0
+        self._warm_covar = None
+
+    def reset(self) -> None:
+        """Forgets all observations (and the warm start); the random streams continue."""
+        super().reset()
+        self._clear_warm_start()
+
+    def set_bounds(self, name: str, low: float, high: float) -> None:
+        """Moves the box of one parameter; see :meth:`Searcher.set_bounds`."""
+        super().set_bounds(name, low, high)
+        # The unit-cube inputs moved, so fitted lengthscales no longer describe them.
+        self._clear_warm_start()
+
+    def reseed_rng(self, seed: int | None) -> None:
+        """Restarts all random streams from ``seed``; see :meth:`Searcher.reseed_rng`."""
+        super().reseed_rng(seed)
+        # A fresh searcher has no warm start either.
+        self._clear_warm_start()
+
+    def state_dict(self) -> dict[str, Any]:
+        """:meth:`Searcher.state_dict` plus the warm start of the 1-D path."""
+        state = super().state_dict()
+        state["gp_warm_start"] = (
+            None
+            if self._warm_hypers is None
+            else {
+                "hypers": {k: list(v) for k, v in self._warm_hypers.items()},
+                "fit_n": self._warm_fit_n,
+                "cold_n": self._warm_cold_n,
+            }
+        )
+        return state
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restores :meth:`state_dict`; states without a warm start (older versions,
+        other searchers) make the next fit start from scratch."""
+        warm = state.get("gp_warm_start") if isinstance(state, Mapping) else None
+        if warm is not None:
+            try:
+                hypers = {str(k): [float(x) for x in v] for k, v in warm["hypers"].items()}
+                fit_n, cold_n = int(warm["fit_n"]), int(warm["cold_n"])
+            except (KeyError, TypeError, ValueError, AttributeError) as exc:
+                raise ValueError(f"state gp_warm_start is not valid: {exc!r}") from exc
+        super().load_state_dict(state)
+        self._clear_warm_start()
+        if warm is not None:
+            self._warm_hypers, self._warm_fit_n, self._warm_cold_n = hypers, fit_n, cold_n
 
     # ---------------------------------------------------------------- suggest
     def _suggest_unit(self, n: int, pending: torch.Tensor) -> torch.Tensor:
@@ -205,6 +299,16 @@ class GPSearcher(Searcher):
             # optimize_acqf re-raises failed restarts as a plain RuntimeWarning.
             warnings.filterwarnings("ignore", category=RuntimeWarning, module=r"botorch\.")
             try:
+                if self.fast_1d and self.dim == 1:
+                    with _single_thread():
+                        model = self._fit_model_1d(train_x)
+                        # Not inference_mode: botorch caches constant tensors across calls,
+                        # and inference tensors among them would break later autograd.
+                        with torch.no_grad():
+                            acqf = self._make_acquisition(
+                                model, train_x, n, pending, direct_incumbent=True
+                            )
+                            return self._maximise_on_grid(acqf, n, pending)
                 model = self._fit_model(train_x)
                 acqf = self._make_acquisition(model, train_x, n, pending)
                 bounds = torch.stack(
@@ -219,11 +323,55 @@ class GPSearcher(Searcher):
                     sequential=n > 1,
                 )
             except _FIT_ERRORS:
+                # Start the next fit from scratch rather than from what may have caused this.
+                self._clear_warm_start()
                 return None
         cand = cand.detach().to(device=_DEVICE, dtype=_DTYPE).reshape(n, self.dim)
         return cand
 
-    def _fit_model(self, train_x: torch.Tensor) -> SingleTaskGP:
+    def _fit_model_1d(self, train_x: torch.Tensor) -> SingleTaskGP:
+        """The model of the 1-D path: a refit only every few observations (see the class)."""
+        n_obs = len(train_x)
+        hypers = self._warm_hypers
+        if (
+            hypers is None
+            or not self._warm_cold_n <= self._warm_fit_n <= n_obs
+            or n_obs - self._warm_cold_n >= _COLD_REFIT_EVERY
+        ):
+            model = self._fit_model(train_x)
+            self._warm_cold_n = n_obs
+        elif n_obs - self._warm_fit_n < _REFIT_EVERY:
+            model = self._fit_model(train_x, init=hypers, refit=False, covar=self._warm_covar)
+            self._warm_covar = model.covar_module
+            return model
+        else:
+            model = self._fit_model(
+                train_x, init=hypers, maxiter=_WARM_MAXITER, covar=self._warm_covar
+            )
+        self._warm_hypers = self.fitted_hyperparameters
+        self._warm_fit_n = n_obs
+        self._warm_covar = model.covar_module
+        return model
+
+    def _fit_model(
+        self,
+        train_x: torch.Tensor,
+        *,
+        init: Mapping[str, list[float]] | None = None,
+        maxiter: int | None = None,
+        refit: bool = True,
+        covar: ScaleKernel | None = None,
+    ) -> SingleTaskGP:
+        """The GP on all observations, its hyperparameters fitted by maximum likelihood.
+
+        Args:
+            train_x: The observed configs in the unit cube (``n x d``).
+            init: Starting hyperparameters; ``None`` uses ``init_hyperparameters``.
+            maxiter: Cap on the L-BFGS-B iterations (below any in ``fit_options``).
+            refit: ``False`` keeps the starting hyperparameters (no fit).
+            covar: The kernel module of an earlier model, to reuse (its hyperparameters
+                are overwritten by ``init``); ``None`` builds a new one.
+        """
         # Minimisation is done by maximising -y, the convention botorch is built for.
         values = torch.tensor(self._values(), dtype=_DTYPE, device=_DEVICE)
         train_y = (-values).unsqueeze(-1)
@@ -239,19 +387,19 @@ class GPSearcher(Searcher):
                 for s, bad in zip(self._noises, failed)
             ]
             train_yvar = torch.tensor(yvar, dtype=_DTYPE, device=_DEVICE).unsqueeze(-1)
-        d = self.dim
-        # Matérn-5/2 with ARD and the priors botorch used as its default for years
-        # (lengthscale ~ Gamma(3, 6) on the unit cube); botorch >= 0.12 defaults to
-        # an RBF kernel with dimension-scaled priors meant for high-dimensional BO.
-        covar = ScaleKernel(
-            MaternKernel(
-                nu=2.5,
-                ard_num_dims=d,
-                lengthscale_prior=GammaPrior(3.0, 6.0),
-                lengthscale_constraint=GreaterThan(1e-3),
-            ),
-            outputscale_prior=GammaPrior(2.0, 0.15),
-        ).to(dtype=_DTYPE)
+        if covar is None:
+            # Matérn-5/2 with ARD and the priors botorch used as its default for years
+            # (lengthscale ~ Gamma(3, 6) on the unit cube); botorch >= 0.12 defaults to
+            # an RBF kernel with dimension-scaled priors meant for high-dimensional BO.
+            covar = ScaleKernel(
+                MaternKernel(
+                    nu=2.5,
+                    ard_num_dims=self.dim,
+                    lengthscale_prior=GammaPrior(3.0, 6.0),
+                    lengthscale_constraint=GreaterThan(1e-3),
+                ),
+                outputscale_prior=GammaPrior(2.0, 0.15),
+            ).to(dtype=_DTYPE)
         model = SingleTaskGP(
             train_x,
             train_y,
@@ -259,13 +407,18 @@ class GPSearcher(Searcher):
             covar_module=covar,
             outcome_transform=Standardize(m=1),
         )
-        if self.init_hyperparameters:
-            self._load_hyperparameters(model, self.init_hyperparameters)
-        mll = ExactMarginalLogLikelihood(model.likelihood, model)
-        if self.fit_options:
-            fit_gpytorch_mll(mll, optimizer_kwargs={"options": dict(self.fit_options)})
-        else:
-            fit_gpytorch_mll(mll)
+        init = self.init_hyperparameters if init is None else init
+        if init:
+            self._load_hyperparameters(model, init)
+        if refit:
+            mll = ExactMarginalLogLikelihood(model.likelihood, model)
+            options = dict(self.fit_options or {})
+            if maxiter is not None:
+                options["maxiter"] = min(maxiter, int(options.get("maxiter", maxiter)))
+            if options:
+                fit_gpytorch_mll(mll, optimizer_kwargs={"options": options})
+            else:
+                fit_gpytorch_mll(mll)
         model.eval()
         self.fitted_hyperparameters = {
             name: [float(x) for x in p.detach().reshape(-1).tolist()]
@@ -284,7 +437,13 @@ class GPSearcher(Searcher):
                 p.copy_(torch.tensor(v, dtype=p.dtype, device=p.device).reshape(p.shape))
 
     def _make_acquisition(
-        self, model: SingleTaskGP, train_x: torch.Tensor, n: int, pending: torch.Tensor
+        self,
+        model: SingleTaskGP,
+        train_x: torch.Tensor,
+        n: int,
+        pending: torch.Tensor,
+        *,
+        direct_incumbent: bool = False,
     ) -> AcquisitionFunction:
         x_pending = pending if len(pending) else None
         if self.acquisition == "ucb":
@@ -294,7 +453,83 @@ class GPSearcher(Searcher):
         # Incumbent = best posterior mean at the observed points: equals the best
         # observation for (near) noise-free data and is not fooled by a lucky noisy one.
         with torch.no_grad():
-            best_f = model.posterior(train_x).mean.max()
+            if direct_incumbent:
+                best_f = _best_posterior_mean_at_train(model, train_x)
+            else:
+                best_f = model.posterior(train_x).mean.max()
         if n == 1 and x_pending is None:
             return LogExpectedImprovement(model, best_f=best_f)
         return qLogExpectedImprovement(model, best_f=best_f, X_pending=x_pending)
+
+    def _maximise_on_grid(
+        self, acqf: AcquisitionFunction, n: int, pending: torch.Tensor
+    ) -> torch.Tensor:
+        """``n x 1`` maximisers of a 1-D acquisition on a dense grid (greedy for ``n > 1``)."""
+        grid = torch.linspace(0.0, 1.0, _GRID_SIZE, dtype=_DTYPE, device=_DEVICE)
+        chosen: list[float] = []
+        for i in range(n):
+            if i:  # sequential greedy, as optimize_acqf(sequential=True) does
+                taken = torch.tensor(chosen, dtype=_DTYPE, device=_DEVICE).reshape(-1, 1)
+                acqf.set_X_pending(torch.cat([pending, taken]))
+            with torch.no_grad():
+                # One forward pass: a t-batch of _GRID_SIZE single points.
+                values = acqf(grid.reshape(-1, 1, 1)).reshape(-1)
+            chosen.append(_refined_argmax(grid, values))
+        return torch.tensor(chosen, dtype=_DTYPE, device=_DEVICE).reshape(n, 1)
+
+
+def _best_posterior_mean_at_train(model: SingleTaskGP, train_x: torch.Tensor) -> torch.Tensor:
+    """``model.posterior(train_x).mean.max()`` for this searcher's model, computed directly.
+
+    At its own inputs the exact GP's mean is ``m + K (K + noise)^-1 (y - m)`` in the
+    standardised outcome space. One kernel evaluation and an ``n x n`` Cholesky cost a
+    fraction of a posterior pass through gpytorch's prediction machinery (about a quarter
+    of a 1-D suggestion), which the acquisition's own pass then builds anyway.
+    """
+    k = model.covar_module(train_x).to_dense()
+    noise = model.likelihood.noise.reshape(-1).expand(len(train_x))  # fixed or inferred
+    chol = psd_safe_cholesky(k + torch.diag_embed(noise))
+    m = model.mean_module.constant
+    alpha = torch.cholesky_solve((model.train_targets - m).unsqueeze(-1), chol)
+    best = (m + (k @ alpha).squeeze(-1)).max()
+    return model.outcome_transform.untransform(best.reshape(1, 1))[0].reshape(())
+
+
+@contextlib.contextmanager
+def _single_thread() -> Iterator[None]:
+    """Limits torch to one intra-op thread for the block, then restores the count.
+
+    The 1-D GP's tensors are tiny, so extra threads only add synchronisation; on a busy CPU
+    (data-loader workers, other jobs) each parallel op then waits for a descheduled thread,
+    which made a suggestion 10-20x slower in measurements.
+    """
+    n = torch.get_num_threads()
+    if n == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
+
+
+def _refined_argmax(grid: torch.Tensor, values: torch.Tensor) -> float:
+    """Argmax of ``values`` on the equally spaced ``grid``, moved to the vertex of the
+    parabola through it and its neighbours (stays within half a grid step).
+
+    Raises:
+        ValueError: If no value is finite.
+    """
+    values = torch.nan_to_num(values, nan=-math.inf, posinf=-math.inf)
+    i = int(values.argmax())
+    if not math.isfinite(float(values[i])):
+        raise ValueError("the acquisition function is not finite anywhere on the grid")
+    x = float(grid[i])
+    if 0 < i < len(grid) - 1:
+        left, mid, right = (float(v) for v in values[i - 1 : i + 2])
+        curvature = left - 2.0 * mid + right
+        # A strict maximum of finite values: the vertex lies within [-1/2, 1/2] steps.
+        if math.isfinite(curvature) and curvature < 0.0:
+            x += 0.5 * (left - right) / curvature * float(grid[1] - grid[0])
+    return x

@@ -4,6 +4,7 @@ and an honest sample-efficiency comparison of GPSearcher against RandomSearcher.
 from __future__ import annotations
 
 import io
+import itertools
 import math
 import random
 import statistics
@@ -163,16 +164,26 @@ def test_seed_none_draws_and_stores_a_seed() -> None:
     assert a.suggest(2) == c.suggest(2)
 
 
-def test_suggest_leaves_global_rng_state_untouched() -> None:
+def test_suggest_leaves_global_rng_state_untouched(monkeypatch: pytest.MonkeyPatch) -> None:
     s = gp(MIXED_2D, seed=1, n_initial=2)
     run_loop(s, bowl, 3)  # past n_initial: the GP path runs below
+    one_d = gp(LOG_1D, seed=1, n_initial=2)
+    run_loop(one_d, bowl, 3)
+    # CUDA generators are not restored afterwards, so they must not be seeded at all
+    cuda_seeds: list[int] = []
+    monkeypatch.setattr(torch.cuda, "manual_seed_all", cuda_seeds.append)
+    monkeypatch.setattr(torch.cuda, "manual_seed", cuda_seeds.append)
     torch.manual_seed(1234)
+    cuda_seeds.clear()
     np.random.seed(1234)
     random.seed(1234)
     before = (torch.get_rng_state().clone(), np.random.get_state(), random.getstate())
     s.suggest()
     s.suggest(2, pending=[s.observations[0][0]])
+    one_d.suggest()
+    one_d.suggest(2, pending=[one_d.observations[0][0]])
     RandomSearcher(MIXED_2D, seed=0).suggest(3)
+    assert cuda_seeds == []
     assert torch.equal(torch.get_rng_state(), before[0])
     after_np = np.random.get_state()
     assert after_np[0] == before[1][0] and np.array_equal(after_np[1], before[1][1])
@@ -226,12 +237,14 @@ def _assert_no_duplicate(s: Searcher, cfgs: list[dict[str, float]]) -> None:
         assert d.min() >= 1e-6
 
 
+@pytest.mark.parametrize("params", [MIXED_2D, LOG_1D], ids=["mixed2d", "log1d"])
 @pytest.mark.parametrize(
     "case",
     ["duplicates", "single", "constant", "nan_inf", "all_failed", "noisy", "ucb"],
 )
-def test_gp_never_crashes_on_degenerate_data(case: str) -> None:
-    s = gp(MIXED_2D, seed=11, n_initial=1, acquisition="ucb" if case == "ucb" else "logei")
+def test_gp_never_crashes_on_degenerate_data(case: str, params: list[Param]) -> None:
+    # MIXED_2D configs also serve the 1-D searcher: observe ignores "wd" and clips "lr".
+    s = gp(params, seed=11, n_initial=1, acquisition="ucb" if case == "ucb" else "logei")
     c0 = {"lr": 1e-3, "wd": 0.1}
     if case == "duplicates":
         for v in (1.0, 1.0, 2.0, 0.5, 1.0):
@@ -258,12 +271,13 @@ def test_gp_never_crashes_on_degenerate_data(case: str) -> None:
         one = s.suggest()
         batch = s.suggest(3, pending=[c0])
     for cfgs in (one, batch):
-        assert all(in_bounds(MIXED_2D, c) for c in cfgs)
+        assert all(in_bounds(params, c) for c in cfgs)
         _assert_no_duplicate(s, cfgs)
 
 
+@pytest.mark.parametrize("params", [MIXED_2D, LOG_1D], ids=["mixed2d", "log1d"])
 def test_gp_falls_back_to_quasi_random_when_fitting_fails(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, params: list[Param]
 ) -> None:
     def broken_fit(*args: object, **kwargs: object) -> None:
         raise NotPSDError("matrix not positive definite")
@@ -271,10 +285,11 @@ def test_gp_falls_back_to_quasi_random_when_fitting_fails(
     monkeypatch.setattr(gp_module, "fit_gpytorch_mll", broken_fit)
     runs = []
     for _ in range(2):
-        s = gp(MIXED_2D, seed=6, n_initial=2)
+        s = gp(params, seed=6, n_initial=2)
         cfgs = run_loop(s, bowl, 5)
+        # in 1-D too: a failed fit leaves no warm start behind to skip the next fit with
         assert s.n_fallbacks == 3
-        assert all(in_bounds(MIXED_2D, c) for c in cfgs)
+        assert all(in_bounds(params, c) for c in cfgs)
         _assert_no_duplicate(s, s.suggest(2))
         runs.append(cfgs)
     assert runs[0] == runs[1]  # the fallback is deterministic too
@@ -438,3 +453,152 @@ def test_gp_warm_start_from_fitted_hyperparameters() -> None:
     assert fit_with(junk).keys() == fitted.keys()
     with pytest.raises(ValueError, match="init_hyperparameters"):
         GPSearcher(LIN_1D, init_hyperparameters=[1.0])  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------------ 1-D fast path
+WIDE_LOG_1D = [Param("lr", 1e-5, 1.0, log=True)]
+
+
+def noisy_run(s: Searcher, c: float, steps: int, seed: int, sigma: float = 0.1) -> list[dict]:
+    """``steps`` rounds on ``(log10 lr - c)^2 + N(0, sigma^2)``, observed with its noise."""
+    rng = random.Random(seed)
+    out = []
+    for _ in range(steps):
+        (cfg,) = s.suggest()
+        s.observe(cfg, (math.log10(cfg["lr"]) - c) ** 2 + rng.gauss(0.0, sigma), noise=sigma)
+        out.append(cfg)
+    return out
+
+
+def test_gp_fast_1d_finds_the_minimum_as_well_as_the_general_path() -> None:
+    regrets: dict[bool, list[float]] = {False: [], True: []}
+    for fast in (False, True):
+        for c in (-4.0, -2.5, -0.8):
+            for seed in range(3):
+                s = gp(WIDE_LOG_1D, seed, fast_1d=fast)
+                cfgs = noisy_run(s, c, 10, seed)
+                assert s.n_fallbacks == 0
+                # lowest noise-free value among the evaluated LRs, in decades^2
+                regrets[fast].append(min((math.log10(x["lr"]) - c) ** 2 for x in cfgs))
+    fast, general = regrets[True], regrets[False]
+    msg = f"fast {fast} vs general {general}"
+    # Slack, as the two paths take different (equally good) trajectories; random search
+    # (or a broken grid search) averages ~0.05 here.
+    assert statistics.mean(fast) <= 1.5 * statistics.mean(general) + 1e-3, msg
+    assert statistics.median(fast) <= 1.5 * statistics.median(general) + 1e-3, msg
+    assert max(fast) <= max(0.05, max(general)), msg  # each run within ~0.2 decades
+
+
+def test_gp_fast_1d_reuses_and_warm_starts_hyperparameters(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    fits: list[tuple[dict, dict[str, list[float]]]] = []
+    real = gp_module.fit_gpytorch_mll
+
+    def spy(mll, **kwargs):
+        start = {n: p.detach().reshape(-1).tolist() for n, p in mll.model.named_parameters()}
+        fits.append((kwargs, start))
+        return real(mll, **kwargs)
+
+    monkeypatch.setattr(gp_module, "fit_gpytorch_mll", spy)
+    cold_every = gp_module._COLD_REFIT_EVERY
+    warm = {"optimizer_kwargs": {"options": {"maxiter": gp_module._WARM_MAXITER}}}
+    s = gp(WIDE_LOG_1D, seed=0, n_initial=3)
+    noisy_run(s, -2.0, 3, seed=0)  # the Sobol start
+    per_call, hypers = [], []
+    for i in range(2 * cold_every):
+        before = len(fits)
+        noisy_run(s, -2.0, 1, seed=i)
+        per_call.append(fits[before:])
+        hypers.append(s.fitted_hyperparameters)
+    # first GP step: a fit from scratch; the next (one new observation): no fit at all, the
+    # model reuses the fitted hyperparameters
+    assert len(per_call[0]) == 1 and per_call[0][0][0] == {}
+    assert per_call[1] == [] and hypers[1] == hypers[0]
+    # the next fit starts at the previous optimum, with few iterations
+    i = next(i for i, f in enumerate(per_call) if i and f)
+    assert per_call[i] == [(warm, hypers[i - 1])]
+    # and fits from scratch come back regularly, so warm starts cannot drift for good
+    colds = [i for i, f in enumerate(per_call) if f and f[0][0] == {}]
+    assert len(colds) >= 2 and max(b - a for a, b in itertools.pairwise(colds)) <= cold_every
+    assert sum(map(len, per_call)) <= len(per_call) // 2 + 1
+    # the general path fits on every call, from scratch
+    fits.clear()
+    general = gp(WIDE_LOG_1D, seed=0, n_initial=3, fast_1d=False)
+    noisy_run(general, -2.0, 3 + 4, seed=0)
+    assert [k for k, _ in fits] == [{}] * 4
+
+
+def test_gp_fast_1d_state_round_trip_keeps_the_warm_start() -> None:
+    s = gp(WIDE_LOG_1D, seed=5)
+    noisy_run(s, -1.5, 5, seed=5)
+    buf = io.BytesIO()
+    torch.save(s.state_dict(), buf)
+    buf.seek(0)
+    state = torch.load(buf, weights_only=True)
+    assert state["gp_warm_start"]["fit_n"] >= 3
+    r = gp(WIDE_LOG_1D, seed=1)
+    r.load_state_dict(state)
+    assert noisy_run(r, -1.5, 4, seed=6) == noisy_run(s, -1.5, 4, seed=6)
+    # states of earlier versions have no warm start: the next fit is from scratch
+    old = gp(WIDE_LOG_1D)
+    old.load_state_dict({k: v for k, v in state.items() if k != "gp_warm_start"})
+    assert old.state_dict()["gp_warm_start"] is None
+    (cfg,) = old.suggest()
+    assert in_bounds(WIDE_LOG_1D, cfg) and old.state_dict()["gp_warm_start"] is not None
+    with pytest.raises(ValueError, match="gp_warm_start"):
+        old.load_state_dict({**state, "gp_warm_start": {"hypers": 1.0}})
+    assert old.state_dict()["gp_warm_start"] is not None  # a rejected state changes nothing
+
+
+def test_gp_fast_1d_warm_start_follows_seed_bounds_and_data() -> None:
+    s = gp(WIDE_LOG_1D, seed=2)
+    noisy_run(s, -3.0, 6, seed=2)
+    twin = gp(WIDE_LOG_1D, seed=9)
+    for (cfg, value), noise in zip(s.observations, s.noises):
+        twin.observe(cfg, value, noise=noise)
+    # reseeding makes it a fresh searcher, warm start included
+    s.reseed_rng(9)
+    assert s.suggest(2) == twin.suggest(2)
+    for change in (lambda: s.set_bounds("lr", 1e-4, 1.0), s.reset):
+        assert s.state_dict()["gp_warm_start"] is not None
+        change()  # new unit-cube inputs or no data: the old hyperparameters do not apply
+        assert s.state_dict()["gp_warm_start"] is None
+        noisy_run(s, -3.0, 4, seed=3)
+
+
+def test_refined_argmax_is_exact_on_a_parabola_and_keeps_the_edges() -> None:
+    grid = torch.linspace(0.0, 1.0, 101, dtype=torch.float64)
+    refine = gp_module._refined_argmax
+    assert refine(grid, -((grid - 0.31234) ** 2)) == pytest.approx(0.31234, abs=1e-12)
+    assert refine(grid, grid) == 1.0 and refine(grid, -grid) == 0.0
+    values = -((grid - 0.5) ** 2)
+    values[50] = math.nan  # ignored, and no refinement across it
+    assert refine(grid, values) == pytest.approx(0.49)  # first of the tied maxima
+    with pytest.raises(ValueError, match="finite"):
+        refine(grid, torch.full_like(grid, math.nan))
+
+
+def test_gp_fast_1d_restores_the_thread_count() -> None:
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        s = gp(WIDE_LOG_1D, seed=0, n_initial=1)
+        noisy_run(s, -2.0, 3, seed=0)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("noise", [None, 0.2], ids=["inferred", "fixed"])
+def test_direct_incumbent_equals_the_botorch_posterior_mean(noise: float | None) -> None:
+    s = gp(WIDE_LOG_1D, seed=3)
+    for i, lr in enumerate([1e-5, 3e-4, 1e-3, 2e-2, 0.5, 1.0]):
+        value = math.nan if i == 4 else (math.log10(lr) + 2.5) ** 2
+        s.observe({"lr": lr}, value, noise=noise)
+    x = s.configs_to_unit([c for c, _ in s.observations])
+    model = s._fit_model(x)
+    with torch.no_grad():
+        expected = model.posterior(x).mean.max()
+        direct = gp_module._best_posterior_mean_at_train(model, x)
+    assert direct.shape == () and float(direct) == pytest.approx(float(expected), abs=1e-9)
