@@ -13,7 +13,8 @@ Example:
 
 from __future__ import annotations
 
-from ._autolrs._stage import CandidateResult, StageSearch
+from ._autolrs._policy import BudgetPolicy, DivergenceRule, StagePlan
+from ._autolrs._stage import CandidateResult, StageRecord, StageSearch
 from ._autolrs._tuner import AutoLRS, HistoryRecord
 from ._errors import AutoLRError, ConfigError, ConfigTypeError, StateError
 from ._hypergrad import HypergradientLR
@@ -24,12 +25,16 @@ __version__ = "0.1.0"
 __all__ = [
     "AutoLRError",
     "AutoLRS",
+    "BudgetPolicy",
     "CandidateResult",
     "ConfigError",
     "ConfigTypeError",
+    "DivergenceRule",
     "HistoryRecord",
     "HypergradientLR",
     "Snapshot",
+    "StagePlan",
+    "StageRecord",
     "StageSearch",
     "StateError",
     "Stateful",

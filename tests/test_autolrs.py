@@ -79,28 +79,28 @@ def test_phase_sequence_and_doubling() -> None:
         assert len({r.lr for r in seg}) == 1
         assert seg[-1].forecast is not None and all(r.forecast is None for r in seg[:-1])
     # Doubling: tau' 4->8->16 (16 = tau_max/10 stops it), tau 40->80->160.
-    assert [(s["tau"], s["tau_prime"]) for s in tuner.stages[:4]] == [
+    assert [(s.tau, s.tau_prime) for s in tuner.stages[:4]] == [
         (40, 4),
         (80, 8),
         (160, 16),
         (160, 16),
     ]
-    starts = [s["start_step"] for s in tuner.stages[:4]]
+    starts = [s.start for s in tuner.stages[:4]]
     assert starts == [0, 52, 52 + 24 + 80, 52 + 104 + 48 + 160]
     # The stage is trained at the lowest forecast among the candidates tried.
     st = tuner.stages[0]
-    best = min(st["candidates"], key=lambda c: c["forecast"])
-    assert st["winner_lr"] == best["lr"]
-    assert hist[k * tp].lr == pytest.approx(best["lr"])
+    best = min(st.candidates, key=lambda c: c.forecast)
+    assert st.winner_lr == best.lr
+    assert hist[k * tp].lr == pytest.approx(best.lr)
 
 
 def test_new_lr_applies_right_after_restore() -> None:
     _, _, tuner, used = run(60, tau=20, tau_prime=4, k=3)
     hist = tuner.history
-    cands = [c["lr"] for c in tuner.stages[0]["candidates"]]
+    cands = [c.lr for c in tuner.stages[0].candidates]
     # First step of each candidate and of exploitation already uses the new LR.
     assert [used[0], used[4], used[8]] == pytest.approx(cands)
-    assert used[12] == pytest.approx(tuner.stages[0]["winner_lr"])
+    assert used[12] == pytest.approx(tuner.stages[0].winner_lr)
     assert hist[12].phase == "exploit"
 
 
@@ -135,12 +135,19 @@ def test_continue_from_best_keeps_winner_state() -> None:
         200, tau=tau, tau_prime=tp, k=k, continue_from="best", double=False, divergence_factor=1e9
     )
     # exploitation is tau - tau' steps, so stage 1 starts tau' earlier than with "start"
-    assert tuner.stages[1]["start_step"] == k * tp + tau - tp
+    assert tuner.stages[1].start == k * tp + tau - tp
 
 
 def test_max_steps_budget() -> None:
     _, _, tuner, used = run(
-        400, tau=40, tau_prime=4, k=3, max_steps=150, stop_when_done=True, divergence_factor=1e9
+        400,
+        tau=40,
+        tau_prime=4,
+        k=3,
+        max_steps=150,
+        variant="paper",
+        stop_when_done=True,
+        divergence_factor=1e9,
     )
     assert len(used) == 150 and tuner.done
     phases = [r.phase for r in tuner.history]
@@ -150,17 +157,21 @@ def test_max_steps_budget() -> None:
     with pytest.warns(RuntimeWarning, match="max_steps"):
         tuner.step(0.5)
     # A budget too small for a second search ends with a "final" phase at the winner.
-    _, _, tuner2, _ = run(80, tau=40, tau_prime=4, k=3, max_steps=80, divergence_factor=1e9)
+    _, _, tuner2, _ = run(
+        80, tau=40, tau_prime=4, k=3, max_steps=80, variant="paper", divergence_factor=1e9
+    )
     assert tuner2.history[-1].phase == "final"
-    assert tuner2.history[-1].lr == pytest.approx(tuner2.stages[0]["winner_lr"])
+    assert tuner2.history[-1].lr == pytest.approx(tuner2.stages[0].winner_lr)
 
 
 def test_max_steps_shrinks_the_last_search() -> None:
     # stage 0: 4*4 + 40 = 56 steps; stage 1 (tau'=8) would need 4*8 + 8 = 40 but only 39 are
     # left, so it searches 39 // 16 = 2 candidates and exploits the remaining 23 steps.
-    _, _, tuner, _ = run(95, tau=40, tau_prime=4, k=4, max_steps=95, divergence_factor=1e9)
+    _, _, tuner, _ = run(
+        95, tau=40, tau_prime=4, k=4, max_steps=95, variant="paper", divergence_factor=1e9
+    )
     assert len(tuner.stages) == 2
-    assert len(tuner.stages[1]["candidates"]) == 2
+    assert len(tuner.stages[1].candidates) == 2
     assert [r.phase for r in tuner.history[56:72]] == ["search"] * 16
     assert [r.phase for r in tuner.history[72:]] == ["exploit"] * 23
     assert tuner.done
@@ -170,7 +181,7 @@ def test_warmup_then_search() -> None:
     _, _, tuner, used = run(40, tau=20, tau_prime=4, k=2, warmup_steps=5, warmup_lr=0.05)
     assert used[:5] == pytest.approx([0.01, 0.02, 0.03, 0.04, 0.05])
     assert [r.phase for r in tuner.history[:6]] == ["warmup"] * 5 + ["search"]
-    assert tuner.stages[0]["start_step"] == 5
+    assert tuner.stages[0].start == 5
 
 
 def test_val_fn_mode() -> None:
@@ -190,19 +201,19 @@ def test_val_fn_mode() -> None:
     # every tau'/16 = 2 steps during each candidate, never during exploitation
     assert len(calls) == 2 * 16
     assert model.training
-    assert all(c["forecast"] < 10 for c in tuner.stages[0]["candidates"])
+    assert all(c.forecast < 10 for c in tuner.stages[0].candidates)
 
 
 def test_nan_candidate_is_penalised_and_search_continues() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a penalised candidate is not worth a warning
         _, _, tuner, _ = run(60, tau=20, tau_prime=4, k=3, nan_at={5})
-    cands = tuner.stages[0]["candidates"]
-    assert cands[1]["penalised"] and math.isinf(cands[1]["forecast"])
-    assert cands[1]["steps"] == 2  # abandoned at once
-    assert tuner.stages[0]["winner_lr"] != cands[1]["lr"]
+    cands = tuner.stages[0].candidates
+    assert cands[1].penalised and math.isinf(cands[1].forecast)
+    assert cands[1].steps == 2  # abandoned at once
+    assert tuner.stages[0].winner_lr != cands[1].lr
     # candidate 2 started right after the abandoned one, from the stage snapshot
-    assert tuner.history[6].lr == pytest.approx(cands[2]["lr"])
+    assert tuner.history[6].lr == pytest.approx(cands[2].lr)
 
 
 def test_diverging_candidate_abandoned_early() -> None:
@@ -215,12 +226,12 @@ def test_diverging_candidate_abandoned_early() -> None:
         lr_bounds=(1e-3, 50.0),
         searcher=RandomSearcher([Param("lr", 1e-3, 50.0, log=True)], seed=3),
     )
-    cands = tuner.stages[0]["candidates"]
-    div = [c for c in cands if c["penalised"]]
+    cands = tuner.stages[0].candidates
+    div = [c for c in cands if c.penalised]
     assert div, cands
-    assert all(c["steps"] < 20 for c in div)
-    assert all(c["lr"] > 0.1 for c in div)
-    assert not all(c["penalised"] for c in cands)
+    assert all(c.steps < 20 for c in div)
+    assert all(c.lr > 0.1 for c in div)
+    assert not all(c.penalised for c in cands)
 
 
 def test_nan_during_exploitation_restores_and_lowers_bound() -> None:
@@ -376,7 +387,9 @@ def test_autolrs_beats_bad_constant_lr() -> None:
     torch.manual_seed(3)
     model = tiny_mlp()
     opt = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
-    tuner = AutoLRS(model, opt, lr_bounds=(1e-5, 10.0), tau=100, k=5, max_steps=steps, seed=0)
+    tuner = AutoLRS(
+        model, opt, lr_bounds=(1e-5, 10.0), tau=100, k=5, max_steps=steps, seed=0, variant="paper"
+    )
     run(steps, model=model, opt=opt, tuner=tuner)
     tuned = final_loss(model)
 

@@ -10,16 +10,24 @@ It knows nothing about models, optimizers or frameworks.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from autolr.predictors import ExponentialPredictor, Forecast, Predictor
 from autolr.searchers import GPSearcher, Param, Searcher
 
 from .._errors import ConfigError, StateError
+from ._policy import BudgetPolicy, DivergenceRule, PaperPolicy, StagePlan
 
-__all__ = ["CandidateResult", "StageSearch"]
+__all__ = ["CandidateResult", "StageRecord", "StageSearch"]
+
+_VARIANTS = ("paper", "budget")
+#: The paper variant's stage structure where an executor's caller gives none.
+PAPER_STRUCTURE = {"tau": 1000, "tau_prime": None, "k": 10, "tau_max": 8000, "double": True}
+_COMPARES = ("forecast", "window", "cooled")
+# Consecutive all-penalised searches of one stage before settling on the box's low end.
+MAX_RETRIES = 4
 
 
 @dataclass(frozen=True)
@@ -43,8 +51,58 @@ class CandidateResult:
     steps: int
 
 
+@dataclass(frozen=True)
+class StageRecord:
+    """One stage as every executor records it (in-loop tuner and Ray scheduler alike).
+
+    Attributes:
+        stage: Stage index (0-based; a retried stage keeps its index).
+        start: Step at which the stage began (the state its candidates start from).
+        tau: Horizon candidates were compared at.
+        tau_prime: Steps per candidate.
+        k: Candidates planned.
+        candidates: What each candidate achieved, in the order they were scored.
+        winner_lr: The LR that trained the stage (``None`` until chosen).
+        end: Step at which the stage ended (``None`` while it runs).
+        note: ``"retry"`` (searched again below a diverged box), ``"fallback"``
+            (every retry diverged: the box's low end), ``"final"`` (no search fitted),
+            ``"race"`` (the Ray scheduler's raced last stage), or ``""``.
+    """
+
+    stage: int
+    start: int
+    tau: int
+    tau_prime: int
+    k: int
+    candidates: tuple[CandidateResult, ...] = ()
+    winner_lr: float | None = None
+    end: int | None = None
+    note: str = ""
+
+    def to_state(self) -> dict[str, Any]:
+        """Plain values (survive ``torch.load(weights_only=True)`` and JSON)."""
+        d = asdict(self)
+        d["candidates"] = [asdict(c) for c in self.candidates]
+        return d
+
+    @classmethod
+    def from_state(cls, d: Any) -> StageRecord:
+        """Inverse of :meth:`to_state`."""
+        d = dict(d)
+        d["candidates"] = tuple(CandidateResult(**c) for c in d["candidates"])
+        return cls(**d)
+
+
 class StageSearch:
     """Stage-by-stage LR search of AutoLRS (Jin et al., ICLR 2021), independent of execution.
+
+    Every decision of a stage lives here; an executor (the in-loop :class:`AutoLRS`, the Ray
+    scheduler) only carries them out: at a stage boundary it calls :meth:`plan`, trains the
+    proposed candidates (:meth:`propose`, :meth:`candidate_lr`), reports them
+    (:meth:`score`), asks :meth:`winner` (or :meth:`resolve_failure` when every candidate
+    diverged), fixes it with :meth:`choose`, trains :meth:`exploit_length` steps at
+    :meth:`exploit_lr` and closes the stage with :meth:`end_stage`. Each stage leaves one
+    :class:`StageRecord` in :attr:`records`.
 
     Args:
         lr_bounds: ``(low, high)`` search box for the LR, searched in log space.
@@ -58,9 +116,23 @@ class StageSearch:
             stages are not comparable: the loss level moves).
         predictor: Forecasts a candidate's loss at step τ; default :class:`ExponentialPredictor`.
         seed: Seed of the default searcher.
+        variant: ``"paper"`` (:class:`PaperPolicy`: τ, τ', k as given, doubling) or
+            ``"budget"`` (:class:`BudgetPolicy`: the run planned from ``max_steps``; τ,
+            τ', k come from the plan).
+        max_steps: The step budget (required by ``"budget"``; the paper variant stops
+            searching when a search no longer fits).
+        policy: A custom :class:`BudgetPolicy` for the budget variant.
+        compare: How candidates are scored: ``"forecast"`` (exponential forecast to τ, the
+            paper's and its default), ``"window"`` (the level reached: mean of the last
+            quarter of the window; the budget variant's default) or ``"cooled"`` (mean of
+            the cooldown steps, with a policy that cools windows down).
+        divergence: The :class:`DivergenceRule` executors apply to candidates.
+        continue_best: The executor continues from the winning candidate's state (the
+            exploitation is then shorter by the winner's kept steps).
+        parallel: Candidates run side by side (Ray trials): a search costs τ' steps.
 
     Raises:
-        ConfigError: On invalid bounds or step counts.
+        ConfigError: On invalid bounds, step counts, variants or modes.
 
     Example:
         >>> search = StageSearch(lr_bounds=(1e-4, 1e-1), tau=100, k=3, seed=0)
@@ -82,8 +154,26 @@ class StageSearch:
         searcher: Searcher | None = None,
         predictor: Predictor | None = None,
         seed: int | None = 0,
+        variant: str = "paper",
+        max_steps: int | None = None,
+        policy: BudgetPolicy | None = None,
+        compare: str | None = None,
+        divergence: DivergenceRule | None = None,
+        continue_best: bool = False,
+        parallel: bool = False,
     ) -> None:
         lo, hi = _check_bounds(lr_bounds)
+        if variant not in _VARIANTS:
+            raise ConfigError(f"variant must be one of {_VARIANTS}, got {variant!r}")
+        if max_steps is not None and (
+            isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1
+        ):
+            raise ConfigError(f"max_steps must be None or an int >= 1, got {max_steps!r}")
+        if variant == "budget" and max_steps is None:
+            raise ConfigError("variant='budget' plans the run from its budget: pass max_steps")
+        compare = compare or ("forecast" if variant == "paper" else "window")
+        if compare not in _COMPARES:
+            raise ConfigError(f"compare must be one of {_COMPARES}, got {compare!r}")
         tau_prime = max(1, tau // 10) if tau_prime is None else tau_prime
         for name, val in (("tau", tau), ("tau_prime", tau_prime), ("k", k), ("tau_max", tau_max)):
             if isinstance(val, bool) or not isinstance(val, int) or val < 1:
@@ -95,12 +185,34 @@ class StageSearch:
             )
         if tau_max < tau:
             raise ConfigError(f"tau_max must be >= tau, got tau_max={tau_max}, tau={tau}")
+        self.variant = variant
+        self.max_steps = max_steps
+        self.compare = compare
+        self.continue_best = bool(continue_best)
+        self.parallel = bool(parallel)
+        self.divergence = divergence if divergence is not None else DivergenceRule()
+        self.policy: PaperPolicy | BudgetPolicy
+        if variant == "budget":
+            assert max_steps is not None
+            self.policy = (
+                policy
+                if policy is not None
+                else BudgetPolicy.for_budget(max_steps, parallel=self.parallel)
+            )
+            if self.policy.max_steps != max_steps:
+                raise ConfigError(
+                    f"policy plans {self.policy.max_steps} steps but max_steps={max_steps}"
+                )
+        else:
+            self.policy = PaperPolicy()
         self.tau = tau
         self.tau_prime = tau_prime
         self.k = k
         self.tau_max = tau_max
         self.double = bool(double)
-        self.searcher = searcher if searcher is not None else _default_searcher(lo, hi, seed)
+        self.searcher = (
+            searcher if searcher is not None else _default_searcher(lo, hi, seed, variant)
+        )
         if [p.name for p in self.searcher.params] != ["lr"]:
             raise ConfigError(
                 "searcher must search exactly one parameter named 'lr', got "
@@ -109,15 +221,225 @@ class StageSearch:
         # The searcher's box is the one source of truth for the bounds (see lr_bounds).
         if self.searcher.bounds["lr"] != (lo, hi):
             self.searcher.set_bounds("lr", lo, hi)
+        # The box the user gave, lowered only by divergence; trust regions narrow a copy.
+        self._box = (lo, hi)
         self.predictor = predictor if predictor is not None else ExponentialPredictor()
         self.stage = 0
         self.results: list[CandidateResult] = []
+        self.records: list[StageRecord] = []
+        self.plan_now: StagePlan | None = None
+        self.retries = 0
+        self.winner_lr: float | None = None
+
+    @classmethod
+    def for_variant(
+        cls,
+        variant: str,
+        *,
+        max_steps: int | None,
+        structure: Mapping[str, Any],
+        policy: BudgetPolicy | None,
+        budget_name: str = "max_steps",
+        **common: Any,
+    ) -> StageSearch:
+        """Build the search an executor's arguments ask for, with the one set of rules.
+
+        ``structure`` holds the paper's stage arguments as the user gave them (``None``:
+        not given; keys among ``tau``, ``tau_prime``, ``k``, ``tau_max``, ``double``). The
+        budget variant plans those itself, so any given one raises; the paper variant fills
+        the missing ones from :data:`PAPER_STRUCTURE` and refuses a ``policy``.
+
+        Raises:
+            ConfigError: Structure with the budget variant, a budget variant without a
+                budget, or a policy with the paper variant.
+        """
+        if variant not in _VARIANTS:
+            raise ConfigError(f"variant must be one of {_VARIANTS}, got {variant!r}")
+        given = [n for n, v in structure.items() if v is not None]
+        if variant == "budget":
+            if given:
+                raise ConfigError(
+                    f"{', '.join(given)} set the paper's stage structure; variant='budget' "
+                    f"plans its stages from {budget_name} (customise them with "
+                    "policy=BudgetPolicy.for_budget(...)), or pass variant='paper'"
+                )
+            if max_steps is None:
+                raise ConfigError(
+                    f"variant='budget' plans the run from its budget: pass {budget_name}"
+                )
+            return cls(variant="budget", max_steps=max_steps, policy=policy, **common)
+        if policy is not None:
+            raise ConfigError("policy= plans a budget; it needs variant='budget'")
+        paper = {n: structure.get(n, d) for n, d in PAPER_STRUCTURE.items()}
+        paper = {n: PAPER_STRUCTURE[n] if v is None else v for n, v in paper.items()}
+        return cls(variant="paper", max_steps=max_steps, **paper, **common)
+
+    # ------------------------------------------------------------------ planning
+    @property
+    def initial_lr(self) -> float:
+        """The LR before any winner: the geometric middle of the box."""
+        lo, hi = self._box
+        return math.sqrt(lo * hi)
+
+    @property
+    def warmup_steps(self) -> int:
+        """Warm-up steps the plan asks for (0 in the paper variant)."""
+        return self.policy.warmup if isinstance(self.policy, BudgetPolicy) else 0
+
+    def plan(self, step: int) -> StagePlan:
+        """Decide what the stage starting at global ``step`` does, and open its record.
+
+        Returns a :class:`StagePlan`: ``"search"`` with ``k``, ``tau_prime``, ``cooldown``
+        and the exploitation length, or ``"final"`` when no search fits (the rest of the
+        budget trains at the last winner's LR, or the initial LR before any winner).
+        """
+        pol = self.policy
+        if isinstance(pol, BudgetPolicy):
+            p = pol.plan(step, stage=self.stage, winner_lr=self.winner_lr)
+            if p.kind == "search":
+                self.tau, self.tau_prime = p.tau, p.tau_prime
+        else:
+            p = pol.plan(
+                step,
+                tau=self.tau,
+                tau_prime=self.tau_prime,
+                k=self.k,
+                max_steps=self.max_steps,
+                has_winner=self.winner_lr is not None,
+                winner_lr=self.winner_lr,
+                continue_best=self.continue_best,
+                parallel=self.parallel,
+            )
+        if p.kind == "final":
+            p = replace(p, lr=self.winner_lr if self.winner_lr is not None else self.initial_lr)
+        self.plan_now = p
+        return p
+
+    def exploit_lr(self, step: int) -> float:
+        """LR of an exploitation (or final) step at global ``step``."""
+        lr = self.winner_lr if self.winner_lr is not None else self.initial_lr
+        return self.policy.exploit_lr(lr, step)
+
+    def candidate_lr(self, lr: float, t: int) -> float:
+        """LR of a candidate at step ``t`` (0-based) of its window."""
+        p = self.plan_now
+        if p is None or p.cooldown <= 0 or not isinstance(self.policy, BudgetPolicy):
+            return lr
+        return self.policy.candidate_lr(lr, t, p.tau_prime, p.cooldown)
+
+    @property
+    def cooldown_start(self) -> int | None:
+        """Window step at which candidates start to cool down (``None``: no cooldown)."""
+        p = self.plan_now
+        if p is None or p.cooldown <= 0:
+            return None
+        return p.tau_prime - p.cooldown
+
+    def exploit_length(self, step: int, kept: int) -> int | None:
+        """Steps the winner trains after the search ends at global ``step``.
+
+        Args:
+            step: Global step at which exploitation begins.
+            kept: Steps of the winner's window that continue into the run (0 when the
+                stage start was restored).
+
+        Returns ``None`` for "until the budget ends".
+        """
+        pol = self.policy
+        if isinstance(pol, BudgetPolicy):
+            nxt = pol.starts[self.stage + 1] if self.stage + 1 < len(pol.starts) else None
+            if nxt is None or nxt >= pol.max_steps - pol.decay:
+                return None
+            return max(0, nxt - step)
+        length = self.tau - kept
+        if self.max_steps is not None:
+            length = min(length, self.max_steps - step)
+        return length
+
+    def reference_loss(self, recent: Sequence[float]) -> float | None:
+        """The stage-start loss level that :attr:`divergence` compares candidates with.
+
+        Paper variant: the median of the last ``max(1, τ'/10)`` losses. Budget variant: the
+        largest of the last τ' losses, so that late in training, when single mini-batch
+        losses scatter by several times their median, noise is not taken for divergence.
+        """
+        if not recent:
+            return None
+        if self.variant == "budget":
+            return max(recent[-max(1, self.tau_prime) :])
+        window = sorted(recent[-max(1, self.tau_prime // 10) :])
+        return window[len(window) // 2]
+
+    # ------------------------------------------------------------------ records
+    def open_record(self, start: int, *, note: str = "") -> StageRecord:
+        """Record that the planned stage began at ``start``."""
+        p = self.plan_now
+        k = p.k if p is not None and p.kind == "search" else 0
+        rec = StageRecord(self.stage, int(start), self.tau, self.tau_prime, k, note=note)
+        self.records.append(rec)
+        return rec
+
+    def update_record(self, **changes: Any) -> StageRecord:
+        """Replace fields of the current record (records are immutable)."""
+        if not self.records:
+            raise StateError("no stage record is open")
+        self.records[-1] = replace(self.records[-1], **changes)
+        return self.records[-1]
+
+    # ------------------------------------------------------------------ failures
+    def resolve_failure(self, what: str = "candidate") -> tuple[str, float, str]:
+        """Every candidate of this stage was penalised: decide what happens.
+
+        Records the candidates, lowers the box below the lowest LR tried and returns
+        ``(action, lr, message)``: ``("retry", high, ...)`` to search the stage again in the
+        lowered box (``high``: its new upper end; the record is noted ``"retry"``), or, after
+        :data:`MAX_RETRIES` consecutive failures, ``("fallback", lr, ...)``: train the stage
+        at the lowered box's low end. ``message`` is the one warning executors give
+        (``what`` names the candidates: "candidate", "racer").
+        """
+        if self.records:
+            self.update_record(candidates=tuple(self.results))
+        tried = min(r.lr for r in self.results) if self.results else self.lr_bounds[1]
+        lo, hi = self.lower_upper_bound(tried)
+        self.retries += 1
+        head = f"stage {self.stage}: every {what} diverged; "
+        if self.retries < MAX_RETRIES:
+            if self.records:
+                self.update_record(note="retry")
+            return "retry", hi, head + f"searching again in [{lo:.3g}, {hi:.3g}]"
+        if self.records:
+            self.update_record(note="fallback")
+        return "fallback", lo, head + f"training at the lowest LR {lo:.3g}"
+
+    def choose(self, win: CandidateResult | None = None) -> CandidateResult:
+        """Fix the stage's winner (``win``, or :meth:`winner`) and record it."""
+        win = win if win is not None else self.winner()
+        if win is None:
+            raise StateError("choose() needs a winner; call resolve_failure() first")
+        self.retries = 0
+        self.winner_lr = float(win.lr)
+        if self.records:
+            self.update_record(candidates=tuple(self.results), winner_lr=float(win.lr))
+        return win
+
+    def recover(self, bad_lr: float) -> tuple[float, float]:
+        """A non-finite loss while training at ``bad_lr``: lower the box below it."""
+        return self.lower_upper_bound(bad_lr)
 
     # ------------------------------------------------------------------ stage flow
     def begin_stage(self) -> None:
-        """Start the search of a new stage (forget the previous stage's candidates)."""
+        """Start the search of a new stage (forget the previous stage's candidates).
+
+        In the budget variant, a stage after the first searches a trust region around
+        the last winner (within the box).
+        """
         self.results = []
         self.searcher.reset()
+        if isinstance(self.policy, BudgetPolicy):
+            box = self.policy.trust_box(self.winner_lr, self._box) if self.stage > 0 else None
+            lo, hi = box if box is not None else self._box
+            if self.searcher.bounds["lr"] != (lo, hi):
+                self.searcher.set_bounds("lr", lo, hi)
 
     @property
     def lr_bounds(self) -> tuple[float, float]:
@@ -163,7 +485,7 @@ class StageSearch:
             self.searcher.observe({"lr": lr}, math.inf)
             result = CandidateResult(lr, math.inf, 0.0, True, reason or "penalised", n)
         else:
-            fc: Forecast = self.predictor.forecast(vals, self.target_step, steps=steps)
+            fc = self._forecast(vals, steps)
             if math.isfinite(fc.value):
                 self.searcher.observe({"lr": lr}, fc.value, noise=max(fc.std, 0.0))
                 result = CandidateResult(lr, fc.value, fc.std, False, fc.reason, n)
@@ -172,6 +494,22 @@ class StageSearch:
                 result = CandidateResult(lr, math.inf, 0.0, True, fc.reason or "no forecast", n)
         self.results.append(result)
         return result
+
+    def _forecast(self, vals: list[float], steps: Sequence[float] | None) -> Forecast:
+        """The comparison value of one candidate (see ``compare``)."""
+        if self.compare == "forecast":
+            return self.predictor.forecast(vals, self.target_step, steps=steps)
+        if self.compare == "cooled" and self.cooldown_start is not None:
+            cool = self.plan_now.cooldown if self.plan_now is not None else 1
+            tail = vals[-max(1, min(cool, len(vals))) :]
+        else:
+            # "window": the level the candidate reached, from the last quarter of its window.
+            # Every candidate saw the same batches (restored RNG), so levels are paired.
+            tail = vals[-max(1, len(vals) // 4) :]
+        mean = sum(tail) / len(tail)
+        var = sum((v - mean) ** 2 for v in tail) / max(1, len(tail) - 1)
+        std = math.sqrt(var / len(tail))
+        return Forecast(mean, std, False, "", None, len(tail))
 
     @property
     def target_step(self) -> float:
@@ -199,6 +537,8 @@ class StageSearch:
             self.tau_prime *= 2
 
     def _grows(self) -> bool:
+        if self.variant == "budget":
+            return False  # the budget plan fixes every stage's windows
         return self.double and self.tau_prime < self.tau_max / 10 and self.tau * 2 <= self.tau_max
 
     @property
@@ -218,6 +558,8 @@ class StageSearch:
             width = hi / lo
             lo = new_hi / max(width, 10.0)
         self.searcher.set_bounds("lr", lo, new_hi)
+        # Later stages (trust regions) stay below the LR that diverged too.
+        self._box = (min(self._box[0], lo), min(self._box[1], new_hi))
         return self.lr_bounds
 
     # ------------------------------------------------------------------ state
@@ -231,6 +573,12 @@ class StageSearch:
             "results": [asdict(r) for r in self.results],
             "searcher": self.searcher.state_dict(),
             "predictor": self.predictor.state_dict(),
+            "variant": self.variant,
+            "box": list(self._box),
+            "records": [r.to_state() for r in self.records],
+            "retries": self.retries,
+            "winner_lr": self.winner_lr,
+            "plan": None if self.plan_now is None else asdict(self.plan_now),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -241,13 +589,30 @@ class StageSearch:
             self.tau_prime = int(state["tau_prime"])
             self.stage = int(state["stage"])
             results = [CandidateResult(**r) for r in state["results"]]
+            variant = str(state.get("variant", "paper"))
+            box = tuple(float(v) for v in state.get("box", (lo, hi)))
+            records = [StageRecord.from_state(r) for r in state.get("records", [])]
+            retries = int(state.get("retries", 0))
+            winner = state.get("winner_lr")
+            winner_lr = None if winner is None else float(winner)
+            plan = state.get("plan")
+            plan_now = None if plan is None else StagePlan(**plan)
         except (KeyError, TypeError, ValueError) as exc:
             raise StateError(f"not a StageSearch state_dict: {exc}") from exc
+        if variant != self.variant:
+            raise StateError(
+                f"state is from a variant={variant!r} search, this one is {self.variant!r}"
+            )
         # Bounds are configuration for the searcher, so they go back before its state.
         self.searcher.set_bounds("lr", lo, hi)
         self.searcher.load_state_dict(state["searcher"])
         self.predictor.load_state_dict(state["predictor"])
         self.results = results
+        self._box = (box[0], box[1])
+        self.records = records
+        self.retries = retries
+        self.winner_lr = winner_lr
+        self.plan_now = plan_now
 
 
 def _check_bounds(bounds: Any) -> tuple[float, float]:
@@ -260,5 +625,8 @@ def _check_bounds(bounds: Any) -> tuple[float, float]:
     return lo, hi
 
 
-def _default_searcher(lo: float, hi: float, seed: int | None) -> Searcher:
-    return GPSearcher([Param("lr", lo, hi, log=True)], seed=seed)
+def _default_searcher(lo: float, hi: float, seed: int | None, variant: str) -> Searcher:
+    # The budget variant's first search has only a few candidates: a stratified start
+    # (the box's middle, then its quarter points) covers the box evenly.
+    design = "stratified" if variant == "budget" else "sobol"
+    return GPSearcher([Param("lr", lo, hi, log=True)], seed=seed, design=design)

@@ -16,12 +16,12 @@ from autolr.searchers import Searcher
 
 from .._errors import ConfigError, ConfigTypeError, StateError
 from .._snapshot import Snapshot, Stateful, capture_rng_state, restore_rng_state
-from ._stage import CandidateResult, StageSearch
+from ._policy import BudgetPolicy, DivergenceRule
+from ._stage import CandidateResult, StageRecord, StageSearch
 
 __all__ = ["AutoLRS", "HistoryRecord"]
 
 _PHASES = ("warmup", "search", "exploit", "final", "done")
-_MAX_RETRIES = 4  # consecutive all-diverged searches before settling on the lowest LR
 
 
 @dataclass(frozen=True)
@@ -49,12 +49,21 @@ class HistoryRecord:
 class AutoLRS:
     """Automatic LR schedule by Bayesian optimisation on the fly (Jin et al., ICLR 2021).
 
-    Call :meth:`step` with the loss after every ``optimizer.step()``. Each stage, the tuner
-    snapshots the training state, trains ``k`` candidate LRs for ``tau_prime`` steps each from
-    that snapshot (restoring it in between), forecasts each candidate's loss at step ``tau`` with
-    an exponential fit, then restores the snapshot and trains ``tau`` steps with the lowest
-    forecast. Every one of these steps is a real optimizer step of your loop: the tuner only
-    sets the LR and restores state. Search costs ``k * tau_prime`` steps per stage.
+    Call :meth:`step` with the loss after every ``optimizer.step()``. Every step is a real
+    optimizer step of your loop: the tuner only sets the LR and restores state. Every decision
+    is made by :attr:`search` (a :class:`~autolr.StageSearch`); this class carries them out.
+
+    **Budget variant** (``variant="budget"``, the default whenever ``max_steps`` is given): the
+    run is planned from the budget by a :class:`~autolr.BudgetPolicy`: a linear warm-up over
+    5 % of it, one search of 4 candidates that each train a window from the same snapshot
+    (the discarded windows cost at most 20 % of the budget), then the winner continues from
+    its own state at its LR, which decays linearly to zero over the last half of the budget.
+
+    **Paper variant** (``variant="paper"``, the default without ``max_steps``): each stage, the
+    tuner snapshots the training state, trains ``k`` candidate LRs for ``tau_prime`` steps each
+    from that snapshot (restoring it in between), forecasts each candidate's loss at step
+    ``tau`` with an exponential fit, then restores the snapshot and trains ``tau`` steps with
+    the lowest forecast. Search costs ``k * tau_prime`` steps per stage.
 
     Improvements over the original code: the new LR applies on the very next step after any
     restore; candidates are proposed by a GP with LogEI instead of an uncertainty sweep;
@@ -67,11 +76,20 @@ class AutoLRS:
         optimizer: Its optimizer (any torch optimizer over the model's parameters). If its
             parameter groups have different LRs, their ratios to the first group are kept.
         lr_bounds: ``(low, high)`` LR search box, searched in log space.
-        tau: Steps per stage trained with the winning LR (paper: 1000).
+        max_steps: Total budget of optimizer steps, search included; selects the budget
+            variant unless ``variant`` says otherwise. After the budget ``done`` is True.
+        variant: ``"budget"`` or ``"paper"`` (default: ``"budget"`` with ``max_steps``).
+        tau: Paper variant: steps per stage trained with the winning LR (paper: 1000).
+            ``tau``, ``tau_prime``, ``k``, ``tau_max`` and ``double`` with the budget variant
+            raise :class:`~autolr.ConfigError` (its plan sets them; see ``policy``).
         tau_prime: Steps per candidate (default ``tau // 10``).
         k: Candidates per stage (paper: 10).
         tau_max: Cap on τ; τ and τ' double after each stage while ``tau_prime < tau_max/10``.
         double: Whether τ and τ' grow.
+        policy: Budget variant: a custom plan, e.g.
+            ``BudgetPolicy.for_budget(max_steps, searches=3, decay_frac=0.2)``.
+        compare: How candidates are scored (see :class:`~autolr.StageSearch`); default
+            ``"window"`` (budget) or ``"forecast"`` (paper).
         searcher: Custom searcher over one log-scale parameter named ``"lr"``.
         predictor: Custom forecaster (default :class:`~autolr.predictors.ExponentialPredictor`).
         seed: Seed of the default searcher (the tuner is deterministic given it).
@@ -79,16 +97,14 @@ class AutoLRS:
             candidates are scored on validation losses, taken every ``val_every`` steps.
             It runs under ``torch.no_grad()``; the model's train/eval mode and the RNG
             states are restored afterwards so validation never perturbs training.
-        val_every: Validation interval during candidates (default ``max(1, tau_prime // 16)``).
-        warmup_steps: Steps of linear warm-up before the first stage (no search).
+        val_every: Validation interval during candidates (default: once at the end of each
+            window in the budget variant, ``max(1, tau_prime // 16)`` in the paper variant).
+        warmup_steps: Steps of linear warm-up before the first stage (no search); default
+            5 % of ``max_steps`` (budget) or 0 (paper).
         warmup_lr: Peak LR of the warm-up (default: the geometric mean of ``lr_bounds``).
-        max_steps: Total budget of optimizer steps, search included. When a stage's full
-            search does not fit, it searches only as many candidates as fit in half of the
-            remaining steps; with fewer than 2, the remaining steps train at the last winning
-            LR (phase ``"final"``). After the budget ``done`` is True.
-        continue_from: ``"start"`` (paper: restore the stage start, train ``tau`` steps at the
-            winner) or ``"best"`` (keep the winning candidate's state and train the remaining
-            ``tau - tau_prime`` steps, saving ``tau_prime`` steps per stage).
+        continue_from: ``"start"`` (the paper variant's default: restore the stage start,
+            train ``tau`` steps at the winner) or ``"best"`` (the budget variant's default:
+            keep the winning candidate's state, so its window is not repeated).
         divergence_factor: A candidate whose loss exceeds ``divergence_factor`` times the
             stage-start loss for ``divergence_patience`` consecutive steps is abandoned.
         divergence_patience: See ``divergence_factor``.
@@ -108,14 +124,14 @@ class AutoLRS:
     Example:
         >>> model = torch.nn.Linear(4, 1)
         >>> opt = torch.optim.SGD(model.parameters(), lr=0.01)
-        >>> tuner = AutoLRS(model, opt, lr_bounds=(1e-3, 1.0), tau=20, k=3)
-        >>> for _ in range(60):
+        >>> tuner = AutoLRS(model, opt, lr_bounds=(1e-3, 1.0), max_steps=200)
+        >>> for _ in range(200):
         ...     x = torch.randn(16, 4)
         ...     loss = (model(x) - x.sum(1, keepdim=True)).pow(2).mean()
         ...     opt.zero_grad(); loss.backward(); opt.step()
         ...     tuner.step(loss.item())
-        >>> len(tuner.schedule)
-        60
+        >>> tuner.done, len(tuner.stages[0].candidates)
+        (True, 4)
     """
 
     def __init__(
@@ -124,20 +140,23 @@ class AutoLRS:
         optimizer: torch.optim.Optimizer,
         *,
         lr_bounds: tuple[float, float] = (1e-4, 1e-1),
-        tau: int = 1000,
+        max_steps: int | None = None,
+        variant: str | None = None,
+        tau: int | None = None,
         tau_prime: int | None = None,
-        k: int = 10,
-        tau_max: int = 8000,
-        double: bool = True,
+        k: int | None = None,
+        tau_max: int | None = None,
+        double: bool | None = None,
+        policy: BudgetPolicy | None = None,
+        compare: str | None = None,
         searcher: Searcher | None = None,
         predictor: Predictor | None = None,
         seed: int | None = 0,
         val_fn: Callable[[], float | torch.Tensor] | None = None,
         val_every: int | None = None,
-        warmup_steps: int = 0,
+        warmup_steps: int | None = None,
         warmup_lr: float | None = None,
-        max_steps: int | None = None,
-        continue_from: str = "start",
+        continue_from: str | None = None,
         divergence_factor: float = 3.0,
         divergence_patience: int = 3,
         restore_rng: bool = True,
@@ -146,33 +165,49 @@ class AutoLRS:
         sync_every: int = 1,
     ) -> None:
         _check_model_optimizer(model, optimizer)
-        self.search = StageSearch(
+        if max_steps is not None:
+            _check_int("max_steps", max_steps, 1)
+        if variant is None:
+            variant = "budget" if max_steps is not None else "paper"
+        structure = {"tau": tau, "tau_prime": tau_prime, "k": k, "tau_max": tau_max,
+                     "double": double}  # fmt: skip
+        if variant == "budget" and max_steps is not None:
+            if warmup_steps is not None:
+                _check_int("warmup_steps", warmup_steps, 0)
+            if policy is None:
+                policy = BudgetPolicy.for_budget(max_steps, warmup=warmup_steps)
+            elif not isinstance(policy, BudgetPolicy):
+                raise ConfigTypeError(f"policy must be a BudgetPolicy, got {type(policy).__name__}")
+            warmup_steps = policy.warmup
+        elif warmup_steps is None:
+            warmup_steps = 0
+        continue_from = continue_from or ("best" if variant == "budget" else "start")
+        if continue_from not in ("start", "best"):
+            raise ConfigError(f"continue_from must be 'start' or 'best', got {continue_from!r}")
+        _check_int("divergence_patience", divergence_patience, 1)
+        if not (isinstance(divergence_factor, (int, float)) and divergence_factor > 1):
+            raise ConfigError(f"divergence_factor must be > 1, got {divergence_factor!r}")
+        self.search = StageSearch.for_variant(
+            variant,
+            max_steps=max_steps,
+            structure=structure,
+            policy=policy,
             lr_bounds=lr_bounds,
-            tau=tau,
-            tau_prime=tau_prime,
-            k=k,
-            tau_max=tau_max,
-            double=double,
             searcher=searcher,
             predictor=predictor,
             seed=seed,
+            compare=compare,
+            divergence=DivergenceRule(float(divergence_factor), divergence_patience),
+            continue_best=continue_from == "best",
         )
-        if continue_from not in ("start", "best"):
-            raise ConfigError(f"continue_from must be 'start' or 'best', got {continue_from!r}")
         _check_int("warmup_steps", warmup_steps, 0)
-        _check_int("divergence_patience", divergence_patience, 1)
         _check_int("sync_every", sync_every, 1)
-        if max_steps is not None:
-            _check_int("max_steps", max_steps, 1)
         if val_every is not None:
             _check_int("val_every", val_every, 1)
         if val_fn is not None and not callable(val_fn):
             raise ConfigTypeError(f"val_fn must be callable, got {type(val_fn).__name__}")
-        if not (isinstance(divergence_factor, (int, float)) and divergence_factor > 1):
-            raise ConfigError(f"divergence_factor must be > 1, got {divergence_factor!r}")
-        lo, hi = self.search.lr_bounds
         if warmup_lr is None:
-            warmup_lr = math.sqrt(lo * hi)
+            warmup_lr = self.search.initial_lr
         elif not (
             isinstance(warmup_lr, (int, float)) and math.isfinite(warmup_lr) and warmup_lr > 0
         ):
@@ -180,6 +215,7 @@ class AutoLRS:
 
         self.model = model
         self.optimizer = optimizer
+        self.variant = variant
         self.val_fn = val_fn
         self.val_every = val_every
         self.warmup_steps = warmup_steps
@@ -193,6 +229,10 @@ class AutoLRS:
         self._best_snapshot = Snapshot(
             model, optimizer, extras=extras, offload=offload, rng=restore_rng
         )
+        # A candidate's state before its cooldown (budget variant with cooled windows).
+        self._cand_snapshot = Snapshot(
+            model, optimizer, extras=extras, offload=offload, rng=restore_rng
+        )
         base = _group_lrs(optimizer)
         self._lr_scales = [lr / base[0] if base[0] > 0 else 1.0 for lr in base]
 
@@ -200,7 +240,7 @@ class AutoLRS:
         self.global_step = 0
         self.phase = "warmup"
         self._lr = base[0]
-        self._stage_k = k
+        self._stage_k = self.search.k
         self._phase_steps = 0
         self._phase_len = 0
         self._cand_lr = 0.0
@@ -211,12 +251,10 @@ class AutoLRS:
         self._ref_loss: float | None = None
         self._recent: list[float] = []
         self._best_forecast = math.inf
-        self._retries = 0
-        self._winner_lr: float | None = None
         self._pending: list[tuple[int, torch.Tensor]] = []
         self._records: list[HistoryRecord] = []
-        self.stages: list[dict[str, Any]] = []
         self.recoveries = 0
+        self._warned_small = False
 
         self._warmup_start = 0
         if warmup_steps > 0:
@@ -252,6 +290,11 @@ class AutoLRS:
     def schedule(self) -> list[float]:
         """The LR actually used at every optimizer step, search steps included."""
         return [r.lr for r in self._records]
+
+    @property
+    def stages(self) -> list[StageRecord]:
+        """One :class:`~autolr.StageRecord` per stage so far (the current one last)."""
+        return list(self.search.records)
 
     @property
     def tau(self) -> int:
@@ -316,6 +359,8 @@ class AutoLRS:
                 self._remember(value)
                 if self._phase_steps >= self._phase_len:
                     self._end_exploit()
+                else:
+                    self._follow_plan()
         return self._check_budget()
 
     def _deferred_step(self, step: int, loss: torch.Tensor) -> None:
@@ -328,44 +373,50 @@ class AutoLRS:
             self._recover()
         elif self._phase_steps >= self._phase_len:
             self._end_exploit()
+        else:
+            self._follow_plan()
 
     # ------------------------------------------------------------------ stage logic
     def _start_stage(self) -> None:
         s = self.search
-        k = s.k
-        if self.max_steps is not None:
-            remaining = self.max_steps - self.global_step
-            if remaining < k * s.tau_prime + s.tau_prime:
-                # The full search does not fit: search with as many candidates as fit in half
-                # the remaining budget (a fresh LR for the last stretch usually beats keeping
-                # the previous stage's), unless that is fewer than 2 (1 before any stage).
-                k = min(k, remaining // (2 * s.tau_prime))
-                if k < (1 if self._winner_lr is None else 2):
-                    self._enter_exploit(self._winner_lr or self._lr, remaining, phase="final")
-                    return
-        self._stage_k = k
+        plan = s.plan(self.global_step)
+        if plan.kind == "final":
+            if s.variant == "budget" and not self._warned_small and not s.records:
+                self._warned_small = True
+                note = getattr(s.policy, "note", "") or "no search fits in max_steps"
+                warnings.warn(
+                    f"AutoLRS: {note}; training at lr={s.exploit_lr(self.global_step):.3g} "
+                    "(the middle of lr_bounds) with the planned warm-up and decay",
+                    RuntimeWarning,
+                    stacklevel=4,
+                )
+            self._enter_exploit(self.max_steps_left(), phase="final")
+            return
+        self._stage_k = plan.k
         self._snapshot.capture()
-        self._ref_loss = (
-            _median(self._recent[-max(1, s.tau_prime // 10) :]) if self._recent else None
-        )
+        self._ref_loss = s.reference_loss(self._recent)
         s.begin_stage()
         self._best_forecast = math.inf
-        self.stages.append(
-            {
-                "stage": s.stage,
-                "tau": s.tau,
-                "tau_prime": s.tau_prime,
-                "start_step": self.global_step,
-            }
-        )
+        s.open_record(self.global_step)
         self._begin_candidate()
+
+    def _default_val_every(self) -> int:
+        # The budget variant compares the level each candidate reached: one evaluation at
+        # the end of its window. The paper forecasts from 16 evaluations per window.
+        if self.variant == "budget":
+            return self.search.tau_prime
+        return max(1, self.search.tau_prime // 16)
+
+    def max_steps_left(self) -> int | None:
+        """Optimizer steps left in the budget (``None`` without ``max_steps``)."""
+        return None if self.max_steps is None else self.max_steps - self.global_step
 
     def _begin_candidate(self) -> None:
         self.phase = "search"
         self._cand_lr = self.search.propose(1)[0]
         self._cand_losses, self._val_losses, self._val_steps = [], [], []
         self._phase_steps, self._over = 0, 0
-        self._set_lr(self._cand_lr)
+        self._set_lr(self.search.candidate_lr(self._cand_lr, 0))
 
     def _candidate_step(self, value: float) -> None:
         self._phase_steps += 1
@@ -375,19 +426,12 @@ class AutoLRS:
         self._cand_losses.append(value)
         if self._ref_loss is None:
             self._ref_loss = value
-        ref = self._ref_loss
-        if value > ref + (self.divergence_factor - 1.0) * max(abs(ref), 1e-12):
-            self._over += 1
-            if self._over >= self.divergence_patience:
-                return self._finish_candidate(
-                    penalised=True,
-                    reason=f"diverged: loss {value:.4g} > {self.divergence_factor:g}x "
-                    f"stage-start loss {ref:.4g}",
-                )
-        else:
-            self._over = 0
+        rule = self.search.divergence
+        self._over, diverged = rule.update(self._over, value, self._ref_loss)
+        if diverged:
+            return self._finish_candidate(penalised=True, reason=rule.reason(value, self._ref_loss))
         if self.val_fn is not None:
-            every = self.val_every or max(1, self.search.tau_prime // 16)
+            every = self.val_every or self._default_val_every()
             if n % every == 0 or n == self.search.tau_prime:
                 v = self._validate()
                 if not math.isfinite(v):
@@ -397,6 +441,11 @@ class AutoLRS:
                     self._val_steps.append(float(n - 1))
         if n >= self.search.tau_prime:
             self._finish_candidate()
+            return None
+        if n == self.search.cooldown_start and self.continue_from == "best":
+            # The winner continues from here, before its window cools down.
+            self._cand_snapshot.capture()
+        self._set_lr(self.search.candidate_lr(self._cand_lr, n))
         return None
 
     def _finish_candidate(self, *, penalised: bool = False, reason: str = "") -> None:
@@ -426,7 +475,10 @@ class AutoLRS:
             and res.forecast < self._best_forecast
         ):
             self._best_forecast = res.forecast
-            self._best_snapshot.capture()
+            if s.cooldown_start is not None:
+                self._best_snapshot, self._cand_snapshot = self._cand_snapshot, self._best_snapshot
+            else:
+                self._best_snapshot.capture()
         if len(s.results) < self._stage_k:
             self._snapshot.restore()
             self._begin_candidate()
@@ -436,54 +488,41 @@ class AutoLRS:
     def _finish_search(self) -> None:
         s = self.search
         win = s.winner()
-        info = self.stages[-1]
-        info["candidates"] = [_result_dict(r) for r in s.results]
         if win is None:
-            tried = min(r.lr for r in s.results)
-            lo, hi = s.lower_upper_bound(tried)
-            self._retries += 1
-            warnings.warn(
-                f"AutoLRS stage {s.stage}: every candidate diverged; searching again in "
-                f"[{lo:.3g}, {hi:.3g}]",
-                RuntimeWarning,
-                stacklevel=3,
-            )
+            action, value, msg = s.resolve_failure()
+            warnings.warn(f"AutoLRS {msg}", RuntimeWarning, stacklevel=3)
             self._snapshot.restore()
-            if self._retries < _MAX_RETRIES:
+            if action == "retry":
                 s.begin_stage()
                 self._best_forecast = math.inf
                 self._begin_candidate()
                 return
-            win = CandidateResult(lo, math.inf, 0.0, True, "fallback: lowest LR", 0)
-        self._retries = 0
-        self._winner_lr = win.lr
-        info["winner_lr"] = win.lr
-        length = s.tau
+            win = CandidateResult(value, math.inf, 0.0, True, "fallback: lowest LR", 0)
+        s.choose(win)
+        kept = 0
         if (
             self.continue_from == "best"
             and not self._best_snapshot.empty
             and math.isfinite(self._best_forecast)
         ):
             self._best_snapshot.restore()
-            length = s.tau - s.tau_prime
+            kept = s.tau_prime - (s.plan_now.cooldown if s.plan_now is not None else 0)
         else:
             self._snapshot.restore()
-        if self.max_steps is not None:
-            length = min(length, self.max_steps - self.global_step)
-        self._enter_exploit(win.lr, length, phase="exploit")
+        self._enter_exploit(s.exploit_length(self.global_step, kept), phase="exploit")
 
-    def _enter_exploit(self, lr: float, length: int, *, phase: str) -> None:
+    def _enter_exploit(self, length: int | None, *, phase: str) -> None:
         self.phase = phase
         self._phase_steps = 0
-        self._phase_len = max(0, int(length))
-        self._set_lr(lr)
+        self._phase_len = 1 << 62 if length is None else max(0, int(length))
+        self._set_lr(self.search.exploit_lr(self.global_step))
         if self._phase_len == 0:
             self._end_exploit()
 
     def _end_exploit(self) -> None:
         if self.phase == "final":
             return  # the budget check ends the run
-        self.stages[-1]["end_step"] = self.global_step
+        self.search.update_record(end=self.global_step)
         self.search.end_stage()
         self._start_stage()
 
@@ -493,7 +532,7 @@ class AutoLRS:
         self._pending.clear()
         self.recoveries += 1
         self._snapshot.restore()
-        lo, hi = self.search.lower_upper_bound(bad)
+        lo, hi = self.search.recover(bad)
         warnings.warn(
             f"AutoLRS: non-finite loss at step {self.global_step - 1} with lr={bad:.3g}; "
             f"restored the stage start and searching again in [{lo:.3g}, {hi:.3g}]",
@@ -502,7 +541,8 @@ class AutoLRS:
         )
         if self.phase == "final" and self.max_steps is not None:
             # No budget for a search: continue at the safer upper bound.
-            self._enter_exploit(hi, self.max_steps - self.global_step, phase="final")
+            self.search.winner_lr = hi
+            self._enter_exploit(self.max_steps_left(), phase="final")
             return
         self.search.begin_stage()
         self._best_forecast = math.inf
@@ -527,6 +567,16 @@ class AutoLRS:
             self.phase = "done"
 
     # ------------------------------------------------------------------ helpers
+    def _follow_plan(self) -> None:
+        """Exploitation step: the plan's LR (the final decay), written only when it changes.
+
+        No restore happens inside an exploitation phase, so the optimizer still holds
+        ``self._lr``; skipping the write keeps the per-step cost to a comparison.
+        """
+        lr = self.search.exploit_lr(self.global_step)
+        if lr != self._lr:
+            self._set_lr(lr)
+
     def _set_lr(self, lr: float) -> None:
         self._lr = float(lr)
         for group, scale in zip(self.optimizer.param_groups, self._lr_scales):
@@ -582,7 +632,7 @@ class AutoLRS:
         """
         self._flush()
         return {
-            "version": 1,
+            "version": 2,
             "search": self.search.state_dict(),
             "snapshot": self._snapshot.state_dict(),
             "best_snapshot": self._best_snapshot.state_dict(),
@@ -600,12 +650,10 @@ class AutoLRS:
             "ref_loss": self._ref_loss,
             "recent": list(self._recent),
             "best_forecast": self._best_forecast,
-            "retries": self._retries,
-            "winner_lr": self._winner_lr,
             "recoveries": self.recoveries,
             "warmup_start": self._warmup_start,
             "warmup_lr": self.warmup_lr,
-            "stages": [dict(s) for s in self.stages],
+            "variant": self.variant,
             "history": {
                 "step": [r.step for r in self._records],
                 "stage": [r.stage for r in self._records],
@@ -622,8 +670,13 @@ class AutoLRS:
         Raises:
             StateError: If ``state`` is not an AutoLRS state or its phase is unknown.
         """
-        if not isinstance(state, Mapping) or state.get("version") != 1:
+        if not isinstance(state, Mapping) or state.get("version") != 2:
             raise StateError("not an AutoLRS state_dict (missing or unknown 'version')")
+        if state.get("variant") != self.variant:
+            raise StateError(
+                f"state is from a variant={state.get('variant')!r} AutoLRS, this one is "
+                f"{self.variant!r}"
+            )
         if state["phase"] not in _PHASES:
             raise StateError(f"unknown phase {state['phase']!r} in AutoLRS state_dict")
         self.search.load_state_dict(state["search"])
@@ -642,12 +695,9 @@ class AutoLRS:
         self._ref_loss = None if state["ref_loss"] is None else float(state["ref_loss"])
         self._recent = [float(v) for v in state["recent"]]
         self._best_forecast = float(state["best_forecast"])
-        self._retries = int(state["retries"])
-        self._winner_lr = None if state["winner_lr"] is None else float(state["winner_lr"])
         self.recoveries = int(state["recoveries"])
         self._warmup_start = int(state["warmup_start"])
         self.warmup_lr = float(state["warmup_lr"])
-        self.stages = [dict(s) for s in state["stages"]]
         h = state["history"]
         self._records = [
             HistoryRecord(int(a), int(b), str(c), float(d), e, f)
@@ -695,19 +745,3 @@ def _as_float(loss: float | torch.Tensor) -> float:
         return float(loss)
     except (TypeError, ValueError) as exc:
         raise ConfigTypeError(f"loss must be a float or a scalar tensor, got {loss!r}") from exc
-
-
-def _median(values: list[float]) -> float:
-    s = sorted(values)
-    return s[len(s) // 2]
-
-
-def _result_dict(r: CandidateResult) -> dict[str, Any]:
-    return {
-        "lr": r.lr,
-        "forecast": r.forecast,
-        "std": r.std,
-        "penalised": r.penalised,
-        "reason": r.reason,
-        "steps": r.steps,
-    }

@@ -1,0 +1,324 @@
+"""Stage policies: when a search happens, how many candidates for how long, and the LR between.
+
+Two variants share one interface, so every executor (the in-loop tuner, the Ray scheduler)
+asks the same questions and gets the same answers:
+
+* :class:`PaperPolicy` -- AutoLRS as published: τ and τ' double after each stage, ``k``
+  candidates per stage, the winner trains τ steps at a constant LR. With a step budget, a
+  stage whose full search does not fit searches as many candidates as fit in half of what is
+  left, and with fewer than two the rest trains at the last winner's LR.
+* :class:`BudgetPolicy` -- plans the whole run from the budget alone: a warm-up, a few
+  searches spaced over the run whose candidate steps cost at most ``search_frac`` of the
+  budget (front-loaded), a trust region around the last winner for later searches, and a
+  final decay of the winner's LR to zero over the last ``decay_frac`` of the budget.
+
+Both are frozen descriptions plus pure functions of (step, stage, winner); all run-time state
+lives in :class:`~autolr.StageSearch`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from .._errors import ConfigError
+
+__all__ = ["BudgetPolicy", "DivergenceRule", "PaperPolicy", "StagePlan"]
+
+# The smallest candidate window worth forecasting: below this a handful of noisy losses
+# ranks candidates no better than chance (measured in the ``autolrs`` study).
+MIN_TAU_PRIME = 5
+
+
+@dataclass(frozen=True)
+class StagePlan:
+    """What an executor does at a stage boundary.
+
+    Attributes:
+        kind: ``"search"`` (try ``k`` candidates) or ``"final"`` (no search fits: train the
+            rest of the budget at ``lr``, following :meth:`StageSearch.exploit_lr`).
+        k: Candidates to try.
+        tau: Horizon the candidates are compared at (steps from the stage start).
+        tau_prime: Steps each candidate trains.
+        cooldown: Last steps of each candidate window in which its LR decays linearly
+            towards zero before it is scored (0: constant LR). The winner continues from
+            its state before the cooldown.
+        exploit: Steps the winner trains after the search before the next stage begins
+            (``None``: until the budget ends).
+        lr: For ``"final"``: the LR to train at.
+    """
+
+    kind: str
+    k: int = 0
+    tau: int = 0
+    tau_prime: int = 0
+    cooldown: int = 0
+    exploit: int | None = None
+    lr: float | None = None
+
+
+@dataclass(frozen=True)
+class DivergenceRule:
+    """The one definition of a diverged candidate, shared by every executor.
+
+    A loss is *over* when it is non-finite or exceeds ``factor`` times the reference loss
+    (the loss level at the stage start, in absolute terms); a candidate has diverged after
+    ``patience`` consecutive over losses, or at once on a non-finite loss.
+
+    Example:
+        >>> rule = DivergenceRule(factor=3.0, patience=2)
+        >>> rule.update(0, 10.0, ref=1.0), rule.update(1, 10.0, ref=1.0)
+        ((1, False), (2, True))
+    """
+
+    factor: float = 3.0
+    patience: int = 3
+
+    def over(self, value: float, ref: float | None) -> bool:
+        """Whether one loss is over the divergence threshold."""
+        if not math.isfinite(value):
+            return True
+        if ref is None or not math.isfinite(ref):
+            return False
+        return value > ref + (self.factor - 1.0) * max(abs(ref), 1e-12)
+
+    def update(self, over_count: int, value: float, ref: float | None) -> tuple[int, bool]:
+        """Count consecutive over losses; returns ``(new count, diverged)``."""
+        if not math.isfinite(value):
+            return over_count + 1, True
+        count = over_count + 1 if self.over(value, ref) else 0
+        return count, count >= self.patience
+
+    def reason(self, value: float, ref: float | None) -> str:
+        """Human-readable reason for a divergence verdict on ``value``."""
+        if not math.isfinite(value):
+            return "non-finite training loss"
+        return f"diverged: loss {value:.4g} > {self.factor:g}x stage-start loss {ref:.4g}"
+
+
+@dataclass(frozen=True)
+class PaperPolicy:
+    """AutoLRS as published (Jin et al., ICLR 2021), with the in-loop tuner's budget rule."""
+
+    name = "paper"
+
+    def plan(
+        self,
+        step: int,
+        *,
+        tau: int,
+        tau_prime: int,
+        k: int,
+        max_steps: int | None,
+        has_winner: bool,
+        winner_lr: float | None,
+        continue_best: bool,
+        parallel: bool = False,
+    ) -> StagePlan:
+        """Plan the stage that starts at global step ``step``.
+
+        ``parallel``: candidates run side by side (a Ray population), so a search costs
+        τ' steps of the run instead of ``k·τ'``.
+        """
+        if max_steps is not None and parallel:
+            if max_steps - step < 2 * tau_prime and has_winner:
+                return StagePlan("final", exploit=None, lr=winner_lr)
+        elif max_steps is not None:
+            remaining = max_steps - step
+            if remaining < k * tau_prime + tau_prime:
+                # The full search does not fit: as many candidates as fit in half of the
+                # remaining steps; with fewer than 2 (1 before any winner) train to the end.
+                k = min(k, remaining // (2 * tau_prime))
+                if k < (2 if has_winner else 1):
+                    return StagePlan("final", exploit=None, lr=winner_lr)
+        exploit = tau - tau_prime if continue_best else tau
+        return StagePlan("search", k=k, tau=tau, tau_prime=tau_prime, exploit=exploit)
+
+    def exploit_lr(self, winner_lr: float, step: int) -> float:
+        """The paper trains every stage at a constant LR."""
+        return winner_lr
+
+
+@dataclass(frozen=True)
+class BudgetPolicy:
+    """A whole run planned from its budget (the default whenever ``max_steps`` is given).
+
+    Attributes:
+        max_steps: The budget in optimizer steps, search steps included.
+        warmup: Steps of linear warm-up before the first search.
+        decay: Steps of the final decay (the last ``decay`` steps of the budget).
+        starts: Global step at which each search begins.
+        ks: Candidates of each search.
+        tau_primes: Steps per candidate of each search.
+        cooldown_frac: Fraction of each candidate window that decays before scoring.
+        decay_shape: ``"linear"`` (to zero) or ``"sqrt"`` (``1 - sqrt(x)``).
+        trust: Later searches look in ``[winner / trust, winner * trust]`` (within the box).
+        note: Why the plan has fewer searches than asked (empty when it has them all).
+        parallel: Candidates run side by side (a search costs τ' steps of the run).
+    """
+
+    max_steps: int
+    warmup: int
+    decay: int
+    starts: tuple[int, ...]
+    ks: tuple[int, ...]
+    tau_primes: tuple[int, ...]
+    cooldown_frac: float = 0.0
+    decay_shape: str = "linear"
+    trust: float = 4.0
+    note: str = ""
+    parallel: bool = False
+
+    name = "budget"
+
+    @classmethod
+    def for_budget(
+        cls,
+        max_steps: int,
+        *,
+        warmup: int | None = None,
+        searches: int = 1,
+        k: int = 4,
+        k_later: int = 3,
+        search_frac: float = 0.2,
+        first_share: float = 0.4,
+        decay_frac: float = 0.5,
+        decay_shape: str = "linear",
+        cooldown_frac: float = 0.0,
+        trust: float = 4.0,
+        parallel: bool = False,
+    ) -> BudgetPolicy:
+        """Plan a run of ``max_steps`` steps.
+
+        With ``parallel=True`` (candidates run side by side, as Ray trials) a search costs
+        τ' steps of the run, not ``k·τ'``; ``search_frac`` then bounds each window's share
+        of the run (``search_frac / searches`` per search) rather than discarded steps.
+
+        The candidate steps that do not continue into the run (``k - 1`` windows per
+        search, the winner's window is kept) cost at most ``search_frac`` of the budget;
+        the first search gets ``first_share`` of that, the others share the rest. Searches
+        are spaced evenly between the warm-up and the final decay. When the budget cannot
+        hold a window of at least 5 steps, later searches are dropped first, then
+        candidates; ``note`` says what was dropped.
+
+        Raises:
+            ConfigError: On invalid fractions, counts or shapes.
+        """
+        _check_int("max_steps", max_steps, 1)
+        _check_int("searches", searches, 0)
+        _check_int("k", k, 1)
+        _check_int("k_later", k_later, 1)
+        for name, v, lo_, hi_ in (
+            ("search_frac", search_frac, 0.0, 0.9),
+            ("first_share", first_share, 0.0, 1.0),
+            ("decay_frac", decay_frac, 0.0, 1.0),
+            ("cooldown_frac", cooldown_frac, 0.0, 0.9),
+        ):
+            if not (isinstance(v, (int, float)) and lo_ <= v <= hi_):
+                raise ConfigError(f"{name} must be in [{lo_}, {hi_}], got {v!r}")
+        if decay_shape not in ("linear", "sqrt"):
+            raise ConfigError(f"decay_shape must be 'linear' or 'sqrt', got {decay_shape!r}")
+        if not (isinstance(trust, (int, float)) and trust > 1):
+            raise ConfigError(f"trust must be > 1, got {trust!r}")
+        b = max_steps
+        w = round(0.05 * b) if warmup is None else int(warmup)
+        _check_int("warmup_steps", w, 0)
+        d = round(decay_frac * b)
+        free = b - w - d  # steps between warm-up and decay: searches and exploitation
+        waste = search_frac * b
+        notes = []
+        for n in range(searches, 0, -1):
+            shares = [first_share] + [(1 - first_share) / (n - 1)] * (n - 1) if n > 1 else [1.0]
+            plan = []
+            for i, share in enumerate(shares):
+                kk = k if i == 0 else k_later
+                if parallel:
+                    tp = int(waste / n)
+                else:
+                    tp = int(waste * share / max(1, kk - 1)) if kk > 1 else int(waste * share)
+                plan.append((kk, tp))
+            # A search must fit between its start and the next one.
+            gap = free / n
+            if all(tp >= MIN_TAU_PRIME and (1 if parallel else kk) * tp < gap for kk, tp in plan):
+                starts = tuple(w + round(i * gap) for i in range(n))
+                if n < searches:
+                    notes.append(f"budget holds {n} of {searches} searches")
+                return cls(
+                    b,
+                    w,
+                    d,
+                    starts,
+                    tuple(p[0] for p in plan),
+                    tuple(p[1] for p in plan),
+                    float(cooldown_frac),
+                    decay_shape,
+                    float(trust),
+                    "; ".join(notes),
+                    bool(parallel),
+                )
+        # Not even one search of two 5-step candidates: train at the initial LR.
+        return cls(
+            b, w, d, (), (), (), float(cooldown_frac), decay_shape, float(trust),
+            f"budget of {b} steps is too small for any search (each candidate needs at "
+            f"least {MIN_TAU_PRIME} steps)", bool(parallel),
+        )  # fmt: skip
+
+    def plan(self, step: int, *, stage: int, winner_lr: float | None) -> StagePlan:
+        """Plan the stage that starts at global step ``step`` (``stage``: its index)."""
+        if stage >= len(self.starts) or step >= self.max_steps - self.decay:
+            return StagePlan("final", exploit=None, lr=winner_lr)
+        k, tp = self.ks[stage], self.tau_primes[stage]
+        left = self.max_steps - self.decay - step
+        if self.parallel:
+            if tp > left:
+                return StagePlan("final", exploit=None, lr=winner_lr)
+        elif k * tp > left:
+            # A retry or recovery pushed this search late: shrink it to what is left.
+            k = min(k, left // max(tp, 1))
+            if k < (2 if winner_lr is not None else 1):
+                return StagePlan("final", exploit=None, lr=winner_lr)
+        nxt = self.starts[stage + 1] if stage + 1 < len(self.starts) else None
+        search_end = step + (1 if self.parallel else k) * tp
+        exploit = None if nxt is None else max(0, nxt - search_end)
+        # Candidates are compared at the horizon the winner then trains (its window, then
+        # the exploitation up to the next search or the end of the budget).
+        tau = tp + (self.max_steps - search_end if exploit is None else exploit)
+        cool = round(self.cooldown_frac * tp)
+        return StagePlan("search", k=k, tau=max(tau, tp + 1), tau_prime=tp, cooldown=cool,
+                         exploit=exploit)  # fmt: skip
+
+    def exploit_lr(self, winner_lr: float, step: int) -> float:
+        """The winner's LR, decayed to zero over the last ``decay`` steps of the budget."""
+        start = self.max_steps - self.decay
+        if self.decay <= 0 or step < start:
+            return winner_lr
+        # Step ``start`` still trains at the full LR and the last step at 1/decay of it,
+        # as the benchmark's linear and WSD schedules do.
+        x = min(1.0, (step - start) / self.decay)
+        frac = 1.0 - x if self.decay_shape == "linear" else 1.0 - math.sqrt(x)
+        return winner_lr * max(frac, 0.0)
+
+    def candidate_lr(self, lr: float, t: int, tau_prime: int, cooldown: int) -> float:
+        """LR of a candidate at step ``t`` of its window (linear cooldown at the end)."""
+        if cooldown <= 0 or t < tau_prime - cooldown:
+            return lr
+        j = t - (tau_prime - cooldown) + 1
+        return lr * max(0.0, 1.0 - j / (cooldown + 1))
+
+    def trust_box(
+        self, winner_lr: float | None, box: tuple[float, float]
+    ) -> tuple[float, float] | None:
+        """Search box of a later stage: ``[winner / trust, winner * trust]`` within ``box``."""
+        if winner_lr is None:
+            return None
+        lo, hi = box
+        new_lo = max(lo, winner_lr / self.trust)
+        new_hi = min(hi, winner_lr * self.trust)
+        if new_hi <= new_lo * 1.0001:
+            return None
+        return new_lo, new_hi
+
+
+def _check_int(name: str, value: object, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"{name} must be an int >= {minimum}, got {value!r}")
