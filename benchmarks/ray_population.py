@@ -3,8 +3,9 @@
 Same task, same population (4 trials) and the same iterations per trial for every method; the
 LR is the only hyperparameter. Every method uses the same function trainable (one SGD step and
 one report with a checkpoint per iteration, validation loss reported every ``VAL_EVERY``
-iterations and at the end). The figure of merit is the best final validation loss in the
-population (for AutoLRS every trial ends on the winner's lineage, so all are equal).
+iterations and at the end). The figures of merit are the best final validation loss in the
+population and the wall-clock time of the experiment (the AutoLRS scheduler is run with the
+defaults a user gets: the budget variant planned from ``max_t``).
 
 Run: ``autolr bench --study ray [--quick] [--seeds N] [--out DIR]``.
 """
@@ -18,6 +19,7 @@ import statistics
 import sys
 import tempfile
 import time
+from dataclasses import asdict
 from typing import Any
 
 import torch
@@ -26,7 +28,7 @@ from autolr._jsonio import write_json
 
 from .tasks import TASKS
 
-__all__ = ["METHODS", "autolrs_settings", "run", "run_method"]
+__all__ = ["METHODS", "autolrs_plan", "run", "run_method"]
 
 TASK = "mlp"
 POPULATION = 4
@@ -35,6 +37,7 @@ FULL_ITERS = 200
 QUICK_ITERS = 40
 VAL_EVERY = 20
 METHODS = ("autolrs", "pbt", "pb2", "fifo")
+WALL_TARGET = 1.5  # AutoLRS's median wall-clock at most this many times PBT's
 
 
 def _trainable(config: dict[str, Any]) -> None:
@@ -63,15 +66,17 @@ def _trainable(config: dict[str, Any]) -> None:
         ckpt.report(value if math.isfinite(value) else float("nan"), **extra)
 
 
-def autolrs_settings(iters: int) -> dict[str, int]:
-    """AutoLRSScheduler stage lengths for a run of ``iters`` iterations per trial.
+def autolrs_plan(iters: int) -> dict[str, Any]:
+    """The stage plan the AutoLRSScheduler defaults give a run of ``iters`` iterations.
 
-    Two stages of τ = iters/2 with τ' = τ/5 (20 points per candidate at 200 iterations).
-    Screening over 16 seeds found τ = iters/5 with τ' = τ/5 (8 points) drifting to small LRs:
-    forecasts from a few noisy training losses favour them (short-horizon bias).
+    The study passes no stage settings: ``max_t`` comes from ``RunConfig(stop=...)``, so the
+    scheduler runs the budget variant, ``BudgetPolicy.for_budget(iters, parallel=True,
+    k=POPULATION, k_later=POPULATION)``.
     """
-    tau = max(8, iters // 2)
-    return {"tau": tau, "tau_prime": max(2, tau // 5), "tau_max": iters, "max_t": iters}
+    from autolr import BudgetPolicy
+
+    pol = BudgetPolicy.for_budget(iters, parallel=True, k=POPULATION, k_later=POPULATION)
+    return {"variant": "budget", "policy": asdict(pol)}
 
 
 def _scheduler(method: str, lo: float, hi: float, iters: int, seed: int) -> Any:
@@ -80,7 +85,7 @@ def _scheduler(method: str, lo: float, hi: float, iters: int, seed: int) -> Any:
     if method == "autolrs":
         from autolr.integrations.ray import AutoLRSScheduler
 
-        return AutoLRSScheduler(lr_bounds=(lo, hi), seed=seed, **autolrs_settings(iters))
+        return AutoLRSScheduler(lr_bounds=(lo, hi), seed=seed)
     interval = max(4, iters // 10)
     if method == "pbt":
         from ray.tune.schedulers import PopulationBasedTraining
@@ -124,6 +129,16 @@ def run_method(method: str, seed: int, iters: int, storage: str) -> dict[str, An
         "iters": iters,
         "lr": math.sqrt(lo * hi) if method == "autolrs" else tune.loguniform(lo, hi),
     }
+
+    class Starts(tune.Callback):
+        """Counts trial (re)starts: every pause and restore of a trial costs one."""
+
+        n = 0
+
+        def on_trial_start(self, iteration, trials, trial, **info):
+            self.n += 1
+
+    starts = Starts()
     start = time.perf_counter()
     grid = tune.Tuner(
         tune.with_resources(_trainable, {"cpu": CPU_PER_TRIAL}),
@@ -142,21 +157,23 @@ def run_method(method: str, seed: int, iters: int, storage: str) -> dict[str, An
             verbose=0,
             stop={"training_iteration": iters},
             checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
+            callbacks=[starts],
         ),
     ).fit()
     elapsed = time.perf_counter() - start
     trials = []
     for r in grid:
         df = r.metrics_dataframe
-        vals = df.dropna(subset=["val_loss"]) if "val_loss" in df else df.iloc[0:0]
+        # A trial the scheduler stopped early (it only waited) may never have validated.
+        vals = df.dropna(subset=["val_loss"]) if "val_loss" in df else None
         final = r.metrics.get("val_loss") if r.metrics else None
         ok = r.error is None and r.metrics.get("training_iteration") == iters
         trials.append(
             {
                 "final_val": float(final) if ok and final is not None else math.inf,
-                "val_curve": [
-                    [int(i), float(v)] for i, v in zip(vals.training_iteration, vals.val_loss)
-                ],
+                "val_curve": []
+                if vals is None
+                else [[int(i), float(v)] for i, v in zip(vals.training_iteration, vals.val_loss)],
                 "lr_curve": [[int(i), float(v)] for i, v in zip(df.training_iteration, df.lr)],
                 "error": None if r.error is None else str(r.error)[:200],
             }
@@ -169,14 +186,16 @@ def run_method(method: str, seed: int, iters: int, storage: str) -> dict[str, An
         "final_val": best,
         "median_trial_val": statistics.median(t["final_val"] for t in trials),
         "elapsed_s": elapsed,
+        "trial_starts": starts.n,
         "trials": trials,
     }
     if method == "autolrs":
         out["schedule"] = sched.schedule
         out["stages"] = [
-            {k: v for k, v in s.items() if k != "candidates"}
-            | {"candidates": [[c["lr"], c["forecast"]] for c in s.get("candidates", [])]}
-            for s in sched.stages
+            {k: v for k, v in r.to_state().items() if k != "candidates"}
+            | {"candidates": [[c.lr, c.forecast] for c in r.candidates]}
+            | sched.stage_trials[i]
+            for i, r in enumerate(sched.stages)
         ]
     return out
 
@@ -187,10 +206,13 @@ def _summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
         vals = [r["final_val"] for r in runs if r["method"] == m]
         if not vals:
             continue
+        mine = [r for r in runs if r["method"] == m]
         per[m] = {
             "median": statistics.median(vals),
             "per_seed": vals,
-            "elapsed_s": statistics.median(r["elapsed_s"] for r in runs if r["method"] == m),
+            "elapsed_s": statistics.median(r["elapsed_s"] for r in mine),
+            "elapsed_per_seed": [r["elapsed_s"] for r in mine],
+            "trial_starts": statistics.median(r.get("trial_starts", 0) for r in mine),
         }
     seeds = sorted({r["seed"] for r in runs})
     targets = {}
@@ -208,7 +230,36 @@ def _summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
                     "seeds_won": wins,
                     "seeds": len(seeds),
                 }
+        if "pbt" in per:
+            # Same run, same machine: the ratio of median wall-clock times.
+            ratio = per["autolrs"]["elapsed_s"] / max(per["pbt"]["elapsed_s"], 1e-9)
+            targets["wall_clock_vs_pbt"] = {
+                "met": ratio <= WALL_TARGET,
+                "ratio": ratio,
+                "target": WALL_TARGET,
+                "autolrs_s": per["autolrs"]["elapsed_s"],
+                "pbt_s": per["pbt"]["elapsed_s"],
+            }
     return {"methods": per, "targets": targets}
+
+
+def _plan_text(plan: dict[str, Any]) -> str:
+    """One sentence on the budget plan the AutoLRS scheduler ran."""
+    pol = plan["policy"]
+    searches = ", ".join(
+        f"iteration {st} ({k} candidates x {tp})"
+        for st, k, tp in zip(pol["starts"], pol["ks"], pol["tau_primes"])
+    )
+    return (
+        f"AutoLRS: the scheduler's defaults (`AutoLRSScheduler(lr_bounds=..., seed=...)`, "
+        f"`max_t` read from `RunConfig(stop=...)`, so the budget variant): "
+        f"{pol['warmup']} warm-up iterations, "
+        + (f"searches at {searches}" if searches else "no search (budget too small)")
+        + f", final {pol['decay_shape']} decay of the winner's LR over the last "
+        f"{pol['decay']} iterations; one candidate per trial; the last search races "
+        '(`final="race"`): every trial trains its own candidate to the end, so the population '
+        "ends with 4 different trajectories as with PBT/PB2."
+    )
 
 
 def _markdown(meta: dict[str, Any], summary: dict[str, Any]) -> str:
@@ -218,17 +269,29 @@ def _markdown(meta: dict[str, Any], summary: dict[str, Any]) -> str:
         f"Task `{meta['task']}` ({TASKS[meta['task']].description}); population {POPULATION} "
         f"trials at {CPU_PER_TRIAL} CPU each; {meta['iters']} iterations per trial for every "
         f"method; seeds {meta['seeds']}; LR box {list(TASKS[meta['task']].lr_range)}.",
-        "Figure of merit: best final validation loss in the population (lower is better).",
+        "Figures of merit: best final validation loss in the population (lower is better) and "
+        "the wall-clock time of the experiment (same machine, methods interleaved per seed).",
         "",
-        "| method | median final val | per seed | median wall (s) |",
-        "|---|---|---|---|",
+        "| method | median final val | per seed | median wall (s) | wall per seed (s) "
+        "| trial starts |",
+        "|---|---|---|---|---|---|",
     ]
     for m, s in summary["methods"].items():
         per = ", ".join(f"{v:.4f}" if math.isfinite(v) else "diverged" for v in s["per_seed"])
-        lines.append(f"| {m} | {s['median']:.4f} | {per} | {s['elapsed_s']:.0f} |")
+        walls = ", ".join(f"{v:.0f}" for v in s.get("elapsed_per_seed", []))
+        lines.append(
+            f"| {m} | {s['median']:.4f} | {per} | {s['elapsed_s']:.0f} | {walls} "
+            f"| {s.get('trial_starts', 0):.0f} |"
+        )
     lines += ["", "## Targets", ""]
     for name, t in summary["targets"].items():
         verdict = "**met**" if t["met"] else "**not met**"
+        if name == "wall_clock_vs_pbt":
+            lines.append(
+                f"- wall-clock at most {t['target']:g}x PBT's: {verdict} ({t['ratio']:.2f}x: "
+                f"median {t['autolrs_s']:.0f} s vs {t['pbt_s']:.0f} s)"
+            )
+            continue
         other = next(v for k, v in t.items() if k.endswith("_median") and k != "autolrs_median")
         lines.append(
             f"- {name.replace('_', ' ')}: {verdict} (median {t['autolrs_median']:.4f} vs "
@@ -236,18 +299,19 @@ def _markdown(meta: dict[str, Any], summary: dict[str, Any]) -> str:
         )
     lines += [
         "",
-        f"Settings: AutoLRS τ = iters/2 = {meta['autolrs']['tau']}, τ' = τ/5 = "
-        f"{meta['autolrs']['tau_prime']} (two stages of 20 % search + 80 % exploitation; "
-        "shorter stages, e.g. τ = iters/5 with τ' = 8, forecast from too few noisy points and "
-        "drift to small LRs), one candidate per trial, exploitation by every trial after "
-        'the first search; the last stage races (`final="race"`, the default): every trial '
-        "trains its own candidate to the end, no clone, so the population ends with 4 "
-        "different trajectories as with PBT/PB2. "
-        "PBT/PB2: perturbation interval iters/10, "
-        "quantile 0.25; PBT resamples/perturbs `lr` on `loguniform`; PB2 bounds are linear "
-        "(Ray's PB2 has no log scale). FIFO: 4 log-uniform random LRs, constant.",
-        f"Elapsed: {meta['elapsed_s']:.0f} s. Wall times include Ray's pause/restore overhead "
-        "on a shared 2-core machine and are not a speed comparison.",
+        "## Settings",
+        "",
+        _plan_text(meta["autolrs"]),
+        "The first search starts from the seeded initial weights after the warm-up, which "
+        "every trial trains identically, so it needs no barrier; the winner's own trial "
+        "continues without a restart while the others pause; each later search restarts "
+        "every trial once from the winner's checkpoint (one barrier).",
+        "PBT/PB2: perturbation interval iters/10, quantile 0.25; PBT resamples/perturbs `lr` "
+        "on `loguniform`; PB2 bounds are linear (Ray's PB2 has no log scale). "
+        "FIFO: 4 log-uniform random LRs, constant.",
+        f"Elapsed: {meta['elapsed_s']:.0f} s on a shared 2-core machine. Trial starts count "
+        "every (re)start of a trial; a restart costs an actor start (seconds) whenever Ray "
+        "cannot reuse a cached actor.",
         "",
     ]
     return "\n".join(lines)
@@ -287,11 +351,13 @@ def _plot(runs: list[dict[str, Any]], path: str) -> None:
         if r["method"] == "autolrs" and r.get("schedule"):
             sched = list(r["schedule"])
             last = (r.get("stages") or [{}])[-1]
-            if last.get("final") == "race" and lp:
-                # The last stage raced: the best trial ran its own candidate LR to the end.
+            if last.get("note") == "race" and lp:
+                # The last stage raced: the best trial ran its own candidate to the end (its
+                # reported LRs include the final decay).
                 start = int(last["start"])
-                sched = sched[:start] + [lp[-1][1]] * (r["iters"] - start)
+                sched = sched[:start] + [v for i, v in lp if i > start]
             lp = list(enumerate(sched, start=1))
+        lp = [(i, v) for i, v in lp if v > 0]  # log scale
         if lp:
             ax2.plot(*zip(*lp), "-" if r["method"] == "autolrs" else "--o", ms=2, label=r["method"])
     ax1.set_yscale("log")
@@ -344,7 +410,7 @@ def run(args: argparse.Namespace) -> int:
         "population": POPULATION,
         "seeds": list(range(seeds)),
         "quick": bool(args.quick),
-        "autolrs": autolrs_settings(iters),
+        "autolrs": autolrs_plan(iters),
         "elapsed_s": elapsed,
         "ray": ray.__version__,
         "torch": torch.__version__,

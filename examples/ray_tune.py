@@ -1,12 +1,14 @@
-"""AutoLRS across a Ray Tune population: 4 trials search each stage's LR side by side.
+"""AutoLRS across a Ray Tune population: 4 trials search the LR side by side.
 
     python examples/ray_tune.py                      # CPU, 4 trials sharing the cores
     python examples/ray_tune.py --gpus-per-trial 1   # one GPU per trial
 
-Each stage, every trial trains from the same checkpoint with its own candidate LR for τ'
-iterations; the lowest loss forecast at τ wins and is cloned into all trials. In the last
-stage (no further search fits before --iters) every trial races its own candidate to the end
-and the best one is reported (``final="race"``).
+With ``max_t`` known (here from ``RunConfig(stop=...)``) the scheduler plans the run from its
+budget: a warm-up, the searches (every trial trains its own candidate LR for τ' iterations
+from the same state; the winner's trial trains on, the next search starts from its
+checkpoint), and a final decay of the LR that every trial follows iteration by iteration. The
+last search races: every trial trains its own candidate to the end and the best one is
+reported (``final="race"``).
 """
 
 from __future__ import annotations
@@ -41,10 +43,10 @@ def train(config):
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--trials", type=int, default=4)
-    p.add_argument("--iters", type=int, default=60)
+    p.add_argument("--iters", type=int, default=200)
     p.add_argument("--gpus-per-trial", type=float, default=0.0)
     args = p.parse_args()
-    sched = AutoLRSScheduler(lr_bounds=(1e-4, 0.3), tau=20, tau_prime=4, tau_max=args.iters)
+    sched = AutoLRSScheduler(lr_bounds=(1e-4, 0.3))  # the budget variant, from stop= below
     resources = {"cpu": 0.5, "gpu": args.gpus_per_trial}
     tuner = tune.Tuner(
         tune.with_resources(train, resources),
@@ -56,9 +58,12 @@ def main() -> None:
     )
     grid = tuner.fit()
     for s in sched.stages:
-        cands = ", ".join(f"{c['lr']:.3g}" for c in s.get("candidates", []))
-        print(f"stage {s['stage']} from iteration {s['start']}: candidates [{cands}]", end="")
-        print(f" -> winner {s.get('winner_lr', float('nan')):.3g}")
+        cands = ", ".join(f"{c.lr:.3g}" for c in s.candidates)
+        kind = " (raced)" if s.note == "race" else ""
+        print(f"stage {s.stage}{kind} from iteration {s.start}: candidates [{cands}]", end="")
+        print(f" -> winner {s.winner_lr if s.winner_lr is not None else float('nan'):.3g}")
+    if not sched.stages:
+        print(f"budget too small for a search: winner = initial lr {sched.search.initial_lr:.3g}")
     best = grid.get_best_result()
     print(f"final loss {best.metrics['loss']:.4f}; schedule: {len(sched.schedule)} iterations")
 

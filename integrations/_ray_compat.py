@@ -19,6 +19,7 @@ from . import require
 
 __all__ = [
     "TESTED_RAY_VERSION",
+    "checkpoint_at",
     "checkpoint_from_path",
     "read_state_file",
     "set_trial_checkpoint",
@@ -51,6 +52,19 @@ def trial_checkpoint(trial: Any) -> tuple[str, dict[str, Any]] | None:
     if result is None or result.checkpoint is None:
         return None
     return str(result.checkpoint.path), plain_metrics(result.metrics)
+
+
+def checkpoint_at(trial: Any, time_attr: str, iteration: int) -> tuple[str, dict[str, Any]] | None:
+    """``(path, metrics)`` of a kept checkpoint the trial reported at ``iteration``, or ``None``.
+
+    Reads ``best_checkpoint_results`` (a public property of Ray's private checkpoint manager:
+    the checkpoints ``CheckpointConfig(num_to_keep=...)`` kept, oldest first).
+    """
+    results = list(trial.run_metadata.checkpoint_manager.best_checkpoint_results)
+    for result in reversed(results):
+        if result.checkpoint is not None and result.metrics.get(time_attr) == iteration:
+            return str(result.checkpoint.path), plain_metrics(result.metrics)
+    return None
 
 
 def checkpoint_from_path(trial: Any, path: str) -> Any:

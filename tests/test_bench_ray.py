@@ -13,13 +13,17 @@ pytest.importorskip("ray.tune")
 pytest.importorskip("sklearn")
 
 
-def test_autolrs_settings_two_stages_with_fifth_searched():
-    from autolr.bench.ray_population import autolrs_settings
+def test_autolrs_plan_is_the_scheduler_default():
+    from autolr import BudgetPolicy
+    from autolr.bench.ray_population import POPULATION, autolrs_plan
 
-    s = autolrs_settings(200)
-    assert (s["tau"], s["tau_prime"], s["max_t"]) == (100, 20, 200)
-    tiny = autolrs_settings(8)  # the CI size must still be a valid StageSearch
-    assert 1 <= tiny["tau_prime"] < tiny["tau"] <= tiny["tau_max"]
+    plan = autolrs_plan(200)
+    assert plan["variant"] == "budget"
+    pol = BudgetPolicy(
+        **{k: tuple(v) if isinstance(v, list) else v for k, v in plan["policy"].items()}
+    )
+    assert pol == BudgetPolicy.for_budget(200, parallel=True, k=POPULATION, k_later=POPULATION)
+    json.dumps(autolrs_plan(8))  # plain values, even when no search fits
 
 
 @pytest.mark.slow
@@ -32,12 +36,17 @@ def test_ray_study_tiny(tmp_path, monkeypatch):
     assert cli.main(["--study", "ray", "--quick", "--no-progress", "--out", str(out)]) == 0
     data = json.loads((out / "results.json").read_text())
     assert data["meta"]["iters"] == 8 and data["meta"]["elapsed_s"] > 0
-    assert data["meta"]["autolrs"] == ray_population.autolrs_settings(8)
+    assert data["meta"]["autolrs"] == json.loads(json.dumps(ray_population.autolrs_plan(8)))
     methods = {r["method"] for r in data["runs"]}
     assert methods == set(ray_population.METHODS)
     for r in data["runs"]:
         assert r["final_val"] is not None and math.isfinite(r["final_val"])
-        assert len(r["trials"]) == ray_population.POPULATION
-    assert set(data["summary"]["targets"]) == {"better_than_pbt", "better_than_pb2"}
-    assert "Targets" in (out / "results.md").read_text()
+        assert len(r["trials"]) == ray_population.POPULATION and r["trial_starts"] >= 1
+    assert set(data["summary"]["targets"]) == {
+        "better_than_pbt",
+        "better_than_pb2",
+        "wall_clock_vs_pbt",
+    }
+    text = (out / "results.md").read_text()
+    assert "Targets" in text and "wall-clock" in text
     assert (out / "ray_population.png").stat().st_size > 0

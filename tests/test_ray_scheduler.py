@@ -15,16 +15,24 @@ from ray import tune
 from ray.train._internal.session import _TrainingResult
 from ray.tune.experiment import Trial
 
-from autolr import ConfigError, StateError
+from autolr import AutoLRS, BudgetPolicy, ConfigError, StageRecord, StateError
+from autolr._autolrs._race import RacerView, pick_racer
 from autolr.integrations import _ray_compat as compat
-from autolr.integrations.ray import AutoLRSScheduler, TuneCheckpointer
+from autolr.integrations.ray import (
+    SCHEDULE_KEY,
+    AutoLRSScheduler,
+    TuneCheckpointer,
+    lr_at,
+    scheduled_lr,
+)
+from autolr.searchers import GPSearcher, Param
 
-PAUSE, CONTINUE = "PAUSE", "CONTINUE"
+PAUSE, CONTINUE, STOP = "PAUSE", "CONTINUE", "STOP"
 
 
 # ---------------------------------------------------------------------- fake controller
 class FakeController:
-    """The controller surface the scheduler uses; pausing is done by hand in the tests."""
+    """The controller surface the scheduler uses; trials report in rounds, by hand."""
 
     def __init__(self, n: int, sched: AutoLRSScheduler) -> None:
         self.sched = sched
@@ -32,6 +40,7 @@ class FakeController:
             Trial("__fake", config={"lr": 0.01}, trial_id=f"t{i}", stub=True) for i in range(n)
         ]
         self.iters = dict.fromkeys((t.trial_id for t in self.trials), 0)
+        self.starts = dict.fromkeys((t.trial_id for t in self.trials), 0)
         for t in self.trials:
             sched.on_trial_add(self, t)
 
@@ -45,35 +54,45 @@ class FakeController:
         """Ray starts a trial: from its latest checkpoint, with its config."""
         ck = trial.latest_checkpoint_result
         self.iters[trial.trial_id] = ck.metrics["training_iteration"] if ck else 0
+        self.starts[trial.trial_id] += 1
         trial.set_status(Trial.RUNNING)
 
-    def report(self, trial: Trial, loss: float) -> str:
+    def stop_trial(self, trial: Trial) -> None:
+        if trial.status in (Trial.PAUSED, Trial.PENDING):
+            self.sched.on_trial_remove(self, trial)
+        trial.set_status(Trial.TERMINATED)
+
+    def lr(self, trial: Trial) -> float:
+        """The LR the trainable uses for its next iteration (TuneCheckpointer's rule)."""
+        return scheduled_lr(trial.config, self.iters[trial.trial_id])
+
+    def report(self, trial: Trial, loss: float, **extra) -> str:
         self.iters[trial.trial_id] += 1
         it = self.iters[trial.trial_id]
-        decision = self.sched.on_trial_result(
-            self, trial, {"training_iteration": it, "loss": loss, "trial_id": trial.trial_id}
+        result = {"training_iteration": it, "loss": loss, "trial_id": trial.trial_id, **extra}
+        decision = self.sched.on_trial_result(self, trial, result)
+        # Every report carries a checkpoint (TuneCheckpointer), registered after the result.
+        path = f"/ckpt/{trial.trial_id}/{it}"
+        trial.run_metadata.checkpoint_manager.register_checkpoint(
+            _TrainingResult(compat.checkpoint_from_path(trial, path), {"training_iteration": it})
         )
-        if decision == PAUSE:  # save (checkpoint of this iteration), then pause
-            path = f"/ckpt/{trial.trial_id}/{it}"
-            trial.run_metadata.checkpoint_manager.register_checkpoint(
-                _TrainingResult(
-                    compat.checkpoint_from_path(trial, path), {"training_iteration": it}
-                )
-            )
+        if decision == PAUSE:
             trial.set_status(Trial.PAUSED)
+        elif decision == STOP:
+            trial.set_status(Trial.TERMINATED)
         return decision
 
-    def run_until_pause(self, trial: Trial, loss_fn) -> int:
-        """Report losses (``loss_fn(lr, iteration)``) until the scheduler pauses the trial."""
-        if trial.status != Trial.RUNNING:
-            self.start(trial)
-        n = 0
-        while True:
-            n += 1
-            lr = trial.config["lr"]
-            if self.report(trial, loss_fn(lr, self.iters[trial.trial_id])) == PAUSE:
-                return n
-            assert n < 1000
+    def round(self, loss_fn, trials=None) -> dict[str, str]:
+        """Every running trial reports one loss ``loss_fn(lr, iteration)``."""
+        out = {}
+        for t in trials or self.trials:
+            if t.status == Trial.RUNNING:
+                out[t.trial_id] = self.report(t, loss_fn(self.lr(t), self.iters[t.trial_id]))
+        return out
+
+    def rounds(self, n: int, loss_fn) -> None:
+        for _ in range(n):
+            self.round(loss_fn)
 
     def resume_all(self) -> list[Trial]:
         """Start every trial the scheduler chooses (as Ray's loop would)."""
@@ -82,6 +101,10 @@ class FakeController:
             self.start(t)
             started.append(t)
         return started
+
+    def start_all(self) -> None:
+        for t in self.trials:
+            self.start(t)
 
 
 def curve(best: float):
@@ -96,11 +119,21 @@ def curve(best: float):
 
 def make(n: int = 4, **kw) -> tuple[AutoLRSScheduler, FakeController]:
     kw.setdefault("lr_bounds", (1e-3, 1.0))
-    kw.setdefault("tau", 20)
-    kw.setdefault("tau_prime", 5)
+    if "policy" not in kw and kw.get("variant") != "budget":
+        kw.setdefault("variant", "paper")
+        kw.setdefault("tau", 20)
+        kw.setdefault("tau_prime", 5)
     sched = AutoLRSScheduler(metric="loss", mode="min", seed=0, **kw)
     sched.set_search_properties("loss", "min", num_samples=n)
     return sched, FakeController(n, sched)
+
+
+def searched(n: int = 4, **kw) -> tuple[AutoLRSScheduler, FakeController, str]:
+    """A paper-variant scheduler whose stage-0 search has just been decided."""
+    sched, tc = make(n, **kw)
+    tc.start_all()
+    tc.rounds(5, curve(0.05))
+    return sched, tc, sched.stage_trials[0]["winner_trial"]
 
 
 # ---------------------------------------------------------------------- unit tests
@@ -110,68 +143,94 @@ def test_first_stage_candidates_are_distinct_and_in_bounds():
     assert len(set(lrs)) == 4
     assert all(1e-3 <= lr <= 1.0 for lr in lrs)
     assert sched.phase == "search" and sched.stage == 0
+    assert sched.stages == [StageRecord(0, 0, 20, 5, 4)]
 
 
-def test_search_winner_is_cloned_into_every_trial_then_next_stage():
+def test_winner_continues_without_a_restart_and_the_next_stage_starts_from_it():
+    sched, tc, owner = searched()
+    loss = curve(0.05)
+    assert sched.phase == "exploit"
+    rec = sched.stages[0]
+    best = min(rec.candidates, key=lambda c: c.forecast)
+    assert sched.winner_lr == rec.winner_lr == best.lr and len(rec.candidates) == 4
+    # Closest candidate (log distance) to the optimum of the synthetic curves wins.
+    lrs = [c.lr for c in rec.candidates]
+    assert best.lr == min(lrs, key=lambda v: abs(math.log10(v / 0.05)))
+    w = next(t for t in tc.trials if t.trial_id == owner)
+    assert w.config["lr"] == best.lr
+    # The others stop at their next report; the winner trains on (no pause, no restart).
+    decisions = tc.round(loss)
+    assert decisions.pop(owner) == CONTINUE and set(decisions.values()) == {PAUSE}
+    for _ in range(13):
+        assert tc.report(w, loss(tc.lr(w), tc.iters[owner])) == CONTINUE
+    assert tc.report(w, loss(tc.lr(w), tc.iters[owner])) == PAUSE  # iteration tau = 20
+    assert tc.starts[owner] == 1
+    assert sched.stages[0].end == 20 and sched.stage_trials[0]["leader"] == owner
+    # Next stage: tau, tau' doubled, every trial starts from the winner's iteration 20.
+    started = tc.resume_all()
+    assert len(started) == 4 and sched.stage == 1 and sched.phase == "search"
+    assert (sched.search.tau, sched.search.tau_prime) == (40, 10)
+    assert sched.stages[1].start == 20 and len({t.config["lr"] for t in tc.trials}) == 4
+    assert all(tc.iters[t.trial_id] == 20 for t in tc.trials)
+    assert all(t.checkpoint.path == f"/ckpt/{owner}/20" for t in tc.trials if t is not w)
+    assert sched.schedule == [best.lr] * 20
+
+
+def test_a_late_decision_finds_the_winner_at_the_next_stage_without_a_restart():
     sched, tc = make()
     loss = curve(0.05)
-    for t in tc.trials:
-        assert tc.run_until_pause(t, loss) == 5  # tau' reports, then PAUSE
-    started = tc.resume_all()
-    assert sched.phase == "exploit" and len(started) == 4
-    winner = sched.winner_lr
-    cands = sched.stages[0]["candidates"]
-    best = min(cands, key=lambda c: c["forecast"])
-    assert winner == best["lr"]
-    # Closest candidate (log distance) to the optimum of the synthetic curves wins.
-    assert winner == min((c["lr"] for c in cands), key=lambda v: abs(math.log10(v / 0.05)))
-    owner = sched.stages[0]["winner_trial"]
-    for t in tc.trials:
-        assert t.config["lr"] == winner
-        assert tc.iters[t.trial_id] == 5  # every trial resumes from the winner's iteration
-        if t.trial_id != owner:
-            assert t.checkpoint.path == f"/ckpt/{owner}/5"
-    # Exploitation: tau - tau' more iterations, then a new stage with tau, tau' doubled.
-    for t in tc.trials:
-        assert tc.run_until_pause(t, loss) == 15
+    best = min(tc.trials, key=lambda t: abs(math.log10(t.config["lr"] / 0.05)))
+    late = next(t for t in tc.trials if t is not best)
+    tc.start_all()
+    for t in tc.trials:  # the others finish their window and train on to the next stage
+        while t is not late and t.status == Trial.RUNNING:
+            tc.report(t, loss(tc.lr(t), tc.iters[t.trial_id]))
+    assert all(tc.iters[t.trial_id] == 20 for t in tc.trials if t is not late)
+    for _ in range(5):  # the last candidate's window ends: the winner already stands at tau
+        tc.report(late, loss(tc.lr(late), tc.iters[late.trial_id]))
+    assert late.status == Trial.PAUSED and sched.stage == 1
+    assert sched.stage_trials[0] == {"winner_trial": best.trial_id, "leader": best.trial_id}
+    assert sched.stages[0].end == 20
     tc.resume_all()
-    assert sched.stage == 1 and sched.phase == "search"
-    assert (sched.search.tau, sched.search.tau_prime) == (40, 10)
-    lrs = [t.config["lr"] for t in tc.trials]
-    assert len(set(lrs)) == 4
-    leader = sched.stages[0]["leader"]
-    assert all(tc.iters[t.trial_id] == 20 for t in tc.trials)
-    assert all(t.checkpoint.path == f"/ckpt/{leader}/20" for t in tc.trials if t.trial_id != leader)
-    assert sched.schedule == [winner] * 20
+    assert sched.phase == "search" and all(tc.iters[t.trial_id] == 20 for t in tc.trials)
+    assert tc.starts[best.trial_id] == 2  # its first start and the next stage's, no other
 
 
 def test_nonfinite_losses_are_penalised_and_never_chosen():
     sched, tc = make()
-    loss = curve(0.05)
+    tc.start_all()
     bad = tc.trials[0]
     bad_lr = bad.config["lr"]
-    tc.start(bad)
     assert tc.report(bad, 1.0) == CONTINUE
     assert tc.report(bad, float("nan")) == PAUSE  # abandoned at once
-    for t in tc.trials[1:]:
-        tc.run_until_pause(t, loss)
-    tc.resume_all()
-    res = {c["lr"]: c for c in sched.stages[0]["candidates"]}
-    assert res[bad_lr]["penalised"] and res[bad_lr]["forecast"] == math.inf
-    assert sum(not c["penalised"] for c in res.values()) == 3
-    assert sched.winner_lr != bad_lr
-    assert any("non-finite" in e for e in sched.events)
+    tc.rounds(5, curve(0.05))
+    res = {c.lr: c for c in sched.stages[0].candidates}
+    assert res[bad_lr].penalised and res[bad_lr].forecast == math.inf
+    assert sum(not c.penalised for c in res.values()) == 3
+    assert sched.winner_lr != bad_lr and sched.phase == "exploit"
 
 
-def test_all_penalised_searches_again_lower():
+def test_divergence_rule_penalises_a_rising_loss_relative_to_the_stage_start():
+    sched, tc = make(divergence_factor=3.0, divergence_patience=2)
+    tc.start_all()
+    bad = tc.trials[2]
+    assert [tc.report(bad, v) for v in (1.0, 2.5, 3.5)] == [CONTINUE] * 3  # one loss over
+    assert tc.report(bad, 4.0) == PAUSE  # two in a row over 3x the first loss
+    tc.rounds(5, curve(0.05))
+    res = {c.lr: c for c in sched.stages[0].candidates}[bad.config["lr"]]
+    assert res.penalised and "diverged" in res.reason and res.steps == 4
+
+
+def test_all_penalised_searches_again_lower_in_the_same_record():
     sched, tc = make()
     first = [t.config["lr"] for t in tc.trials]
-    for t in tc.trials:
-        tc.start(t)
-        assert tc.report(t, float("inf")) == PAUSE
-    with pytest.warns(RuntimeWarning, match="penalised"):
-        tc.resume_all()
+    tc.start_all()
+    with pytest.warns(RuntimeWarning, match="every candidate diverged"):
+        for t in tc.trials:
+            assert tc.report(t, float("inf")) == PAUSE
+    tc.resume_all()
     assert sched.phase == "search" and sched.stage == 0
+    assert len(sched.stages) == 1 and sched.stages[0].note == "retry"
     lo, hi = sched.search.lr_bounds
     assert hi <= min(first) / 3 * 1.0001
     assert all(lo <= t.config["lr"] <= hi for t in tc.trials)
@@ -181,61 +240,68 @@ def test_all_penalised_searches_again_lower():
 
 def test_errored_trial_leaves_the_stage_to_the_others():
     sched, tc = make()
-    loss = curve(0.05)
+    tc.start_all()
     dead = tc.trials[1]
-    tc.start(dead)
     tc.report(dead, 1.0)
     sched.on_trial_error(tc, dead)
     dead.set_status(Trial.ERROR)
-    for t in tc.trials[2:] + tc.trials[:1]:
-        tc.run_until_pause(t, loss)
-    tc.resume_all()
+    tc.rounds(5, curve(0.05))
     assert sched.phase == "exploit"
-    assert len(sched.stages[0]["candidates"]) == 3  # the errored candidate is not scored
-    assert dead.config["lr"] not in [c["lr"] for c in sched.stages[0]["candidates"]]
+    cands = sched.stages[0].candidates
+    assert len(cands) == 3 and dead.config["lr"] not in [c.lr for c in cands]
     assert any("errored" in e for e in sched.events)
 
 
-def test_more_candidates_than_trials_reuses_trials_with_pending_points():
+def test_more_candidates_than_trials_reuses_trials_from_the_stage_checkpoint():
     sched, tc = make(n=2, k=4)
     loss = curve(0.05)
     first = {t.trial_id: t.config["lr"] for t in tc.trials}
-    for t in tc.trials:
-        tc.run_until_pause(t, loss)
+    tc.start_all()
+    tc.rounds(5, loss)
+    assert all(t.status == Trial.PAUSED for t in tc.trials)  # no continuation: more to try
     tc.resume_all()
     assert sched.phase == "search"  # two more candidates, from the initial state
     assert all(t.config["lr"] != first[t.trial_id] for t in tc.trials)
-    for t in tc.trials:
-        assert tc.run_until_pause(t, loss) == 5
-    tc.resume_all()
-    assert sched.phase == "exploit"
-    assert len(sched.stages[0]["candidates"]) == 4
+    assert all(tc.iters[t.trial_id] == 0 for t in tc.trials)
+    tc.rounds(5, loss)
+    assert sched.phase == "exploit" and len(sched.stages[0].candidates) == 4
 
 
 def test_exploit_false_starts_next_search_from_the_winner():
-    sched, tc = make(exploit=False)
-    loss = curve(0.05)
-    for t in tc.trials:
-        tc.run_until_pause(t, loss)
+    sched, tc, owner = searched(exploit=False)
+    assert all(t.status == Trial.PAUSED for t in tc.trials)  # nothing to continue into
     tc.resume_all()
-    assert sched.stage == 1 and sched.phase == "search"
-    owner = sched.stages[0]["winner_trial"]
+    assert sched.stage == 1 and sched.phase == "search" and sched.stages[1].start == 5
     assert all(t.checkpoint.path == f"/ckpt/{owner}/5" for t in tc.trials)
 
 
-def test_final_phase_when_no_search_fits():
-    sched, tc = make(max_t=30, final="clone")
+def test_exploit_nonfinite_searches_the_stage_again_below_that_lr():
+    sched, tc, owner = searched()
+    w = next(t for t in tc.trials if t.trial_id == owner)
+    tc.round(curve(0.05))  # the losers pause
+    lr = sched.winner_lr
+    with pytest.warns(RuntimeWarning, match="non-finite"):
+        assert tc.report(w, float("nan")) == PAUSE
+    tc.resume_all()
+    assert sched.phase == "search" and sched.stage == 0 and sched.recoveries == 1
+    assert sched.search.lr_bounds[1] <= lr / 3 * 1.0001
+    assert all(tc.iters[t.trial_id] == 0 for t in tc.trials)  # from the stage start
+    assert sched.schedule == []
+
+
+def test_final_phase_when_no_search_fits_continues_the_winner_and_stops_the_rest():
+    sched, tc, owner = searched(max_t=30, final="clone")
+    w = next(t for t in tc.trials if t.trial_id == owner)
     loss = curve(0.05)
-    for _ in range(2):  # search + exploit of stage 0
-        for t in tc.trials:
-            tc.run_until_pause(t, loss)
-        tc.resume_all()
-    assert sched.phase == "final"  # 10 left < 2 * tau'(10)
-    assert all(t.config["lr"] == sched.winner_lr for t in tc.trials)
-    t = tc.trials[0]
-    for _ in range(10):
-        assert tc.report(t, 0.5) == CONTINUE
-    assert len(sched.schedule) == 30
+    for _ in range(25):  # to 30: stage 0 ends at 20, then no search fits (10 < 2 * 10)
+        tc.round(loss)
+    assert sched.phase == "final" and tc.iters[owner] == 30 and tc.starts[owner] == 1
+    assert sched.stages[0].end == 20 and len(sched.stages) == 1
+    sched.on_trial_complete(tc, w, {"training_iteration": 30, "loss": 0.5})
+    w.set_status(Trial.TERMINATED)
+    assert tc.resume_all() == []
+    assert all(t.status == Trial.TERMINATED for t in tc.trials)
+    assert len(sched.schedule) == 30 and set(sched.schedule) == {sched.winner_lr}
 
 
 def _complete(tc: FakeController, trial: Trial, loss: float) -> None:
@@ -248,38 +314,38 @@ def _complete(tc: FakeController, trial: Trial, loss: float) -> None:
 
 def _to_last_stage(**kw) -> tuple[AutoLRSScheduler, FakeController]:
     """Stage 0 (search + exploit) of a 40-iteration run; stage 1 is the last one."""
-    sched, tc = make(max_t=40, double=False, **kw)
-    loss = curve(0.05)
-    for _ in range(2):
-        for t in tc.trials:
-            tc.run_until_pause(t, loss)
-        tc.resume_all()
+    sched, tc, _ = searched(max_t=40, double=False, **kw)
+    for _ in range(15):
+        tc.round(curve(0.05))
+    tc.resume_all()
     return sched, tc
 
 
 def test_last_stage_races_each_candidate_to_the_end():
     sched, tc = _to_last_stage()
-    assert sched.stage == 1 and sched.phase == "race" and sched.stages[1]["final"] == "race"
-    leader = sched.stages[0]["leader"]
+    assert sched.stage == 1 and sched.phase == "race" and sched.stages[1].note == "race"
+    leader = sched.stage_trials[0]["leader"]
     lrs = [t.config["lr"] for t in tc.trials]
     assert len(set(lrs)) == 4  # distinct candidates, all from the stage-0 lineage's end
     assert all(t.checkpoint.path == f"/ckpt/{leader}/20" for t in tc.trials)
     # No barrier: racers continue past tau' (scored there for the record) to max_t.
-    finals = {"t0": 0.40, "t1": 0.20, "t2": 0.30, "t3": 0.25}
+    # (Losses stay below 3x the stage-start loss, ~0.1: above, a racer would diverge.)
+    finals = {"t0": 0.20, "t1": 0.10, "t2": 0.15, "t3": 0.125}
     for i in range(19):
         for t in tc.trials:
-            v = 1.0 if i < 15 else finals[t.trial_id]  # ranked on the last tau' = 5 losses
+            v = 0.25 if i < 15 else finals[t.trial_id]  # ranked on the last tau' = 5 losses
             assert tc.report(t, v) == CONTINUE
         if i == 4:
-            assert len(sched.stages[1]["candidates"]) == 4
+            assert len(sched.stages[1].candidates) == 4
     for t in tc.trials:
         _complete(tc, t, finals[t.trial_id])
     # The exposed lineage is the racer with the lowest real final losses.
     best = tc.trials[1]
-    assert sched.stages[1]["winner_trial"] == "t1" and sched.winner_lr == best.config["lr"]
-    assert sched.stages[1]["final_loss"] == pytest.approx(0.20)
+    assert sched.stage_trials[1]["winner_trial"] == "t1" and sched.winner_lr == best.config["lr"]
+    assert sched.stages[1].winner_lr == best.config["lr"] and sched.stages[1].end == 40
+    assert sched.stage_trials[1]["final_loss"] == pytest.approx(0.10)
     assert len(sched.schedule) == 40 and sched.schedule[20:] == [best.config["lr"]] * 20
-    assert sched.schedule[:20] == [sched.stages[0]["winner_lr"]] * 20
+    assert sched.schedule[:20] == [sched.stages[0].winner_lr] * 20
     assert tc.resume_all() == []  # nothing left to schedule
 
 
@@ -288,103 +354,231 @@ def test_race_select_metric_picks_the_racer_by_another_reported_metric():
     vals = {"t0": 0.3, "t1": 0.5, "t2": 0.1, "t3": 0.2}  # t2 best by val, t0 best by loss
     for i in range(19):
         for t in tc.trials:
-            it = tc.iters[t.trial_id] + 1
-            tc.iters[t.trial_id] = it
-            result = {"training_iteration": it, "loss": 0.1 * (1 + int(t.trial_id[1]))}
-            if i % 5 == 4:  # validated now and then only
-                result["val"] = vals[t.trial_id] if i > 10 else math.nan
-            assert sched.on_trial_result(tc, t, result) == CONTINUE
-    assert sched.stages[1]["winner_trial"] == "t2" and sched.stages[1]["select_value"] == 0.1
+            extra = {"val": vals[t.trial_id] if i > 10 else math.nan} if i % 5 == 4 else {}
+            assert tc.report(t, 0.05 * (1 + int(t.trial_id[1])), **extra) == CONTINUE
+    info = sched.stage_trials[1]
+    assert info["winner_trial"] == "t2" and info["select_value"] == 0.1
     for t in tc.trials:
         _complete(tc, t, 0.1)
-    assert sched.stages[1]["winner_trial"] == "t2"
+    assert sched.stage_trials[1]["winner_trial"] == "t2"
     assert sched.schedule[20:] == [tc.trials[2].config["lr"]] * 20
     with pytest.raises(TypeError):
         AutoLRSScheduler(select_metric=3)
 
 
-def test_clone_option_and_k_keep_the_cloning_last_stage():
+def test_clone_option_and_k_keep_a_searched_last_stage():
     for kw in ({"final": "clone"}, {"k": 4}):
         sched, tc = _to_last_stage(**kw)
-        assert sched.stage == 1 and sched.phase == "search" and "final" not in sched.stages[1]
-        for t in tc.trials:
-            assert tc.run_until_pause(t, curve(0.05)) == 5
-        tc.resume_all()
+        assert sched.stage == 1 and sched.phase == "search" and sched.stages[1].note == ""
+        tc.rounds(5, curve(0.05))
         assert sched.phase == "exploit"
-        assert {t.config["lr"] for t in tc.trials} == {sched.winner_lr}
-
-
-def test_stage_search_next_tau_prime_predicts_end_stage():
-    from autolr import StageSearch
-
-    for kw in ({"double": True, "tau_max": 8000}, {"double": False}, {"tau_max": 150}):
-        s = StageSearch(lr_bounds=(1e-3, 1.0), tau=100, tau_prime=10, **kw)
-        for _ in range(3):
-            nxt = s.next_tau_prime
-            s.end_stage()
-            assert s.tau_prime == nxt
+        assert sched.stages[1].winner_lr == sched.winner_lr
 
 
 def test_first_stage_races_when_it_is_the_only_stage():
     sched, tc = make(max_t=20, double=False)
     assert sched.phase == "race" and len({t.config["lr"] for t in tc.trials}) == 4
+    tc.start_all()
     for i in range(20):
         for t in tc.trials:
             assert tc.report(t, 1.0 / (1 + i) + 0.001 * int(t.trial_id[1])) == CONTINUE
-    assert sched.stages[0]["winner_trial"] == "t0" and len(sched.schedule) == 20
+    assert sched.stage_trials[0]["winner_trial"] == "t0" and len(sched.schedule) == 20
 
 
-def test_race_nonfinite_racers_stop_and_all_diverged_searches_again_lower():
+def test_race_divergence_stops_racers_and_all_diverged_searches_again_lower():
     sched, tc = _to_last_stage()
     t0, t1, t2, t3 = tc.trials
     for t in tc.trials:
-        tc.report(t, 1.0)
-    assert tc.report(t0, math.nan) == "STOP"  # others still race: this run is over
-    t0.set_status(Trial.TERMINATED)
+        tc.report(t, 0.1)
+    assert tc.report(t0, math.nan) == STOP  # others still race: this run is over
     assert sched.winner_lr != t0.config["lr"]
     assert any("non-finite" in e for e in sched.events)
-    assert tc.report(t1, math.inf) == "STOP"
-    assert tc.report(t2, math.nan) == "STOP"
-    t1.set_status(Trial.TERMINATED)
-    t2.set_status(Trial.TERMINATED)
+    assert tc.report(t1, math.inf) == STOP
+    assert [tc.report(t2, v) for v in (5.0, 5.0, 5.0)] == [CONTINUE, CONTINUE, STOP]  # 3x
     hi_before = sched.search.lr_bounds[1]
     assert tc.report(t3, math.nan) == PAUSE  # the last racer: nothing healthy is left
     with pytest.warns(RuntimeWarning, match="every racer diverged"):
         tc.resume_all()
-    assert sched.phase == "race" and len(sched.stages) == 3 and sched.stages[2]["start"] == 20
+    assert sched.phase == "race" and len(sched.stages) == 2 and sched.stages[1].note == "retry"
     assert sched.search.lr_bounds[1] < hi_before
     assert t3.status == Trial.RUNNING and t3.checkpoint.path.endswith("/20")
-    assert any("every racer diverged" in e for e in sched.events)
+    assert sched.stages[1].start == 20 and sched.schedule == sched.schedule[:20]
+
+
+# ---------------------------------------------------------------------- budget variant
+def test_budget_variant_when_max_t_is_known_with_one_candidate_per_trial():
+    sched = AutoLRSScheduler(lr_bounds=(1e-3, 1.0), metric="loss", mode="min")
+    assert sched.variant == "paper"
+    sched.set_search_properties("loss", "min", num_samples=3, stop={"training_iteration": 300})
+    assert sched.variant == "budget" and sched.max_t == 300
+    assert sched.search.policy == BudgetPolicy.for_budget(300, parallel=True, k=3, k_later=3)
+    assert AutoLRSScheduler(max_t=100).variant == "budget"
+    assert AutoLRSScheduler(max_t=100, variant="paper", tau=20).variant == "paper"
+
+
+def test_paper_structure_with_the_budget_variant_raises():
+    for kw in ({"tau": 100}, {"k": 4}, {"tau_prime": 5}, {"double": False}, {"tau_max": 800}):
+        with pytest.raises(ConfigError, match="variant='paper'"):
+            AutoLRSScheduler(variant="budget", **kw)
+        with pytest.raises(ConfigError, match="variant='paper'"):
+            AutoLRSScheduler(max_t=500, **kw)
+    sched = AutoLRSScheduler(tau=100, metric="loss")  # paper until Ray reports a budget...
+    with pytest.raises(ConfigError, match="variant='paper'"):
+        sched.set_search_properties("loss", "min", num_samples=4, stop={"training_iteration": 500})
+    with pytest.raises(ConfigError, match="parallel=True"):
+        AutoLRSScheduler(policy=BudgetPolicy.for_budget(100))
+    with pytest.raises(ConfigError, match="exploit"):
+        AutoLRSScheduler(max_t=100, exploit=False)
+
+
+def test_budget_schedule_is_warm_up_candidates_and_decay_in_the_trial_config():
+    pol = BudgetPolicy.for_budget(200, parallel=True, k=4, k_later=4, searches=2)
+    sched, tc = make(policy=pol)
+    w, start1 = pol.starts
+    assert sched.variant == "budget" and sched.stages[0].start == w == pol.warmup
+    assert sched.stages[0].tau_prime == pol.tau_primes[0]
+    peak = sched.search.initial_lr
+    for t in tc.trials:
+        c = t.config["lr"]
+        assert t.config[SCHEDULE_KEY]["points"] == [[w, c]]
+        assert scheduled_lr(t.config, 0) == pytest.approx(peak / w)  # warm-up ramp
+        assert scheduled_lr(t.config, w - 1) == pytest.approx(peak)
+        assert scheduled_lr(t.config, w) == c  # the candidate from the stage start
+        for i in (w, 150, 170, 199):  # the decay is the core's, iteration by iteration
+            assert scheduled_lr(t.config, i) == pol.exploit_lr(c, i)
+    # Warm-up and the first candidates run without a barrier; the winner continues.
+    loss = curve(0.05)
+    tc.start_all()
+    tc.rounds(w + pol.tau_primes[0], loss)
+    owner = sched.stage_trials[0]["winner_trial"]
+    assert sched.phase == "exploit" and sched.stages[0].note == ""
+    while tc.iters[owner] < start1:
+        tc.round(loss)
+    assert all(t.status == Trial.PAUSED for t in tc.trials) and tc.starts[owner] == 1
+    tc.resume_all()
+    # The last search races, in a trust region around the winner, to the end.
+    assert sched.phase == "race" and sched.stages[1].start == start1
+    win = sched.stages[0].winner_lr
+    assert all(win / pol.trust <= t.config["lr"] <= win * pol.trust for t in tc.trials)
+    while any(t.status == Trial.RUNNING for t in tc.trials):
+        for t in tc.trials:
+            if tc.iters[t.trial_id] == 199:
+                _complete(tc, t, 0.1)
+        tc.round(loss)
+    lineage = sched.schedule
+    last = sched.stages[1].winner_lr
+    assert len(lineage) == 200 and lineage[-1] == pol.exploit_lr(last, 199) < 0.02 * last
+    assert lineage[0] == pytest.approx(peak / w) and lineage[w] == win
+
+
+def test_lr_at_follows_the_core_policy():
+    pol = BudgetPolicy.for_budget(100, parallel=True, cooldown_frac=0.5)
+    sch = {"points": [[0, 0.2], [30, 0.1]], "decay": [pol.max_steps, pol.decay, "linear"]}
+    assert [lr_at(sch, i) for i in range(100)] == [
+        pol.exploit_lr(0.2 if i < 30 else 0.1, i) for i in range(100)
+    ]
+    win = {"points": [[10, 0.1]], "window": [10, 8, 4]}
+    assert [lr_at(win, 10 + t) for t in range(8)] == [
+        pol.candidate_lr(0.1, t, 8, 4) for t in range(8)
+    ]
+    assert scheduled_lr({"lr": 0.3}, 7) == 0.3
+
+
+def test_checkpointer_outside_tune_applies_lr_and_schedule():
+    model = torch.nn.Linear(3, 1)
+    opt = torch.optim.SGD(
+        [{"params": [model.weight], "lr": 0.1}, {"params": [model.bias], "lr": 0.2}], lr=0.1
+    )
+    TuneCheckpointer(model, opt, {"lr": 0.05})
+    assert [g["lr"] for g in opt.param_groups] == pytest.approx([0.05, 0.1])
+    sch = {"points": [[4, 0.08]], "warmup": [4, 0.04]}
+    ckpt = TuneCheckpointer(model, opt, {"lr": 0.08, SCHEDULE_KEY: sch})
+    assert ckpt.lr == pytest.approx(0.01) and opt.param_groups[1]["lr"] == pytest.approx(0.02)
+    with pytest.raises(ConfigError):
+        TuneCheckpointer(model, opt, {"learning_rate": 0.1})
+    with pytest.raises(ConfigError):
+        TuneCheckpointer(model, opt, {"lr": float("nan")})
+    with pytest.raises(ConfigError):
+        TuneCheckpointer(model, opt, {"lr": 0.1, SCHEDULE_KEY: {"points": []}})
+
+
+def test_pick_racer_prefers_progress_then_level_or_select():
+    a = RacerView.from_losses("a", [3.0, 1.0, 1.0], window=2)
+    b = RacerView.from_losses("b", [3.0, 2.0, 0.5], window=2)
+    c = RacerView.from_losses("c", [3.0, 2.0], window=2, select=0.1)
+    assert (a.level, b.level, b.iterations) == (1.0, 1.25, 3)
+    assert pick_racer([a, b, c]).key == "a" and pick_racer([]) is None
+    d = RacerView("d", 3, 9.0, select=0.2)
+    assert pick_racer([a, d], by_select=True).key == "d"  # a has no select value: last
+    assert RacerView.from_losses("e", [math.nan], window=2) is None
+
+
+# ---------------------------------------------------------------------- state
+def test_state_dict_roundtrip_weights_only_with_records(tmp_path):
+    sched, _, _ = searched()
+    path = tmp_path / "s.pt"
+    sched.save(str(path))
+    state = torch.load(path, weights_only=True)
+    assert state["search"]["records"][0]["winner_lr"] == sched.winner_lr
+    other = AutoLRSScheduler(
+        metric="loss", mode="min", variant="paper", lr_bounds=(1e-3, 1.0), tau=20, tau_prime=5
+    )
+    other.restore(str(path))
+    assert other.stages == sched.stages and isinstance(other.stages[0], StageRecord)
+    assert other.stage_trials == sched.stage_trials
+    assert other.state_dict()["jobs"] == sched.state_dict()["jobs"]
+    assert other.winner_lr == sched.winner_lr and other.phase == "exploit"
+    assert other.schedule == sched.schedule
+    with pytest.raises(StateError):
+        other.load_state_dict({"version": 1})
+    budget = AutoLRSScheduler(metric="loss", max_t=100)
+    with pytest.raises(StateError, match="variant"):
+        budget.load_state_dict(state)
 
 
 def test_race_state_roundtrip_weights_only(tmp_path):
     sched, tc = _to_last_stage()
     for i in range(8):
         for t in tc.trials:
-            tc.report(t, 1.0 - 0.01 * i * int(t.trial_id[1]))
+            tc.report(t, 0.1 - 0.001 * i * int(t.trial_id[1]))
     path = tmp_path / "race.pt"
     sched.save(str(path))
-    other = AutoLRSScheduler(metric="loss", mode="min", lr_bounds=(1e-3, 1.0), tau=20, tau_prime=5)
+    other = AutoLRSScheduler(
+        metric="loss", mode="min", variant="paper", lr_bounds=(1e-3, 1.0), tau=20, tau_prime=5
+    )
     other.restore(str(path))
     assert other.phase == "race" and other.schedule == sched.schedule
-    assert other.stages == sched.stages and other.stages[1]["winner_trial"] == "t3"
+    assert other.stages == sched.stages and other.stage_trials[1]["winner_trial"] == "t3"
 
 
-def test_state_dict_roundtrip_weights_only(tmp_path):
-    sched, tc = make()
-    loss = curve(0.05)
-    for t in tc.trials:
-        tc.run_until_pause(t, loss)
-    tc.resume_all()
-    path = tmp_path / "s.pt"
-    sched.save(str(path))
-    other = AutoLRSScheduler(metric="loss", mode="min", lr_bounds=(1e-3, 1.0), tau=20, tau_prime=5)
-    other.restore(str(path))
-    assert other.state_dict()["jobs"] == sched.state_dict()["jobs"]
-    assert other.winner_lr == sched.winner_lr and other.phase == "exploit"
-    assert other.schedule == sched.schedule
-    with pytest.raises(StateError):
-        other.load_state_dict({"version": 99})
+def test_restored_trials_are_resynced_to_the_saved_decisions():
+    sched, tc = _to_last_stage()  # race jobs: every trial resumes from the leader's checkpoint
+    leader = sched.stage_trials[0]["leader"]
+    state = sched.state_dict()
+    # Ray restored the trials from an experiment snapshot taken before the decision: each has
+    # its own older checkpoint and an old LR.
+    restored = [
+        Trial("__fake", config={"lr": 0.5}, trial_id=t.trial_id, stub=True) for t in tc.trials
+    ]
+    for t in restored:
+        ck = compat.checkpoint_from_path(t, f"/ckpt/{t.trial_id}/6")
+        t.run_metadata.checkpoint_manager.register_checkpoint(
+            _TrainingResult(ck, {"training_iteration": 6})
+        )
+        t.set_status(Trial.PAUSED)
+    fresh = AutoLRSScheduler(
+        metric="loss", mode="min", variant="paper", lr_bounds=(1e-3, 1.0), tau=20, tau_prime=5
+    )
+    fresh.load_state_dict(state)
+    fresh._state_trial = restored[0]  # the state is loaded already (no storage here)
+    for t in restored:
+        fresh.on_trial_add(tc, t)
+    assert [t.config["lr"] for t in restored] == [t.config["lr"] for t in tc.trials]
+    assert all(
+        t.config[SCHEDULE_KEY] == o.config[SCHEDULE_KEY] for t, o in zip(restored, tc.trials)
+    )
+    assert all(t.checkpoint.path == f"/ckpt/{leader}/20" for t in restored)
+    assert fresh.stage == 1 and fresh.phase == "race"
 
 
 def test_bad_configuration_raises():
@@ -398,6 +592,8 @@ def test_bad_configuration_raises():
         AutoLRSScheduler(tau=10, tau_prime=10)
     with pytest.raises(ConfigError, match="final"):
         AutoLRSScheduler(final="best")
+    with pytest.raises(ConfigError, match="variant"):
+        AutoLRSScheduler(variant="fast")
     sched = AutoLRSScheduler()
     with pytest.raises(ConfigError, match="metric"):
         sched.on_trial_add(None, Trial("__fake", config={"lr": 0.1}, trial_id="x", stub=True))
@@ -417,25 +613,18 @@ def test_private_ray_access_is_pinned_to_the_installed_ray():
     assert t.latest_checkpoint_result.metrics["training_iteration"] == 7
     compat.set_trial_checkpoint(t, None)
     assert t.checkpoint is None
-
-
-def test_checkpointer_outside_tune_applies_lr_and_validates():
-    model = torch.nn.Linear(3, 1)
-    opt = torch.optim.SGD(
-        [{"params": [model.weight], "lr": 0.1}, {"params": [model.bias], "lr": 0.2}], lr=0.1
-    )
-    TuneCheckpointer(model, opt, {"lr": 0.05})
-    assert [g["lr"] for g in opt.param_groups] == pytest.approx([0.05, 0.1])
-    with pytest.raises(ConfigError):
-        TuneCheckpointer(model, opt, {"learning_rate": 0.1})
-    with pytest.raises(ConfigError):
-        TuneCheckpointer(model, opt, {"lr": float("nan")})
+    for it in (3, 4):
+        manager.register_checkpoint(
+            _TrainingResult(compat.checkpoint_from_path(t, f"/c/{it}"), {"training_iteration": it})
+        )
+    assert compat.checkpoint_at(t, "training_iteration", 3)[0] == "/c/3"
+    assert compat.checkpoint_at(t, "training_iteration", 9) is None
 
 
 # ---------------------------------------------------------------------- integration (Tuner.fit)
-# Each stage barrier pauses every trial; Ray then starts a fresh actor per trial (it does not
-# cache actors of paused trials once the search algorithm is done), so a barrier costs about
-# one actor start: 3-5 s on an idle 2-core machine, up to ~30 s when it is overloaded.
+# A stage barrier pauses the trials; Ray then starts a fresh actor per trial (it does not cache
+# actors of paused trials once the search algorithm is done), so a barrier costs about one
+# actor start: 3-5 s on an idle 2-core machine, up to ~30 s when it is overloaded.
 @pytest.fixture(scope="session")
 def ray_session():
     import ray
@@ -448,7 +637,7 @@ def ray_session():
 def _train(config):
     """Tiny linear regression; trial ``fail_trial`` raises once past ``fail_after``."""
     torch.set_num_threads(1)
-    torch.manual_seed(0)  # identical initial weights in every trial
+    torch.manual_seed(0)  # identical initial weights and batches in every trial
     model = torch.nn.Linear(4, 1)
     opt = torch.optim.SGD(model.parameters(), lr=config["lr"])
     ckpt = TuneCheckpointer(model, opt, config)
@@ -466,9 +655,39 @@ def _train(config):
         ckpt.report(loss)
 
 
-def _tuner(path, sched, config, name, callbacks=()):
+class _Scalar(torch.nn.Module):
+    """The whole training state: one number that grows by ``_rate(lr)`` per step."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.p = torch.nn.Parameter(torch.zeros((), dtype=torch.float64))
+
+
+def _rate(lr: float) -> float:
+    return 0.3 * math.exp(-((math.log10(lr) - math.log10(0.05)) ** 2)) if lr > 0 else 0.0
+
+
+def _scripted_step(model: _Scalar, opt: torch.optim.Optimizer) -> float:
+    """Loss of the current state (a function of the LRs trained so far), then one step."""
+    loss = 0.1 + 2.0 * math.exp(-model.p.item())
+    lr = float(opt.param_groups[0]["lr"])
+    opt.zero_grad()
+    model.p.grad = torch.full_like(model.p, -_rate(lr) / lr if lr > 0 else 0.0)
+    opt.step()
+    return loss
+
+
+def _scripted(config):
+    model = _Scalar()
+    opt = torch.optim.SGD(model.parameters(), lr=config["lr"])
+    ckpt = TuneCheckpointer(model, opt, config, rng=False)
+    while ckpt.iteration < config["iters"]:
+        ckpt.report(_scripted_step(model, opt))
+
+
+def _tuner(path, sched, config, name, callbacks=(), trainable=_train):
     return tune.Tuner(
-        tune.with_resources(_train, {"cpu": 0.5}),
+        tune.with_resources(trainable, {"cpu": 0.5}),
         param_space=config,
         tune_config=tune.TuneConfig(num_samples=4, scheduler=sched, reuse_actors=True),
         run_config=tune.RunConfig(
@@ -481,10 +700,115 @@ def _tuner(path, sched, config, name, callbacks=()):
     )
 
 
+class _Starts(tune.Callback):
+    """Counts trial (re)starts."""
+
+    def __init__(self) -> None:
+        self.n = 0
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self.n += 1
+
+
+def _gp() -> GPSearcher:
+    # n_initial >= k: every proposal of a stage is quasi-random, whether the candidates are
+    # proposed one after another (in-loop) or side by side (Ray).
+    return GPSearcher([Param("lr", 1e-3, 1.0, log=True)], seed=0, n_initial=4)
+
+
+@pytest.mark.slow
+def test_in_loop_and_ray_take_the_same_stage_decisions(ray_session, tmp_path):
+    """Same scripted loss curves, same seeded searcher: the same StageRecords.
+
+    The in-loop tuner trains its k candidates one after another, so its ``start``/``end``
+    count every optimizer step, the discarded candidate windows included; the scheduler's
+    count lineage iterations (the candidates run side by side and the winner's window is kept,
+    as with ``continue_from="best"``). Subtracting the (k - 1) * τ' discarded steps of each
+    earlier stage maps one onto the other; the candidates are compared as sets because Ray
+    scores them in the order they finish.
+    """
+    model = _Scalar()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    loop = AutoLRS(
+        model,
+        opt,
+        lr_bounds=(1e-3, 1.0),
+        variant="paper",
+        tau=20,
+        tau_prime=5,
+        k=4,
+        continue_from="best",
+        searcher=_gp(),
+    )
+    for _ in range(4 * 5 + 15 + 4 * 10 + 30):
+        loop.step(_scripted_step(model, opt))
+    sched = AutoLRSScheduler(
+        lr_bounds=(1e-3, 1.0),
+        variant="paper",
+        tau=20,
+        tau_prime=5,
+        final="clone",
+        searcher=_gp(),
+        metric="loss",
+        mode="min",
+    )
+    starts = _Starts()
+    config = {"lr": 0.01, "iters": 60}
+    grid = _tuner(tmp_path, sched, config, "same", [starts], trainable=_scripted).fit()
+    assert all(r.error is None for r in grid)
+    assert len(sched.stages) == 2 and len(loop.stages) >= 2
+    shift = 0
+    for a, b in zip(loop.stages[:2], sched.stages):
+        same = ("stage", "tau", "tau_prime", "k", "note", "winner_lr")
+        assert [getattr(a, f) for f in same] == [getattr(b, f) for f in same]
+        ca, cb = (sorted(r.candidates, key=lambda c: c.lr) for r in (a, b))
+        assert [(c.lr, c.penalised, c.steps) for c in ca] == [
+            (c.lr, c.penalised, c.steps) for c in cb
+        ]
+        fa, fb = ([c.forecast for c in cands] for cands in (ca, cb))
+        assert fa == pytest.approx(fb, rel=1e-9)
+        assert b.start == a.start - shift
+        shift += (a.k - 1) * a.tau_prime
+        assert b.end == a.end - shift
+    # One barrier (stage 1's start): 4 starts, then 4 restarts from the winner's checkpoint.
+    assert starts.n == 8
+    assert sched.schedule[:20] == [sched.stages[0].winner_lr] * 20
+
+
+@pytest.mark.slow
+def test_budget_run_decays_the_lr_to_zero_at_max_t(ray_session, tmp_path):
+    sched = AutoLRSScheduler(lr_bounds=(1e-3, 1.0), metric="loss", mode="min")
+    config = {"lr": 0.01, "iters": 40}
+    grid = _tuner(tmp_path, sched, config, "decay", trainable=_scripted).fit()
+    assert sched.variant == "budget" and sched.max_t == 40
+    pol = sched.search.policy
+    assert pol.decay > 0 and all(r.error is None for r in grid)
+    finished = [r for r in grid if r.metrics["training_iteration"] == 40]
+    assert finished
+    for r in finished:
+        df = r.metrics_dataframe.drop_duplicates("training_iteration", keep="last")
+        lrs = dict(zip(df.training_iteration, df.lr))
+        base = r.config["lr"]
+        assert lrs[40] <= base / pol.decay * 1.0001  # the last iteration trains at ~0
+        decayed = range(pol.max_steps - pol.decay + 1, 41)  # iteration i is step i - 1
+        assert [lrs[i] for i in decayed] == pytest.approx(
+            [pol.exploit_lr(base, i - 1) for i in decayed]
+        )
+        assert lrs[pol.max_steps - pol.decay] == pytest.approx(base)
+    assert len(sched.schedule) == 40
+    assert sched.schedule[-1] <= sched.winner_lr / pol.decay * 1.0001
+
+
 @pytest.mark.slow
 def test_tuner_fit_stages_lineage_race_and_erroring_trial(ray_session, tmp_path):
     sched = AutoLRSScheduler(
-        lr_bounds=(1e-3, 0.3), tau=6, tau_prime=3, tau_max=6, metric="loss", mode="min"
+        lr_bounds=(1e-3, 0.3),
+        variant="paper",
+        tau=6,
+        tau_prime=3,
+        tau_max=6,
+        metric="loss",
+        mode="min",
     )
     config = {"lr": 0.01, "iters": 12, "fail_trial": "00001", "fail_after": 7}
     grid = _tuner(tmp_path, sched, config, "fit").fit()
@@ -492,12 +816,12 @@ def test_tuner_fit_stages_lineage_race_and_erroring_trial(ray_session, tmp_path)
     ok = [r for r in grid if r.error is None]
     assert len(errored) == 1 and len(ok) == 3  # the experiment went on without it
     assert sched.stage == 1 and len(sched.stages) == 2 and sched.phase == "race"
-    assert sched.stages[1]["final"] == "race" and "final" not in sched.stages[0]
-    winners = [s["winner_lr"] for s in sched.stages]
-    # Stage 0 was cloned; the last stage raced: each survivor ran its own candidate to the
+    assert [s.note for s in sched.stages] == ["", "race"]
+    winners = [s.winner_lr for s in sched.stages]
+    # Stage 0 was searched; the last stage raced: each survivor ran its own candidate to the
     # end, so the population ends with different LRs and weights.
     assert {r.metrics["training_iteration"] for r in ok} == {12}
-    cands = [{c["lr"] for c in s["candidates"]} for s in sched.stages]
+    cands = [{c.lr for c in s.candidates} for s in sched.stages]
     assert len(cands[0]) == 4 and len(cands[1]) >= 3 and not cands[0] & cands[1]
     assert {r.config["lr"] for r in ok} <= cands[1] and len({r.config["lr"] for r in ok}) == 3
     assert len({round(r.metrics["loss"], 12) for r in ok}) == 3
@@ -530,7 +854,13 @@ class _Interrupt(tune.Callback):
 def test_restore_after_interruption_continues_the_search(ray_session, tmp_path):
     def make_sched():
         return AutoLRSScheduler(
-            lr_bounds=(1e-3, 0.3), tau=4, tau_prime=2, tau_max=4, metric="loss", mode="min"
+            lr_bounds=(1e-3, 0.3),
+            variant="paper",
+            tau=4,
+            tau_prime=2,
+            tau_max=4,
+            metric="loss",
+            mode="min",
         )
 
     sched = make_sched()
@@ -543,8 +873,7 @@ def test_restore_after_interruption_continues_the_search(ray_session, tmp_path):
             "restore",
             callbacks=[_Interrupt(sched, str(tmp_path / "crashed"))],
         ).fit()
-    stages_before = len(sched.stages)
-    assert stages_before == 2
+    assert len(sched.stages) == 2
     path = tmp_path / "restore"
     assert (path / "autolrs_scheduler_state.pt").exists()
     grid = tune.Tuner.restore(
@@ -552,42 +881,13 @@ def test_restore_after_interruption_continues_the_search(ray_session, tmp_path):
     ).fit()
     assert all(r.error is None for r in grid)
     state = torch.load(path / "autolrs_scheduler_state.pt", weights_only=True)
+    records = [StageRecord.from_state(r) for r in state["search"]["records"]]
     # The restored scheduler went on from stage 1 instead of starting a new stage 0.
-    assert [s["stage"] for s in state["stages"]] == list(range(len(state["stages"])))
-    assert len(state["stages"]) == 2 and state["stages"][1]["start"] == 4
-    assert state["phase"] == "race"  # the last stage raced across the restore
-    assert state["stages"][1]["winner_lr"] == state["segments"][-1][2]
+    assert [r.stage for r in records] == [0, 1] and records[1].start == 4
+    assert state["phase"] == "race" and records[1].note == "race"  # raced across the restore
+    assert records[1].winner_lr == state["segments"][-1][2]
     assert state["segments"][-1][1] == 8
     assert {r.metrics["training_iteration"] for r in grid} == {8}
     # Each trial finished its own stage-1 candidate (no clone), from where it was stopped.
-    cands = {c["lr"] for c in state["stages"][1]["candidates"]}
+    cands = {c.lr for c in records[1].candidates}
     assert {r.config["lr"] for r in grid} == cands and len(cands) == 4
-
-
-def test_restored_trials_are_resynced_to_the_saved_decisions():
-    sched, tc = make()
-    loss = curve(0.05)
-    for t in tc.trials:
-        tc.run_until_pause(t, loss)
-    tc.resume_all()  # exploit jobs: every trial resumes from the winner's checkpoint
-    owner = sched.stages[0]["winner_trial"]
-    state = sched.state_dict()
-    # Ray restored the trials from an experiment snapshot taken before the decision: each has
-    # its own candidate checkpoint and its candidate LR.
-    restored = [
-        Trial("__fake", config={"lr": 0.5}, trial_id=t.trial_id, stub=True) for t in tc.trials
-    ]
-    for t in restored:
-        ck = compat.checkpoint_from_path(t, f"/ckpt/{t.trial_id}/5")
-        t.run_metadata.checkpoint_manager.register_checkpoint(
-            _TrainingResult(ck, {"training_iteration": 5})
-        )
-        t.set_status(Trial.PAUSED)
-    fresh = AutoLRSScheduler(metric="loss", mode="min", lr_bounds=(1e-3, 1.0), tau=20, tau_prime=5)
-    fresh.load_state_dict(state)
-    fresh._state_trial = restored[0]  # the state is loaded already (no storage here)
-    for t in restored:
-        fresh.on_trial_add(tc, t)
-    assert all(t.config["lr"] == sched.winner_lr for t in restored)
-    assert all(t.checkpoint.path == f"/ckpt/{owner}/5" for t in restored)
-    assert fresh.stage == 0 and fresh.phase == "exploit"
