@@ -34,6 +34,7 @@ STUDIES: dict[str, str] = {
     "stn": "stn",  # Self-Tuning Networks vs fixed-regularisation grids
     "ray": "ray_population",  # AutoLRSScheduler vs PBT / PB2 / FIFO
     "optuna": "optuna_search",  # AutoLRSSampler + ForecastPruner vs TPE / GPSampler / random
+    "autolrs": "autolrs_study",  # ablation of the budget-aware AutoLRS
 }
 
 QUICK_GRID = 5
@@ -64,6 +65,12 @@ def _configure(p: argparse.ArgumentParser) -> None:
         default=list(METHODS),
         help=f"comma-separated methods (default: all: {','.join(METHODS)}); "
         "'cosine' is always run as the reference",
+    )
+    p.add_argument(
+        "--variants",
+        type=_csv,
+        default=None,
+        help="--study autolrs: comma-separated variants to run (default: all)",
     )
     p.add_argument("--seeds", type=int, default=None, help="seeds per run (default 3; --quick 1)")
     p.add_argument(
