@@ -12,13 +12,14 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``autolr`` console script."""
     parser = argparse.ArgumentParser(prog="autolr", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="AutoLRS vs a constant LR on a small synthetic task")
-    demo.add_argument("--steps", type=int, default=4000, help="optimizer steps per run")
-    demo.add_argument("--tau", type=int, default=400, help="initial stage length")
-    demo.add_argument("--k", type=int, default=8, help="candidates per stage")
-    demo.add_argument("--lr-min", type=float, default=1e-4)
+    demo = sub.add_parser(
+        "demo",
+        help="AutoLRS vs one cosine run at a guessed LR and a grid-tuned cosine, same budget",
+    )
+    demo.add_argument("--steps", type=int, default=3000, help="optimizer steps per run")
+    demo.add_argument("--grid", type=int, default=5, help="LRs in the cosine grid")
+    demo.add_argument("--lr-min", type=float, default=1e-3)
     demo.add_argument("--lr-max", type=float, default=1.0)
-    demo.add_argument("--baseline-lr", type=float, default=0.01, help="the constant-LR run's LR")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--device", default="cpu", help="cpu or cuda")
     demo.add_argument("--out", default="autolr-demo", help="output folder")
@@ -37,10 +38,8 @@ def main(argv: list[str] | None = None) -> int:
         run_demo(
             DemoConfig(
                 steps=args.steps,
-                tau=args.tau,
-                k=args.k,
+                grid=args.grid,
                 lr_bounds=(args.lr_min, args.lr_max),
-                baseline_lr=args.baseline_lr,
                 seed=args.seed,
                 device=args.device,
                 out=args.out,

@@ -1,4 +1,16 @@
-"""``autolr demo``: AutoLRS on a small synthetic task against a constant LR, same budget."""
+"""``autolr demo``: AutoLRS against what a user would do instead, on a small synthetic task.
+
+Three ways to spend a training budget on the same model and data (a 10-class problem
+labelled by a random teacher network, nothing downloaded):
+
+* **AutoLRS** in one run: only the LR box and the budget are given; the budget variant plans
+  its warm-up, one LR search (its discarded candidate steps count against the budget) and
+  the final decay.
+* **cosine at a guessed LR**: one run of cosine decay (5 % warm-up) at the geometric middle
+  of the same box, the untuned guess.
+* **grid-tuned cosine**: the same schedule at ``grid`` log-spaced LRs over the box, the best
+  final validation loss kept. It costs ``grid`` runs: the compute AutoLRS saves.
+"""
 
 from __future__ import annotations
 
@@ -22,11 +34,9 @@ __all__ = ["DemoConfig", "run_demo"]
 class DemoConfig:
     """Settings of the demo (all exposed on the command line)."""
 
-    steps: int = 4000
-    tau: int = 400
-    k: int = 8
-    lr_bounds: tuple[float, float] = (1e-4, 1.0)
-    baseline_lr: float = 0.01
+    steps: int = 3000
+    grid: int = 5
+    lr_bounds: tuple[float, float] = (1e-3, 1.0)
     batch_size: int = 64
     seed: int = 0
     device: str = "cpu"
@@ -58,41 +68,55 @@ def make_model(seed: int, device: torch.device) -> nn.Module:
 
 
 def _evaluate(model: nn.Module, data: dict[str, torch.Tensor]) -> tuple[float, float]:
+    was = model.training
     model.eval()
     with torch.no_grad():
         out = model(data["x_val"])
         loss = nn.functional.cross_entropy(out, data["y_val"]).item()
         acc = (out.argmax(1) == data["y_val"]).float().mean().item()
-    model.train()
+    model.train(was)
     return loss, acc
 
 
+def _cosine(step: int, steps: int) -> float:
+    warm = max(1, steps // 20)
+    if step < warm:
+        return (step + 1) / warm
+    return 0.5 * (1.0 + math.cos(math.pi * (step - warm) / max(1, steps - warm)))
+
+
 def _train(
-    cfg: DemoConfig, data: dict[str, torch.Tensor], device: torch.device, *, tuned: bool
+    cfg: DemoConfig, data: dict[str, torch.Tensor], device: torch.device, *, lr: float | None
 ) -> dict[str, Any]:
+    """One run: AutoLRS when ``lr`` is None, else cosine at peak ``lr``."""
     model = make_model(cfg.seed, device)
-    opt = torch.optim.SGD(model.parameters(), lr=cfg.baseline_lr, momentum=0.9)
-    tuner = (
-        AutoLRS(
+    opt = torch.optim.SGD(model.parameters(), lr=lr or 0.01, momentum=0.9)
+    tuner = None
+    if lr is None:
+        # The user's whole configuration: the LR box and the budget. The validation loss
+        # scores the candidates (one evaluation at the end of each candidate window).
+        tuner = AutoLRS(
             model,
             opt,
             lr_bounds=cfg.lr_bounds,
-            tau=cfg.tau,
-            k=cfg.k,
             max_steps=cfg.steps,
             seed=cfg.seed,
+            val_fn=lambda: _evaluate(model, data)[0],
         )
-        if tuned
-        else None
-    )
     # The batch sampler draws from the global torch RNG, so AutoLRS's snapshots (which
-    # restore RNG states) give every candidate of a stage the same batches.
+    # restore RNG states) give every candidate the same batches.
     torch.manual_seed(cfg.seed)
     n = data["x_train"].shape[0]
-    bar = Progress(cfg.steps, desc="AutoLRS " if tuned else "constant", enabled=cfg.progress)
+    name = "AutoLRS" if tuner is not None else f"cosine {lr:.3g}"
+    bar = Progress(cfg.steps, desc=name, enabled=cfg.progress)
     losses: list[float] = []
+    lrs: list[float] = []
     t0 = time.perf_counter()
-    for _ in range(cfg.steps):
+    for step in range(cfg.steps):
+        if tuner is None:
+            assert lr is not None
+            opt.param_groups[0]["lr"] = lr * _cosine(step, cfg.steps)
+        lrs.append(float(opt.param_groups[0]["lr"]))
         idx = torch.randint(0, n, (cfg.batch_size,)).to(device)
         loss = nn.functional.cross_entropy(model(data["x_train"][idx]), data["y_train"][idx])
         opt.zero_grad(set_to_none=True)
@@ -102,11 +126,9 @@ def _train(
         losses.append(value)
         if tuner is not None:
             tuner.step(value)
-            bar.update(
-                1, stage=tuner.stage, phase=tuner.phase, lr=f"{tuner.lr:.2e}", loss=f"{value:.3f}"
-            )
+            bar.update(1, phase=tuner.phase, lr=f"{tuner.lr:.2e}", loss=f"{value:.3f}")
         else:
-            bar.update(1, lr=f"{cfg.baseline_lr:.2e}", loss=f"{value:.3f}")
+            bar.update(1, loss=f"{value:.3f}")
     bar.close()
     seconds = time.perf_counter() - t0
     val_loss, val_acc = _evaluate(model, data)
@@ -115,12 +137,13 @@ def _train(
         "val_accuracy": val_acc,
         "seconds": seconds,
         "train_loss": losses,
+        "lr": lrs,
+        "peak_lr": lr,
     }
     if tuner is not None:
-        hist = tuner.history
-        result["lr"] = [r.lr for r in hist]
-        result["phase"] = [r.phase for r in hist]
-        result["stages"] = tuner.stages
+        result["phase"] = [r.phase for r in tuner.history]
+        result["stages"] = [s.to_state() for s in tuner.stages]
+        result["search_steps"] = sum(p == "search" for p in result["phase"])
     return result
 
 
@@ -130,20 +153,36 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda was given but torch.cuda.is_available() is False")
     data = make_task(cfg.seed, device)
-    tuned = _train(cfg, data, device, tuned=True)
-    const = _train(cfg, data, device, tuned=False)
+    lo, hi = cfg.lr_bounds
+    tuned = _train(cfg, data, device, lr=None)
+    guess = _train(cfg, data, device, lr=math.sqrt(lo * hi))
+    grid_lrs = [lo * (hi / lo) ** (i / max(1, cfg.grid - 1)) for i in range(cfg.grid)]
+    grid = [_train(cfg, data, device, lr=v) for v in grid_lrs]
+    best = min(grid, key=lambda r: r["val_loss"])
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
+
+    def brief(r: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in r.items() if k not in ("train_loss", "lr", "phase")}
+
     report = {
         "config": {**cfg.__dict__, "lr_bounds": list(cfg.lr_bounds)},
         "device": str(device),
-        "autolrs": {k: v for k, v in tuned.items() if k not in ("train_loss", "lr", "phase")},
-        "constant": {k: v for k, v in const.items() if k != "train_loss"},
+        "autolrs": brief(tuned),
+        "cosine_guess": brief(guess),
+        "cosine_grid": {
+            "runs": len(grid),
+            "lrs": grid_lrs,
+            "val_losses": [r["val_loss"] for r in grid],
+            "best": brief(best),
+        },
         "curves": {
             "autolrs_lr": tuned["lr"],
             "autolrs_phase": tuned["phase"],
             "autolrs_train_loss": tuned["train_loss"],
-            "constant_train_loss": const["train_loss"],
+            "cosine_guess_train_loss": guess["train_loss"],
+            "cosine_best_train_loss": best["train_loss"],
+            "cosine_best_lr": best["lr"],
         },
     }
     (out / "report.json").write_text(json.dumps(report, indent=1))
@@ -153,21 +192,28 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
 
 
 def _print_summary(report: dict[str, Any], plot: Path | None) -> None:
-    a, c = report["autolrs"], report["constant"]
-    print("\nSchedule found by AutoLRS (stage: steps -> LR):")
+    a, g, grid = report["autolrs"], report["cosine_guess"], report["cosine_grid"]
+    b = grid["best"]
+    steps = report["config"]["steps"]
+    print("\nSchedule found by AutoLRS:")
     for s in a["stages"]:
-        if "winner_lr" in s:
-            print(
-                f"  stage {s['stage']}: tau={s['tau']:5d} tau'={s['tau_prime']:4d} "
-                f"start step {s['start_step']:5d}  lr={s['winner_lr']:.3e}"
-            )
-    lr0 = report["config"]["baseline_lr"]
-    print(f"\n{'run':<22}{'val loss':>10}{'val acc':>10}{'seconds':>10}")
-    print(f"{'AutoLRS':<22}{a['val_loss']:>10.4f}{a['val_accuracy']:>10.3f}{a['seconds']:>10.1f}")
+        tried = ", ".join(f"{c['lr']:.3g}" for c in s["candidates"])
+        print(f"  search at step {s['start']}: tried {tried} -> lr={s['winner_lr']:.3g}")
     print(
-        f"{f'constant lr={lr0:g}':<22}{c['val_loss']:>10.4f}{c['val_accuracy']:>10.3f}"
-        f"{c['seconds']:>10.1f}"
+        f"  ({a['search_steps']} search steps of {steps}; then the winner's LR, decayed "
+        "linearly to 0 over the second half)"
     )
+    print(f"\n{'run':<28}{'compute':>9}{'val loss':>10}{'val acc':>9}{'seconds':>9}")
+    rows = [
+        ("AutoLRS", "1 run", a),
+        (f"cosine, guessed lr={g['peak_lr']:.3g}", "1 run", g),
+        (f"cosine, grid best lr={b['peak_lr']:.3g}", f"{grid['runs']} runs", b),
+    ]
+    for name, compute, r in rows:
+        print(
+            f"{name:<28}{compute:>9}{r['val_loss']:>10.4f}{r['val_accuracy']:>9.3f}"
+            f"{r['seconds']:>9.1f}"
+        )
     print(f"\nwrote {Path(report['config']['out']) / 'report.json'}")
     if plot is not None:
         print(f"wrote {plot}")
@@ -189,13 +235,11 @@ def _plot(report: dict[str, Any], path: Path) -> Path | None:
     search = [i for i in steps if phase[i] == "search"]
     train = [i for i in steps if phase[i] != "search"]
     loss = curves["autolrs_train_loss"]
-    ax1.plot(
-        curves["constant_train_loss"],
-        color="tab:gray",
-        lw=0.6,
-        alpha=0.7,
-        label=f"constant lr={report['config']['baseline_lr']:g}",
-    )
+    best_lr = report["cosine_grid"]["best"]["peak_lr"]
+    ax1.plot(curves["cosine_guess_train_loss"], color="tab:gray", lw=0.5, alpha=0.6,
+             label="cosine, guessed LR")  # fmt: skip
+    ax1.plot(curves["cosine_best_train_loss"], color="tab:green", lw=0.5, alpha=0.6,
+             label=f"cosine, grid best (lr={best_lr:.3g})")  # fmt: skip
     ax1.scatter(
         search, [loss[i] for i in search], s=1, color="tab:orange", label="AutoLRS candidates"
     )
@@ -203,10 +247,12 @@ def _plot(report: dict[str, Any], path: Path) -> Path | None:
     ax1.set_ylabel("training loss")
     ax1.set_yscale("log")
     ax1.legend(loc="upper right", markerscale=6)
-    ax2.plot(list(steps), curves["autolrs_lr"], color="tab:blue", lw=0.8)
+    ax2.plot(list(steps), curves["autolrs_lr"], color="tab:blue", lw=0.8, label="AutoLRS")
+    ax2.plot(list(steps), curves["cosine_best_lr"], color="tab:green", lw=0.8, label="grid best")
     ax2.set_yscale("log")
     ax2.set_ylabel("learning rate")
     ax2.set_xlabel("optimizer step (search steps included)")
+    ax2.legend(loc="lower left")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -18,7 +18,8 @@ def build(dev: torch.device, steps: int) -> tuple[nn.Module, torch.optim.Optimiz
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(20, 64), nn.ReLU(), nn.Linear(64, 2)).to(dev)
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    tuner = AutoLRS(model, opt, lr_bounds=(1e-4, 1.0), tau=300, k=6, max_steps=steps)
+    # The LR box and the budget are all it needs: it plans warm-up, search and final decay.
+    tuner = AutoLRS(model, opt, lr_bounds=(1e-4, 1.0), max_steps=steps)
     return model, opt, tuner
 
 
@@ -55,7 +56,8 @@ def main() -> None:
     train(model, opt, tuner, x, y, 0, args.steps)
     reference = tuner.schedule
     for s in tuner.stages:
-        print(f"stage {s['stage']}: tau={s['tau']} lr={s.get('winner_lr', float('nan')):.3g}")
+        tried = ", ".join(f"{c.lr:.3g}" for c in s.candidates)
+        print(f"search at step {s.start}: tried {tried} -> lr={s.winner_lr:.3g}")
 
     # The same run, killed halfway and resumed from a checkpoint.
     half = args.steps // 2

@@ -9,20 +9,25 @@ from autolr.__main__ import main
 
 def test_demo_writes_report_and_plot(tmp_path: Path, capsys) -> None:
     out = tmp_path / "demo"
-    rc = main(
-        ["demo", "--steps", "300", "--tau", "60", "--k", "3", "--out", str(out), "--no-progress"]
-    )
+    rc = main(["demo", "--steps", "300", "--grid", "3", "--out", str(out), "--no-progress"])
     assert rc == 0
     report = json.loads((out / "report.json").read_text())
     assert len(report["curves"]["autolrs_lr"]) == 300
-    assert len(report["curves"]["constant_train_loss"]) == 300
-    for run in ("autolrs", "constant"):
-        assert math.isfinite(report[run]["val_loss"])
-        assert 0.0 <= report[run]["val_accuracy"] <= 1.0
-    assert report["autolrs"]["stages"][0]["winner_lr"] > 0
+    assert len(report["curves"]["cosine_guess_train_loss"]) == 300
+    for run in (report["autolrs"], report["cosine_guess"], report["cosine_grid"]["best"]):
+        assert math.isfinite(run["val_loss"])
+        assert 0.0 <= run["val_accuracy"] <= 1.0
+    grid = report["cosine_grid"]
+    assert grid["runs"] == 3 and grid["best"]["val_loss"] == min(grid["val_losses"])
+    assert report["cosine_guess"]["peak_lr"] == grid["lrs"][1]  # the box's geometric middle
+    (stage,) = report["autolrs"]["stages"]
+    assert stage["winner_lr"] in [c["lr"] for c in stage["candidates"]]
+    # The budget variant: warm-up, one search, the winner's LR decayed to almost 0.
+    lrs = report["curves"]["autolrs_lr"]
+    assert lrs[-1] < 0.02 * stage["winner_lr"]
     assert (out / "autolrs_demo.png").stat().st_size > 10_000
     printed = capsys.readouterr().out
-    assert "Schedule found by AutoLRS" in printed and "constant lr=0.01" in printed
+    assert "Schedule found by AutoLRS" in printed and "grid best" in printed and "3 runs" in printed
 
 
 def test_plain_pytorch_example_resumes_identically() -> None:
