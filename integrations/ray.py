@@ -24,8 +24,6 @@ Example:
 
 from __future__ import annotations
 
-import copy
-import functools
 import math
 import os
 import tempfile
@@ -38,6 +36,7 @@ from typing import Any
 import torch
 
 from autolr import BudgetPolicy, CandidateResult, DivergenceRule, StagePlan, StageSearch
+from autolr._autolrs._policy import cooled_lr, decayed_lr, warmup_lr
 from autolr._autolrs._race import RacerView, pick_racer
 from autolr._errors import ConfigError, ConfigTypeError, StateError
 from autolr._snapshot import Stateful, capture_rng_state, restore_rng_state
@@ -64,21 +63,6 @@ _PHASES = ("search", "exploit", "final", "race")
 
 
 # ---------------------------------------------------------------------- LR schedules
-@functools.lru_cache(maxsize=64)
-def _decay_policy(max_steps: int, decay: int, shape: str) -> BudgetPolicy:
-    """A budget policy that only knows its final decay: the one place the decay is written."""
-    return BudgetPolicy(
-        max_steps=max_steps, warmup=0, decay=decay, starts=(), ks=(), tau_primes=(),
-        decay_shape=shape,
-    )  # fmt: skip
-
-
-def _warmup_lr(peak: float, i: int, steps: int) -> float:
-    # The ramp of AutoLRS._warmup_lr_at: step i (0-based) of the warm-up trains at
-    # peak * (i + 1) / steps.
-    return peak * (i + 1) / steps
-
-
 def lr_at(schedule: Mapping[str, Any], iteration: int) -> float:
     """LR of iteration ``iteration`` (0-based: iterations done before it) under ``schedule``.
 
@@ -97,19 +81,19 @@ def lr_at(schedule: Mapping[str, Any], iteration: int) -> float:
     i = int(iteration)
     warm = schedule.get("warmup")
     if warm and i < int(warm[0]):
-        return _warmup_lr(float(warm[1]), i, int(warm[0]))
+        return warmup_lr(float(warm[1]), i, int(warm[0]))
     points = schedule["points"]
     base = float(points[0][1])
     for start, lr in points:
         if i >= int(start):
             base = float(lr)
-    dec = schedule.get("decay")
-    pol = _decay_policy(int(dec[0]), int(dec[1]), str(dec[2])) if dec else None
     win = schedule.get("window")
     if win and int(win[2]) > 0 and int(win[0]) <= i < int(win[0]) + int(win[1]):
-        pol = pol or _decay_policy(1, 0, "linear")
-        return pol.candidate_lr(base, i - int(win[0]), int(win[1]), int(win[2]))
-    return pol.exploit_lr(base, i) if pol is not None else base
+        return cooled_lr(base, i - int(win[0]), int(win[1]), int(win[2]))
+    dec = schedule.get("decay")
+    if not dec:
+        return base
+    return decayed_lr(base, i, max_steps=int(dec[0]), decay=int(dec[1]), shape=str(dec[2]))
 
 
 def scheduled_lr(config: Mapping[str, Any], iteration: int, *, lr_key: str = "lr") -> float:
@@ -634,20 +618,7 @@ class AutoLRSScheduler(TrialScheduler):
         if plan.exploit is None:
             return True
         nxt = start + plan.tau_prime + (plan.exploit if self.exploit else 0)
-        return nxt >= self.max_t or self._peek_plan(nxt).kind == "final"
-
-    def _peek_plan(self, step: int) -> StagePlan:
-        """The plan the next stage would get at ``step``, without touching the search.
-
-        A shallow copy: ``end_stage`` and ``plan`` only rebind scalar attributes; the lists
-        are copied in case that changes.
-        """
-        probe = copy.copy(self.search)
-        probe.records, probe.results = list(probe.records), list(probe.results)
-        if probe.winner_lr is None:
-            probe.winner_lr = probe.initial_lr  # by then a winner exists
-        probe.end_stage()
-        return probe.plan(step)
+        return nxt >= self.max_t or self.search.peek_plan(nxt).kind == "final"
 
     def _open_stage(self, plan: StagePlan, start: int) -> bool:
         """Begin the search ``plan`` at lineage iteration ``start``; returns whether it races."""

@@ -23,11 +23,47 @@ from dataclasses import dataclass
 
 from .._errors import ConfigError
 
-__all__ = ["BudgetPolicy", "DivergenceRule", "PaperPolicy", "StagePlan"]
+__all__ = [
+    "BudgetPolicy",
+    "DivergenceRule",
+    "PaperPolicy",
+    "StagePlan",
+    "cooled_lr",
+    "decayed_lr",
+    "warmup_lr",
+]
 
 # The smallest candidate window worth forecasting: below this a handful of noisy losses
 # ranks candidates no better than chance (measured in the ``autolrs`` study).
 MIN_TAU_PRIME = 5
+
+
+def warmup_lr(peak: float, step: int, steps: int) -> float:
+    """LR of warm-up step ``step`` (0-based) of a linear ramp to ``peak`` over ``steps``."""
+    return peak * (step + 1) / steps
+
+
+def decayed_lr(lr: float, step: int, *, max_steps: int, decay: int, shape: str) -> float:
+    """``lr`` at global ``step`` under a final decay over the last ``decay`` of ``max_steps``.
+
+    Step ``max_steps - decay`` still trains at ``lr`` and the last step at ``lr / decay``
+    (``shape="linear"``), as the benchmark's linear and WSD schedules do; ``"sqrt"`` is
+    ``1 - sqrt(x)``.
+    """
+    start = max_steps - decay
+    if decay <= 0 or step < start:
+        return lr
+    x = min(1.0, (step - start) / decay)
+    frac = 1.0 - x if shape == "linear" else 1.0 - math.sqrt(x)
+    return lr * max(frac, 0.0)
+
+
+def cooled_lr(lr: float, t: int, tau_prime: int, cooldown: int) -> float:
+    """LR of a candidate at step ``t`` of its window (linear cooldown over its last steps)."""
+    if cooldown <= 0 or t < tau_prime - cooldown:
+        return lr
+    j = t - (tau_prime - cooldown) + 1
+    return lr * max(0.0, 1.0 - j / (cooldown + 1))
 
 
 @dataclass(frozen=True)
@@ -289,21 +325,13 @@ class BudgetPolicy:
 
     def exploit_lr(self, winner_lr: float, step: int) -> float:
         """The winner's LR, decayed to zero over the last ``decay`` steps of the budget."""
-        start = self.max_steps - self.decay
-        if self.decay <= 0 or step < start:
-            return winner_lr
-        # Step ``start`` still trains at the full LR and the last step at 1/decay of it,
-        # as the benchmark's linear and WSD schedules do.
-        x = min(1.0, (step - start) / self.decay)
-        frac = 1.0 - x if self.decay_shape == "linear" else 1.0 - math.sqrt(x)
-        return winner_lr * max(frac, 0.0)
+        return decayed_lr(
+            winner_lr, step, max_steps=self.max_steps, decay=self.decay, shape=self.decay_shape
+        )
 
     def candidate_lr(self, lr: float, t: int, tau_prime: int, cooldown: int) -> float:
         """LR of a candidate at step ``t`` of its window (linear cooldown at the end)."""
-        if cooldown <= 0 or t < tau_prime - cooldown:
-            return lr
-        j = t - (tau_prime - cooldown) + 1
-        return lr * max(0.0, 1.0 - j / (cooldown + 1))
+        return cooled_lr(lr, t, tau_prime, cooldown)
 
     def trust_box(
         self, winner_lr: float | None, box: tuple[float, float]

@@ -9,6 +9,7 @@ It knows nothing about models, optimizers or frameworks.
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
@@ -314,6 +315,18 @@ class StageSearch:
             p = replace(p, lr=self.winner_lr if self.winner_lr is not None else self.initial_lr)
         self.plan_now = p
         return p
+
+    def peek_plan(self, step: int) -> StagePlan:
+        """The plan the stage after this one would get at global ``step``; changes nothing.
+
+        Lets a parallel executor tell whether the search it starts now is the last one.
+        """
+        probe = copy.copy(self)  # plan/end_stage only rebind scalars; lists copied anyway
+        probe.records, probe.results = list(self.records), list(self.results)
+        if probe.winner_lr is None:
+            probe.winner_lr = probe.initial_lr  # by then a winner exists
+        probe.end_stage()
+        return probe.plan(step)
 
     def exploit_lr(self, step: int) -> float:
         """LR of an exploitation (or final) step at global ``step``."""

@@ -16,7 +16,7 @@ from autolr.searchers import Searcher
 
 from .._errors import ConfigError, ConfigTypeError, StateError
 from .._snapshot import Snapshot, Stateful, capture_rng_state, restore_rng_state
-from ._policy import BudgetPolicy, DivergenceRule
+from ._policy import BudgetPolicy, DivergenceRule, warmup_lr
 from ._stage import CandidateResult, StageRecord, StageSearch
 
 __all__ = ["AutoLRS", "HistoryRecord"]
@@ -587,7 +587,7 @@ class AutoLRS:
                 group["lr"] = value
 
     def _warmup_lr_at(self, step: int) -> float:
-        return self.warmup_lr * (step + 1) / self.warmup_steps
+        return warmup_lr(self.warmup_lr, step, self.warmup_steps)
 
     def _remember(self, value: float) -> None:
         self._recent.append(value)
