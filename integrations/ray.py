@@ -303,16 +303,6 @@ class AutoLRSScheduler(TrialScheduler):
                     "BudgetPolicy.for_budget(max_t, parallel=True, ...)"
                 )
             max_t = policy.max_steps if max_t is None else max_t
-        if not (isinstance(divergence_factor, (int, float)) and divergence_factor > 1):
-            raise ConfigError(f"divergence_factor must be > 1, got {divergence_factor!r}")
-        if (
-            isinstance(divergence_patience, bool)
-            or not isinstance(divergence_patience, int)
-            or divergence_patience < 1
-        ):
-            raise ConfigError(
-                f"divergence_patience must be an int >= 1, got {divergence_patience!r}"
-            )
         self._structure = {
             "tau": tau,
             "tau_prime": tau_prime,
@@ -326,7 +316,7 @@ class AutoLRSScheduler(TrialScheduler):
         self._searcher_arg = searcher
         self._predictor_arg = predictor
         self._seed = seed
-        self._divergence = DivergenceRule(float(divergence_factor), divergence_patience)
+        self._divergence = DivergenceRule(divergence_factor, divergence_patience)
         self._k = k
         self.exploit = bool(exploit)
         self.final = final

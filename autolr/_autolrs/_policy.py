@@ -110,6 +110,14 @@ class DivergenceRule:
     factor: float = 3.0
     patience: int = 3
 
+    def __post_init__(self) -> None:
+        # One check for every executor that builds a rule from its arguments.
+        if isinstance(self.factor, bool) or not (
+            isinstance(self.factor, (int, float)) and self.factor > 1
+        ):
+            raise ConfigError(f"divergence_factor must be > 1, got {self.factor!r}")
+        _check_int("divergence_patience", self.patience, 1)
+
     def over(self, value: float, ref: float | None) -> bool:
         """Whether one loss is over the divergence threshold."""
         if not math.isfinite(value):
@@ -135,8 +143,6 @@ class DivergenceRule:
 @dataclass(frozen=True)
 class PaperPolicy:
     """AutoLRS as published (Jin et al., ICLR 2021), with the in-loop tuner's budget rule."""
-
-    name = "paper"
 
     def plan(
         self,
@@ -204,8 +210,6 @@ class BudgetPolicy:
     trust: float = 4.0
     note: str = ""
     parallel: bool = False
-
-    name = "budget"
 
     @classmethod
     def for_budget(

@@ -410,19 +410,16 @@ class StageSearch:
         at the lowered box's low end. ``message`` is the one warning executors give
         (``what`` names the candidates: "candidate", "racer").
         """
-        if self.records:
-            self.update_record(candidates=tuple(self.results))
         tried = min(r.lr for r in self.results) if self.results else self.lr_bounds[1]
         lo, hi = self.lower_upper_bound(tried)
         self.retries += 1
-        head = f"stage {self.stage}: every {what} diverged; "
-        if self.retries < MAX_RETRIES:
-            if self.records:
-                self.update_record(note="retry")
-            return "retry", hi, head + f"searching again in [{lo:.3g}, {hi:.3g}]"
+        action = "retry" if self.retries < MAX_RETRIES else "fallback"
         if self.records:
-            self.update_record(note="fallback")
-        return "fallback", lo, head + f"training at the lowest LR {lo:.3g}"
+            self.update_record(candidates=tuple(self.results), note=action)
+        head = f"stage {self.stage}: every {what} diverged; "
+        if action == "retry":
+            return action, hi, head + f"searching again in [{lo:.3g}, {hi:.3g}]"
+        return action, lo, head + f"training at the lowest LR {lo:.3g}"
 
     def choose(self, win: CandidateResult | None = None) -> CandidateResult:
         """Fix the stage's winner (``win``, or :meth:`winner`) and record it."""
@@ -512,9 +509,8 @@ class StageSearch:
         """The comparison value of one candidate (see ``compare``)."""
         if self.compare == "forecast":
             return self.predictor.forecast(vals, self.target_step, steps=steps)
-        if self.compare == "cooled" and self.cooldown_start is not None:
-            cool = self.plan_now.cooldown if self.plan_now is not None else 1
-            tail = vals[-max(1, min(cool, len(vals))) :]
+        if self.compare == "cooled" and self.plan_now is not None and self.plan_now.cooldown:
+            tail = vals[-max(1, min(self.plan_now.cooldown, len(vals))) :]
         else:
             # "window": the level the candidate reached, from the last quarter of its window.
             # Every candidate saw the same batches (restored RNG), so levels are paired.
@@ -553,11 +549,6 @@ class StageSearch:
         if self.variant == "budget":
             return False  # the budget plan fixes every stage's windows
         return self.double and self.tau_prime < self.tau_max / 10 and self.tau * 2 <= self.tau_max
-
-    @property
-    def next_tau_prime(self) -> int:
-        """τ' of the next stage, i.e. after :meth:`end_stage` (lets executors plan the end)."""
-        return self.tau_prime * 2 if self._grows() else self.tau_prime
 
     def lower_upper_bound(self, bad_lr: float, factor: float = 3.0) -> tuple[float, float]:
         """Shrink the search box below an LR that made training diverge.

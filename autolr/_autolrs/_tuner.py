@@ -184,9 +184,6 @@ class AutoLRS:
         continue_from = continue_from or ("best" if variant == "budget" else "start")
         if continue_from not in ("start", "best"):
             raise ConfigError(f"continue_from must be 'start' or 'best', got {continue_from!r}")
-        _check_int("divergence_patience", divergence_patience, 1)
-        if not (isinstance(divergence_factor, (int, float)) and divergence_factor > 1):
-            raise ConfigError(f"divergence_factor must be > 1, got {divergence_factor!r}")
         self.search = StageSearch.for_variant(
             variant,
             max_steps=max_steps,
@@ -197,7 +194,7 @@ class AutoLRS:
             predictor=predictor,
             seed=seed,
             compare=compare,
-            divergence=DivergenceRule(float(divergence_factor), divergence_patience),
+            divergence=DivergenceRule(divergence_factor, divergence_patience),
             continue_best=continue_from == "best",
         )
         _check_int("warmup_steps", warmup_steps, 0)
@@ -222,8 +219,6 @@ class AutoLRS:
         self.warmup_lr = float(warmup_lr)
         self.max_steps = max_steps
         self.continue_from = continue_from
-        self.divergence_factor = float(divergence_factor)
-        self.divergence_patience = divergence_patience
         self.sync_every = sync_every
         self._snapshot = Snapshot(model, optimizer, extras=extras, offload=offload, rng=restore_rng)
         self._best_snapshot = Snapshot(
@@ -254,7 +249,6 @@ class AutoLRS:
         self._pending: list[tuple[int, torch.Tensor]] = []
         self._records: list[HistoryRecord] = []
         self.recoveries = 0
-        self._warned_small = False
 
         self._warmup_start = 0
         if warmup_steps > 0:
@@ -290,6 +284,16 @@ class AutoLRS:
     def schedule(self) -> list[float]:
         """The LR actually used at every optimizer step, search steps included."""
         return [r.lr for r in self._records]
+
+    @property
+    def divergence_factor(self) -> float:
+        """Loss ratio to the stage-start loss above which a candidate counts as over."""
+        return float(self.search.divergence.factor)
+
+    @property
+    def divergence_patience(self) -> int:
+        """Consecutive over losses after which a candidate is abandoned."""
+        return self.search.divergence.patience
 
     @property
     def stages(self) -> list[StageRecord]:
@@ -381,8 +385,7 @@ class AutoLRS:
         s = self.search
         plan = s.plan(self.global_step)
         if plan.kind == "final":
-            if s.variant == "budget" and not self._warned_small and not s.records:
-                self._warned_small = True
+            if s.variant == "budget" and not s.records:  # once: nothing was searched yet
                 note = getattr(s.policy, "note", "") or "no search fits in max_steps"
                 warnings.warn(
                     f"AutoLRS: {note}; training at lr={s.exploit_lr(self.global_step):.3g} "
@@ -390,7 +393,7 @@ class AutoLRS:
                     RuntimeWarning,
                     stacklevel=4,
                 )
-            self._enter_exploit(self.max_steps_left(), phase="final")
+            self._enter_exploit(self._steps_left(), phase="final")
             return
         self._stage_k = plan.k
         self._snapshot.capture()
@@ -407,7 +410,7 @@ class AutoLRS:
             return self.search.tau_prime
         return max(1, self.search.tau_prime // 16)
 
-    def max_steps_left(self) -> int | None:
+    def _steps_left(self) -> int | None:
         """Optimizer steps left in the budget (``None`` without ``max_steps``)."""
         return None if self.max_steps is None else self.max_steps - self.global_step
 
@@ -542,7 +545,7 @@ class AutoLRS:
         if self.phase == "final" and self.max_steps is not None:
             # No budget for a search: continue at the safer upper bound.
             self.search.winner_lr = hi
-            self._enter_exploit(self.max_steps_left(), phase="final")
+            self._enter_exploit(self._steps_left(), phase="final")
             return
         self.search.begin_stage()
         self._best_forecast = math.inf
