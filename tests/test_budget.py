@@ -248,16 +248,26 @@ def test_cooled_windows_continue_from_before_the_cooldown() -> None:
     assert tuner.phase == "exploit" and tuner.lr == res[best].lr
 
 
-def test_budget_resume_equals_uninterrupted() -> None:
+COOLED = {"policy": BudgetPolicy.for_budget(300, cooldown_frac=0.5), "compare": "cooled"}
+
+
+# Cut mid-search; with cooled windows, inside the winner's cooldown (15 warm-up steps, 20-step
+# windows whose last 10 cool): its pre-cooldown state is then in flight in the checkpoint.
+@pytest.mark.parametrize(("kw", "cut"), [({}, 40), (COOLED, None)])
+def test_budget_resume_equals_uninterrupted(kw: dict[str, Any], cut: int | None) -> None:
     torch.manual_seed(5)
-    t_a, m_a, o_a = budget_tuner(300)
+    t_a, m_a, o_a = budget_tuner(300, **kw)
     torch.manual_seed(7)
     used_a = loop(t_a, m_a, o_a, 300)
+    if cut is None:
+        res = t_a.stages[0].candidates
+        best = min(range(len(res)), key=lambda i: res[i].forecast)
+        cut = 15 + 20 * best + 15
 
     torch.manual_seed(5)
-    t_b, m_b, o_b = budget_tuner(300)
+    t_b, m_b, o_b = budget_tuner(300, **kw)
     torch.manual_seed(7)
-    used_b = loop(t_b, m_b, o_b, 40)  # mid-search
+    used_b = loop(t_b, m_b, o_b, cut)
     buf = io.BytesIO()
     torch.save(
         {"m": m_b.state_dict(), "o": o_b.state_dict(), "t": t_b.state_dict(),
@@ -266,14 +276,16 @@ def test_budget_resume_equals_uninterrupted() -> None:
     buf.seek(0)
     ck = torch.load(buf, weights_only=True)
     torch.manual_seed(5)
-    t_c, m_c, o_c = budget_tuner(300)
+    t_c, m_c, o_c = budget_tuner(300, **kw)
     m_c.load_state_dict(ck["m"])
     o_c.load_state_dict(ck["o"])
     t_c.load_state_dict(ck["t"])
     torch.set_rng_state(ck["rng"])
-    used_c = used_b + loop(t_c, m_c, o_c, 260)
+    used_c = used_b + loop(t_c, m_c, o_c, 300 - cut)
     assert used_c == used_a
     assert t_c.stages == t_a.stages
+    for p, q in zip(m_c.parameters(), m_a.parameters()):
+        assert torch.equal(p, q)
     with pytest.raises(StateError, match="variant"):
         model = tiny_mlp()
         AutoLRS(

@@ -639,6 +639,7 @@ class AutoLRS:
             "search": self.search.state_dict(),
             "snapshot": self._snapshot.state_dict(),
             "best_snapshot": self._best_snapshot.state_dict(),
+            "cand_snapshot": self._cand_snapshot.state_dict(),
             "global_step": self.global_step,
             "phase": self.phase,
             "lr": self._lr,
@@ -685,6 +686,7 @@ class AutoLRS:
         self.search.load_state_dict(state["search"])
         self._snapshot.load_state_dict(state["snapshot"])
         self._best_snapshot.load_state_dict(state["best_snapshot"])
+        self._cand_snapshot.load_state_dict(state["cand_snapshot"])
         self.global_step = int(state["global_step"])
         self.phase = str(state["phase"])
         self._stage_k = int(state["stage_k"])
