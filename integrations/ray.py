@@ -36,6 +36,7 @@ from typing import Any
 import torch
 
 from autolr import BudgetPolicy, CandidateResult, DivergenceRule, StagePlan, StageSearch
+from autolr._autolrs._lr import GroupLRs
 from autolr._autolrs._policy import cooled_lr, decayed_lr, warmup_lr
 from autolr._autolrs._race import RacerView, pick_racer
 from autolr._errors import ConfigError, ConfigTypeError, StateError
@@ -677,8 +678,7 @@ class AutoLRSScheduler(TrialScheduler):
         return self.search.exploit_length(step, kept) if self.exploit else 0
 
     def _lr_now(self) -> float:
-        win = self.search.winner_lr
-        return float(win) if win is not None else float(self.search.initial_lr)
+        return float(self.search.lr)
 
     # ------------------------------------------------------------------ results
     def _warmup_result(self, tid: str, job: _Job, it: int, loss: float) -> str:
@@ -1499,19 +1499,14 @@ class TuneCheckpointer:
         self.rng = bool(rng)
         self._config = dict(config)
         self._lr_key = lr_key
-        base = [float(g["lr"]) for g in optimizer.param_groups]
-        self._scales = [b / base[0] if base[0] > 0 else 1.0 for b in base]
+        self._group_lrs = GroupLRs(optimizer)
         self.iteration = 0
         self._restore()
         self._set_lr(scheduled_lr(self._config, self.iteration, lr_key=lr_key))
 
     def _set_lr(self, lr: float) -> None:
         self.lr = float(lr)
-        for group, scale in zip(self.optimizer.param_groups, self._scales):
-            if isinstance(group["lr"], torch.Tensor):
-                group["lr"].fill_(self.lr * scale)
-            else:
-                group["lr"] = self.lr * scale
+        self._group_lrs.set(self.lr)
 
     def _device(self) -> torch.device:
         p = next(self.model.parameters(), None)

@@ -283,6 +283,11 @@ class StageSearch:
         return math.sqrt(lo * hi)
 
     @property
+    def lr(self) -> float:
+        """The LR the run trains at between searches: the last winner's, else :attr:`initial_lr`."""
+        return self.winner_lr if self.winner_lr is not None else self.initial_lr
+
+    @property
     def warmup_steps(self) -> int:
         """Warm-up steps the plan asks for (0 in the paper variant)."""
         return self.policy.warmup if isinstance(self.policy, BudgetPolicy) else 0
@@ -312,7 +317,7 @@ class StageSearch:
                 parallel=self.parallel,
             )
         if p.kind == "final":
-            p = replace(p, lr=self.winner_lr if self.winner_lr is not None else self.initial_lr)
+            p = replace(p, lr=self.lr)
         self.plan_now = p
         return p
 
@@ -330,8 +335,7 @@ class StageSearch:
 
     def exploit_lr(self, step: int) -> float:
         """LR of an exploitation (or final) step at global ``step``."""
-        lr = self.winner_lr if self.winner_lr is not None else self.initial_lr
-        return self.policy.exploit_lr(lr, step)
+        return self.policy.exploit_lr(self.lr, step)
 
     def candidate_lr(self, lr: float, t: int) -> float:
         """LR of a candidate at step ``t`` (0-based) of its window."""

@@ -16,6 +16,7 @@ from autolr.searchers import Searcher
 
 from .._errors import ConfigError, ConfigTypeError, StateError
 from .._snapshot import Snapshot, Stateful, capture_rng_state, restore_rng_state
+from ._lr import GroupLRs
 from ._policy import BudgetPolicy, DivergenceRule, warmup_lr
 from ._stage import CandidateResult, StageRecord, StageSearch
 
@@ -228,13 +229,12 @@ class AutoLRS:
         self._cand_snapshot = Snapshot(
             model, optimizer, extras=extras, offload=offload, rng=restore_rng
         )
-        base = _group_lrs(optimizer)
-        self._lr_scales = [lr / base[0] if base[0] > 0 else 1.0 for lr in base]
+        self._group_lrs = GroupLRs(optimizer)
 
         # Run state (everything below is in state_dict).
         self.global_step = 0
         self.phase = "warmup"
-        self._lr = base[0]
+        self._lr = self._group_lrs.first
         self._stage_k = self.search.k
         self._phase_steps = 0
         self._phase_len = 0
@@ -582,12 +582,7 @@ class AutoLRS:
 
     def _set_lr(self, lr: float) -> None:
         self._lr = float(lr)
-        for group, scale in zip(self.optimizer.param_groups, self._lr_scales):
-            value = self._lr * scale
-            if isinstance(group["lr"], torch.Tensor):
-                group["lr"].fill_(value)  # fused/capturable optimizers keep lr as a tensor
-            else:
-                group["lr"] = value
+        self._group_lrs.set(self._lr)
 
     def _warmup_lr_at(self, step: int) -> float:
         return warmup_lr(self.warmup_lr, step, self.warmup_steps)
@@ -735,10 +730,6 @@ def _check_model_optimizer(model: Any, optimizer: Any) -> None:
 def _check_int(name: str, value: Any, minimum: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ConfigError(f"{name} must be an int >= {minimum}, got {value!r}")
-
-
-def _group_lrs(optimizer: torch.optim.Optimizer) -> list[float]:
-    return [float(g["lr"]) for g in optimizer.param_groups]
 
 
 def _as_float(loss: float | torch.Tensor) -> float:
