@@ -42,13 +42,14 @@ Two optional robustness knobs (both off by default; off reproduces the plain rul
 wrapper keeps a per-group HD factor ``s`` and runs the inner step at ``clamp(base·s)``, restoring
 ``group["lr"]`` afterwards. So any scheduler (built on the wrapper or on ``opt.optimizer``)
 composes as *HD multiplies on top of the schedule*. The LR actually used is :attr:`lrs` /
-``group["hd_lr"]`` and every step's value is in :attr:`lr_trace`.
+``group["hd_lr"]`` and the last steps' values (10 000 by default) are in :attr:`lr_trace`.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections import deque
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -56,7 +57,7 @@ from torch import Tensor
 
 from ._errors import ConfigError, ConfigTypeError, StateError
 
-__all__ = ["DEFAULT_HYPERGRAD_LR", "HypergradientLR", "dot_and_norms"]
+__all__ = ["DEFAULT_HYPERGRAD_LR", "DEFAULT_TRACE_STEPS", "HypergradientLR", "dot_and_norms"]
 
 #: Default β per (rule, optimizer family).
 DEFAULT_HYPERGRAD_LR: dict[tuple[str, str], float] = {
@@ -69,6 +70,10 @@ DEFAULT_HYPERGRAD_LR: dict[tuple[str, str], float] = {
 }
 _RULES = ("additive", "multiplicative", "rms")
 _BOOST_GROWTH = 1.2  # per-step growth of the step-size multiplier while the sign persists
+#: Steps kept in :attr:`HypergradientLR.lr_trace` by default (``trace=True``).
+DEFAULT_TRACE_STEPS = 10_000
+_STATE_VERSION = 2  # 1: unversioned (rule/β saved but not checked), 2: config checked on load
+_HD_STATE = ("scales", "last_h", "h_sq", "h_n", "steps", "nonfinite", "directions", "trace")
 
 
 def dot_and_norms(a: Sequence[Tensor], b: Sequence[Tensor]) -> Tensor:
@@ -146,7 +151,10 @@ class HypergradientLR(torch.optim.Optimizer):
             off. Normalised rules only; the multiplicative rule needs ``β·boost < 1``.
         warmup_steps: Linear LR warm-up length inside HD (default 0: none); during it HD may
             only lower its factor (a probe for an oversized LR), afterwards both ways.
-        trace: Record the LR of every step in :attr:`lr_trace` (one float per group and step).
+        trace: How many of the last steps' LRs :attr:`lr_trace` keeps (one float per group and
+            step): ``True`` (default) the last :data:`DEFAULT_TRACE_STEPS` (10 000), an int
+            ``n`` the last ``n``, ``False`` or ``0`` none. Bounded so that memory and the
+            ``state_dict`` stay flat over long runs.
 
     Attributes:
         optimizer: The wrapped optimizer.
@@ -175,7 +183,7 @@ class HypergradientLR(torch.optim.Optimizer):
         lr_min: float = 0.0,
         lr_max: float = math.inf,
         rms_decay: float = 0.99,
-        trace: bool = True,
+        trace: bool | int = True,
         boost: float = 1.0,
         warmup_steps: int = 0,
     ) -> None:
@@ -223,6 +231,12 @@ class HypergradientLR(torch.optim.Optimizer):
             raise ConfigTypeError(f"warmup_steps must be an int, got {warmup_steps!r}")
         if warmup_steps < 0:
             raise ConfigError(f"warmup_steps must be >= 0, got {warmup_steps}")
+        if not isinstance(trace, int):
+            raise ConfigTypeError(f"trace must be a bool or an int >= 0, got {trace!r}")
+        if isinstance(trace, bool):
+            trace = DEFAULT_TRACE_STEPS if trace else 0
+        if trace < 0:
+            raise ConfigError(f"trace must be a bool or an int >= 0 (steps kept), got {trace}")
         for i, group in enumerate(optimizer.param_groups):
             self._check_group(i, group)
         self.optimizer = optimizer
@@ -234,7 +248,7 @@ class HypergradientLR(torch.optim.Optimizer):
         self.hypergrad_lr = beta
         self.lr_min = lr_min
         self.lr_max = lr_max
-        self.trace = bool(trace)
+        self.trace = trace  # steps kept in lr_trace (0: off)
         self.steps = 0
         self.nonfinite = 0
         self._scales: list[float] = [1.0] * len(optimizer.param_groups)
@@ -242,7 +256,7 @@ class HypergradientLR(torch.optim.Optimizer):
         self._h_sq: list[float] = [0.0] * len(optimizer.param_groups)  # EMA of h² ("rms")
         self._h_n: list[int] = [0] * len(optimizer.param_groups)  # hypergradients used
         self._gain: list[float] = [1.0] * len(optimizer.param_groups)  # boost multiplier k
-        self._trace: list[list[float]] = []
+        self._trace: deque[list[float]] = deque(maxlen=trace)
         self._dirs: dict[Tensor, Tensor] = {}  # previous update direction per parameter
         for g in optimizer.param_groups:
             g["hd_lr"] = float(g["lr"])
@@ -320,7 +334,7 @@ class HypergradientLR(torch.optim.Optimizer):
 
     @property
     def lr_trace(self) -> list[list[float]]:
-        """LRs used at every step so far: ``lr_trace[step][group]`` (empty if ``trace=False``)."""
+        """LRs used at the last ``trace`` steps: ``lr_trace[step][group]`` (oldest first)."""
         return [list(r) for r in self._trace]
 
     @property
@@ -464,7 +478,7 @@ class HypergradientLR(torch.optim.Optimizer):
                     continue
                 self._dirs[p] = self._direction(group, p, grads[gi][p], pre.get(p))
         self.steps += 1
-        if self.trace:
+        if self.trace:  # the deque drops the oldest row beyond `trace` steps
             self._trace.append([float(g["hd_lr"]) for g in groups])
         return loss
 
@@ -492,21 +506,33 @@ class HypergradientLR(torch.optim.Optimizer):
     def _params(self) -> list[Tensor]:
         return [p for g in self.optimizer.param_groups for p in g["params"]]
 
+    def _config(self) -> dict[str, Any]:
+        """Arguments a state_dict must have been saved with to be loaded here."""
+        return {
+            "optimizer_class": type(self.optimizer).__name__,
+            "rule": self.rule,
+            "hypergrad_lr": self.hypergrad_lr,
+            "lr_min": self.lr_min,
+            "lr_max": self.lr_max,
+            "rms_decay": self.rms_decay,
+            "boost": self.boost,
+            "warmup_steps": self.warmup_steps,
+        }
+
     def state_dict(self) -> dict[str, Any]:  # type: ignore[override]
-        """Wrapped optimizer's state plus the HD state (tensors and plain values only)."""
+        """Wrapped optimizer's state plus the HD state and arguments (tensors and plain values)."""
         index = {p: i for i, p in enumerate(self._params())}
         return {
+            "version": _STATE_VERSION,
+            "kind": "HypergradientLR",
             "optimizer": self.optimizer.state_dict(),
             "hypergrad": {
-                "rule": self.rule,
-                "hypergrad_lr": self.hypergrad_lr,
+                **self._config(),
                 "scales": list(self._scales),
                 "last_h": list(self._last_h),
                 "h_sq": list(self._h_sq),
                 "h_n": list(self._h_n),
                 "gain": list(self._gain),
-                "boost": self.boost,
-                "warmup_steps": self.warmup_steps,
                 "steps": self.steps,
                 "nonfinite": self.nonfinite,
                 "directions": {index[p]: d.detach().clone() for p, d in self._dirs.items()},
@@ -515,43 +541,327 @@ class HypergradientLR(torch.optim.Optimizer):
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:  # type: ignore[override]
-        """Restore a :meth:`state_dict` (the rule and β stay those given to the constructor)."""
-        if not isinstance(state_dict, dict) or set(state_dict) != {"optimizer", "hypergrad"}:
-            raise StateError("not a HypergradientLR state_dict (keys 'optimizer', 'hypergrad')")
+        """Restore a :meth:`state_dict`, checking all of it before anything changes.
+
+        States written before the ``version`` key existed still load (their arguments are
+        checked as far as they were saved). A trace longer than ``trace`` keeps its last steps.
+
+        Raises:
+            StateError: Not a HypergradientLR state, missing or mistyped entries, other
+                arguments (``rule``, ``hypergrad_lr``, bounds, ...; all differences are listed),
+                another optimizer type, or tensors shaped for another model.
+        """
+        owner = "HypergradientLR"
+        version = _state_version(owner, state_dict, ("optimizer", "hypergrad"), (1, 2), 1)
         hd = state_dict["hypergrad"]
-        keys = {"scales", "last_h", "h_sq", "h_n", "steps", "nonfinite", "directions", "trace"}
-        missing = keys - set(hd)
-        if missing:
-            raise StateError(f"HypergradientLR state_dict lacks {sorted(missing)}")
-        self.optimizer.load_state_dict(state_dict["optimizer"])
-        n_groups = len(self.optimizer.param_groups)
-        if any(len(hd[k]) != n_groups for k in ("scales", "last_h", "h_sq", "h_n")):
-            raise StateError(
-                f"state_dict has {len(hd['scales'])} group factors, optimizer has {n_groups} groups"
-            )
+        if not isinstance(hd, Mapping):
+            raise _state_error(owner, f"'hypergrad' must be a dict, got {_short(hd)}")
+        config = self._config()
+        required = [*_HD_STATE, *(config if version >= 2 else ()), *(["gain"] * (version >= 2))]
+        _state_keys(owner, hd, required, "hypergrad")
+        _state_config(owner, hd, config)
+        _state_optimizer(owner, "optimizer", self.optimizer, state_dict["optimizer"])
+        n = len(self.optimizer.param_groups)
+        scales = [
+            _state_float(owner, "scales", v, low=0.0)
+            for v in _state_list(owner, "scales", hd["scales"], n)
+        ]
+        last_h = [
+            _state_float(owner, "last_h", v, none=True)
+            for v in _state_list(owner, "last_h", hd["last_h"], n)
+        ]
+        h_sq = [
+            _state_float(owner, "h_sq", v, low=0.0)
+            for v in _state_list(owner, "h_sq", hd["h_sq"], n)
+        ]
+        h_n = [_state_int(owner, "h_n", v) for v in _state_list(owner, "h_n", hd["h_n"], n)]
+        # "gain" is absent from state dicts written before boost existed: k = 1 (off)
+        gain = [
+            _state_float(owner, "gain", v, low=1.0)
+            for v in _state_list(owner, "gain", hd.get("gain", [1.0] * n), n)
+        ]
+        steps = _state_int(owner, "steps", hd["steps"])
+        nonfinite = _state_int(owner, "nonfinite", hd["nonfinite"])
+        trace = [
+            [_state_float(owner, "trace", v, finite=False) for v in _state_list(owner, "trace", r)]
+            for r in _state_list(owner, "trace", hd["trace"])
+        ]
         params = self._params()
+        if not isinstance(hd["directions"], Mapping):
+            raise _state_error(
+                owner, f"'directions' must be a dict, got {_short(hd['directions'])}"
+            )
         dirs: dict[Tensor, Tensor] = {}
         for i, d in hd["directions"].items():
-            i = int(i)
-            if not 0 <= i < len(params) or tuple(d.shape) != tuple(params[i].shape):
-                raise StateError(f"direction {i} does not match the optimizer's parameters")
-            dirs[params[i]] = d.to(device=params[i].device, dtype=params[i].dtype)
+            if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < len(params):
+                raise _state_error(
+                    owner,
+                    f"'directions' has an entry for parameter {_short(i)}, this optimizer has "
+                    f"parameters 0..{len(params) - 1}: the state comes from another model",
+                )
+            p = params[i]
+            d = _state_tensor(owner, f"directions[{i}]", d, p.shape, f"parameter {i} here")
+            dirs[p] = d.detach().to(device=p.device, dtype=p.dtype)
+        # Everything checked: from here on nothing can fail half-way.
+        self.optimizer.load_state_dict(state_dict["optimizer"])
         self._dirs = dirs
-        self._scales = [float(s) for s in hd["scales"]]
-        self._last_h = [None if h is None else float(h) for h in hd["last_h"]]
-        self._h_sq = [float(v) for v in hd["h_sq"]]
-        self._h_n = [int(v) for v in hd["h_n"]]
-        # "gain" is absent from state dicts written before boost existed: k = 1 (off)
-        gains = hd.get("gain", [1.0] * n_groups)
-        if len(gains) != n_groups:
-            raise StateError(f"state_dict has {len(gains)} boost gains, optimizer has {n_groups}")
-        self._gain = [float(v) for v in gains]
-        self.steps = int(hd["steps"])
-        self.nonfinite = int(hd["nonfinite"])
-        self._trace = [list(r) for r in hd["trace"]]
+        self._scales = scales  # type: ignore[assignment]
+        self._last_h = last_h
+        self._h_sq = h_sq  # type: ignore[assignment]
+        self._h_n = h_n
+        self._gain = gain  # type: ignore[assignment]
+        self.steps = steps
+        self.nonfinite = nonfinite
+        self._trace = deque(trace, maxlen=self.trace)  # type: ignore[arg-type]
         for g, s in zip(self.optimizer.param_groups, self._scales):
             g["hd_lr"] = min(max(float(g["lr"]) * s, self.lr_min), self.lr_max)
             if 0 < self.steps < self.warmup_steps:  # the last step's ramp, as after that step
                 g["hd_lr"] = min(
                     max(g["hd_lr"] * (self.steps / self.warmup_steps), self.lr_min), self.lr_max
                 )
+
+
+# ---------------------------------------------------------------------- state validation
+# Shared by HypergradientLR, STNTuner/HyperSpace/Schedule and FedHyperServer/Client so that
+# every load_state_dict checks the whole state before changing anything and words its errors
+# alike: "<Owner>.load_state_dict: <what is wrong>, <what was expected>".
+
+#: Key sets that identify each tuner's state_dict, to say what a wrong state is.
+_STATE_SIGNATURES: tuple[tuple[str, frozenset[str]], ...] = (
+    ("a torch optimizer state_dict", frozenset({"state", "param_groups"})),
+    ("an AutoLRS state_dict", frozenset({"search", "phase", "snapshot"})),
+    ("a HypergradientLR state_dict", frozenset({"optimizer", "hypergrad"})),
+    ("an STNTuner state_dict", frozenset({"space", "hyper_optimizer", "names"})),
+    ("a FedHyperServer state_dict", frozenset({"config", "round", "global_lr"})),
+    ("a FedHyperClient state_dict", frozenset({"base_lr", "scale", "steps_skipped"})),
+    ("a HyperSpace state_dict", frozenset({"unconstrained", "rho"})),
+    ("a Schedule state_dict", frozenset({"names", "steps", "values"})),
+)
+# Param-group keys torch added over releases (and restores with defaults on load): their
+# absence says nothing about the optimizer type.
+_OPTIONAL_GROUP_KEYS = frozenset(
+    {"params", "param_names", "initial_lr", "differentiable", "foreach", "fused", "capturable",
+     "maximize", "decoupled_weight_decay", "hd_lr"}
+)  # fmt: skip
+# Per-parameter optimizer state shaped like the parameter (SGD, Adam(W), RMSprop, Adagrad, ...).
+_PARAM_SHAPED = frozenset(
+    {"momentum_buffer", "exp_avg", "exp_avg_sq", "max_exp_avg_sq", "square_avg", "acc_delta",
+     "sum", "grad_avg", "ax", "prev", "exp_inf"}
+)  # fmt: skip
+
+
+def _describe_state(state: Any) -> str:
+    """What ``state`` looks like, for an error message ("an AutoLRS state_dict", "a list", ...)."""
+    if state is None:
+        return "None"
+    if not isinstance(state, Mapping):
+        return f"a {type(state).__name__}"
+    kind = state.get("kind")
+    if isinstance(kind, str):  # every tuner's state_dict names its class
+        return f"{'an' if kind in ('AutoLRS', 'STNTuner') else 'a'} {kind} state_dict"
+    keys = set(state)
+    for what, signature in _STATE_SIGNATURES:
+        if signature <= keys:
+            return what
+    if keys and all(isinstance(v, Tensor) for v in state.values()):
+        return "a model (module) state_dict"
+    names = sorted(str(k) for k in keys)
+    more = ", ..." if len(names) > 8 else ""
+    return f"a dict with keys [{', '.join(names[:8])}{more}]"
+
+
+def _state_error(owner: str, message: str) -> StateError:
+    # ``owner`` is a class name (the method is load_state_dict) or "Class.method"
+    where = owner if "." in owner else f"{owner}.load_state_dict"
+    return StateError(f"{where}: {message}")
+
+
+def _state_version(
+    owner: str, state: Any, signature: Collection[str], versions: Collection[int],
+    unversioned: int | None = None,
+) -> int:  # fmt: skip
+    """Check that ``state`` is ``owner``'s state_dict; returns its format version.
+
+    ``unversioned`` is the version assumed for states written before the key existed (None:
+    such states are refused).
+    """
+    cls = owner.split(".")[0]
+    if (
+        not isinstance(state, Mapping)
+        or not set(signature) <= set(state)
+        or state.get("kind", cls) != cls
+    ):
+        raise _state_error(
+            owner,
+            f"got {_describe_state(state)}, expected one from {cls}.state_dict() (keys "
+            f"{sorted(signature)}, ...)",
+        )
+    version = state.get("version", unversioned)
+    if version is None:
+        raise _state_error(
+            owner,
+            f"the state_dict has no 'version': an old format this autolr no longer reads "
+            f"(it reads versions {sorted(versions)})",
+        )
+    if isinstance(version, bool) or version not in versions:
+        raise _state_error(
+            owner,
+            f"unknown state_dict version {version!r}; this autolr reads versions "
+            f"{sorted(versions)}",
+        )
+    return int(version)
+
+
+def _state_keys(owner: str, state: Mapping[str, Any], keys: Iterable[str], where: str = "") -> None:
+    """Raise naming every key of ``keys`` missing from ``state``."""
+    missing = [k for k in keys if k not in state]
+    if missing:
+        where = f"'s {where!r} entry" if where else ""
+        raise _state_error(owner, f"the state_dict{where} lacks {missing}")
+
+
+def _state_int(owner: str, key: str, value: Any, *, low: int = 0, high: int | None = None) -> int:
+    """An int ``>= low`` (and ``< high``) from a state_dict, or a StateError naming ``key``."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int)
+        or value < low
+        or (high is not None and value >= high)
+    ):
+        rng = f">= {low}" if high is None else f"in [{low}, {high})"
+        raise _state_error(owner, f"{_name(key)} must be an int {rng}, got {_short(value)}")
+    return int(value)
+
+
+def _state_float(
+    owner: str, key: str, value: Any, *, finite: bool = True, low: float | None = None,
+    positive: bool = False, none: bool = False,
+) -> float | None:  # fmt: skip
+    """A float from a state_dict, or a StateError naming ``key``.
+
+    ``low``: at least this; ``positive``: above 0; ``none``: None allowed.
+    """
+    if value is None and none:
+        return None
+    ok = not isinstance(value, bool) and isinstance(value, (int, float))
+    if ok:
+        value = float(value)
+        ok = not (finite and not math.isfinite(value))
+        ok = ok and not (positive and not value > 0) and not (low is not None and not value >= low)
+    if not ok:
+        want = ("a finite " if finite else "a ") + "number"
+        want += " > 0" if positive else f" >= {low:g}" if low is not None else ""
+        want += " or None" if none else ""
+        raise _state_error(owner, f"{_name(key)} must be {want}, got {_short(value)}")
+    return value  # type: ignore[return-value]
+
+
+def _state_list(owner: str, key: str, value: Any, length: int | None = None) -> list[Any]:
+    """A list (or tuple) of the given length from a state_dict, or a StateError naming ``key``."""
+    if not isinstance(value, (list, tuple)):
+        raise _state_error(owner, f"{_name(key)} must be a list, got {_short(value)}")
+    if length is not None and len(value) != length:
+        raise _state_error(
+            owner,
+            f"{_name(key)} has {len(value)} entries in the state_dict, {length} expected here",
+        )
+    return list(value)
+
+
+def _state_config(owner: str, saved: Mapping[str, Any], current: Mapping[str, Any]) -> None:
+    """Raise listing every argument whose saved value differs from this object's."""
+    cls = owner.split(".")[0]
+    diff = [
+        f"{k}: saved {_short(saved[k])}, this {cls} has {_short(v)}"
+        for k, v in current.items()
+        if k in saved and not _same(saved[k], v)
+    ]
+    if diff:
+        raise _state_error(
+            owner,
+            f"the state_dict was saved with different arguments ({'; '.join(diff)}); build the "
+            f"{cls} with the saved arguments to resume from it",
+        )
+
+
+def _state_tensor(owner: str, key: str, value: Any, shape: Sequence[int], where: str) -> Tensor:
+    """A tensor of ``shape`` from a state_dict; the error names it and both shapes."""
+    if not isinstance(value, Tensor):
+        raise _state_error(owner, f"{_name(key)} must be a tensor, got {_short(value)}")
+    if tuple(value.shape) != tuple(shape):
+        raise _state_error(
+            owner,
+            f"{_name(key)} has shape {tuple(value.shape)} in the state_dict but {tuple(shape)} in "
+            f"{where}: the state comes from another model",
+        )
+    return value
+
+
+def _state_optimizer(owner: str, key: str, optimizer: torch.optim.Optimizer, saved: Any) -> None:
+    """Check a torch optimizer state_dict against ``optimizer`` (groups, type, tensor shapes).
+
+    torch itself checks only the group sizes, and a state tensor of another shape fails at the
+    next step; a state of another optimizer type fails there with a KeyError.
+    """
+    name = type(optimizer).__name__
+    if not isinstance(saved, Mapping) or not {"state", "param_groups"} <= set(saved):
+        raise _state_error(owner, f"{key!r} must be a torch optimizer state_dict, got "
+                                  f"{_describe_state(saved)}")  # fmt: skip
+    groups = optimizer.param_groups
+    saved_groups = _state_list(owner, f"{key}['param_groups']", saved["param_groups"])
+    if len(saved_groups) != len(groups):
+        raise _state_error(
+            owner,
+            f"{key!r} has {len(saved_groups)} param groups in the state_dict, this {name} has "
+            f"{len(groups)}: the state comes from another model or optimizer setup",
+        )
+    ids: dict[Any, Tensor] = {}
+    for i, (g, sg) in enumerate(zip(groups, saved_groups)):
+        if not isinstance(sg, Mapping) or not isinstance(sg.get("params"), (list, tuple)):
+            raise _state_error(owner, f"{key}['param_groups'][{i}] is not a param group")
+        if len(sg["params"]) != len(g["params"]):
+            raise _state_error(
+                owner,
+                f"{key}['param_groups'][{i}] holds {len(sg['params'])} parameters in the "
+                f"state_dict, {len(g['params'])} in this {name}: the state comes from another "
+                "model",
+            )
+        lacks = sorted(set(g) - set(sg) - _OPTIONAL_GROUP_KEYS)
+        if lacks:
+            raise _state_error(
+                owner,
+                f"{key}['param_groups'][{i}] lacks {lacks} of this {name}: the state comes "
+                "from another optimizer type",
+            )
+        ids.update(zip(sg["params"], g["params"]))
+    if not isinstance(saved["state"], Mapping):
+        raise _state_error(owner, f"{key}['state'] must be a dict, got {_short(saved['state'])}")
+    for pid, entry in saved["state"].items():
+        p = ids.get(pid)
+        if p is None or not isinstance(entry, Mapping):
+            continue
+        for k, v in entry.items():
+            if k in _PARAM_SHAPED and isinstance(v, Tensor) and tuple(v.shape) != tuple(p.shape):
+                raise _state_error(
+                    owner,
+                    f"{key}['state'][{pid}][{k!r}] has shape {tuple(v.shape)} in the state_dict "
+                    f"but its parameter has shape {tuple(p.shape)} here: the state comes from "
+                    "another model",
+                )
+
+
+def _same(a: Any, b: Any) -> bool:
+    # tuples come back as lists from JSON; numbers compare by value
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    return bool(a == b)
+
+
+def _name(key: str) -> str:
+    # plain keys quoted ('steps'), paths as they are (optimizer['state'][0])
+    return key if "[" in key or "'" in key else repr(key)
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."

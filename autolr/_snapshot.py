@@ -243,17 +243,40 @@ class Snapshot:
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Load what :meth:`state_dict` returned (tensors go back to their devices on restore)."""
+        """Load what :meth:`state_dict` returned (tensors go back to their devices on restore).
+
+        The state is checked against this snapshot's model and optimizer first (parameter
+        names, shapes and dtypes; parameter groups and their sizes; optimizer buffers;
+        registered extras); on an error nothing changes.
+
+        Raises:
+            StateError: If ``state`` is not a Snapshot state or was taken of another model
+                or optimizer.
+        """
+        self._state, self._devices = self._parse_state(state)
+
+    def _parse_state(
+        self, state: Mapping[str, Any]
+    ) -> tuple[dict[str, Any] | None, list[torch.device]]:
+        """The checked contents of :meth:`load_state_dict`'s ``state``; changes nothing."""
+        if not isinstance(state, Mapping):
+            raise StateError(f"not a Snapshot state_dict: got {type(state).__name__}")
         if not state:
-            self._state, self._devices = None, []
-            return
+            return None, []
         try:
             # A snapshot saved on a GPU machine stays loadable where that device is missing
             # (e.g. resuming a CUDA run's checkpoint on a CPU box): such tensors go to the CPU.
             devices = [_available(torch.device(d)) for d in state["devices"]]
             raw = state["state"]
-        except (KeyError, TypeError) as exc:
-            raise StateError(f"not a Snapshot state_dict: {exc}") from exc
+            parts = {k: raw[k] for k in ("model", "optimizer", "extras")}
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+            raise StateError(f"not a Snapshot state_dict: {exc!r}") from exc
+        self._check_parts(parts)
+        count = sum(1 for _ in _iter_tensors(parts))
+        if count != len(devices):
+            raise StateError(
+                f"Snapshot state_dict holds {count} tensors but {len(devices)} device entries"
+            )
         it = iter(devices)
         keep_on_cpu = self.offload == "cpu"
 
@@ -261,8 +284,95 @@ class Snapshot:
             dev = next(it)
             return t.clone() if keep_on_cpu else t.to(dev, copy=True)
 
-        body = _map_tensors({k: raw[k] for k in ("model", "optimizer", "extras")}, place)
+        body = _map_tensors(parts, place)
         if "rng" in raw:
             body["rng"] = raw["rng"]
-        self._state = body
-        self._devices = devices
+        return body, devices
+
+    def _check_parts(self, parts: Mapping[str, Any]) -> None:
+        """Raise StateError unless ``parts`` fits this model, optimizer and extras."""
+        saved, live = parts["model"], self.model.state_dict()
+        if not isinstance(saved, Mapping):
+            raise StateError("Snapshot state_dict: its 'model' entry is not a state_dict")
+        missing = [k for k in live if k not in saved]
+        extra = [k for k in saved if k not in live]
+        if missing or extra:
+            raise StateError(
+                "the snapshot is of another model: "
+                + "; ".join(
+                    f"{what} {', '.join(repr(k) for k in keys[:5])}"
+                    + (f" and {len(keys) - 5} more" if len(keys) > 5 else "")
+                    for what, keys in (("this model has no", extra), ("it lacks", missing))
+                    if keys
+                )
+            )
+        for name, t in live.items():
+            s = saved[name]
+            if isinstance(t, torch.Tensor) and (
+                not isinstance(s, torch.Tensor) or s.shape != t.shape or s.dtype != t.dtype
+            ):
+                raise StateError(
+                    f"the snapshot is of another model: {name!r} is {_describe(s)} in the "
+                    f"state, {_describe(t)} in this model"
+                )
+        opt = parts["optimizer"]
+        groups = opt.get("param_groups") if isinstance(opt, Mapping) else None
+        state = opt.get("state") if isinstance(opt, Mapping) else None
+        if not isinstance(groups, (list, tuple)) or not isinstance(state, Mapping):
+            raise StateError("Snapshot state_dict: its 'optimizer' entry is not a state_dict")
+        live_groups = self.optimizer.param_groups
+        sizes = [len(g["params"]) if isinstance(g, Mapping) else -1 for g in groups]
+        live_sizes = [len(g["params"]) for g in live_groups]
+        if sizes != live_sizes:
+            raise StateError(
+                f"the snapshot is of another optimizer: its parameter groups hold {sizes} "
+                f"parameters, this optimizer's {live_sizes}"
+            )
+        params = [p for g in live_groups for p in g["params"]]
+        index = dict(zip((i for g in groups for i in g["params"]), params))
+        names = {id(p): n for n, p in self.model.named_parameters()}
+        for key, entry in state.items():
+            p = index.get(key)
+            if p is None:
+                raise StateError(
+                    f"the snapshot's optimizer state has an entry {key!r} that no parameter "
+                    "group lists"
+                )
+            live_entry = self.optimizer.state.get(p, {})
+            for buf, t in entry.items() if isinstance(entry, Mapping) else ():
+                ref = live_entry.get(buf)
+                if isinstance(ref, torch.Tensor):
+                    want = ref.shape  # the live buffer, whatever its layout
+                elif buf in _PARAM_SHAPED:
+                    want = p.shape
+                else:
+                    continue
+                if isinstance(t, torch.Tensor) and t.shape != want:
+                    raise StateError(
+                        f"the snapshot is of another model: optimizer state {buf!r} of "
+                        f"parameter {names.get(id(p), key)!r} has shape {tuple(t.shape)}, "
+                        f"this optimizer expects {tuple(want)}"
+                    )
+        extras = parts["extras"]
+        if not isinstance(extras, Mapping):
+            raise StateError("Snapshot state_dict: its 'extras' entry is not a mapping")
+        unknown = [n for n in extras if n not in self.extras]
+        if unknown:
+            raise StateError(
+                f"the snapshot holds extras {unknown} that are not registered here (pass "
+                f"extras= or register() them before load_state_dict); registered: "
+                f"{sorted(self.extras)}"
+            )
+
+
+# Per-parameter buffers of torch's optimizers that always have the parameter's shape.
+_PARAM_SHAPED = frozenset(
+    ("momentum_buffer", "exp_avg", "exp_avg_sq", "max_exp_avg_sq", "square_avg", "acc_delta",
+     "sum", "exp_inf", "grad_avg", "prev", "step_size", "ax")
+)  # fmt: skip
+
+
+def _describe(t: Any) -> str:
+    if not isinstance(t, torch.Tensor):
+        return f"a {type(t).__name__}"
+    return f"shape {tuple(t.shape)} {str(t.dtype).removeprefix('torch.')}"

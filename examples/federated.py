@@ -74,7 +74,9 @@ def main() -> None:
     ckpt = torch.load(buf, weights_only=True)
     restored = mlp()
     restored.load_state_dict(ckpt["model"])
-    FedHyperServer(restored.parameters(), rule="g", global_lr=3.0).load_state_dict(ckpt["server"])
+    # Resume with the same arguments: load_state_dict refuses a server built with others.
+    again = FedHyperServer(restored.parameters(), rule="g", global_lr=3.0, local_lr=0.3)
+    again.load_state_dict(ckpt["server"])
 
     # --- Part 2: the simulation ------------------------------------------------------------
     res = simulate(

@@ -2,16 +2,35 @@
 
 from __future__ import annotations
 
+import math
+import weakref
+from collections.abc import Sequence
+from typing import Any
+
 import torch
+
+from .._errors import ConfigError
 
 __all__ = ["GroupLRs"]
 
+# A tensor LR holds the written float rounded to its dtype (float32: ~6e-8 relative).
+_REL_TOL = 1e-6
+
 
 class GroupLRs:
-    """Writes an LR into every parameter group, scaled by the group's ratio to the first.
+    """Writes an LR into every parameter group, scaled by the group's ratio to the reference.
 
-    The ratios are read once, from the LRs the optimizer was built with; shared by the
-    in-loop tuner and Ray's ``TuneCheckpointer`` so both apply an LR the same way.
+    The ratios are read once, from the LRs the optimizer was built with. The reference
+    group is the first with a positive LR; a group built with ``lr=0`` is frozen and stays
+    at 0. Shared by the in-loop tuner and Ray's ``TuneCheckpointer`` so both apply an LR the
+    same way. :meth:`watch` and :meth:`drift` tell whether something else changed an LR.
+
+    Args:
+        optimizer: The optimizer whose groups' LRs are set.
+
+    Raises:
+        ConfigError: A group's LR is not a finite number >= 0, or every group is at 0
+            (there is no ratio to keep).
 
     Example:
         >>> p, q = torch.nn.Parameter(torch.zeros(1)), torch.nn.Parameter(torch.zeros(1))
@@ -22,16 +41,104 @@ class GroupLRs:
     """
 
     def __init__(self, optimizer: torch.optim.Optimizer) -> None:
-        base = [float(g["lr"]) for g in optimizer.param_groups]
+        base: list[float] = []
+        for i, group in enumerate(optimizer.param_groups):
+            lr = _number(group.get("lr"))
+            if not (math.isfinite(lr) and lr >= 0):
+                raise ConfigError(
+                    f"param group {i} has lr={group.get('lr')!r}; each group's LR must be a "
+                    "finite number >= 0 (the tuner keeps the groups' LR ratios; 0 freezes a group)"
+                )
+            base.append(lr)
+        ref = next((i for i, lr in enumerate(base) if lr > 0), None)
+        if ref is None:
+            raise ConfigError(
+                f"every parameter group has lr=0 ({len(base)} group(s)): the tuner scales the "
+                "groups' LRs keeping their ratios, so at least one group needs a positive LR "
+                "(build the optimizer with e.g. lr=1e-3; a group at lr=0 stays frozen)"
+            )
+        scales = [lr / base[ref] for lr in base]
+        bad = [i for i, s in enumerate(scales) if not math.isfinite(s)]
+        if bad:
+            raise ConfigError(
+                f"param group {bad[0]} has lr={base[bad[0]]!r}, a ratio to group {ref}'s "
+                f"lr={base[ref]!r} that is not finite; choose LRs of comparable size"
+            )
         self.optimizer = optimizer
-        self.first = base[0]
-        self.scales = [lr / base[0] if base[0] > 0 else 1.0 for lr in base]
+        self.reference = ref
+        self.first = base[ref]
+        self.scales = scales
+        # What each group should hold now (what set() wrote last, else the built LR).
+        self.written = list(base)
+        # LRs seen by the last optimizer.step() (filled by watch()'s hook), else None.
+        self._used: list[float | torch.Tensor] | None = None
 
     def set(self, lr: float) -> None:
-        """Set ``lr`` on the first group and the scaled LRs on the others."""
+        """Set ``lr`` on the reference group and the scaled LRs on the others."""
+        written = []
         for group, scale in zip(self.optimizer.param_groups, self.scales):
-            value = lr * scale
+            value = lr * scale if scale != 0.0 else 0.0
             if isinstance(group["lr"], torch.Tensor):
                 group["lr"].fill_(value)  # fused/capturable optimizers keep lr as a tensor
             else:
                 group["lr"] = value
+            written.append(value)
+        self.written = written
+
+    def watch(self) -> None:
+        """Record the groups' LRs at every ``optimizer.step()`` (see :meth:`take_used`).
+
+        The hook holds this object weakly and removes itself once it is gone.
+        """
+        me = weakref.ref(self)
+        handle: Any = None
+
+        def hook(opt: Any, args: Any, kwargs: Any) -> None:
+            obj = me()
+            if obj is None:
+                handle.remove()
+                return
+            obj._used = [_keep(g["lr"]) for g in opt.param_groups]
+
+        handle = self.optimizer.register_step_pre_hook(hook)
+
+    def take_used(self, *, sync: bool = True) -> list[float | None] | None:
+        """The LRs the last ``optimizer.step()`` ran with (``None``: no step since last call).
+
+        With ``sync=False``, LRs held as tensors off the CPU read as ``None`` (unchecked):
+        reading them would wait for the device.
+        """
+        used, self._used = self._used, None
+        return None if used is None else [_read(v, sync) for v in used]
+
+    def read(self, *, sync: bool = True) -> list[float | None]:
+        """The groups' LRs now (``None`` as in :meth:`take_used`)."""
+        return [_read(g["lr"], sync) for g in self.optimizer.param_groups]
+
+    def drift(self, values: Sequence[float | None]) -> list[tuple[int, float, float]]:
+        """``(group, written, found)`` for each group whose LR is not the one last written."""
+        return [
+            (i, w, v)
+            for i, (w, v) in enumerate(zip(self.written, values))
+            if v is not None and not (v == w or math.isclose(v, w, rel_tol=_REL_TOL))
+        ]
+
+
+def _number(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError, RuntimeError):
+        return math.nan
+
+
+def _keep(value: Any) -> float | torch.Tensor:
+    """A copy of an LR taken inside optimizer.step(), without waiting for a device."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().clone() if value.device.type != "cpu" else _number(value)
+    return value if isinstance(value, float) else _number(value)
+
+
+def _read(value: Any, sync: bool) -> float | None:
+    if isinstance(value, torch.Tensor) and value.device.type != "cpu" and not sync:
+        return None
+    return _number(value)

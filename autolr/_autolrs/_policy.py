@@ -19,6 +19,7 @@ lives in :class:`~autolr.StageSearch`.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from .._errors import ConfigError
@@ -260,47 +261,61 @@ class BudgetPolicy:
             raise ConfigError(f"decay_shape must be 'linear' or 'sqrt', got {decay_shape!r}")
         if not (isinstance(trust, (int, float)) and trust > 1):
             raise ConfigError(f"trust must be > 1, got {trust!r}")
+        if warmup is not None:
+            _check_int("warmup_steps", int(warmup), 0)
+
+        def fit(b: int) -> tuple[int, int, int, list[tuple[int, int]]] | None:
+            """The most searches (up to ``searches``) that budget ``b`` holds, or None."""
+            w = round(0.05 * b) if warmup is None else int(warmup)
+            d = round(decay_frac * b)
+            free = b - w - d  # steps between warm-up and decay: searches and exploitation
+            waste = search_frac * b
+            for n in range(searches, 0, -1):
+                shares = [first_share] + [(1 - first_share) / (n - 1)] * (n - 1) if n > 1 else [1.0]
+                plan = []
+                for i, share in enumerate(shares):
+                    kk = k if i == 0 else k_later
+                    if parallel:
+                        tp = int(waste / n)
+                    else:
+                        tp = int(waste * share / max(1, kk - 1)) if kk > 1 else int(waste * share)
+                    plan.append((kk, tp))
+                # A search must fit between its start and the next one.
+                gap = free / n
+                if all(
+                    tp >= MIN_TAU_PRIME and (1 if parallel else kk) * tp < gap for kk, tp in plan
+                ):
+                    return w, d, n, plan
+            return None
+
         b = max_steps
+        got = fit(b)
+        if got is not None:
+            w, d, n, plan = got
+            gap = (b - w - d) / n
+            return cls(
+                b,
+                w,
+                d,
+                tuple(w + round(i * gap) for i in range(n)),
+                tuple(p[0] for p in plan),
+                tuple(p[1] for p in plan),
+                float(cooldown_frac),
+                decay_shape,
+                float(trust),
+                f"budget holds {n} of {searches} searches" if n < searches else "",
+                bool(parallel),
+            )
+        # Not even one search of two 5-step candidates: train at the initial LR. Name the
+        # smallest budget that holds one, so the warning can say what to change.
+        need = _smallest(fit, b) if searches > 0 else None
+        hint = "" if need is None else f"; a budget of {need} steps or more holds one"
         w = round(0.05 * b) if warmup is None else int(warmup)
-        _check_int("warmup_steps", w, 0)
-        d = round(decay_frac * b)
-        free = b - w - d  # steps between warm-up and decay: searches and exploitation
-        waste = search_frac * b
-        notes = []
-        for n in range(searches, 0, -1):
-            shares = [first_share] + [(1 - first_share) / (n - 1)] * (n - 1) if n > 1 else [1.0]
-            plan = []
-            for i, share in enumerate(shares):
-                kk = k if i == 0 else k_later
-                if parallel:
-                    tp = int(waste / n)
-                else:
-                    tp = int(waste * share / max(1, kk - 1)) if kk > 1 else int(waste * share)
-                plan.append((kk, tp))
-            # A search must fit between its start and the next one.
-            gap = free / n
-            if all(tp >= MIN_TAU_PRIME and (1 if parallel else kk) * tp < gap for kk, tp in plan):
-                starts = tuple(w + round(i * gap) for i in range(n))
-                if n < searches:
-                    notes.append(f"budget holds {n} of {searches} searches")
-                return cls(
-                    b,
-                    w,
-                    d,
-                    starts,
-                    tuple(p[0] for p in plan),
-                    tuple(p[1] for p in plan),
-                    float(cooldown_frac),
-                    decay_shape,
-                    float(trust),
-                    "; ".join(notes),
-                    bool(parallel),
-                )
-        # Not even one search of two 5-step candidates: train at the initial LR.
         return cls(
-            b, w, d, (), (), (), float(cooldown_frac), decay_shape, float(trust),
+            b, w, round(decay_frac * b), (), (), (), float(cooldown_frac), decay_shape,
+            float(trust),
             f"budget of {b} steps is too small for any search (each candidate needs at "
-            f"least {MIN_TAU_PRIME} steps)", bool(parallel),
+            f"least {MIN_TAU_PRIME} steps{hint})", bool(parallel),
         )  # fmt: skip
 
     def plan(self, step: int, *, stage: int, winner_lr: float | None) -> StagePlan:
@@ -349,6 +364,20 @@ class BudgetPolicy:
         if new_hi <= new_lo * 1.0001:
             return None
         return new_lo, new_hi
+
+
+def _smallest(fits: Callable[[int], object], budget: int, limit: int = 1 << 40) -> int | None:
+    """The smallest budget above ``budget`` for which ``fits`` is not None (it only grows)."""
+    hi = budget * 2
+    while fits(hi) is None:
+        if hi > limit:
+            return None
+        hi *= 2
+    lo = hi // 2  # does not fit
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if fits(mid) is not None else (mid, hi)
+    return hi
 
 
 def _check_int(name: str, value: object, minimum: int) -> None:

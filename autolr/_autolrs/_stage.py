@@ -29,6 +29,8 @@ PAPER_STRUCTURE = {"tau": 1000, "tau_prime": None, "k": 10, "tau_max": 8000, "do
 _COMPARES = ("forecast", "window", "cooled")
 # Consecutive all-penalised searches of one stage before settling on the box's low end.
 MAX_RETRIES = 4
+#: How a penalty ``reason`` for a non-finite loss starts (executors and DivergenceRule).
+NONFINITE = "non-finite"
 
 
 @dataclass(frozen=True)
@@ -231,6 +233,11 @@ class StageSearch:
         self.plan_now: StagePlan | None = None
         self.retries = 0
         self.winner_lr: float | None = None
+        # One non-finite event cuts the box provisionally (see recover): the box before the
+        # cut, given back by end_stage once a stage ends with finite losses since the event.
+        self._restore_box: tuple[float, float] | None = None
+        self._healthy = True  # no non-finite loss since the last cut or stage end
+        self.restored = 0  # cuts given back (at most one per run)
 
     @classmethod
     def for_variant(
@@ -326,12 +333,91 @@ class StageSearch:
 
         Lets a parallel executor tell whether the search it starts now is the last one.
         """
-        probe = copy.copy(self)  # plan/end_stage only rebind scalars; lists copied anyway
-        probe.records, probe.results = list(self.records), list(self.results)
+        probe = self._probe()
         if probe.winner_lr is None:
             probe.winner_lr = probe.initial_lr  # by then a winner exists
         probe.end_stage()
         return probe.plan(step)
+
+    def _probe(self) -> StageSearch:
+        """A copy to plan ahead with: plan/end_stage only rebind its scalars."""
+        probe = copy.copy(self)
+        probe.records, probe.results = list(self.records), list(self.results)
+        probe._restore_box = None  # restoring the box would touch the shared searcher
+        return probe
+
+    def budget_report(self, start: int = 0, *, budget_name: str = "max_steps") -> str:
+        """What the step budget allows, when it is less than what was asked for.
+
+        Plans the whole run from global step ``start`` (after any warm-up), assuming no
+        candidate diverges, and returns one message ("" when the budget holds the searches
+        asked for): no search at all, a first search with fewer than ``k`` candidates, later
+        searches dropped (budget variant), or more than half of the budget spent training
+        candidates that are then discarded (paper variant). Executors warn with it once, at
+        construction, where the plan is first known.
+        """
+        if self.max_steps is None:
+            return ""
+        budget = f"{budget_name}={self.max_steps}"
+        probe = self._probe()
+        probe.stage, probe.winner_lr = 0, None
+        step, cut, discarded, searches = start, [], 0, 0
+        while step < self.max_steps:
+            p = probe.plan(step)
+            if p.kind == "final":
+                break
+            searches += 1
+            if searches == 1 and p.k < self.k and not isinstance(self.policy, BudgetPolicy):
+                cut.append(p.k)  # later stages shrinking at the end of the budget is the rule
+            kept = p.tau_prime - p.cooldown if self.continue_best else 0
+            cost = p.tau_prime if self.parallel else p.k * p.tau_prime
+            discarded += (p.k - 1) * p.tau_prime if self.parallel else cost - kept
+            step += cost
+            if probe.winner_lr is None:
+                probe.winner_lr = probe.initial_lr
+            length = probe.exploit_length(step, kept)
+            if length is None:
+                break
+            step += length
+            probe.end_stage()
+        lr = f"lr={self.initial_lr:.3g} (the middle of lr_bounds)"
+        if isinstance(self.policy, BudgetPolicy):
+            note = self.policy.note
+            if not note:
+                return ""
+            if searches == 0:
+                return (
+                    f"{note}; the run trains at {lr} with the planned warm-up and decay. Raise "
+                    f"{budget_name}, or plan fewer/smaller candidates with "
+                    "policy=BudgetPolicy.for_budget(...)"
+                )
+            return f"{budget} {note}; raise {budget_name}, or pass fewer searches to policy"
+        # One whole stage: k candidates, then tau steps at the winner (its window kept).
+        kept = self.tau_prime if self.continue_best else 0
+        full = start + self.k * self.tau_prime + self.tau - kept
+        fix = f"raise {budget_name} to at least {full} (one whole stage), or lower tau or k"
+        if searches == 0:
+            after = f" left after the {start}-step warm-up" if start else ""
+            return (
+                f"{budget} is too small for any search of variant='paper' (a candidate needs "
+                f"2*tau_prime={2 * self.tau_prime} of the steps{after}); the run trains at "
+                f"{lr} for all of its steps. To search k={self.k} candidates, {fix}"
+            )
+        share = f"{discarded} of its steps ({discarded / self.max_steps:.0%}) train candidates"
+        if cut:
+            return (
+                f"{budget} cannot hold one full search of variant='paper' (k={self.k} "
+                f"candidates of tau_prime={self.tau_prime} steps): the first stage tries "
+                f"{cut[0]} of its k={self.k} candidates, and {share} that are discarded. To "
+                f"search all k, {fix}"
+            )
+        if not self.parallel and discarded > self.max_steps / 2:
+            return (
+                f"with {budget}, {share} that are discarded (variant='paper': k={self.k} "
+                f"candidates of tau_prime={self.tau_prime} steps per stage, doubling); lower k, "
+                f"or raise {budget_name} so that whole stages fit"
+            )
+        return ""
 
     def exploit_lr(self, step: int) -> float:
         """LR of an exploitation (or final) step at global ``step``."""
@@ -416,6 +502,7 @@ class StageSearch:
         """
         tried = min(r.lr for r in self.results) if self.results else self.lr_bounds[1]
         lo, hi = self.lower_upper_bound(tried)
+        self._restore_box = None  # every candidate failed: a pending cut was no glitch
         self.retries += 1
         action = "retry" if self.retries < MAX_RETRIES else "fallback"
         if self.records:
@@ -436,9 +523,28 @@ class StageSearch:
             self.update_record(candidates=tuple(self.results), winner_lr=float(win.lr))
         return win
 
-    def recover(self, bad_lr: float) -> tuple[float, float]:
-        """A non-finite loss while training at ``bad_lr``: lower the box below it."""
+    def recover(self, bad_lr: float, *, transient: bool = False) -> tuple[float, float]:
+        """A non-finite loss while training at ``bad_lr``: lower the box below it.
+
+        ``transient``: the executor found the training state still finite (the non-finite
+        loss poisoned nothing: a bad batch, a step a ``GradScaler`` skipped). The first such
+        cut of a run is then provisional: once a stage ends with no non-finite loss since
+        the cut, :meth:`end_stage` gives the box back as it was (see
+        :attr:`pending_restore`). A cut from a non-finite state, a second cut before the
+        box came back, a stage whose every candidate fails, or any cut after one was given
+        back, stays.
+        """
+        if transient and self._restore_box is None and self.restored == 0:
+            self._restore_box = self._box
+        else:
+            self._restore_box = None  # not a one-off: the cut stays
+        self._healthy = True  # training after the cut is judged from here
         return self.lower_upper_bound(bad_lr)
+
+    @property
+    def pending_restore(self) -> tuple[float, float] | None:
+        """The box a provisional cut gives back once training is healthy (None: none)."""
+        return self._restore_box
 
     # ------------------------------------------------------------------ stage flow
     def begin_stage(self) -> None:
@@ -493,6 +599,8 @@ class StageSearch:
             vals = [float(v) for v in losses]
             if any(not math.isfinite(v) for v in vals):
                 penalised, reason = True, reason or "non-finite loss"
+        if penalised and (reason.startswith(NONFINITE) or not all(map(math.isfinite, losses))):
+            self._healthy = False  # keeps a provisional cut (see recover)
         if penalised:
             # The searcher turns a non-finite value into a finite penalty worse than anything
             # seen, so the GP learns "avoid this region" without being poisoned.
@@ -543,8 +651,20 @@ class StageSearch:
         return min(ok, key=lambda r: r.forecast) if ok else None
 
     def end_stage(self) -> None:
-        """Close the stage: count it and grow τ, τ' (paper rule: double while τ' < τ_max/10)."""
+        """Close the stage: count it, grow τ, τ' (paper rule: double while τ' < τ_max/10).
+
+        Gives back a provisionally cut box (see :meth:`recover`) when no loss since the cut
+        was non-finite.
+        """
         self.stage += 1
+        if self._restore_box is not None and self._healthy:
+            # A stage ended with finite losses since a one-off non-finite event: the cut it
+            # caused was a glitch, so the next stages search the box as it was.
+            self._box = self._restore_box
+            self.searcher.set_bounds("lr", *self._box)
+            self._restore_box = None
+            self.restored += 1
+        self._healthy = True
         if self._grows():
             self.tau *= 2
             self.tau_prime *= 2
@@ -587,40 +707,138 @@ class StageSearch:
             "retries": self.retries,
             "winner_lr": self.winner_lr,
             "plan": None if self.plan_now is None else asdict(self.plan_now),
+            "recovery": self._recovery_state(),
         }
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore what :meth:`state_dict` returned."""
+    def _recovery_state(self) -> dict[str, Any]:
+        """The provisional-cut bookkeeping of :meth:`recover` (part of :meth:`state_dict`)."""
+        box = self._restore_box
+        return {"restore_box": None if box is None else list(box), "healthy": self._healthy,
+                "restored": self.restored}  # fmt: skip
+
+    @staticmethod
+    def _parse_recovery_state(entry: Any) -> tuple[tuple[float, float] | None, bool, int]:
+        """Check the ``"recovery"`` entry of a state; ``None`` (saved before it existed): none.
+
+        Returns ``(restore_box, healthy, restored)`` for :meth:`_set_recovery_state`.
+
+        Raises:
+            StateError: On a malformed entry.
+        """
+        if entry is None:
+            return None, True, 0
         try:
-            lo, hi = (float(v) for v in state["lr_bounds"])
-            self.tau = int(state["tau"])
-            self.tau_prime = int(state["tau_prime"])
-            self.stage = int(state["stage"])
-            results = [CandidateResult(**r) for r in state["results"]]
-            variant = str(state.get("variant", "paper"))
-            box = tuple(float(v) for v in state.get("box", (lo, hi)))
-            records = [StageRecord.from_state(r) for r in state.get("records", [])]
-            retries = int(state.get("retries", 0))
+            box = entry["restore_box"]
+            restore = None if box is None else _check_bounds(box)
+            healthy, restored = entry["healthy"], _int(entry["restored"], "restored", 0)
+            if not isinstance(healthy, bool):
+                raise TypeError(f"healthy={healthy!r} is not a bool")
+        except (ConfigError, KeyError, TypeError, ValueError) as exc:
+            raise StateError(f"StageSearch state_dict: bad 'recovery' entry: {exc}") from exc
+        return restore, healthy, restored
+
+    def _set_recovery_state(self, parsed: tuple[tuple[float, float] | None, bool, int]) -> None:
+        """Apply what :meth:`_parse_recovery_state` returned."""
+        self._restore_box, self._healthy, self.restored = parsed
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned.
+
+        The whole state is checked first (keys, types, bounds, variant, the searcher's and
+        predictor's states); on an error nothing changes.
+
+        Raises:
+            StateError: If ``state`` is not a StageSearch state of this variant.
+        """
+        if not isinstance(state, Mapping):
+            raise StateError(f"not a StageSearch state_dict: got {type(state).__name__}")
+        missing = [k for k in ("lr_bounds", "tau", "tau_prime", "stage", "results",
+                               "searcher", "predictor") if k not in state]  # fmt: skip
+        if missing:
+            raise StateError(f"not a StageSearch state_dict: it lacks {', '.join(missing)}")
+        try:
+            lo, hi = _check_bounds(state["lr_bounds"])
+            box_lo, box_hi = _check_bounds(state.get("box", (lo, hi)))
+            tau = _int(state["tau"], "tau", 1)
+            tau_prime = _int(state["tau_prime"], "tau_prime", 1)
+            stage = _int(state["stage"], "stage", 0)
+            retries = _int(state.get("retries", 0), "retries", 0)
+            results = [_candidate(r) for r in _list(state["results"], "results")]
+            records = [_record(r) for r in _list(state.get("records", []), "records")]
+            variant = state.get("variant", "paper")
             winner = state.get("winner_lr")
-            winner_lr = None if winner is None else float(winner)
+            winner_lr = None if winner is None else _real(winner, "winner_lr")
             plan = state.get("plan")
             plan_now = None if plan is None else StagePlan(**plan)
-        except (KeyError, TypeError, ValueError) as exc:
-            raise StateError(f"not a StageSearch state_dict: {exc}") from exc
+        except (ConfigError, KeyError, TypeError, ValueError) as exc:
+            raise StateError(f"not a valid StageSearch state_dict: {exc}") from exc
+        recovery = self._parse_recovery_state(state.get("recovery"))
         if variant != self.variant:
             raise StateError(
                 f"state is from a variant={variant!r} search, this one is {self.variant!r}"
             )
-        # Bounds are configuration for the searcher, so they go back before its state.
-        self.searcher.set_bounds("lr", lo, hi)
-        self.searcher.load_state_dict(state["searcher"])
-        self.predictor.load_state_dict(state["predictor"])
+        # Searcher and predictor check their own states; undo them if either refuses.
+        old = (self.searcher.bounds["lr"], self.searcher.state_dict(), self.predictor.state_dict())
+        try:
+            # Bounds are configuration for the searcher, so they go back before its state.
+            self.searcher.set_bounds("lr", lo, hi)
+            self.searcher.load_state_dict(state["searcher"])
+            self.predictor.load_state_dict(state["predictor"])
+        except Exception as exc:
+            self.searcher.set_bounds("lr", *old[0])
+            self.searcher.load_state_dict(old[1])
+            self.predictor.load_state_dict(old[2])
+            raise StateError(
+                f"StageSearch state_dict: its searcher or predictor state does not load "
+                f"({type(exc).__name__}: {exc})"
+            ) from exc
+        self.tau, self.tau_prime, self.stage = tau, tau_prime, stage
         self.results = results
-        self._box = (box[0], box[1])
+        self._box = (box_lo, box_hi)
         self.records = records
         self.retries = retries
         self.winner_lr = winner_lr
         self.plan_now = plan_now
+        self._set_recovery_state(recovery)
+
+
+def _real(value: Any, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name}={value!r} is not a number")
+    return float(value)
+
+
+def _int(value: Any, name: str, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise TypeError(f"{name}={value!r} is not an int >= {minimum}")
+    return value
+
+
+def _list(value: Any, name: str) -> list[Any]:
+    if not isinstance(value, (list, tuple)):
+        raise TypeError(f"{name} is a {type(value).__name__}, not a list")
+    return list(value)
+
+
+def _candidate(d: Any) -> CandidateResult:
+    r = CandidateResult(**d)
+    for name in ("lr", "forecast", "std"):
+        _real(getattr(r, name), f"candidate {name}")
+    if not isinstance(r.penalised, bool) or not isinstance(r.reason, str):
+        raise TypeError(f"candidate {d!r} has a non-bool penalised or a non-str reason")
+    _int(r.steps, "candidate steps", 0)
+    return r
+
+
+def _record(d: Any) -> StageRecord:
+    r = StageRecord.from_state(d)
+    for name in ("stage", "start", "tau", "tau_prime", "k"):
+        _int(getattr(r, name), f"record {name}", 0)
+    if r.winner_lr is not None:
+        _real(r.winner_lr, "record winner_lr")
+    if r.end is not None:
+        _int(r.end, "record end", 0)
+    return r
 
 
 def _check_bounds(bounds: Any) -> tuple[float, float]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
@@ -75,7 +75,11 @@ class AutoLRS:
     Args:
         model: The model being trained.
         optimizer: Its optimizer (any torch optimizer over the model's parameters). If its
-            parameter groups have different LRs, their ratios to the first group are kept.
+            parameter groups have different LRs, their ratios are kept; a group built with
+            ``lr=0`` stays frozen at 0. The tuner owns every group's LR: one changed by
+            anything else (an LR scheduler, a ``param_group["lr"]`` write) gives one
+            warning, the tuner's LR is written back, and :attr:`history` records the LR
+            each step really ran with.
         lr_bounds: ``(low, high)`` LR search box, searched in log space.
         max_steps: Total budget of optimizer steps, search included; selects the budget
             variant unless ``variant`` says otherwise. After the budget ``done`` is True.
@@ -97,7 +101,10 @@ class AutoLRS:
         val_fn: Optional zero-argument callable returning a validation loss. When given,
             candidates are scored on validation losses, taken every ``val_every`` steps.
             It runs under ``torch.no_grad()``; the model's train/eval mode and the RNG
-            states are restored afterwards so validation never perturbs training.
+            states are restored afterwards so validation never perturbs training. It must
+            return a float or a scalar tensor (else :class:`~autolr.ConfigTypeError` at its
+            first call). A non-finite value on a finite model blames ``val_fn``: one warning,
+            then candidates are scored on training losses.
         val_every: Validation interval during candidates (default: once at the end of each
             window in the budget variant, ``max(1, tau_prime // 16)`` in the paper variant).
         warmup_steps: Steps of linear warm-up before the first stage (no search); default
@@ -118,7 +125,9 @@ class AutoLRS:
             is then detected up to ``sync_every - 1`` steps late and the stage is restored).
 
     Raises:
-        ConfigError: Invalid bounds or step counts (``tau_prime >= tau``, ``k < 1``...).
+        ConfigError: Invalid bounds or step counts (``tau_prime >= tau``, ``k < 1``...), or
+            parameter-group LRs whose ratios cannot be kept (every group at 0, a negative
+            or non-finite LR).
         ConfigTypeError: ``model``/``optimizer`` of the wrong type, or an optimizer holding
             parameters that are not the model's.
 
@@ -210,6 +219,11 @@ class AutoLRS:
             isinstance(warmup_lr, (int, float)) and math.isfinite(warmup_lr) and warmup_lr > 0
         ):
             raise ConfigError(f"warmup_lr must be a positive finite float, got {warmup_lr!r}")
+        # Said once, here, where the plan is known: a budget that cannot hold the search
+        # asked for would otherwise only show in `stages` after the run.
+        report = self.search.budget_report(warmup_steps)
+        if report:
+            warnings.warn(f"AutoLRS: {report}", RuntimeWarning, stacklevel=2)
 
         self.model = model
         self.optimizer = optimizer
@@ -230,6 +244,13 @@ class AutoLRS:
             model, optimizer, extras=extras, offload=offload, rng=restore_rng
         )
         self._group_lrs = GroupLRs(optimizer)
+        # Sees the LRs each optimizer.step() really runs with (a scheduler may change them).
+        self._group_lrs.watch()
+        self._lr_warned = False
+        # The arguments a checkpoint must agree on (see load_state_dict).
+        self._config = _config_of(
+            self.search, variant, max_steps, continue_from, warmup_steps, float(warmup_lr)
+        )
 
         # Run state (everything below is in state_dict).
         self.global_step = 0
@@ -249,6 +270,11 @@ class AutoLRS:
         self._pending: list[tuple[int, torch.Tensor]] = []
         self._records: list[HistoryRecord] = []
         self.recoveries = 0
+        # Non-finite losses skipped because they poisoned nothing (budget variant).
+        self.nonfinite_skipped = 0
+        self._nonfinite_streak = 0
+        # val_fn gave a non-finite value on a finite model: score on training losses instead.
+        self._val_broken = False
 
         self._warmup_start = 0
         if warmup_steps > 0:
@@ -261,7 +287,7 @@ class AutoLRS:
     # ------------------------------------------------------------------ public view
     @property
     def lr(self) -> float:
-        """The LR the optimizer will use for the next step (first parameter group)."""
+        """The LR the optimizer will use for the next step (first group with a positive LR)."""
         return self._lr
 
     @property
@@ -329,12 +355,16 @@ class AutoLRS:
         step = self.global_step
         self.global_step += 1
         phase = self.phase
-        if phase in ("exploit", "final") and isinstance(loss, torch.Tensor) and self.sync_every > 1:
-            self._deferred_step(step, loss)
+        deferred = (
+            phase in ("exploit", "final") and isinstance(loss, torch.Tensor) and self.sync_every > 1
+        )
+        used = self._lr if phase == "done" else self._lr_used(sync=not deferred)
+        if deferred:
+            self._deferred_step(step, loss, used)  # type: ignore[arg-type]
             return self._check_budget()
 
         value = _as_float(loss)
-        self._records.append(HistoryRecord(step, self.stage, phase, self._lr, value))
+        self._records.append(HistoryRecord(step, self.stage, phase, used, value))
         if phase == "done":
             if step == self.max_steps:  # warn once
                 warnings.warn(
@@ -357,23 +387,24 @@ class AutoLRS:
             self._candidate_step(value)
         else:
             self._phase_steps += 1
-            if not math.isfinite(value):
+            if not math.isfinite(value) and not self._harmless_nonfinite():
                 self._recover()
             else:
-                self._remember(value)
+                if math.isfinite(value):
+                    self._remember(value)
                 if self._phase_steps >= self._phase_len:
                     self._end_exploit()
                 else:
                     self._follow_plan()
         return self._check_budget()
 
-    def _deferred_step(self, step: int, loss: torch.Tensor) -> None:
+    def _deferred_step(self, step: int, loss: torch.Tensor, used: float) -> None:
         """Exploitation step whose loss stays on the device until the next sync."""
-        self._records.append(HistoryRecord(step, self.stage, self.phase, self._lr, None))
+        self._records.append(HistoryRecord(step, self.stage, self.phase, used, None))
         self._pending.append((len(self._records) - 1, loss.detach().reshape(())))
         self._phase_steps += 1
         due = len(self._pending) >= self.sync_every or self._phase_steps >= self._phase_len
-        if due and not self._flush():
+        if due and not self._flush() and not self._harmless_nonfinite():
             self._recover()
         elif self._phase_steps >= self._phase_len:
             self._end_exploit()
@@ -385,14 +416,7 @@ class AutoLRS:
         s = self.search
         plan = s.plan(self.global_step)
         if plan.kind == "final":
-            if s.variant == "budget" and not s.records:  # once: nothing was searched yet
-                note = getattr(s.policy, "note", "") or "no search fits in max_steps"
-                warnings.warn(
-                    f"AutoLRS: {note}; training at lr={s.exploit_lr(self.global_step):.3g} "
-                    "(the middle of lr_bounds) with the planned warm-up and decay",
-                    RuntimeWarning,
-                    stacklevel=4,
-                )
+            # A budget too small for any search was reported at construction.
             self._enter_exploit(self._steps_left(), phase="final")
             return
         self._stage_k = plan.k
@@ -433,13 +457,17 @@ class AutoLRS:
         self._over, diverged = rule.update(self._over, value, self._ref_loss)
         if diverged:
             return self._finish_candidate(penalised=True, reason=rule.reason(value, self._ref_loss))
-        if self.val_fn is not None:
+        if self.val_fn is not None and not self._val_broken:
             every = self.val_every or self._default_val_every()
             if n % every == 0 or n == self.search.tau_prime:
                 v = self._validate()
-                if not math.isfinite(v):
+                if not math.isfinite(v) and not self._model_finite():
+                    # The candidate's LR broke the weights: that candidate failed.
                     return self._finish_candidate(penalised=True, reason="non-finite validation")
-                if not self._val_steps or self._val_steps[-1] != n - 1:
+                if not math.isfinite(v):
+                    if self._val_fn_broken(v):
+                        return None
+                elif not self._val_steps or self._val_steps[-1] != n - 1:
                     self._val_losses.append(v)
                     self._val_steps.append(float(n - 1))
         if n >= self.search.tau_prime:
@@ -453,7 +481,7 @@ class AutoLRS:
 
     def _finish_candidate(self, *, penalised: bool = False, reason: str = "") -> None:
         s = self.search
-        if self.val_fn is not None and not penalised:
+        if self.val_fn is not None and not self._val_broken and not penalised:
             res = s.score(
                 self._cand_lr,
                 self._val_losses,
@@ -529,16 +557,49 @@ class AutoLRS:
         self.search.end_stage()
         self._start_stage()
 
+    def _harmless_nonfinite(self) -> bool:
+        """Budget variant: skip a non-finite loss that left weights and optimizer finite.
+
+        There the winner trains on from its own state for most of the run, so rolling back
+        to the search's snapshot would throw away everything since (a bad batch at step 250
+        of 300 ended at loss 10.8 instead of 1e-4). A streak of such losses is not a bad
+        batch: from the third in a row on, it is recovered from as any divergence.
+        """
+        if self.variant == "paper" or self._nonfinite_streak >= 2:
+            return False
+        if not self._model_finite(optimizer=True):
+            return False
+        self._nonfinite_streak += 1
+        self.nonfinite_skipped += 1
+        if self.nonfinite_skipped == 1:
+            warnings.warn(
+                f"AutoLRS: non-finite loss at step {self.global_step - 1} left the weights and "
+                "optimizer state finite; skipped it and kept training (nothing rolled back). "
+                "Later such losses are counted in `nonfinite_skipped` without a warning",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+        return True
+
     def _recover(self) -> None:
         """A non-finite loss while exploiting: restore the stage start, search lower."""
         bad = self._lr
         self._pending.clear()
         self.recoveries += 1
+        # A non-finite loss that left weights and optimizer state finite (a bad batch, a
+        # skipped step) cuts the LR box only until training is healthy again.
+        transient = self._model_finite(optimizer=True)
         self._snapshot.restore()
-        lo, hi = self.search.recover(bad)
+        lo, hi = self.search.recover(bad, transient=transient)
+        back = self.search.pending_restore
         warnings.warn(
             f"AutoLRS: non-finite loss at step {self.global_step - 1} with lr={bad:.3g}; "
-            f"restored the stage start and searching again in [{lo:.3g}, {hi:.3g}]",
+            f"restored the stage start and searching again in [{lo:.3g}, {hi:.3g}]"
+            + (
+                f" (the upper bound returns to {back[1]:.3g} once a stage ends with finite losses)"
+                if back is not None
+                else ""
+            ),
             RuntimeWarning,
             stacklevel=3,
         )
@@ -584,10 +645,47 @@ class AutoLRS:
         self._lr = float(lr)
         self._group_lrs.set(self._lr)
 
+    def _lr_used(self, *, sync: bool) -> float:
+        """The LR the step just taken really used; warns once if something else set it.
+
+        Compares every group's LR at ``optimizer.step()`` (and now) with what the tuner wrote.
+        On a difference the tuner writes its own LR again, so a scheduler stepped after
+        ``optimizer.step()`` never takes effect, and the history records what really ran.
+        """
+        g = self._group_lrs
+        used = g.take_used(sync=sync)
+        bad = g.drift(used) if used is not None else []
+        late = g.drift(g.read(sync=sync))
+        if not bad and not late:
+            return self._lr
+        if not self._lr_warned:
+            self._lr_warned = True
+            i, want, got = (bad or late)[0]
+            when = "at optimizer.step()" if bad else "after optimizer.step()"
+            more = len({d[0] for d in bad + late}) - 1
+            warnings.warn(
+                f"AutoLRS: param group {i}'s LR was changed outside the tuner {when} "
+                f"(the tuner set {want:.6g}, found {got:.6g}"
+                + (f"; {more} more group(s) changed" if more else "")
+                + "). Most likely an LR scheduler (torch.optim.lr_scheduler) is stepped beside "
+                "AutoLRS, or code writes param_group['lr']: remove it, AutoLRS sets every "
+                "group's LR itself (shape its schedule with warmup_steps/warmup_lr, policy="
+                "BudgetPolicy.for_budget(...) or variant='paper'). The tuner writes its own LR "
+                "back at every step and its history records the LR each step really used.",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+        g.set(self._lr)
+        ref = g.reference
+        if bad and used is not None and any(d[0] == ref for d in bad):
+            return float(used[ref])  # type: ignore[arg-type]
+        return self._lr
+
     def _warmup_lr_at(self, step: int) -> float:
         return warmup_lr(self.warmup_lr, step, self.warmup_steps)
 
     def _remember(self, value: float) -> None:
+        self._nonfinite_streak = 0
         self._recent.append(value)
         if len(self._recent) > 256:
             del self._recent[:128]
@@ -602,7 +700,49 @@ class AutoLRS:
         finally:
             restore_rng_state(rng)
             self.model.train(was_training)
-        return _as_float(out)
+        return _val_float(out)
+
+    def _model_finite(self, *, optimizer: bool = False) -> bool:
+        """Whether every floating tensor of the model (and the optimizer state) is finite."""
+        ts = list(self.model.state_dict().values())
+        if optimizer:
+            ts += [v for st in self.optimizer.state.values() for v in st.values()]
+        ts = [t for t in ts if isinstance(t, torch.Tensor) and torch.is_floating_point(t)]
+        return not ts or bool(torch.stack([torch.isfinite(t).all() for t in ts]).all())
+
+    def _val_fn_broken(self, value: float) -> bool:
+        """val_fn returned ``value`` (non-finite) although the model is finite: blame it.
+
+        Its value cannot be the candidate's fault (the weights and the training losses so
+        far are finite), and penalising every candidate for it would shrink the LR box
+        without end. Warns once; candidates are scored on their training losses from now on.
+        Returns True when the stage's search restarted (earlier candidates were scored on
+        validation losses, which training losses must not be compared with).
+        """
+        self._val_broken = True
+        self._val_losses, self._val_steps = [], []
+        restart = bool(self.search.results)
+        warnings.warn(
+            f"AutoLRS: val_fn returned {value} at step {self.global_step - 1} while the model's "
+            "weights and the candidate's training losses are finite, so val_fn, not the "
+            "candidate LR, is at fault. Candidates are scored on their training losses from "
+            "now on"
+            + (
+                f" (stage {self.stage}'s search starts again, as its earlier candidates "
+                "were scored on val_fn)"
+                if restart
+                else ""
+            )
+            + "; fix val_fn to return a finite validation loss, or pass val_fn=None",
+            RuntimeWarning,
+            stacklevel=5,
+        )
+        if restart:
+            self._snapshot.restore()
+            self.search.begin_stage()
+            self._best_forecast = math.inf
+            self._begin_candidate()
+        return restart
 
     def _flush(self) -> bool:
         """Read back pending tensor losses; False if any is non-finite."""
@@ -630,7 +770,9 @@ class AutoLRS:
         """
         self._flush()
         return {
-            "version": 2,
+            "version": 3,
+            "kind": "AutoLRS",
+            "config": dict(self._config),
             "search": self.search.state_dict(),
             "snapshot": self._snapshot.state_dict(),
             "best_snapshot": self._best_snapshot.state_dict(),
@@ -653,6 +795,9 @@ class AutoLRS:
             "warmup_start": self._warmup_start,
             "warmup_lr": self.warmup_lr,
             "variant": self.variant,
+            "val_broken": self._val_broken,
+            "nonfinite_skipped": self.nonfinite_skipped,
+            "nonfinite_streak": self._nonfinite_streak,
             "history": {
                 "step": [r.step for r in self._records],
                 "stage": [r.stage for r in self._records],
@@ -666,50 +811,237 @@ class AutoLRS:
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Resume from :meth:`state_dict`; also sets the optimizer's LR to the saved one.
 
+        The whole state is checked before anything changes, and on an error the tuner is
+        left as it was: its structure and types; its snapshots against this tuner's model
+        and optimizer (parameter names, shapes, dtypes, parameter groups); and the run's
+        configuration. A checkpoint fixes the plan: ``variant``, ``max_steps``,
+        ``lr_bounds``, ``tau``, ``tau_prime``, ``k``, ``tau_max``, ``double``, ``policy``,
+        ``compare``, ``continue_from``, ``warmup_steps`` and ``warmup_lr`` must be what it
+        was saved with (build the tuner with the same arguments to resume; change the plan
+        with a fresh tuner). Other arguments (``val_fn``, ``sync_every``, ``divergence_*``,
+        ``offload``...) are this tuner's. States saved by autolr before version 3 carry
+        only ``variant`` of that configuration.
+
         Raises:
-            StateError: If ``state`` is not an AutoLRS state or its phase is unknown.
+            StateError: If ``state`` is not an AutoLRS state (naming the missing or
+                malformed entries), was saved with other arguments (listing each, saved
+                and given), or holds snapshots of another model or optimizer.
         """
-        if not isinstance(state, Mapping) or state.get("version") != 2:
-            raise StateError("not an AutoLRS state_dict (missing or unknown 'version')")
-        if state.get("variant") != self.variant:
-            raise StateError(
-                f"state is from a variant={state.get('variant')!r} AutoLRS, this one is "
-                f"{self.variant!r}"
-            )
-        if state["phase"] not in _PHASES:
-            raise StateError(f"unknown phase {state['phase']!r} in AutoLRS state_dict")
+        v = self._parse_state(state)
+        # The only step that can still fail; it is atomic and nothing else changed yet.
         self.search.load_state_dict(state["search"])
-        self._snapshot.load_state_dict(state["snapshot"])
-        self._best_snapshot.load_state_dict(state["best_snapshot"])
-        self._cand_snapshot.load_state_dict(state["cand_snapshot"])
-        self.global_step = int(state["global_step"])
-        self.phase = str(state["phase"])
-        self._stage_k = int(state["stage_k"])
-        self._phase_steps = int(state["phase_steps"])
-        self._phase_len = int(state["phase_len"])
-        self._cand_lr = float(state["cand_lr"])
-        self._cand_losses = [float(v) for v in state["cand_losses"]]
-        self._val_losses = [float(v) for v in state["val_losses"]]
-        self._val_steps = [float(v) for v in state["val_steps"]]
-        self._over = int(state["over"])
-        self._ref_loss = None if state["ref_loss"] is None else float(state["ref_loss"])
-        self._recent = [float(v) for v in state["recent"]]
-        self._best_forecast = float(state["best_forecast"])
-        self.recoveries = int(state["recoveries"])
-        self._warmup_start = int(state["warmup_start"])
-        self.warmup_lr = float(state["warmup_lr"])
-        h = state["history"]
-        self._records = [
-            HistoryRecord(int(a), int(b), str(c), float(d), e, f)
-            for a, b, c, d, e, f in zip(
-                h["step"], h["stage"], h["phase"], h["lr"], h["loss"], h["forecast"]
-            )
-        ]
+        for snap, parsed in zip(
+            (self._snapshot, self._best_snapshot, self._cand_snapshot), v.pop("snapshots")
+        ):
+            snap._state, snap._devices = parsed
+        self._records = v.pop("records")
+        for name, value in v.items():
+            setattr(self, name, value)
         self._pending = []
-        self._set_lr(float(state["lr"]))
+        self._set_lr(self._lr)
+        self._group_lrs.take_used()  # a step taken before the load says nothing about it
+
+    def _parse_state(self, state: Any) -> dict[str, Any]:
+        """The checked contents of a state (attribute name -> value); changes nothing."""
+        if not isinstance(state, Mapping):
+            raise StateError(f"not an AutoLRS state_dict: got a {type(state).__name__}")
+        version = state.get("version")
+        kind = state.get("kind", "AutoLRS" if version == 2 else None)
+        missing = [k for k in _STATE_KEYS if k not in state]
+        if version == 3 and "config" not in state:
+            missing.append("config")
+        if kind != "AutoLRS" or version not in (2, 3) or missing:
+            raise StateError(_not_autolrs(state, version, kind, missing))
+        if version == 3:
+            diff = _config_diff(state["config"], self._config)
+        else:
+            diff = _config_diff({"variant": state["variant"]}, {"variant": self.variant})
+        if diff:
+            raise StateError(
+                "AutoLRS state_dict was saved with other arguments than this tuner's: "
+                + "; ".join(diff)
+                + ". Build the tuner with the saved arguments to resume (a checkpoint fixes "
+                "the run's plan)"
+            )
+        try:
+            phase = state["phase"]
+            if phase not in _PHASES:
+                raise StateError(f"phase={phase!r} is not one of {_PHASES}")
+            snapshots = []
+            for key in ("snapshot", "best_snapshot", "cand_snapshot"):
+                try:
+                    snapshots.append(self._snapshot._parse_state(state[key]))
+                except StateError as exc:
+                    raise StateError(f"{key}: {exc}") from None
+            if phase in ("search", "exploit") and snapshots[0][0] is None:
+                raise StateError(f"phase {phase!r} needs the stage snapshot, which is empty")
+            if not isinstance(state["search"], Mapping):
+                raise StateError("its 'search' entry is not a StageSearch state_dict")
+            h = state["history"]
+            cols = [_seq(h[c] if isinstance(h, Mapping) and c in h else None, f"history.{c}")
+                    for c in ("step", "stage", "phase", "lr", "loss", "forecast")]  # fmt: skip
+            if len({len(c) for c in cols}) > 1:
+                raise StateError("the history columns have different lengths")
+            records = [
+                HistoryRecord(
+                    _nat(a, "history.step"),
+                    _nat(b, "history.stage"),
+                    _text(c, "history.phase"),
+                    _num(d, "history.lr"),
+                    None if e is None else _num(e, "history.loss"),
+                    None if f is None else _num(f, "history.forecast"),
+                )
+                for a, b, c, d, e, f in zip(*cols)
+            ]
+            nat = lambda k: _nat(state[k], k)  # noqa: E731
+            num = lambda k, low=None: _num(state[k], k, low=low)  # noqa: E731
+            nums = lambda k: [_num(x, k) for x in _seq(state[k], k)]  # noqa: E731
+            return {
+                "snapshots": snapshots,
+                "records": records,
+                "global_step": nat("global_step"),
+                "phase": phase,
+                "_lr": num("lr", 0.0),
+                "_stage_k": nat("stage_k"),
+                "_phase_steps": nat("phase_steps"),
+                "_phase_len": nat("phase_len"),
+                "_cand_lr": num("cand_lr"),
+                "_cand_losses": nums("cand_losses"),
+                "_val_losses": nums("val_losses"),
+                "_val_steps": nums("val_steps"),
+                "_over": nat("over"),
+                "_ref_loss": None if state["ref_loss"] is None else num("ref_loss"),
+                "_recent": nums("recent"),
+                "_best_forecast": num("best_forecast"),
+                "recoveries": nat("recoveries"),
+                "_warmup_start": nat("warmup_start"),
+                "warmup_lr": num("warmup_lr", 0.0),
+                # Absent before this entry existed: val_fn was still trusted then.
+                "_val_broken": state.get("val_broken") is True,
+                "nonfinite_skipped": _nat(state.get("nonfinite_skipped", 0), "nonfinite_skipped"),
+                "_nonfinite_streak": _nat(state.get("nonfinite_streak", 0), "nonfinite_streak"),
+            }
+        except StateError as exc:
+            raise StateError(f"invalid AutoLRS state_dict: {exc}") from None
 
 
 # ---------------------------------------------------------------------- module helpers
+# Entries of every AutoLRS state_dict (version 3 adds "kind" and "config").
+_STATE_KEYS = (
+    "version", "search", "snapshot", "best_snapshot", "cand_snapshot", "global_step", "phase",
+    "lr", "stage_k", "phase_steps", "phase_len", "cand_lr", "cand_losses", "val_losses",
+    "val_steps", "over", "ref_loss", "recent", "best_forecast", "recoveries", "warmup_start",
+    "warmup_lr", "variant", "history",
+)  # fmt: skip
+# Entries that tell another autolr object's state_dict apart, for the error message.
+_OTHER_STATES = (
+    ("hypergrad", "a HypergradientLR"),
+    ("hyper_optimizer", "an STNTuner"),
+    ("space", "an STNTuner"),
+)
+
+
+def _not_autolrs(state: Mapping[str, Any], version: Any, kind: Any, missing: list[str]) -> str:
+    """Why ``state`` is not an AutoLRS state_dict, and what it looks like instead."""
+    if isinstance(kind, str) and kind != "AutoLRS":
+        what = f"it is a {kind} state_dict"
+    else:
+        what = next((w + " state_dict" for key, w in _OTHER_STATES if key in state), "")
+        what = f"it looks like {what}" if what else ""
+    if version not in (2, 3):
+        why = f"unknown version {version!r} (this autolr reads 2 and 3)"
+    elif missing and not what:
+        why = f"it lacks {', '.join(repr(k) for k in missing[:6])}"
+        why += f" and {len(missing) - 6} more" if len(missing) > 6 else ""
+    else:
+        why = ""
+    keys = ", ".join(repr(k) for k in list(state)[:8]) + (", ..." if len(state) > 8 else "")
+    return "not an AutoLRS state_dict: " + "; ".join(
+        x for x in (what, why, f"its entries are {keys}") if x
+    )
+
+
+def _config_of(
+    search: StageSearch,
+    variant: str,
+    max_steps: int | None,
+    continue_from: str,
+    warmup_steps: int,
+    warmup_lr: float,
+) -> dict[str, Any]:
+    """The arguments that fix a run's plan, as plain values (``None``: not used)."""
+    paper = variant == "paper"
+    policy = search.policy
+    plan = None
+    if isinstance(policy, BudgetPolicy):
+        plan = {k: _plain(v) for k, v in asdict(policy).items() if k != "note"}
+    return {
+        "variant": variant,
+        "max_steps": max_steps,
+        "lr_bounds": [float(b) for b in search.lr_bounds],
+        "tau": search.tau if paper else None,
+        "tau_prime": search.tau_prime if paper else None,
+        "k": search.k if paper else None,
+        "tau_max": search.tau_max if paper else None,
+        "double": search.double if paper else None,
+        "policy": plan,
+        "compare": search.compare,
+        "continue_from": continue_from,
+        "warmup_steps": warmup_steps,
+        "warmup_lr": warmup_lr,
+    }
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _config_diff(saved: Any, now: Mapping[str, Any]) -> list[str]:
+    """``"name: saved X, given Y"`` for every argument that differs."""
+    if not isinstance(saved, Mapping):
+        raise StateError(f"invalid AutoLRS state_dict: config is a {type(saved).__name__}")
+    out = []
+    for name, mine in now.items():
+        theirs = _plain(saved.get(name, "<missing>"))
+        if isinstance(mine, Mapping) and isinstance(theirs, Mapping):
+            out += [
+                f"{name}.{k}: saved {_plain(theirs.get(k, '<missing>'))!r}, given {v!r}"
+                for k, v in mine.items()
+                if _plain(theirs.get(k, "<missing>")) != v
+            ]
+        elif theirs != mine:
+            out.append(f"{name}: saved {theirs!r}, given {mine!r}")
+    return out
+
+
+def _seq(value: Any, name: str) -> list[Any]:
+    if not isinstance(value, (list, tuple)):
+        raise StateError(f"{name} is {value!r}, not a list")
+    return list(value)
+
+
+def _nat(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise StateError(f"{name}={value!r} is not an int >= 0")
+    return int(value)
+
+
+def _num(value: Any, name: str, *, low: float | None = None) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise StateError(f"{name}={value!r} is not a number")
+    if low is not None and not (math.isfinite(value) and value >= low):
+        raise StateError(f"{name}={value!r} is not a finite number >= {low}")
+    return float(value)
+
+
+def _text(value: Any, name: str) -> str:
+    if not isinstance(value, str):
+        raise StateError(f"{name}={value!r} is not a string")
+    return value
+
+
 def _check_model_optimizer(model: Any, optimizer: Any) -> None:
     if not isinstance(model, nn.Module):
         raise ConfigTypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -730,6 +1062,29 @@ def _check_model_optimizer(model: Any, optimizer: Any) -> None:
 def _check_int(name: str, value: Any, minimum: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ConfigError(f"{name} must be an int >= {minimum}, got {value!r}")
+
+
+def _val_float(out: Any) -> float:
+    """What ``val_fn`` returned, as a float; its own errors name ``val_fn``."""
+    if isinstance(out, torch.Tensor):
+        if out.numel() != 1:
+            raise ConfigError(
+                f"val_fn must return a scalar validation loss, got a tensor of shape "
+                f"{tuple(out.shape)}"
+            )
+        return float(out.detach().float().item())
+    if out is None or isinstance(out, (bool, str, bytes)):
+        raise ConfigTypeError(
+            f"val_fn must return the validation loss as a float or a scalar tensor, got "
+            f"{out!r}{' (does it lack a return statement?)' if out is None else ''}"
+        )
+    try:
+        return float(out)
+    except (TypeError, ValueError) as exc:
+        raise ConfigTypeError(
+            f"val_fn must return the validation loss as a float or a scalar tensor, got "
+            f"{type(out).__name__} {out!r}"
+        ) from exc
 
 
 def _as_float(loss: float | torch.Tensor) -> float:

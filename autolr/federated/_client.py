@@ -3,13 +3,26 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 
-from .._errors import ConfigError, ConfigTypeError, StateError
+from .._errors import ConfigError, ConfigTypeError
+from .._hypergrad import (
+    _short,
+    _state_config,
+    _state_error,
+    _state_float,
+    _state_int,
+    _state_keys,
+    _state_list,
+    _state_tensor,
+    _state_version,
+)
 from ._server import _bounds, _number
+
+_STATE_VERSION = 2  # 1: unversioned, no arguments saved; 2: arguments and shapes checked
 
 __all__ = ["FedHyperClient"]
 
@@ -167,13 +180,26 @@ class FedHyperClient:
         self._set_lr()
         return self.lr
 
+    def _config(self) -> dict[str, Any]:
+        """Arguments a state_dict must have been saved with to be loaded here."""
+        return {
+            "hyper_lr": self.hyper_lr,
+            "global_coef": self.global_coef,
+            "max_growth": self.max_growth,
+            "scale_bounds": list(self.scale_bounds),
+        }
+
     def state_dict(self) -> dict[str, Any]:
-        """Scale, base LR, counters and the in-round buffers (tensors and plain values)."""
+        """Scale, base LR, counters, the in-round buffers and the arguments (tensors and plain
+        values)."""
 
         def copy(t: torch.Tensor | None) -> torch.Tensor | None:
             return None if t is None else t.clone()
 
         return {
+            "version": _STATE_VERSION,
+            "kind": "FedHyperClient",
+            "config": {**self._config(), "shapes": [list(p.shape) for p in self._params]},
             "base_lr": self.base_lr,
             "scale": self.scale,
             "steps": self.steps,
@@ -186,22 +212,48 @@ class FedHyperClient:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore :meth:`state_dict` output and re-apply the LR to the optimizer.
 
+        Everything is checked before anything changes; states written before the ``version``
+        key existed still load.
+
         Raises:
-            StateError: missing keys or buffers of the wrong size.
+            StateError: not a FedHyperClient state, missing or mistyped entries, other
+                arguments (all differences are listed), or parameters of another shape.
         """
-        try:
-            base_lr, scale = float(state["base_lr"]), float(state["scale"])
-            steps, skipped = int(state["steps"]), int(state["steps_skipped"])
-            bufs = [state["last"], state["prev_step"], state["global"]]
-        except (KeyError, TypeError, ValueError) as err:
-            raise StateError(f"not a FedHyperClient state_dict ({err})") from err
+        owner = "FedHyperClient"
+        signature = ("base_lr", "scale", "steps_skipped")
+        version = _state_version(owner, state, signature, (1, 2), 1)
+        bufs = ("last", "prev_step", "global")
+        _state_keys(owner, state, [*signature, "steps", *bufs, *(["config"] * (version >= 2))])
+        shapes = [tuple(p.shape) for p in self._params]
+        if version >= 2:
+            config = state["config"]
+            if not isinstance(config, Mapping):
+                raise _state_error(owner, f"'config' must be a dict, got {_short(config)}")
+            mine = self._config()
+            _state_keys(owner, config, [*mine, "shapes"], "config")
+            _state_config(owner, config, mine)
+            saved = _state_list(owner, "config['shapes']", config["shapes"])
+            if [tuple(s) if isinstance(s, (list, tuple)) else s for s in saved] != shapes:
+                raise _state_error(
+                    owner,
+                    f"the state_dict is for parameters of shapes {[tuple(s) for s in saved]}, "
+                    f"this client's optimizer holds {shapes}: the state comes from another model",
+                )
         numel = sum(p.numel() for p in self._params)
+        flat = {}
+        for k in bufs:
+            b = state[k]
+            flat[k] = None if b is None else _state_tensor(owner, k, b, (numel,), "this client")
+        base_lr = _state_float(owner, "base_lr", state["base_lr"], positive=True)
+        scale = _state_float(owner, "scale", state["scale"], positive=True)
+        steps = _state_int(owner, "steps", state["steps"])
+        skipped = _state_int(owner, "steps_skipped", state["steps_skipped"])
+        # Everything checked: from here on nothing can fail half-way.
         ref = self._params[0]
-        for b in bufs:
-            if b is not None and (not isinstance(b, torch.Tensor) or b.numel() != numel):
-                raise StateError("FedHyperClient state_dict buffers do not match the parameters")
-        self.base_lr, self.scale, self.steps, self.steps_skipped = base_lr, scale, steps, skipped
+        self.base_lr, self.scale = base_lr, scale  # type: ignore[assignment]
+        self.steps, self.steps_skipped = steps, skipped
         self._last, self._prev_step, self._global = (
-            None if b is None else b.detach().to(ref.device, ref.dtype).clone() for b in bufs
+            None if b is None else b.detach().to(ref.device, ref.dtype).clone()
+            for b in flat.values()
         )
         self._set_lr()

@@ -3,18 +3,30 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
 
-from .._errors import ConfigError, ConfigTypeError, StateError
+from .._errors import ConfigError, ConfigTypeError
+from .._hypergrad import (
+    _short,
+    _state_config,
+    _state_error,
+    _state_float,
+    _state_int,
+    _state_keys,
+    _state_list,
+    _state_tensor,
+    _state_version,
+)
 
 __all__ = ["FedHyperServer", "RoundReport"]
 
 Rule = Literal["none", "g", "gm"]
 ServerOptimizer = Literal["avg", "adam"]
+_STATE_VERSION = 2  # 1: unversioned, checked only rule/optimizer/normalize; 2: every argument
 
 
 @dataclass(frozen=True)
@@ -430,54 +442,104 @@ class FedHyperServer:
         "updates_dropped",
     )
 
+    def _config(self) -> dict[str, Any]:
+        """Arguments a state_dict must have been saved with to be loaded here."""
+        return {
+            "rule": self.rule,
+            "server_optimizer": self.server_optimizer,
+            "initial_global_lr": self.initial_global_lr,
+            "hyper_lr": self.hyper_lr,
+            "global_lr_bounds": list(self.global_lr_bounds),
+            "momentum": self.momentum,
+            "adam_betas": list(self.adam_betas),
+            "adam_tau": self.adam_tau,
+            "initial_local_lr": self.initial_local_lr,
+            "adapt_local_lr": self.adapt_local_lr,
+            "local_hyper_lr": self.local_hyper_lr,
+            "local_lr_bounds": list(self.local_lr_bounds),
+            "normalize": self.normalize,
+        }
+
     def state_dict(self) -> dict[str, Any]:
-        """Round counter, LRs, momentum/Adam buffers and Δ_{t−1} (tensors and plain values).
+        """Round counter, LRs, momentum/Adam buffers, Δ_{t−1} and the arguments (tensors and
+        plain values).
 
         The global parameters are not included (save the model's own ``state_dict``).
         """
-        state: dict[str, Any] = {k: getattr(self, k) for k in self._SCALARS}
+        state: dict[str, Any] = {"version": _STATE_VERSION, "kind": "FedHyperServer"}
+        state.update({k: getattr(self, k) for k in self._SCALARS})
         for k in self._BUFFERS:
             buf = getattr(self, k)
             state[k.lstrip("_")] = None if buf is None else buf.detach().clone()
         state["config"] = {
-            "rule": self.rule,
-            "server_optimizer": self.server_optimizer,
-            "initial_global_lr": self.initial_global_lr,
-            "normalize": self.normalize,
+            **self._config(),
             "numel": self._numel,
+            "shapes": [list(s) for s in self._shapes],
         }
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore :meth:`state_dict` output; checks it was made by a compatible server.
+        """Restore :meth:`state_dict` output, checking all of it before anything changes.
+
+        States written before the ``version`` key existed still load (their arguments are
+        checked as far as they were saved).
 
         Raises:
-            StateError: missing keys, another rule/optimizer, or a different parameter count.
+            StateError: not a FedHyperServer state, missing or mistyped entries, other
+                arguments (all differences are listed), or parameters of another shape.
         """
-        try:
-            config = state["config"]
-            scalars = {k: state[k] for k in self._SCALARS}
-            buffers = {k: state[k.lstrip("_")] for k in self._BUFFERS}
-        except (KeyError, TypeError) as err:
-            raise StateError(f"not a FedHyperServer state_dict (missing {err})") from err
-        mine = self.state_dict()["config"]
-        for key in ("rule", "server_optimizer", "normalize", "numel"):
-            if config.get(key) != mine[key]:
-                raise StateError(
-                    f"state_dict has {key}={config.get(key)!r}, this server has {mine[key]!r}"
+        owner = "FedHyperServer"
+        version = _state_version(owner, state, ("config", "round", "global_lr"), (1, 2), 1)
+        _state_keys(owner, state, [*self._SCALARS, *(k.lstrip("_") for k in self._BUFFERS)])
+        config = state["config"]
+        if not isinstance(config, Mapping):
+            raise _state_error(owner, f"'config' must be a dict, got {_short(config)}")
+        mine = self._config()
+        _state_keys(owner, config, [*mine, "shapes"] if version >= 2 else ["numel"], "config")
+        _state_config(owner, config, mine)
+        if "shapes" in config:
+            shapes = _state_list(owner, "config['shapes']", config["shapes"])
+            if len(shapes) != len(self._shapes):
+                raise _state_error(
+                    owner,
+                    f"the state_dict is for {len(shapes)} parameter tensors, this server has "
+                    f"{len(self._shapes)}: the state comes from another model",
                 )
-        for k, buf in buffers.items():  # check everything before changing anything
-            if buf is not None and (
-                not isinstance(buf, torch.Tensor) or buf.numel() != self._numel
-            ):
-                raise StateError(f"state_dict buffer {k!r} does not match the parameters")
+            for i, (a, b) in enumerate(zip(shapes, self._shapes)):
+                if not isinstance(a, (list, tuple)) or tuple(a) != b:
+                    raise _state_error(
+                        owner,
+                        f"parameter {i} has shape {_short(tuple(a) if isinstance(a, list) else a)} "
+                        f"in the state_dict but {b} on this "
+                        "server: the state comes from another model",
+                    )
+        if config["numel"] != self._numel:
+            raise _state_error(
+                owner,
+                f"the state_dict is for {_short(config['numel'])} parameter elements, this "
+                f"server has {self._numel}: the state comes from another model",
+            )
+        buffers = {}
+        for k in self._BUFFERS:
+            key = k.lstrip("_")
+            buf = state[key]
+            if buf is not None:
+                buf = _state_tensor(
+                    owner, key, buf, (self._numel,), "this server's flat parameters"
+                )
+            buffers[k] = buf
+        round_ = _state_int(owner, "round", state["round"])
+        skipped = _state_int(owner, "rounds_skipped", state["rounds_skipped"])
+        dropped = _state_int(owner, "updates_dropped", state["updates_dropped"])
+        global_lr = _state_float(owner, "global_lr", state["global_lr"], positive=True)
+        momentum_coef = _state_float(owner, "momentum_coef", state["momentum_coef"])
+        local_lr = _state_float(owner, "local_lr", state["local_lr"], positive=True)
+        # Everything checked: from here on nothing can fail half-way.
         ref = self.params[0]
         for k, buf in buffers.items():
             flat = None if buf is None else buf.detach().to(ref.device, ref.dtype).reshape(-1)
             setattr(self, k, None if flat is None else flat.clone())
-        self.round = int(scalars["round"])
-        self.rounds_skipped = int(scalars["rounds_skipped"])
-        self.updates_dropped = int(scalars["updates_dropped"])
-        self.global_lr = float(scalars["global_lr"])
-        self.momentum_coef = float(scalars["momentum_coef"])
-        self.local_lr = float(scalars["local_lr"])
+        self.round, self.rounds_skipped, self.updates_dropped = round_, skipped, dropped
+        self.global_lr = global_lr  # type: ignore[assignment]
+        self.momentum_coef = momentum_coef  # type: ignore[assignment]
+        self.local_lr = local_lr  # type: ignore[assignment]

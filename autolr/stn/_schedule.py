@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import bisect
+import itertools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -11,7 +12,17 @@ from typing import Any
 import torch
 from torch import nn
 
-from .._errors import ConfigError, StateError
+from .._errors import ConfigError
+from .._hypergrad import (
+    _short,
+    _state_error,
+    _state_float,
+    _state_int,
+    _state_list,
+    _state_version,
+)
+
+_STATE_VERSION = 1  # states without the key (written before it existed) are read as version 1
 
 __all__ = ["Schedule"]
 
@@ -105,6 +116,8 @@ class Schedule:
     def state_dict(self) -> dict[str, Any]:
         """Plain lists (JSON- and ``weights_only``-safe)."""
         return {
+            "version": _STATE_VERSION,
+            "kind": "Schedule",
             "names": list(self.names),
             "steps": list(self.steps),
             "values": [list(r) for r in self.values],
@@ -113,13 +126,27 @@ class Schedule:
 
     @classmethod
     def from_state_dict(cls, state: Mapping[str, Any]) -> Schedule:
-        """Rebuild from :meth:`state_dict` (or its JSON)."""
-        try:
-            return cls(
-                list(state["names"]),
-                [int(s) for s in state["steps"]],
-                [[float(v) for v in r] for r in state["values"]],
-                list(state.get("discrete", [])),
-            )
-        except KeyError as e:
-            raise StateError(f"Schedule state is missing {e}") from None
+        """Rebuild from :meth:`state_dict` (or its JSON; states without ``version`` too).
+
+        Raises:
+            StateError: Not a Schedule state, or entries of the wrong type or length.
+        """
+        owner = "Schedule.from_state_dict"
+        _state_version(owner, state, ("names", "steps", "values"), (1,), 1)
+        names = _state_list(owner, "names", state["names"])
+        if not all(isinstance(n, str) for n in names):
+            raise _state_error(owner, f"'names' must be a list of str, got {_short(names)}")
+        steps = [_state_int(owner, "steps", v) for v in _state_list(owner, "steps", state["steps"])]
+        if any(b < a for a, b in itertools.pairwise(steps)):
+            raise _state_error(owner, f"'steps' must be non-decreasing, got {_short(steps)}")
+        rows = _state_list(owner, "values", state["values"], len(steps))
+        values = [
+            [_state_float(owner, "values", v, finite=False) for v in _state_list(
+                owner, f"values[{i}]", r, len(names))]
+            for i, r in enumerate(rows)
+        ]  # fmt: skip
+        discrete = _state_list(owner, "discrete", state.get("discrete", []))
+        unknown = [n for n in discrete if n not in names]
+        if unknown:
+            raise _state_error(owner, f"'discrete' names {unknown} that are not in {names}")
+        return cls(names, steps, values, discrete)  # type: ignore[arg-type]

@@ -13,11 +13,21 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .._errors import ConfigError, ConfigTypeError, StateError
+from .._errors import ConfigError, ConfigTypeError
+from .._hypergrad import (
+    _describe_state,
+    _name,
+    _short,
+    _state_config,
+    _state_error,
+    _state_keys,
+    _state_tensor,
+)
 
 __all__ = ["HyperContext", "HyperSpace", "current_context"]
 
 _LOG_2PI_E = math.log(2.0 * math.pi * math.e)
+_STATE_VERSION = 1  # in "_extra_state"; states without the key are read as version 1
 
 
 def _inv_softplus(y: float) -> float:
@@ -429,25 +439,75 @@ class HyperSpace(nn.Module):
 
     # ------------------------------------------------------------------ state
     def get_extra_state(self) -> dict[str, Any]:
-        return {"specs": [s.as_dict() for s in self._specs], "centred": self.centred}
+        return {
+            "version": _STATE_VERSION,
+            "specs": [s.as_dict() for s in self._specs],
+            "centred": self.centred,
+        }
 
     def set_extra_state(self, state: Any) -> None:
-        specs = [s["name"] for s in state.get("specs", [])]
-        if specs != self.names:
-            raise StateError(
-                f"HyperSpace state has hyperparameters {specs}, this space {self.names}"
-            )
+        self._check_extra("HyperSpace", "_extra_state", state)
         self.centred = bool(state.get("centred", self.centred))
+
+    def _check_extra(self, owner: str, key: str, extra: Any) -> None:
+        """Check the saved specs: same names, bounds and kinds (init values may differ)."""
+        if not isinstance(extra, Mapping) or not isinstance(extra.get("specs"), (list, tuple)):
+            raise _state_error(
+                owner, f"{_name(key)} must hold the space's specs, got {_short(extra)}"
+            )
+        version = extra.get("version", 1)  # unversioned: written before the key existed
+        if version != _STATE_VERSION:
+            raise _state_error(
+                owner, f"unknown HyperSpace state version {version!r}; this autolr reads 1"
+            )
+        specs = extra["specs"]
+        if not all(isinstance(sp, Mapping) and "name" in sp for sp in specs):
+            raise _state_error(owner, f"{_name(key)} holds malformed specs: {_short(specs)}")
+        names = [sp["name"] for sp in specs]
+        if names != self.names:
+            raise _state_error(
+                owner, f"the state_dict has hyperparameters {names}, this space {self.names}"
+            )
+        # λ and σ come from the state, so init/init_scale may differ; what λ means may not.
+        saved, mine = {}, {}
+        for sp, spec in zip(specs, self._specs):
+            for field in ("low", "high", "discrete", "per_example", "tune_scale"):
+                saved[f"{spec.name}.{field}"] = sp.get(field)
+                mine[f"{spec.name}.{field}"] = getattr(spec, field)
+        _state_config(owner, saved, mine)
+
+    def _check_state(self, owner: str, key: str, state_dict: Any, strict: bool = True) -> None:
+        """Check a :meth:`state_dict` against this space before anything is loaded
+        (``strict=False``: entries may be missing or extra, as in ``nn.Module``)."""
+        mine = self.state_dict()
+        prefix = f"{key}[" if key else ""
+        end = "]" if key else ""
+        signature = {"unconstrained", "rho"} if strict else set()
+        if not isinstance(state_dict, Mapping) or not signature <= set(state_dict):
+            raise _state_error(
+                owner,
+                f"{key + ': ' if key else ''}got {_describe_state(state_dict)}, expected one "
+                "from HyperSpace.state_dict() (keys ['rho', 'unconstrained', ...])",
+            )
+        if strict:
+            _state_keys(owner, state_dict, list(mine), key)
+            extra_keys = sorted(set(state_dict) - set(mine))
+            if extra_keys:
+                raise _state_error(owner, f"the state_dict has unexpected entries {extra_keys}")
+        if "_extra_state" in state_dict:
+            self._check_extra(owner, f"{prefix}'_extra_state'{end}", state_dict["_extra_state"])
+        for k, v in mine.items():
+            if isinstance(v, torch.Tensor) and k in state_dict:
+                _state_tensor(owner, f"{prefix}{k!r}{end}", state_dict[k], v.shape, "this space")
 
     def load_state_dict(
         self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False
     ):  # type: ignore[override]
-        """Load λ, ρ and the spec check; raises :class:`StateError` on a different space."""
-        names = [s["name"] for s in state_dict.get("_extra_state", {}).get("specs", [])]
-        if names != self.names:
-            raise StateError(
-                f"HyperSpace state has hyperparameters {names}, this space {self.names}"
-            )
+        """Load λ, ρ and check the specs; raises :class:`StateError` on a different space.
+
+        Everything is checked first, so a refused state leaves the space unchanged.
+        """
+        self._check_state("HyperSpace", "", state_dict, strict)
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
     def extra_repr(self) -> str:

@@ -9,7 +9,18 @@ from typing import Any
 import torch
 from torch import nn
 
-from .._errors import ConfigError, ConfigTypeError, StateError
+from .._errors import ConfigError, ConfigTypeError
+from .._hypergrad import (
+    _short,
+    _state_config,
+    _state_error,
+    _state_float,
+    _state_int,
+    _state_keys,
+    _state_list,
+    _state_optimizer,
+    _state_version,
+)
 from ._layers import StnConv2d, StnLinear, StnModule, general_parameters, response_parameters
 from ._regularizers import BatchAugment
 from ._schedule import Schedule
@@ -18,6 +29,12 @@ from ._space import HyperSpace
 __all__ = ["STNTuner"]
 
 Batch = Sequence[Any]
+_STATE_VERSION = 2  # 1: only variant and names checked on load; 2: every argument
+_STN_STATE = (
+    "variant", "names", "space", "hyper_optimizer", "global_step", "hyper_steps",
+    "skipped_train_steps", "skipped_hyper_steps", "cycle_pos", "last_train_loss",
+    "last_val_loss", "hist_steps", "hist_values", "hist_scales",
+)  # fmt: skip
 
 
 class STNTuner:
@@ -41,7 +58,9 @@ class STNTuner:
     Args:
         model: A model converted with :func:`autolr.stn.convert` using ``space``.
         space: The tuned hyperparameters.
-        loss_fn: ``loss_fn(output, target) -> scalar`` (e.g. ``nn.functional.cross_entropy``).
+        loss_fn: ``loss_fn(output, target) -> scalar tensor``: the batch's mean loss (e.g.
+            ``nn.functional.cross_entropy``); a per-example loss (``reduction="none"``) raises
+            :class:`ConfigError` at the first step.
         optimizer: Optimizer over the model's weights (all of them, response weights included;
             never the space's parameters).
         hyper_optimizer: Optimizer over ``space.unconstrained`` and ``space.rho``; default Adam
@@ -102,6 +121,13 @@ class STNTuner:
         if not isinstance(optimizer, torch.optim.Optimizer):
             raise ConfigTypeError(
                 f"STNTuner: optimizer must be a torch optimizer, got {type(optimizer).__name__}"
+            )
+        if not callable(loss_fn):
+            hint = " (pass the function itself, not its name)" if isinstance(loss_fn, str) else ""
+            raise ConfigTypeError(
+                "STNTuner: loss_fn must be a callable loss_fn(output, target) -> scalar tensor, "
+                f"e.g. torch.nn.functional.cross_entropy; got {type(loss_fn).__name__} "
+                f"{_short(loss_fn)}{hint}"
             )
         layers = [m for m in model.modules() if isinstance(m, (StnLinear, StnConv2d))]
         if not layers:
@@ -305,12 +331,44 @@ class STNTuner:
         if self.weight_decay is not None:
             wd = float(h_param[:, self.space.index(self.weight_decay)].mean())
         with self.space.context(h_net=h_net, h_param=h_param, zero_net=zero_net):
-            xa = self.augment(x) if self.augment is not None else x
+            xa = self._augment(x) if self.augment is not None else x
             if not linear:
                 out = self.model(xa)
         if linear:
             out = self._forward(xa, h_net, h_param, linear=True)
-        return self.loss_fn(out, y), wd
+        return self._loss(out, y, grad=True), wd
+
+    def _augment(self, x: Any) -> Any:
+        xa = self.augment(x)  # type: ignore[misc]
+        if torch.is_tensor(x) and not torch.is_tensor(xa):
+            raise ConfigError(
+                f"STNTuner: augment returned {_short(xa)} ({type(xa).__name__}); it must return "
+                f"the augmented input batch, a tensor like its input of shape {tuple(x.shape)}"
+            )
+        return xa
+
+    def _loss(self, out: Any, y: Any, *, grad: bool) -> torch.Tensor:
+        """``loss_fn(out, y)``, checked: a one-element tensor (with a graph when ``grad``)."""
+        loss = self.loss_fn(out, y)
+        name = getattr(self.loss_fn, "__name__", type(self.loss_fn).__name__)
+        if not torch.is_tensor(loss) or loss.numel() != 1:
+            got = (
+                f"a tensor of shape {tuple(loss.shape)}"
+                if torch.is_tensor(loss)
+                else f"{_short(loss)} ({type(loss).__name__})"
+            )
+            raise ConfigError(
+                f"STNTuner: loss_fn must return a scalar tensor (the batch's mean loss), but "
+                f"{name}(output, target) returned {got}; use reduction='mean' (the default of "
+                "torch's losses) or average a per-example loss with .mean()"
+            )
+        if grad and not loss.requires_grad:
+            raise ConfigError(
+                f"STNTuner: loss_fn returned a tensor without a gradient path: {name}(output, "
+                "target) must be computed from the output with torch operations (no .item(), "
+                ".detach() or torch.no_grad())"
+            )
+        return loss
 
     @staticmethod
     def _decay(params: list[nn.Parameter], wd: float) -> None:
@@ -340,7 +398,7 @@ class STNTuner:
             h_net = self.space.net_input(u)
             h_param = self.space.constrained(u.detach())
             out = self._forward(x, h_net, h_param, linear=self.linearize)
-            val = self.loss_fn(out, y)
+            val = self._loss(out, y, grad=False)
             obj = val - self.entropy_weight * self.space.entropy()
             params = [self.space.unconstrained, self.space.rho]
             grads = torch.autograd.grad(obj, params, allow_unused=True)
@@ -415,7 +473,7 @@ class STNTuner:
                 x, y = self._to(batch)
                 b = self._batch_size(x)
                 with self.space.context(**self._eval_views()):
-                    total += float(self.loss_fn(self.model(x), y)) * b
+                    total += float(self._loss(self.model(x), y, grad=False)) * b
                 n += b
         finally:
             self.model.train(was)
@@ -442,14 +500,31 @@ class STNTuner:
         )
 
     # ------------------------------------------------------------------ state
+    def _config(self) -> dict[str, Any]:
+        """Arguments a state_dict must have been saved with to be loaded here."""
+        return {
+            "variant": self.variant,
+            "names": self.space.names,
+            "linearize": self.linearize,
+            "warmup_steps": self.warmup_steps,
+            "train_steps": self.train_steps,
+            "val_steps": self.val_steps,
+            "entropy_weight": self.entropy_weight,
+            "weight_decay": self.weight_decay,
+            "hyper_optimizer": type(self.hyper_optimizer).__name__,
+        }
+
     def state_dict(self) -> dict[str, Any]:
-        """λ, σ, the hyper optimizer, counters and the schedule (tensors and plain values).
+        """λ, σ, the hyper optimizer, counters, the schedule and the arguments (tensors and
+        plain values).
 
         Save it next to the model's and the weight optimizer's ``state_dict`` (and your RNG
         state) in your checkpoint.
         """
         return {
-            "version": 1,
+            "version": _STATE_VERSION,
+            "kind": "STNTuner",
+            "config": self._config(),
             "variant": self.variant,
             "names": self.space.names,
             "space": self.space.state_dict(),
@@ -467,30 +542,62 @@ class STNTuner:
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Restore :meth:`state_dict`; raises :class:`StateError` on a mismatched tuner."""
-        if not isinstance(state, Mapping) or state.get("version") != 1:
-            raise StateError("STNTuner.load_state_dict: not an STNTuner state (version 1)")
-        if state["variant"] != self.variant:
-            raise StateError(
-                f"STNTuner state is variant {state['variant']!r}, this tuner {self.variant!r}"
-            )
-        if list(state["names"]) != self.space.names:
-            raise StateError(
-                f"STNTuner state tunes {state['names']}, this tuner {self.space.names}"
-            )
+        """Restore :meth:`state_dict`, checking all of it before anything changes.
+
+        Raises:
+            StateError: Not an STNTuner state, missing or mistyped entries, other arguments
+                (variant, hyperparameters and their bounds, cycle lengths, ...; all
+                differences are listed), or a hyper optimizer state of another type or shape.
+        """
+        owner = "STNTuner"
+        version = _state_version(owner, state, ("space", "hyper_optimizer", "names"), (1, 2))
+        _state_keys(owner, state, [*_STN_STATE, *(["config"] * (version >= 2))])
+        mine = self._config()
+        # version 1 saved only the variant and the names
+        saved = state["config"] if version >= 2 else {"variant": state["variant"]}
+        if not isinstance(saved, Mapping):
+            raise _state_error(owner, f"'config' must be a dict, got {_short(saved)}")
+        if version >= 2:
+            _state_keys(owner, saved, list(mine), "config")
+        _state_config(owner, {**saved, "names": state["names"]}, mine)
+        self.space._check_state(owner, "space", state["space"])
+        _state_optimizer(owner, "hyper_optimizer", self.hyper_optimizer, state["hyper_optimizer"])
+        counters = {
+            k: _state_int(owner, k, state[k])
+            for k in ("global_step", "hyper_steps", "skipped_train_steps", "skipped_hyper_steps")
+        }
+        cycle_pos = _state_int(owner, "cycle_pos", state["cycle_pos"], high=self.train_steps)
+        losses = {
+            k: _state_float(owner, k, state[k], finite=False)
+            for k in ("last_train_loss", "last_val_loss")
+        }
+        steps = [
+            _state_int(owner, "hist_steps", v)
+            for v in _state_list(owner, "hist_steps", state["hist_steps"])
+        ]
+        n = len(self.space)
+        rows = {
+            k: [
+                [_state_float(owner, k, v, finite=False) for v in _state_list(
+                    owner, f"{k}[{i}]", r, n)]
+                for i, r in enumerate(_state_list(owner, k, state[k], len(steps)))
+            ]
+            for k in ("hist_values", "hist_scales")
+        }  # fmt: skip
+        # Everything checked: from here on nothing can fail half-way.
         self.space.load_state_dict(state["space"])
         self.space.centred = self.variant == "delta"
         self.hyper_optimizer.load_state_dict(state["hyper_optimizer"])
-        self.global_step = int(state["global_step"])
-        self.hyper_steps = int(state["hyper_steps"])
-        self.skipped_train_steps = int(state["skipped_train_steps"])
-        self.skipped_hyper_steps = int(state["skipped_hyper_steps"])
-        self._cycle_pos = int(state["cycle_pos"])
-        self.last_train_loss = float(state["last_train_loss"])
-        self.last_val_loss = float(state["last_val_loss"])
-        self._hist_steps = [int(s) for s in state["hist_steps"]]
-        self._hist_values = [[float(v) for v in r] for r in state["hist_values"]]
-        self._hist_scales = [[float(v) for v in r] for r in state["hist_scales"]]
+        self.global_step = counters["global_step"]
+        self.hyper_steps = counters["hyper_steps"]
+        self.skipped_train_steps = counters["skipped_train_steps"]
+        self.skipped_hyper_steps = counters["skipped_hyper_steps"]
+        self._cycle_pos = cycle_pos
+        self.last_train_loss = losses["last_train_loss"]  # type: ignore[assignment]
+        self.last_val_loss = losses["last_val_loss"]  # type: ignore[assignment]
+        self._hist_steps = steps
+        self._hist_values = rows["hist_values"]  # type: ignore[assignment]
+        self._hist_scales = rows["hist_scales"]  # type: ignore[assignment]
 
 
 def _all_finite(tensors: list[torch.Tensor | None]) -> bool:
