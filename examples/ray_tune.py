@@ -14,6 +14,7 @@ reported (``final="race"``).
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import torch
 from ray import tune
@@ -66,6 +67,9 @@ def main() -> None:
         print(f"budget too small for a search: winner = initial lr {sched.search.initial_lr:.3g}")
     best = grid.get_best_result()
     print(f"final loss {best.metrics['loss']:.4f}; schedule: {len(sched.schedule)} iterations")
+    # The scheduler deleted the checkpoints it could no longer need (one per report otherwise).
+    kept = list(Path(grid.experiment_path).glob("*/checkpoint_*"))
+    print(f"checkpoints kept: {len(kept)} of {args.trials * args.iters} reports")
 
 
 if __name__ == "__main__":

@@ -2,15 +2,22 @@
 
 Ray 2.60 offers no public way for a scheduler to say "resume this trial from that checkpoint":
 Population Based Training overwrites the private ``_latest_checkpoint_result`` of the trial's
-checkpoint manager, and so do we, here and nowhere else. ``tests/test_ray_compat.py`` checks
-that the attribute still exists and still decides where a trial resumes from, so a Ray upgrade
-that changes it fails loudly instead of silently training from the wrong state.
+checkpoint manager, and so do we, here and nowhere else. Nor can a scheduler say "this old
+checkpoint is still needed, that one is not" (``CheckpointConfig(num_to_keep=...)`` keeps the
+newest per trial, not the ones other trials are cloned from), so the scheduler prunes the
+manager's private ``_checkpoint_results`` list itself (:func:`prune_checkpoints`).
+``test_private_ray_access_is_pinned_to_the_installed_ray`` in ``tests/test_ray_scheduler.py``
+checks that both attributes still exist and still decide where a trial resumes from and what
+Ray keeps, so a Ray upgrade that changes them fails loudly instead of silently training from
+the wrong state.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import math
+import os
 from typing import Any
 
 import torch
@@ -20,10 +27,13 @@ from . import require
 __all__ = [
     "TESTED_RAY_VERSION",
     "checkpoint_at",
+    "checkpoint_exists",
     "checkpoint_from_path",
+    "prune_checkpoints",
     "read_state_file",
     "set_trial_checkpoint",
     "trial_checkpoint",
+    "upload_trial_logs",
     "write_state_file",
 ]
 
@@ -88,6 +98,66 @@ def set_trial_checkpoint(trial: Any, source: tuple[str, dict[str, Any]] | None) 
         checkpoint=checkpoint_from_path(trial, path), metrics=dict(metrics)
     )
     trial.invalidate_json_state()
+    trial.run_metadata.invalidate_cache()  # the manager is saved with the run metadata
+
+
+def prune_checkpoints(trial: Any, keep: set[str], keep_iterations: set[int], time_attr: str) -> int:
+    """Delete ``trial``'s checkpoints except its latest, ``keep`` paths and ``keep_iterations``.
+
+    Drops them from the private ``_checkpoint_results`` list of the trial's checkpoint manager
+    (what Ray would delete with ``num_to_keep``) and deletes their folders; returns how many.
+    """
+    manager = trial.run_metadata.checkpoint_manager
+    latest = manager.latest_checkpoint_result
+    latest_path = None if latest is None or latest.checkpoint is None else latest.checkpoint.path
+    kept, dropped = [], []
+    for result in manager._checkpoint_results:
+        ck = result.checkpoint
+        needed = ck is None or str(ck.path) in keep or str(ck.path) == str(latest_path)
+        if needed or result.metrics.get(time_attr) in keep_iterations:
+            kept.append(result)
+        else:
+            dropped.append(result)
+    if not dropped:
+        return 0
+    manager._checkpoint_results = kept
+    trial.run_metadata.invalidate_cache()
+    for result in dropped:
+        # FileNotFoundError: already gone (or never written: the unit tests' fake paths).
+        with contextlib.suppress(FileNotFoundError):
+            result.checkpoint.filesystem.delete_dir(result.checkpoint.path)
+    return len(dropped)
+
+
+def checkpoint_exists(trial: Any, path: str) -> bool:
+    """Whether the checkpoint folder ``path`` exists on the trial's storage (True without one)."""
+    storage = getattr(trial, "storage", None)
+    if storage is None:
+        return True
+    pafs = require("pyarrow.fs", "ray")
+    return storage.storage_filesystem.get_file_info(path).type != pafs.FileType.NotFound
+
+
+def upload_trial_logs(trial: Any) -> None:
+    """Copy a trial's driver-side ``result.json``/``progress.csv`` into its storage folder.
+
+    When a trial restarts from a checkpoint, Ray's JSON and CSV logger callbacks replace the
+    local log files with the copies in storage (``_restore_from_remote``), which Ray uploads
+    only every few seconds. The local files are the complete ones; uploading them first makes
+    that restore a no-op instead of a "Remote file not found" warning or a stale copy.
+    """
+    storage = getattr(trial, "storage", None)
+    if storage is None or not getattr(trial, "relative_logdir", None):
+        return  # never started: no log files yet
+    result = require("ray.tune.result", "ray")
+    pafs = require("pyarrow.fs", "ray")
+    fs = storage.storage_filesystem
+    remote = storage.trial_fs_path
+    for name in (result.EXPR_RESULT_FILE, result.EXPR_PROGRESS_FILE):
+        local = os.path.join(trial.local_path, name)
+        if os.path.exists(local):
+            fs.create_dir(remote, recursive=True)
+            pafs.copy_files(local, f"{remote}/{name}", destination_filesystem=fs)
 
 
 def write_state_file(trial: Any, name: str, state: dict[str, Any]) -> str:

@@ -24,6 +24,7 @@ Example:
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import tempfile
@@ -48,12 +49,14 @@ from . import _ray_compat as compat
 from . import require
 
 _tune = require("ray.tune", "ray")
+_result = require("ray.tune.result", "ray")
 _schedulers = require("ray.tune.schedulers", "ray")
 Trial = require("ray.tune.experiment", "ray").Trial
 TrialScheduler = _schedulers.TrialScheduler
 
-__all__ = ["SCHEDULE_KEY", "AutoLRSScheduler", "TuneCheckpointer", "scheduled_lr"]
+__all__ = ["SCHEDULE_KEY", "STATE_FILE", "AutoLRSScheduler", "TuneCheckpointer", "scheduled_lr"]
 
+#: File in the experiment folder holding the scheduler's state (``AutoLRSScheduler.restore``).
 STATE_FILE = "autolrs_scheduler_state.pt"
 #: Config key of the LR schedule the scheduler gives each trial (see :func:`scheduled_lr`).
 SCHEDULE_KEY = "autolr_lr_schedule"
@@ -197,13 +200,19 @@ class AutoLRSScheduler(TrialScheduler):
     ``ray.tune.get_checkpoint()``, reports ``metric`` once per iteration with a checkpoint on
     every report, and builds identical initial weights and batches in every trial (seed the
     init and the data order: the first stage's candidates start from the trials' own initial
-    weights). Trials are paused with a checkpoint and their config updated through
+    weights). A function trainable's report without a checkpoint raises :class:`ConfigError`
+    at that report. Trials are paused with a checkpoint and their config updated through
     ``Trial.set_config``; which checkpoint a paused trial resumes from is set through one
     private Ray attribute, isolated in ``autolr.integrations._ray_compat``.
 
-    Ray does not save schedulers; this one writes its state to ``autolrs_scheduler_state.pt``
-    in the experiment folder after every decision (and at most every ``save_interval_s``
-    between them), so ``Tuner.restore`` continues the search.
+    **Checkpoints.** The scheduler deletes every checkpoint no decision can restore from any
+    more (``prune_checkpoints``); ``CheckpointConfig(num_to_keep=...)`` is refused, as Ray
+    would delete checkpoints that are cloned.
+
+    Ray does not save schedulers; this one writes its state to :data:`STATE_FILE` in the
+    experiment folder after every decision (and at most every ``save_interval_s`` between
+    them), so ``Tuner.restore`` continues the search. Ray restores its own copy of the
+    scheduler: read the run's records back with :meth:`restore` on that file.
 
     Args:
         lr_bounds: ``(low, high)`` LR search box, searched in log space.
@@ -236,11 +245,16 @@ class AutoLRSScheduler(TrialScheduler):
             for ``divergence_patience`` consecutive iterations is penalised.
         divergence_patience: See ``divergence_factor``.
         save_interval_s: Minimum seconds between state writes triggered by plain results.
+        prune_checkpoints: Delete every trial checkpoint the scheduler can no longer need
+            (it keeps each trial's latest, the stage checkpoint and the candidates' window
+            checkpoints); ``False`` keeps them all.
 
     Raises:
         ConfigError: Invalid bounds or step counts, ``mode != "min"``, or paper-variant
             structure (``tau``, ``tau_prime``, ``tau_max``, ``double``, ``k``) with the budget
-            variant.
+            variant. When the run starts: ``CheckpointConfig(num_to_keep=...)`` is set (Ray
+            would delete checkpoints the scheduler clones). At a function trainable's first
+            result without a checkpoint (see the trainable contract).
 
     Example:
         >>> sched = AutoLRSScheduler(lr_bounds=(1e-4, 1e-1), tau=200, k=8, metric="loss")
@@ -273,6 +287,7 @@ class AutoLRSScheduler(TrialScheduler):
         divergence_factor: float = 3.0,
         divergence_patience: int = 3,
         save_interval_s: float = 10.0,
+        prune_checkpoints: bool = True,
     ) -> None:
         super().__init__()
         if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
@@ -328,6 +343,7 @@ class AutoLRSScheduler(TrialScheduler):
         self.time_attr = time_attr
         self.max_t = max_t
         self.save_interval_s = float(save_interval_s)
+        self.prune_checkpoints = bool(prune_checkpoints)
         self._population: int | None = None  # num_samples, from set_search_properties
         self._state_trial: Any = None  # a trial whose storage locates the state file
         self._last_save = 0.0
@@ -463,6 +479,14 @@ class AutoLRSScheduler(TrialScheduler):
             raise ConfigError(
                 "AutoLRSScheduler needs a metric: pass metric= or set TuneConfig(metric=...)"
             )
+        keep = trial.run_metadata.checkpoint_manager.checkpoint_config.num_to_keep
+        if keep is not None:
+            raise ConfigError(
+                f"CheckpointConfig(num_to_keep={keep!r}) lets Ray delete checkpoints that "
+                "AutoLRSScheduler still clones into other trials; leave num_to_keep=None: the "
+                "scheduler deletes the checkpoints it no longer needs itself "
+                "(prune_checkpoints=True)"
+            )
         if self._state_trial is None:
             self._state_trial = trial
             self._maybe_load(trial)
@@ -479,6 +503,35 @@ class AutoLRSScheduler(TrialScheduler):
         self._save(force=True)
 
     def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
+        self._check_checkpointed(trial, result)
+        decision = self._on_result(trial, result)
+        self._prune(tune_controller)
+        return decision
+
+    def _check_checkpointed(self, trial: Any, result: Mapping[str, Any]) -> None:
+        """Refuse a function trainable's result that carries no checkpoint.
+
+        Any result may be where the scheduler pauses a trial or clones it into the others, and
+        a function trainable's pause saves only what it last reported: without a checkpoint
+        the trial would restart from scratch (or an older state) and the stage would compare
+        LRs trained from different states. Raising at the first such result loses one
+        iteration per trial, where a warning would let the whole run train on silently wrong
+        states. Class trainables are exempt: Ray saves them when they pause.
+        """
+        if result.get(_result.SHOULD_CHECKPOINT) or result.get(_result.RESULT_DUPLICATE):
+            return
+        cls = trial.get_trainable_cls()  # a registry look-up: only for a bare result
+        if isinstance(cls, type) and not issubclass(cls, _tune.trainable.FunctionTrainable):
+            return
+        raise ConfigError(
+            f"trial {trial.trial_id} reported {self.time_attr}="
+            f"{result.get(self.time_attr)!r} without a checkpoint; AutoLRSScheduler pauses "
+            "and clones trials at any report, so every report must carry one: call "
+            "ray.tune.report(metrics, checkpoint=...) every iteration, or use "
+            "autolr.integrations.ray.TuneCheckpointer (ckpt.report(loss))"
+        )
+
+    def _on_result(self, trial: Any, result: Mapping[str, Any]) -> str:
         tid = trial.trial_id
         job = self._jobs.get(tid)
         if job is None:
@@ -528,6 +581,7 @@ class AutoLRSScheduler(TrialScheduler):
         elif job is not None and job.kind == "candidate" and job.finished and finite and it:
             job.losses[int(it) - job.start - 1] = float(loss)  # a winner-to-be's progress
         self._leave(trial, "completed")
+        self._prune(tune_controller)
 
     def on_trial_error(self, tune_controller: Any, trial: Any) -> None:
         self._leave(trial, "errored")
@@ -537,6 +591,7 @@ class AutoLRSScheduler(TrialScheduler):
 
     def choose_trial_to_run(self, tune_controller: Any) -> Any:
         self._advance(tune_controller)
+        self._prune(tune_controller)
         # Paused trials with work first: Ray starts PENDING trials by itself anyway.
         for status in (Trial.PAUSED, Trial.PENDING):
             for trial in tune_controller.get_trials():
@@ -1159,6 +1214,48 @@ class AutoLRSScheduler(TrialScheduler):
     def _set_wave(self, kind: str, **info: Any) -> None:
         self._wave = {"kind": kind, **info}
 
+    # ------------------------------------------------------------------ checkpoint retention
+    def _needed(self, tc: Any) -> tuple[set[str], set[tuple[str, int]]]:
+        """Checkpoints a later decision can still restore from: paths, and (trial, iteration).
+
+        Every trial's latest (what Ray resumes it from), the stage checkpoint (a stage can be
+        searched again from it until the next one opens), the recorded candidate windows, the
+        checkpoints jobs and the pending wave resume from, and the cooldown-start checkpoint
+        of each candidate whose window cools down (its winner continues from there).
+        """
+        paths: set[str] = set()
+        at: set[tuple[str, int]] = set()
+        if self._stage_ckpt is not None:
+            paths.add(str(self._stage_ckpt[0]))
+        paths.update(str(c[2]) for c in self._cand_ckpts if c[2])
+        for tid, job in self._jobs.items():
+            if job.source is not None:
+                paths.add(str(job.source[0]))
+            cool = job.schedule.get("window", [0, 0, 0])[2] if job.kind == "candidate" else 0
+            if cool > 0 and job.length:
+                at.add((tid, job.start + job.length - int(cool)))
+        wave = self._wave or {}
+        for src in (wave.get("source"), (wave.get("job") or {}).get("source")):
+            if src:
+                paths.add(str(src[0]))
+        if wave.get("mode") == "cooldown" and wave.get("trial"):
+            at.add((str(wave["trial"]), int(wave["iteration"])))
+        for t in tc.get_trials():
+            ck = compat.trial_checkpoint(t)
+            if ck is not None:
+                paths.add(ck[0])
+        return paths, at
+
+    def _prune(self, tc: Any) -> None:
+        """Delete the checkpoints no decision can restore from any more (see :meth:`_needed`)."""
+        if not self.prune_checkpoints or tc is None:
+            return
+        paths, at = self._needed(tc)
+        for t in tc.get_trials():
+            if not t.is_saving:  # a save in flight registers its checkpoint later
+                iters = {i for tid, i in at if tid == t.trial_id}
+                compat.prune_checkpoints(t, paths, iters, self.time_attr)
+
     # ------------------------------------------------------------------ transitions
     def _advance(self, tc: Any) -> None:
         """Carry out the decisions that become possible once trials are paused."""
@@ -1301,6 +1398,11 @@ class AutoLRSScheduler(TrialScheduler):
         trial.set_config(self._config_for(trial.config, job))
         if not own:
             compat.set_trial_checkpoint(trial, source)
+        if trial.status == Trial.PAUSED:
+            # Ray's loggers resume a trial that restarts from a checkpoint with the log
+            # files in storage, which its periodic upload may not have written yet: a
+            # "Remote file not found" warning, or lines lost to an older copy.
+            compat.upload_trial_logs(trial)
 
     def _config_for(self, config: Mapping[str, Any], job: _Job) -> dict[str, Any]:
         out = dict(config)
@@ -1320,7 +1422,12 @@ class AutoLRSScheduler(TrialScheduler):
         trial.set_config(self._config_for(trial.config, job))
         ck = compat.trial_checkpoint(trial)
         it = int(ck[1].get(self.time_attr, 0)) if ck else 0
-        if job.own or job.finished or it > job.start:
+        if ck is not None and not compat.checkpoint_exists(trial, ck[0]):
+            # Pruned after Ray's snapshot was taken: the job restarts from where it began.
+            if job.finished:
+                return
+            job.losses, job.own = {}, False
+        elif job.own or job.finished or it > job.start:
             return
         src = None if job.source is None else (job.source[0], job.source[1])
         compat.set_trial_checkpoint(trial, src)
@@ -1418,11 +1525,16 @@ class AutoLRSScheduler(TrialScheduler):
             self.load_state_dict(state)
 
     def save(self, checkpoint_path: str) -> None:
-        """Write the state to ``checkpoint_path`` (Ray never calls this; kept for the API)."""
+        """Write the state to ``checkpoint_path`` (the format of :data:`STATE_FILE`)."""
         torch.save(self.state_dict(), checkpoint_path)
 
     def restore(self, checkpoint_path: str) -> None:
-        """Load a state written by :meth:`save`."""
+        """Load a state written by :meth:`save`, or an experiment's :data:`STATE_FILE`.
+
+        After ``Tuner.restore(...).fit()`` the run's scheduler is Ray's own copy; a scheduler
+        built with the same arguments and restored from ``f"{experiment}/{STATE_FILE}"``
+        shows the whole run's ``stages``, ``schedule`` and ``stage_trials``.
+        """
         self.load_state_dict(torch.load(checkpoint_path, weights_only=True))
 
 
@@ -1438,6 +1550,18 @@ def _as_loss(raw: Any) -> float:
 
 
 # ---------------------------------------------------------------------- trainable helper
+class _DropCheckpointNote(logging.Filter):
+    """Drops Ray's per-report "Checkpoint successfully created at ..." INFO line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Checkpoint successfully created")
+
+
+_DROP_CHECKPOINT_NOTE = _DropCheckpointNote()
+# The logger of ray.train._internal.storage.StorageContext.persist_current_checkpoint.
+_RAY_STORAGE_LOG = logging.getLogger("ray.train._internal.storage")
+
+
 class TuneCheckpointer:
     """Makes a PyTorch function trainable follow the :class:`AutoLRSScheduler` contract.
 
@@ -1551,7 +1675,13 @@ class TuneCheckpointer:
         self._set_lr(scheduled_lr(self._config, self.iteration, lr_key=self._lr_key))
         with tempfile.TemporaryDirectory() as folder:
             torch.save(state, os.path.join(folder, "autolr_trial.pt"))
-            _tune.report(
-                {self.metric: float(value), "lr": used, **metrics},
-                checkpoint=_tune.Checkpoint.from_directory(folder),
-            )
+            # Ray logs one INFO line per persisted checkpoint, i.e. per iteration here; only
+            # during this call, so the user's own reports keep it.
+            _RAY_STORAGE_LOG.addFilter(_DROP_CHECKPOINT_NOTE)
+            try:
+                _tune.report(
+                    {self.metric: float(value), "lr": used, **metrics},
+                    checkpoint=_tune.Checkpoint.from_directory(folder),
+                )
+            finally:
+                _RAY_STORAGE_LOG.removeFilter(_DROP_CHECKPOINT_NOTE)

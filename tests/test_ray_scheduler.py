@@ -20,6 +20,7 @@ from autolr._autolrs._race import RacerView, pick_racer
 from autolr.integrations import _ray_compat as compat
 from autolr.integrations.ray import (
     SCHEDULE_KEY,
+    STATE_FILE,
     AutoLRSScheduler,
     TuneCheckpointer,
     lr_at,
@@ -34,8 +35,10 @@ PAUSE, CONTINUE, STOP = "PAUSE", "CONTINUE", "STOP"
 class FakeController:
     """The controller surface the scheduler uses; trials report in rounds, by hand."""
 
-    def __init__(self, n: int, sched: AutoLRSScheduler) -> None:
+    def __init__(self, n: int, sched: AutoLRSScheduler, root: str = "/ckpt") -> None:
         self.sched = sched
+        self.root = root  # where checkpoints are "written" (folders only when not /ckpt)
+        self.reports = 0
         self.trials = [
             Trial("__fake", config={"lr": 0.01}, trial_id=f"t{i}", stub=True) for i in range(n)
         ]
@@ -68,11 +71,15 @@ class FakeController:
 
     def report(self, trial: Trial, loss: float, **extra) -> str:
         self.iters[trial.trial_id] += 1
+        self.reports += 1
         it = self.iters[trial.trial_id]
         result = {"training_iteration": it, "loss": loss, "trial_id": trial.trial_id, **extra}
+        result["should_checkpoint"] = True  # what Ray sets for a report with a checkpoint
         decision = self.sched.on_trial_result(self, trial, result)
         # Every report carries a checkpoint (TuneCheckpointer), registered after the result.
-        path = f"/ckpt/{trial.trial_id}/{it}"
+        path = f"{self.root}/{trial.trial_id}/{it}"
+        if self.root != "/ckpt":  # a real folder, to count what pruning leaves
+            os.makedirs(path)
         trial.run_metadata.checkpoint_manager.register_checkpoint(
             _TrainingResult(compat.checkpoint_from_path(trial, path), {"training_iteration": it})
         )
@@ -629,9 +636,12 @@ def test_private_ray_access_is_pinned_to_the_installed_ray():
 def ray_session():
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    started = not ray.is_initialized()
+    if started:  # one Ray instance per session, whichever Ray test file starts it
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield
-    ray.shutdown()
+    if started:
+        ray.shutdown()
 
 
 def _train(config):
@@ -891,3 +901,9 @@ def test_restore_after_interruption_continues_the_search(ray_session, tmp_path):
     # Each trial finished its own stage-1 candidate (no clone), from where it was stopped.
     cands = {c.lr for c in records[1].candidates}
     assert {r.config["lr"] for r in grid} == cands and len(cands) == 4
+    # Ray ran its own copy of the scheduler: the README's way to get the run's records back.
+    again = make_sched()
+    again.restore(str(path / STATE_FILE))
+    assert again.stages == records and again.phase == "race"
+    assert len(again.schedule) == 8 and again.schedule[4:] == [records[1].winner_lr] * 4
+    assert again.stage_trials[1]["winner_trial"] in {r.metrics["trial_id"] for r in grid}
