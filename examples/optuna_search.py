@@ -8,7 +8,9 @@ the last step and enter its GP as noisy observations.
 
 Run: ``python examples/optuna_search.py [--trials 20] [--storage journal.log]``. With
 ``--storage``, start the same command in several terminals to share one study (a
-``JournalStorage`` file; any Optuna storage URL such as ``postgresql://...`` works too).
+``JournalStorage`` file; any Optuna storage URL such as ``postgresql://...`` works too). The
+same ``--seed`` in every terminal is fine: the sampler derives each trial's draws from the
+seed and the trial number, which the storage hands out once, so workers never repeat a trial.
 """
 
 from __future__ import annotations

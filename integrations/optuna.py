@@ -40,7 +40,6 @@ import json
 import math
 import secrets
 import threading
-import warnings
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -108,9 +107,15 @@ _MULTI_OBJECTIVE_MSG = (
 )
 
 
-def _derive_seed(seed: int, counter: int) -> int:
-    """Deterministic 63-bit seed from ``(seed, counter)`` (same as the searchers' one)."""
-    digest = hashlib.blake2b(f"autolr-optuna:{seed}:{counter}".encode(), digest_size=8).digest()
+def _derive_seed(seed: int, *parts: int | str) -> int:
+    """Deterministic 63-bit seed from ``(seed, *parts)``: blake2b of
+    ``"autolr-optuna:<seed>:<part>:..."``.
+
+    Not the searchers' derivation (``autolr.searchers`` hashes ``"<seed>:<counter>"``,
+    without this prefix), so the same numbers give different seeds there and here.
+    """
+    key = ":".join(["autolr-optuna", str(seed), *map(str, parts)])
+    digest = hashlib.blake2b(key.encode(), digest_size=8).digest()
     return int.from_bytes(digest, "little") & ((1 << 63) - 1)
 
 
@@ -127,7 +132,7 @@ def _cpu_default_device() -> contextlib.AbstractContextManager:
 
 def _check_single_objective(study: Study, cls: str) -> None:
     if len(study.directions) != 1:
-        raise ValueError(_MULTI_OBJECTIVE_MSG.format(cls=cls, n=len(study.directions)))
+        raise ConfigError(_MULTI_OBJECTIVE_MSG.format(cls=cls, n=len(study.directions)))
 
 
 def _sign(study: Study) -> float:
@@ -290,12 +295,19 @@ class AutoLRSSampler(BaseSampler):
     (``autolr:gp_hypers:<k>``), not in memory, so a fresh process decides exactly as a warm one.
 
     The first ``n_startup_trials`` observations come from a scrambled Sobol sequence indexed
-    by the trial number (distinct across workers, reproducible). ``direction="maximize"``
-    is supported (values are negated internally); multi-objective studies raise ValueError.
+    by the trial number. ``direction="maximize"`` is supported (values are negated
+    internally); multi-objective studies raise :class:`~autolr.ConfigError` (a ValueError).
+
+    Seeding rule: every random choice for trial ``i`` derives from ``(seed, i)`` -- its Sobol
+    point, its GP step and its independent draws (the first trial's parameters,
+    categoricals) -- never from a stream each process starts afresh. Trial numbers are unique
+    in a study, so workers sharing a study *and* a seed propose distinct configurations,
+    while one worker with a seed replays its study exactly. With several workers, which
+    worker runs which trial number depends on timing, so a concurrent study as a whole is
+    not reproducible.
 
     Args:
-        seed: Seed of all randomness (``None``: drawn from the OS). The GP step of trial ``i``
-            is seeded with ``(seed, i)``, so a study replays identically from its storage.
+        seed: Seed of all randomness (``None``: drawn from the OS); see the seeding rule.
         n_startup_trials: Observations (complete trials and usable forecasts) before the GP
             takes over.
         n_steps: The final step a complete trial reports (``trial.report(value, step)``);
@@ -309,8 +321,10 @@ class AutoLRSSampler(BaseSampler):
         use_forecasts: ``False`` fits complete (and failed) trials only, like GPSampler.
         calibrate_forecasts: Correct forecasts with their errors on the complete trials.
         penalize_failed: Score FAIL trials (with all searched params) as failures.
-        independent_sampler: Sampler of categorical/other params (default
-            ``RandomSampler(seed)``).
+        independent_sampler: Sampler of categorical/other params. Default: uniform draws
+            seeded by ``(seed, trial number, parameter name)``. A sampler given here keeps
+            its own seeding: give each worker a different seed (or ``None``), or workers
+            may draw the same values from it.
         num_restarts: Restarts of the acquisition optimiser.
         raw_samples: Random samples that pick the restart points.
 
@@ -364,12 +378,14 @@ class AutoLRSSampler(BaseSampler):
                 f"{type(independent_sampler).__name__}"
             )
         self._seed = secrets.randbits(63) if seed is None else int(seed)
-        self._independent_sampler = independent_sampler or RandomSampler(seed=seed)
+        # None: the default, per-trial random draws of _sample_independent.
+        self._independent_sampler = independent_sampler
         self._search_space = IntersectionSearchSpace(include_pruned=True)
+        # IntersectionSearchSpace caches a cursor into the study's trials and is not
+        # thread-safe (n_jobs > 1). The GP step needs no lock here: GPSearcher takes the
+        # searchers' process-wide RNG lock itself.
+        self._space_lock = threading.Lock()
         self._cache = ForecastCache()
-        # One GP step at a time: the searcher seeds and restores the global RNGs around its
-        # work, which must not interleave between threads (n_jobs > 1).
-        self._lock = threading.RLock()
         #: Diagnostics of the last ``sample_relative`` call (not state; per process).
         self.last_info: dict[str, Any] = {}
 
@@ -382,8 +398,8 @@ class AutoLRSSampler(BaseSampler):
     # ---------------------------------------------------------------- seeding
     def reseed_rng(self) -> None:
         """Draws a fresh seed (Optuna calls this per worker thread when ``n_jobs > 1``)."""
-        with self._lock:
-            self._seed = secrets.randbits(63)
+        self._seed = secrets.randbits(63)
+        if self._independent_sampler is not None:
             self._independent_sampler.reseed_rng()
 
     # ----------------------------------------------------------- search space
@@ -392,7 +408,7 @@ class AutoLRSSampler(BaseSampler):
     ) -> dict[str, BaseDistribution]:
         """Numeric, non-single distributions common to all trials so far."""
         _check_single_objective(study, type(self).__name__)
-        with self._lock:
+        with self._space_lock:
             space = self._search_space.calculate(study)
         return {
             name: dist
@@ -417,7 +433,7 @@ class AutoLRSSampler(BaseSampler):
             and not search_space[n].single()
         }
         extra = {
-            n: self._independent_sampler.sample_independent(study, trial, n, d)
+            n: self._sample_independent(study, trial, n, d)
             for n, d in search_space.items()
             if n not in space
         }
@@ -428,7 +444,7 @@ class AutoLRSSampler(BaseSampler):
         records, info = self._gather(study, trial, space, signature)
         hypers = info.pop("_hypers", None)
         seed = _derive_seed(self._seed, trial.number)
-        with self._lock, _cpu_default_device():
+        with _cpu_default_device():
             if info["n_observations"] < self._n_startup_trials:
                 x = self._sobol_point(len(params), trial.number)
                 values = {p.name: p.from_unit(float(u)) for p, u in zip(params, x)}
@@ -449,9 +465,7 @@ class AutoLRSSampler(BaseSampler):
                         pending.append(r.config)
                     else:  # failures (nan) get the searcher's penalty
                         searcher.observe(r.config, r.value, noise=r.noise)
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    (values,) = searcher.suggest(1, pending=pending)
+                (values,) = searcher.suggest(1, pending=pending)
                 info["source"] = "gp" if searcher.n_fallbacks == 0 else "gp-fallback"
                 if searcher.fitted_hyperparameters is not None:
                     _write_chunked(
@@ -460,7 +474,7 @@ class AutoLRSSampler(BaseSampler):
                         _GP_HYPERS_KEY,
                         {"space": signature, "hypers": searcher.fitted_hyperparameters},
                     )
-            self.last_info = info
+        self.last_info = info
         out = {n: _from_param(values[n], d) for n, d in space.items()}
         # Claim the point first, then look for the same point elsewhere. Two workers fitting
         # near-identical data at the same time find the same argmax (often a corner); with
@@ -652,14 +666,26 @@ class AutoLRSSampler(BaseSampler):
         param_name: str,
         param_distribution: BaseDistribution,
     ) -> Any:
-        """Delegates to the independent sampler (categoricals, dynamic spaces, first trial)."""
+        """A random draw for a parameter outside the GP's space (categoricals, dynamic
+        spaces, every parameter of the first trials); see ``independent_sampler``."""
         _check_single_objective(study, type(self).__name__)
-        return self._independent_sampler.sample_independent(
-            study, trial, param_name, param_distribution
-        )
+        return self._sample_independent(study, trial, param_name, param_distribution)
+
+    def _sample_independent(
+        self, study: Study, trial: FrozenTrial, name: str, dist: BaseDistribution
+    ) -> Any:
+        if self._independent_sampler is not None:
+            return self._independent_sampler.sample_independent(study, trial, name, dist)
+        # Seeded by (seed, trial number, name), not from one stream per process: workers
+        # started with the same seed would all draw that stream's first value for their
+        # first trial (trials 0 and 1 were identical). Trial numbers are unique in a study,
+        # so concurrent workers draw distinct values, and one worker replays its seed.
+        seed = _derive_seed(self._seed, "independent", trial.number, name) % 2**32
+        return RandomSampler(seed=seed).sample_independent(study, trial, name, dist)
 
     def before_trial(self, study: Study, trial: FrozenTrial) -> None:
-        self._independent_sampler.before_trial(study, trial)
+        if self._independent_sampler is not None:
+            self._independent_sampler.before_trial(study, trial)
 
     def after_trial(
         self,
@@ -668,7 +694,8 @@ class AutoLRSSampler(BaseSampler):
         state: TrialState,
         values: Sequence[float] | None,
     ) -> None:
-        self._independent_sampler.after_trial(study, trial, state, values)
+        if self._independent_sampler is not None:
+            self._independent_sampler.after_trial(study, trial, state, values)
 
 
 # -------------------------------------------------------------------------------- pruner

@@ -9,6 +9,8 @@ from typing import Any
 
 import numpy as np
 
+from autolr._errors import ConfigError
+
 __all__ = ["Forecast", "Predictor"]
 
 
@@ -89,7 +91,7 @@ def to_float_array(x: Any, name: str) -> np.ndarray:
     """Convert a sequence, numpy array or torch tensor to a 1-D float64 array.
 
     Raises:
-        ValueError: If ``x`` is not convertible or has more than one dimension.
+        ConfigError: If ``x`` is not convertible or has more than one dimension.
     """
     if hasattr(x, "detach"):  # torch tensor (any dtype, any device)
         x = x.detach().cpu()
@@ -106,11 +108,11 @@ def to_float_array(x: Any, name: str) -> np.ndarray:
                 [float(v.detach()) if hasattr(v, "detach") else v for v in x], dtype=float
             )
     except (RuntimeError, TypeError, ValueError) as exc:
-        raise ValueError(
+        raise ConfigError(
             f"{name} must be a 1-D sequence of numbers, got {type(x).__name__}"
         ) from exc
     if arr.ndim == 0:
         arr = arr.reshape(1)
     if arr.ndim != 1:
-        raise ValueError(f"{name} must be 1-D, got shape {tuple(arr.shape)}")
+        raise ConfigError(f"{name} must be 1-D, got shape {tuple(arr.shape)}")
     return arr

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from scipy.ndimage import median_filter
-from scipy.optimize import minimize_scalar
+
+from autolr._errors import ConfigError, StateError
 
 from ._base import Forecast, Predictor, to_float_array
 
@@ -144,10 +144,10 @@ class ExponentialPredictor(Predictor):
         """Restore the configuration returned by :meth:`state_dict` (missing keys kept).
 
         Raises:
-            ValueError: On unknown keys or invalid values (nothing is changed then).
+            StateError: On unknown keys or invalid values (nothing is changed then).
         """
         if not isinstance(state, Mapping):
-            raise ValueError(f"state must be a mapping, got {type(state).__name__}")
+            raise StateError(f"state must be a mapping, got {type(state).__name__}")
         checks = {
             "max_drop": _check_max_drop,
             "trim": _check_trim,
@@ -156,10 +156,13 @@ class ExponentialPredictor(Predictor):
         }
         unknown = sorted(set(state) - set(checks))
         if unknown:
-            raise ValueError(
+            raise StateError(
                 f"unknown ExponentialPredictor state keys {unknown}; allowed {sorted(checks)}"
             )
-        new = {k: checks[k](v) for k, v in state.items()}
+        try:
+            new = {k: checks[k](v) for k, v in state.items()}
+        except ConfigError as exc:
+            raise StateError(f"invalid ExponentialPredictor state: {exc}") from exc
         for k, v in new.items():
             setattr(self, k, v)
 
@@ -183,7 +186,7 @@ class ExponentialPredictor(Predictor):
             The :class:`~autolr.predictors.Forecast`.
 
         Raises:
-            ValueError: Only for malformed arguments (``values`` not 1-D numbers,
+            ConfigError: Only for malformed arguments (``values`` not 1-D numbers,
                 ``steps`` of another length, non-finite ``target``), never for bad data.
 
         Example:
@@ -197,15 +200,15 @@ class ExponentialPredictor(Predictor):
         else:
             t = to_float_array(steps, "steps")
             if t.size != y.size:
-                raise ValueError(
+                raise ConfigError(
                     f"steps must have the same length as values ({y.size}), got {t.size}"
                 )
         try:
             target = float(target)
         except (TypeError, ValueError) as exc:
-            raise ValueError(f"target must be a finite number, got {target!r}") from exc
+            raise ConfigError(f"target must be a finite number, got {target!r}") from exc
         if not math.isfinite(target):
-            raise ValueError(f"target must be a finite number, got {target!r}")
+            raise ConfigError(f"target must be a finite number, got {target!r}")
 
         notes: list[str] = []
         finite_t = np.isfinite(t)
@@ -291,6 +294,9 @@ class ExponentialPredictor(Predictor):
         if budget > 0 and n >= 5:
             # Model-free screen so gross spikes cannot steer the first fit.
             width = min(max(5, (n // 10) | 1), 21, n if n % 2 else n - 1)
+            # scipy loads on the first fit, not with `import autolr` (~0.4 s of its import).
+            from scipy.ndimage import median_filter
+
             trend = median_filter(y, size=width, mode="nearest")
             keep = _inliers(y - trend, budget, self.outlier_k)
         fit = _fit(u[keep], y[keep])
@@ -399,6 +405,8 @@ def _fit(u: np.ndarray, y: np.ndarray) -> _Fit:
         raise FloatingPointError("non-finite residuals")
     lo = math.log(grid[max(i - 1, 0)])
     hi = math.log(grid[min(i + 1, grid.size - 1)])
+    from scipy.optimize import minimize_scalar  # lazily, as in _robust_fit
+
     res = minimize_scalar(
         lambda lb: _solve(u, y, math.exp(lb))[2],
         bounds=(lo, hi),
@@ -467,23 +475,23 @@ def _is_number(x: Any) -> bool:
 
 def _check_max_drop(x: Any) -> float:
     if not _is_number(x) or not math.isfinite(float(x)) or float(x) < 0:
-        raise ValueError(f"max_drop must be a finite number >= 0, got {x!r}")
+        raise ConfigError(f"max_drop must be a finite number >= 0, got {x!r}")
     return float(x)
 
 
 def _check_trim(x: Any) -> float:
     if not _is_number(x) or not 0.0 <= float(x) < 0.5:
-        raise ValueError(f"trim must be a number in [0, 0.5), got {x!r}")
+        raise ConfigError(f"trim must be a number in [0, 0.5), got {x!r}")
     return float(x)
 
 
 def _check_min_points(x: Any) -> int:
     if not isinstance(x, (int, np.integer)) or isinstance(x, bool) or int(x) < 4:
-        raise ValueError(f"min_points must be an int >= 4, got {x!r}")
+        raise ConfigError(f"min_points must be an int >= 4, got {x!r}")
     return int(x)
 
 
 def _check_outlier_k(x: Any) -> float:
     if not _is_number(x) or not math.isfinite(float(x)) or float(x) <= 0:
-        raise ValueError(f"outlier_k must be a finite number > 0, got {x!r}")
+        raise ConfigError(f"outlier_k must be a finite number > 0, got {x!r}")
     return float(x)

@@ -3,8 +3,12 @@
 :class:`Param` describes one (optionally log-scaled) dimension; a :class:`Searcher`
 suggests configs (``dict[str, float]``) and learns from ``observe``. Two searchers
 ship: :class:`RandomSearcher` (scrambled Sobol) and :class:`GPSearcher` (botorch
-Gaussian-process Bayesian optimisation). All are deterministic given their seed,
-leave the global RNGs untouched, and round-trip through ``state_dict``.
+Gaussian-process Bayesian optimisation; botorch and gpytorch are imported when a GP is
+first needed, not with this package). All are deterministic given their seed, leave the
+global RNGs untouched (searchers in several threads take turns; each suggests what it would
+alone), and round-trip through ``state_dict``. Invalid arguments raise
+:class:`autolr.ConfigError` / :class:`autolr.ConfigTypeError`, invalid states
+:class:`autolr.StateError`.
 
 Example:
     >>> from autolr.searchers import GPSearcher, Param

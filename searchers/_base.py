@@ -15,12 +15,15 @@ import hashlib
 import math
 import random
 import secrets
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
+
+from autolr._errors import ConfigError, ConfigTypeError, StateError
 
 __all__ = ["Param", "Searcher"]
 
@@ -29,6 +32,13 @@ __all__ = ["Param", "Searcher"]
 _DTYPE = torch.float64
 _DEVICE = torch.device("cpu")
 _STATE_VERSION = 1
+# One searcher step at a time in a process: ``suggest`` seeds the process-global RNGs (torch,
+# numpy, random) and restores them afterwards, and the GP step changes torch's thread count;
+# two threads doing so interleaved would draw from each other's seeds and restore each
+# other's states. Module-level, because the RNGs are; reentrant, because a step may load the
+# GP libraries under it. Code outside the searchers that uses the global RNGs in another
+# thread meanwhile is not serialised: it may see the searcher's seeded stream.
+_RNG_LOCK = threading.RLock()
 
 
 def _as_finite_float(value: Any, what: str) -> float:
@@ -36,9 +46,9 @@ def _as_finite_float(value: Any, what: str) -> float:
     try:
         out = float(value)
     except (TypeError, ValueError) as exc:
-        raise TypeError(f"{what} must be a real number, got {value!r}") from exc
+        raise ConfigTypeError(f"{what} must be a real number, got {value!r}") from exc
     if not math.isfinite(out):
-        raise ValueError(f"{what} must be finite, got {out!r}")
+        raise ConfigError(f"{what} must be finite, got {out!r}")
     return out
 
 
@@ -67,16 +77,16 @@ class Param:
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
-            raise ValueError(f"name must be a non-empty str, got {self.name!r}")
+            raise ConfigError(f"name must be a non-empty str, got {self.name!r}")
         # Normalise ints / numpy scalars to float so equality and repr are stable.
         low = _as_finite_float(self.low, f"low of Param {self.name!r}")
         high = _as_finite_float(self.high, f"high of Param {self.name!r}")
         if not low < high:
-            raise ValueError(
+            raise ConfigError(
                 f"low must be < high for Param {self.name!r}, got low={low!r}, high={high!r}"
             )
         if self.log and low <= 0.0:
-            raise ValueError(f"low must be > 0 when log=True for Param {self.name!r}, got {low!r}")
+            raise ConfigError(f"low must be > 0 when log=True for Param {self.name!r}, got {low!r}")
         object.__setattr__(self, "low", low)
         object.__setattr__(self, "high", high)
         object.__setattr__(self, "log", bool(self.log))
@@ -146,7 +156,9 @@ class Searcher(abc.ABC):
     Subclasses implement :meth:`_suggest_unit`, which works in the unit cube.
     ``suggest`` runs it with all RNGs seeded from ``(seed, number of suggest calls)``
     and restores the caller's global RNG state afterwards, so results are
-    reproducible and restorable from :meth:`state_dict`.
+    reproducible and restorable from :meth:`state_dict`. Searchers in different threads
+    take turns (a process-wide lock around that block), so each suggests exactly what it
+    would alone; one searcher instance is not meant to be shared between threads.
 
     Non-finite observed values (diverged runs) are stored as failures and scored
     with a penalty: the worst finite value plus ``max(1, range of finite values)``
@@ -176,18 +188,18 @@ class Searcher(abc.ABC):
         self, params: Sequence[Param], *, seed: int | None = None, design: str = "sobol"
     ) -> None:
         if design not in ("sobol", "stratified"):
-            raise ValueError(f"design must be 'sobol' or 'stratified', got {design!r}")
+            raise ConfigError(f"design must be 'sobol' or 'stratified', got {design!r}")
         self.design = design
         params = tuple(params)
         if not params:
-            raise ValueError("params must be a non-empty sequence of Param, got an empty one")
+            raise ConfigError("params must be a non-empty sequence of Param, got an empty one")
         for p in params:
             if not isinstance(p, Param):
-                raise TypeError(f"params must contain Param instances, got {p!r}")
+                raise ConfigTypeError(f"params must contain Param instances, got {p!r}")
         names = [p.name for p in params]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
-            raise ValueError(f"params must have unique names, got duplicates {dupes}")
+            raise ConfigError(f"params must have unique names, got duplicates {dupes}")
         self._params: tuple[Param, ...] = params
         self._seed = self._check_seed(seed)
         self._n_suggest_calls = 0
@@ -231,10 +243,10 @@ class Searcher(abc.ABC):
         Bounds are configuration, not state: re-apply them before ``load_state_dict``.
 
         Raises:
-            ValueError: If ``name`` is unknown or the new bounds are invalid.
+            ConfigError: If ``name`` is unknown or the new bounds are invalid.
         """
         if name not in self.names:
-            raise ValueError(f"name must be one of {list(self.names)}, got {name!r}")
+            raise ConfigError(f"name must be one of {list(self.names)}, got {name!r}")
         i = self.names.index(name)
         old = self._params[i]
         new = Param(name, low, high, log=old.log)
@@ -248,10 +260,10 @@ class Searcher(abc.ABC):
     def _config_tuple(self, config: Mapping[str, float], what: str) -> tuple[float, ...]:
         """Validates a config and returns its clipped values in parameter order."""
         if not isinstance(config, Mapping):
-            raise TypeError(f"{what} must be a mapping of name -> float, got {config!r}")
+            raise ConfigTypeError(f"{what} must be a mapping of name -> float, got {config!r}")
         missing = [n for n in self.names if n not in config]
         if missing:
-            raise ValueError(f"{what} is missing keys {missing}; expected {list(self.names)}")
+            raise ConfigError(f"{what} is missing keys {missing}; expected {list(self.names)}")
         # Extra keys are ignored: configs often carry non-searched settings.
         return tuple(
             p.clip(_as_finite_float(config[p.name], f"{what}[{p.name!r}]")) for p in self._params
@@ -290,11 +302,11 @@ class Searcher(abc.ABC):
         try:
             val = float(value)
         except (TypeError, ValueError) as exc:
-            raise TypeError(f"value must be a real number, got {value!r}") from exc
+            raise ConfigTypeError(f"value must be a real number, got {value!r}") from exc
         if noise is not None:
             noise = _as_finite_float(noise, "noise")
             if noise < 0.0:
-                raise ValueError(f"noise must be a standard deviation >= 0, got {noise!r}")
+                raise ConfigError(f"noise must be a standard deviation >= 0, got {noise!r}")
         self._configs.append(row)
         self._raw_values.append(val)
         self._noises.append(noise)
@@ -366,11 +378,11 @@ class Searcher(abc.ABC):
             >>> cfgs = s.suggest(2, pending=[{"lr": 0.01}])  # doctest: +SKIP
         """
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise ValueError(f"n must be an int >= 1, got {n!r}")
+            raise ConfigError(f"n must be an int >= 1, got {n!r}")
         pending_x = self.configs_to_unit(list(pending))
         call = self._n_suggest_calls
         self._n_suggest_calls += 1
-        with _isolated_rng(_derive_seed(self._seed, call)):
+        with _RNG_LOCK, _isolated_rng(_derive_seed(self._seed, call)):
             x = self._suggest_unit(n, pending_x)
         x = x.detach().to(device=_DEVICE, dtype=_DTYPE).reshape(n, self.dim).clamp(0.0, 1.0)
         return self.unit_to_configs(x)
@@ -410,10 +422,10 @@ class Searcher(abc.ABC):
         if seed is None:
             return secrets.randbits(63)
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-            raise TypeError(f"seed must be an int or None, got {seed!r}")
+            raise ConfigTypeError(f"seed must be an int or None, got {seed!r}")
         seed = int(seed)
         if not 0 <= seed < 2**63:
-            raise ValueError(f"seed must be in [0, 2**63), got {seed!r}")
+            raise ConfigError(f"seed must be in [0, 2**63), got {seed!r}")
         return seed
 
     def reseed_rng(self, seed: int | None) -> None:
@@ -453,25 +465,41 @@ class Searcher(abc.ABC):
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restores observations, seed and stream positions from :meth:`state_dict`."""
-        try:
-            version = state["version"]
-            names = list(state["param_names"])
-            configs = torch.as_tensor(state["configs"], dtype=_DTYPE).reshape(-1, self.dim)
-            values = torch.as_tensor(state["values"], dtype=_DTYPE).reshape(-1)
-            noises = torch.as_tensor(state["noises"], dtype=_DTYPE).reshape(-1)
-            seed = self._check_seed(int(state["seed"]))
-            n_calls = int(state["n_suggest_calls"])
-            n_sobol = int(state["n_sobol_drawn"])
-        except (KeyError, TypeError, RuntimeError) as exc:
-            raise ValueError(f"state is not a valid Searcher state_dict: {exc}") from exc
+        if not isinstance(state, Mapping):
+            raise StateError(f"state must be a mapping, got {type(state).__name__}")
+
+        def field(key: str, convert: Any) -> Any:
+            if key not in state:
+                raise StateError(f"state is not a valid Searcher state_dict: no {key!r}")
+            try:
+                return convert(state[key])
+            except (TypeError, ValueError, RuntimeError) as exc:
+                raise StateError(f"state {key!r} is not valid: {exc}") from exc
+
+        def rows(x: Any) -> torch.Tensor:
+            return torch.as_tensor(x, dtype=_DTYPE).reshape(-1, self.dim)
+
+        def flat(x: Any) -> torch.Tensor:
+            return torch.as_tensor(x, dtype=_DTYPE).reshape(-1)
+
+        version = field("version", lambda x: x)
+        names = field("param_names", list)
+        configs, values, noises = (
+            field("configs", rows),
+            field("values", flat),
+            field("noises", flat),
+        )
+        seed = field("seed", lambda x: self._check_seed(int(x)))
+        n_calls = field("n_suggest_calls", int)
+        n_sobol = field("n_sobol_drawn", int)
         if version != _STATE_VERSION:
-            raise ValueError(f"state version must be {_STATE_VERSION}, got {version!r}")
+            raise StateError(f"state version must be {_STATE_VERSION}, got {version!r}")
         if names != list(self.names):
-            raise ValueError(f"state param_names must be {list(self.names)}, got {names}")
+            raise StateError(f"state param_names must be {list(self.names)}, got {names}")
         if not len(configs) == len(values) == len(noises):
-            raise ValueError("state configs, values and noises must have the same length")
+            raise StateError("state configs, values and noises must have the same length")
         if n_calls < 0 or n_sobol < 0:
-            raise ValueError(
+            raise StateError(
                 f"state counters must be >= 0, got n_suggest_calls={n_calls}, "
                 f"n_sobol_drawn={n_sobol}"
             )

@@ -3,34 +3,38 @@
 from __future__ import annotations
 
 import contextlib
+import importlib
 import math
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
-from botorch.acquisition import (
-    AcquisitionFunction,
-    LogExpectedImprovement,
-    UpperConfidenceBound,
-    qLogExpectedImprovement,
-    qUpperConfidenceBound,
-)
-from botorch.exceptions.errors import BotorchError, ModelFittingError
-from botorch.exceptions.warnings import BotorchWarning
-from botorch.fit import fit_gpytorch_mll
-from botorch.models import SingleTaskGP
-from botorch.models.transforms.outcome import Standardize
-from botorch.optim import optimize_acqf
-from gpytorch.constraints import GreaterThan
-from gpytorch.kernels import MaternKernel, ScaleKernel
-from gpytorch.mlls import ExactMarginalLogLikelihood
-from gpytorch.priors import GammaPrior
-from gpytorch.utils.errors import NanError, NotPSDError
-from gpytorch.utils.warnings import GPInputWarning, NumericalWarning
-from linear_operator.utils.cholesky import psd_safe_cholesky
 
-from ._base import _DEVICE, _DTYPE, Param, Searcher
+from autolr._errors import ConfigError, StateError
+
+from ._base import _DEVICE, _DTYPE, _RNG_LOCK, Param, Searcher
+
+if TYPE_CHECKING:
+    # Loaded at runtime by _load_gp_libs() on first use (see there).
+    from botorch.acquisition import (
+        AcquisitionFunction,
+        LogExpectedImprovement,
+        UpperConfidenceBound,
+        qLogExpectedImprovement,
+        qUpperConfidenceBound,
+    )
+    from botorch.exceptions.warnings import BotorchWarning
+    from botorch.fit import fit_gpytorch_mll
+    from botorch.models import SingleTaskGP
+    from botorch.models.transforms.outcome import Standardize
+    from botorch.optim import optimize_acqf
+    from gpytorch.constraints import GreaterThan
+    from gpytorch.kernels import MaternKernel, ScaleKernel
+    from gpytorch.mlls import ExactMarginalLogLikelihood
+    from gpytorch.priors import GammaPrior
+    from gpytorch.utils.warnings import GPInputWarning, NumericalWarning
+    from linear_operator.utils.cholesky import psd_safe_cholesky
 
 __all__ = ["GPSearcher"]
 
@@ -46,17 +50,83 @@ _DEFAULT_REL_NOISE_VAR = 1e-4
 # that noise=0 on duplicated configs cannot make the kernel matrix singular.
 _MIN_REL_NOISE_VAR = 1e-6
 # Everything fitting/optimising may raise on degenerate data; we then fall back to
-# quasi-random points rather than crash a training run.
+# quasi-random points rather than crash a training run. Completed with botorch's and
+# gpytorch's error types by _load_gp_libs().
 _FIT_ERRORS: tuple[type[BaseException], ...] = (
-    BotorchError,
-    ModelFittingError,
-    NotPSDError,
-    NanError,
     RuntimeError,
     ValueError,
     torch.linalg.LinAlgError,
     ArithmeticError,
 )
+# botorch, gpytorch and linear_operator (and the scipy they import) are needed only once a GP
+# is fitted, so `import autolr` does not load them: _load_gp_libs() binds these module
+# globals on first use. Module attribute access (tests patch ``fit_gpytorch_mll`` /
+# ``optimize_acqf`` here) loads them too, through __getattr__.
+_GP_LIBS = {
+    "AcquisitionFunction": "botorch.acquisition",
+    "LogExpectedImprovement": "botorch.acquisition",
+    "UpperConfidenceBound": "botorch.acquisition",
+    "qLogExpectedImprovement": "botorch.acquisition",
+    "qUpperConfidenceBound": "botorch.acquisition",
+    "BotorchError": "botorch.exceptions.errors",
+    "ModelFittingError": "botorch.exceptions.errors",
+    "BotorchWarning": "botorch.exceptions.warnings",
+    "fit_gpytorch_mll": "botorch.fit",
+    "SingleTaskGP": "botorch.models",
+    "Standardize": "botorch.models.transforms.outcome",
+    "optimize_acqf": "botorch.optim",
+    "GreaterThan": "gpytorch.constraints",
+    "MaternKernel": "gpytorch.kernels",
+    "ScaleKernel": "gpytorch.kernels",
+    "ExactMarginalLogLikelihood": "gpytorch.mlls",
+    "GammaPrior": "gpytorch.priors",
+    "NanError": "linear_operator.utils.errors",
+    "NotPSDError": "linear_operator.utils.errors",
+    "GPInputWarning": "gpytorch.utils.warnings",
+    "NumericalWarning": "gpytorch.utils.warnings",
+    "psd_safe_cholesky": "linear_operator.utils.cholesky",
+}
+_gp_libs_loaded = False
+
+
+def _load_gp_libs() -> None:
+    """Imports botorch/gpytorch once and binds the names of ``_GP_LIBS`` in this module."""
+    global _FIT_ERRORS, _gp_libs_loaded
+    if _gp_libs_loaded:
+        return
+    # Under the searchers' lock: catch_warnings swaps process-global state, which two
+    # threads entering and leaving it interleaved would leave modified.
+    with _RNG_LOCK:
+        if _gp_libs_loaded:
+            return
+        with warnings.catch_warnings():
+            # Third-party deprecations raised while these libraries import (e.g. their
+            # module-level ``torch.jit.script`` calls, which torch now deprecates) are not
+            # the user's to fix; under ``-W error::DeprecationWarning`` they would make the
+            # first GP suggestion fail. Only the import is covered, not our own calls.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            modules = {m: importlib.import_module(m) for m in sorted(set(_GP_LIBS.values()))}
+        g = globals()
+        for name, module in _GP_LIBS.items():
+            g[name] = getattr(modules[module], name)
+        _FIT_ERRORS = (
+            g["BotorchError"],
+            g["ModelFittingError"],
+            g["NotPSDError"],
+            g["NanError"],
+            *_FIT_ERRORS,
+        )
+        _gp_libs_loaded = True
+
+
+def __getattr__(name: str) -> Any:
+    # PEP 562: only called for names not (yet) bound in the module.
+    if name in _GP_LIBS:
+        _load_gp_libs()
+        return globals()[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 # 1-D fast path (``fast_1d``). The acquisition is evaluated on this many equally spaced
 # points of [0, 1] in one batched forward pass (spacing 1/256, then refined by a parabola
 # through the best three): exact to grid resolution in 1-D, and much cheaper than
@@ -144,25 +214,25 @@ class GPSearcher(Searcher):
         design: str = "sobol",
     ) -> None:
         if isinstance(n_initial, bool) or not isinstance(n_initial, int) or n_initial < 1:
-            raise ValueError(f"n_initial must be an int >= 1, got {n_initial!r}")
+            raise ConfigError(f"n_initial must be an int >= 1, got {n_initial!r}")
         if acquisition not in _ACQUISITIONS:
-            raise ValueError(f"acquisition must be one of {_ACQUISITIONS}, got {acquisition!r}")
+            raise ConfigError(f"acquisition must be one of {_ACQUISITIONS}, got {acquisition!r}")
         if not isinstance(beta, (int, float)) or not math.isfinite(beta) or beta < 0:
-            raise ValueError(f"beta must be a finite float >= 0, got {beta!r}")
+            raise ConfigError(f"beta must be a finite float >= 0, got {beta!r}")
         if isinstance(num_restarts, bool) or not isinstance(num_restarts, int) or num_restarts < 1:
-            raise ValueError(f"num_restarts must be an int >= 1, got {num_restarts!r}")
+            raise ConfigError(f"num_restarts must be an int >= 1, got {num_restarts!r}")
         if (
             isinstance(raw_samples, bool)
             or not isinstance(raw_samples, int)
             or raw_samples < num_restarts
         ):
-            raise ValueError(
+            raise ConfigError(
                 f"raw_samples must be an int >= num_restarts ({num_restarts}), got {raw_samples!r}"
             )
         if fit_options is not None and not isinstance(fit_options, dict):
-            raise ValueError(f"fit_options must be a dict or None, got {fit_options!r}")
+            raise ConfigError(f"fit_options must be a dict or None, got {fit_options!r}")
         if init_hyperparameters is not None and not isinstance(init_hyperparameters, Mapping):
-            raise ValueError(
+            raise ConfigError(
                 f"init_hyperparameters must be a mapping or None, got {init_hyperparameters!r}"
             )
         super().__init__(params, seed=seed, design=design)
@@ -247,13 +317,23 @@ class GPSearcher(Searcher):
                 hypers = {str(k): [float(x) for x in v] for k, v in warm["hypers"].items()}
                 fit_n, cold_n = int(warm["fit_n"]), int(warm["cold_n"])
             except (KeyError, TypeError, ValueError, AttributeError) as exc:
-                raise ValueError(f"state gp_warm_start is not valid: {exc!r}") from exc
+                raise StateError(f"state gp_warm_start is not valid: {exc!r}") from exc
         super().load_state_dict(state)
         self._clear_warm_start()
         if warm is not None:
             self._warm_hypers, self._warm_fit_n, self._warm_cold_n = hypers, fit_n, cold_n
 
     # ---------------------------------------------------------------- suggest
+    def suggest(
+        self, n: int = 1, *, pending: Sequence[Mapping[str, float]] = ()
+    ) -> list[dict[str, float]]:
+        """Proposes ``n`` new configs; see :meth:`Searcher.suggest`."""
+        if isinstance(n, int) and len(self) + len(pending) + n > self.n_initial:
+            # Import botorch before the seeded block: what it draws then cannot depend on
+            # whether this process imported it already.
+            _load_gp_libs()
+        return super().suggest(n, pending=pending)
+
     def _suggest_unit(self, n: int, pending: torch.Tensor) -> torch.Tensor:
         train_x = self._tuples_to_unit(self._configs)
         n_known = len(train_x) + len(pending)
@@ -290,6 +370,7 @@ class GPSearcher(Searcher):
         self, n: int, train_x: torch.Tensor, pending: torch.Tensor
     ) -> torch.Tensor | None:
         """``n x d`` acquisition maximisers, or ``None`` if the GP step failed."""
+        _load_gp_libs()
         with warnings.catch_warnings():
             # botorch/gpytorch warn about standardisation, jitter, restarts... on
             # exactly the small, degenerate data this searcher must tolerate.
@@ -372,6 +453,7 @@ class GPSearcher(Searcher):
             covar: The kernel module of an earlier model, to reuse (its hyperparameters
                 are overwritten by ``init``); ``None`` builds a new one.
         """
+        _load_gp_libs()
         # Minimisation is done by maximising -y, the convention botorch is built for.
         values = torch.tensor(self._values(), dtype=_DTYPE, device=_DEVICE)
         train_y = (-values).unsqueeze(-1)

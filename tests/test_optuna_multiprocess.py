@@ -66,7 +66,9 @@ _WORKER = textwrap.dedent(
         return floor + math.exp(-0.4 * 11)
 
 
-    sampler = AutoLRSSampler(seed=int(worker), n_startup_trials=4)
+    # One seed for every worker (as examples/optuna_search.py runs): trial numbers, not
+    # seeds, keep the workers' proposals apart.
+    sampler = AutoLRSSampler(seed=0, n_startup_trials=4)
     pruner = ForecastPruner(n_startup_trials=2)
     st = storage(spec)
     if st is None:
