@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from ._autolrs._tuner import AutoLRS
+from ._errors import ConfigError
 from ._progress import Progress
 
 __all__ = ["DemoConfig", "run_demo"]
@@ -42,6 +43,18 @@ class DemoConfig:
     device: str = "cpu"
     out: str = "autolr-demo"
     progress: bool = True
+
+    def __post_init__(self) -> None:
+        # The CLI checks these too; this catches a programmatic caller before any training.
+        for name, minimum in (("steps", 1), ("grid", 2), ("batch_size", 1), ("seed", 0)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+                raise ConfigError(f"DemoConfig.{name} must be an int >= {minimum}, got {value!r}")
+        lo, hi = self.lr_bounds
+        if not (math.isfinite(lo) and math.isfinite(hi) and 0.0 < lo < hi):
+            raise ConfigError(
+                f"DemoConfig.lr_bounds must be finite with 0 < low < high, got {self.lr_bounds!r}"
+            )
 
 
 def make_task(seed: int, device: torch.device) -> dict[str, torch.Tensor]:
@@ -152,6 +165,8 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     device = torch.device(cfg.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda was given but torch.cuda.is_available() is False")
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)  # before training: a bad folder costs no work
     data = make_task(cfg.seed, device)
     lo, hi = cfg.lr_bounds
     tuned = _train(cfg, data, device, lr=None)
@@ -159,8 +174,6 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     grid_lrs = [lo * (hi / lo) ** (i / max(1, cfg.grid - 1)) for i in range(cfg.grid)]
     grid = [_train(cfg, data, device, lr=v) for v in grid_lrs]
     best = min(grid, key=lambda r: r["val_loss"])
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
 
     def brief(r: dict[str, Any]) -> dict[str, Any]:
         return {k: v for k, v in r.items() if k not in ("train_loss", "lr", "phase")}
@@ -199,10 +212,13 @@ def _print_summary(report: dict[str, Any], plot: Path | None) -> None:
     for s in a["stages"]:
         tried = ", ".join(f"{c['lr']:.3g}" for c in s["candidates"])
         print(f"  search at step {s['start']}: tried {tried} -> lr={s['winner_lr']:.3g}")
-    print(
-        f"  ({a['search_steps']} search steps of {steps}; then the winner's LR, decayed "
-        "linearly to 0 over the second half)"
-    )
+    if a["stages"]:
+        print(
+            f"  ({a['search_steps']} search steps of {steps}; then the winner's LR, decayed "
+            "linearly to 0 over the second half)"
+        )
+    else:  # the tuner warned: the budget holds no search
+        print(f"  no search: {steps} steps are too few for one (see the warning above)")
     print(f"\n{'run':<28}{'compute':>9}{'val loss':>10}{'val acc':>9}{'seconds':>9}")
     rows = [
         ("AutoLRS", "1 run", a),

@@ -15,13 +15,14 @@ import sys
 import time
 from typing import Any
 
+from autolr.__main__ import HelpFormatter, int_at_least, out_dir
 from autolr._jsonio import write_json
 
 from ._parallel import imap_jobs
 from .methods import METHODS, grid_lrs, run_once
 from .tasks import TASKS
 
-__all__ = ["STUDIES", "add_parser", "main", "run"]
+__all__ = ["STUDIES", "USES", "add_parser", "main", "run"]
 
 # ``--study NAME`` runs one of the issue-specific studies instead of the schedule suite. Each is a
 # module of this package exposing ``run(args: argparse.Namespace) -> int`` that reads the common
@@ -41,8 +42,24 @@ QUICK_GRID = 5
 FULL_GRID = 6
 
 
+# Options each study reads; giving another one is refused rather than silently ignored. Every
+# study also reads --seeds, --quick, --out, --no-progress and --no-plots.
+USES: dict[str, frozenset[str]] = {
+    "schedules": frozenset({"tasks", "methods", "grid", "jobs", "rerender"}),
+    "autolrs": frozenset({"tasks", "variants", "grid", "jobs"}),
+    "fedhyper": frozenset({"jobs", "rerender"}),
+    "optuna": frozenset({"jobs"}),
+    "hd": frozenset(),
+    "stn": frozenset(),
+    "ray": frozenset(),
+}
+
+
 def _csv(value: str) -> list[str]:
-    return [v.strip() for v in value.split(",") if v.strip()]
+    names = [v.strip() for v in value.split(",") if v.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError(f"must name at least one, got {value!r}")
+    return names
 
 
 def _configure(p: argparse.ArgumentParser) -> None:
@@ -50,19 +67,19 @@ def _configure(p: argparse.ArgumentParser) -> None:
         "--study",
         choices=["schedules", *STUDIES],
         default="schedules",
-        help="which benchmark: the schedule suite (default) or an issue study; "
-        "a study writes into --out/<study> unless --out is given",
+        help="which benchmark: the schedule suite or an issue study; "
+        "a study writes into bench-results/<study> unless --out is given",
     )
     p.add_argument(
         "--tasks",
         type=_csv,
-        default=list(TASKS),
+        default=None,
         help=f"comma-separated tasks (default: all: {','.join(TASKS)})",
     )
     p.add_argument(
         "--methods",
         type=_csv,
-        default=list(METHODS),
+        default=None,
         help=f"comma-separated methods (default: all: {','.join(METHODS)}); "
         "'cosine' is always run as the reference",
     )
@@ -72,13 +89,28 @@ def _configure(p: argparse.ArgumentParser) -> None:
         default=None,
         help="--study autolrs: comma-separated variants to run (default: all)",
     )
-    p.add_argument("--seeds", type=int, default=None, help="seeds per run (default 3; --quick 1)")
+    p.add_argument(
+        "--seeds",
+        type=int_at_least(1),
+        default=None,
+        help="seeds per run (default: 3; --quick: 1; a study: its own)",
+    )
     p.add_argument(
         "--quick", action="store_true", help="short budgets, grid of 5, 1 seed (about 3 min)"
     )
-    p.add_argument("--grid", type=int, default=None, help="LR grid size (default 6; --quick 5)")
-    p.add_argument("--out", default=None, help="output folder (default bench-results[/<study>])")
-    p.add_argument("--jobs", type=int, default=1, help="worker processes (default 1)")
+    p.add_argument(
+        "--grid",
+        type=int_at_least(2),
+        default=None,
+        help=f"LR grid size (default: {FULL_GRID}; --quick: {QUICK_GRID}; "
+        "--study autolrs: its own)",
+    )
+    p.add_argument(
+        "--out", type=out_dir, default=None, help="output folder (default: bench-results[/<study>])"
+    )
+    p.add_argument(
+        "--jobs", type=int_at_least(1), default=None, help="worker processes (default: 1)"
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     p.add_argument(
@@ -91,9 +123,63 @@ def _configure(p: argparse.ArgumentParser) -> None:
 def add_parser(subparsers: Any) -> None:
     """Register ``bench`` on the ``autolr`` command's subparsers."""
     p = subparsers.add_parser(
-        "bench", help="benchmark AutoLRS against tuned schedules and adaptive optimizers"
+        "bench",
+        help="benchmark AutoLRS against tuned schedules and adaptive optimizers",
+        description=__doc__,
+        formatter_class=HelpFormatter,
     )
     _configure(p)
+
+
+def _error(message: str) -> int:
+    """Misuse found after parsing: one argparse-style line on stderr, exit code 2."""
+    print(f"autolr bench: error: {message}", file=sys.stderr)
+    return 2
+
+
+def _check(args: argparse.Namespace) -> str | None:
+    """What is wrong with ``args`` for its study (``None`` when nothing), before any work."""
+    study = getattr(args, "study", "schedules")
+    given = {
+        name
+        for name in ("tasks", "methods", "variants", "grid", "jobs", "rerender")
+        if getattr(args, name, None) not in (None, False)
+    }
+    for name in sorted(given - USES[study]):
+        where = ", ".join(s for s, used in USES.items() if name in used)
+        return f"argument --{name}: not used by --study {study} (used by: {where})"
+    if args.tasks:
+        known = list(TASKS)
+        if study == "autolrs":
+            from .tasks import HOLDOUT
+
+            known += list(HOLDOUT)
+        bad = [t for t in args.tasks if t not in known]
+        if bad:
+            return (
+                f"argument --tasks: unknown task {', '.join(bad)}; choose from {', '.join(known)}"
+            )
+    if args.methods:
+        bad = [m for m in args.methods if m not in METHODS]
+        if bad:
+            return (
+                f"argument --methods: unknown method {', '.join(bad)}; "
+                f"choose from {', '.join(METHODS)}"
+            )
+    if args.variants:
+        from .autolrs_study import VARIANTS
+
+        bad = [v for v in args.variants if v not in VARIANTS]
+        if bad:
+            return (
+                f"argument --variants: unknown variant {', '.join(bad)}; "
+                f"choose from {', '.join(VARIANTS)}"
+            )
+    if args.rerender:
+        path = os.path.join(args.out, "results.json")
+        if not os.path.isfile(path):
+            return f"argument --rerender: no {path} to re-render (run without --rerender first)"
+    return None
 
 
 def _worker(job: tuple[str, str, int, int, float | None]) -> dict[str, Any]:
@@ -125,8 +211,18 @@ def _jobs(args: argparse.Namespace) -> list[tuple[str, str, int, int, float | No
 def run(args: argparse.Namespace) -> int:
     """Run the benchmark described by ``args`` (from :func:`add_parser`); returns 0 on success."""
     study = getattr(args, "study", "schedules")
+    for name in ("tasks", "methods", "variants", "grid", "jobs", "rerender"):
+        if not hasattr(args, name):  # a Namespace built by hand: the parser's defaults
+            setattr(args, name, None if name != "rerender" else False)
     if args.out is None:
         args.out = "bench-results" if study == "schedules" else os.path.join("bench-results", study)
+    problem = _check(args)
+    if problem is not None:
+        return _error(problem)
+    args.jobs = args.jobs or 1
+    if study == "schedules":
+        args.tasks = args.tasks or list(TASKS)
+        args.methods = args.methods or list(METHODS)
     if study != "schedules":
         import importlib
 
@@ -145,15 +241,7 @@ def run(args: argparse.Namespace) -> int:
 
     from .report import summarise
 
-    bad = [t for t in args.tasks if t not in TASKS] + [m for m in args.methods if m not in METHODS]
-    if bad:
-        print(
-            f"autolr bench: unknown task/method {', '.join(bad)}; tasks: {', '.join(TASKS)}; "
-            f"methods: {', '.join(METHODS)}",
-            file=sys.stderr,
-        )
-        return 2
-    if getattr(args, "rerender", False):
+    if args.rerender:
         return _rerender(args)
     import torch
 
@@ -213,8 +301,14 @@ def _render(args, summary: dict[str, Any], meta: dict[str, Any], runs: list[dict
 def _rerender(args: argparse.Namespace) -> int:
     from .report import summarise
 
-    with open(os.path.join(args.out, "results.json")) as fh:
-        data = json.load(fh)
+    path = os.path.join(args.out, "results.json")
+    with open(path) as fh:
+        try:
+            data = json.load(fh)
+        except json.JSONDecodeError as exc:
+            return _error(f"argument --rerender: {path} is not valid JSON ({exc})")
+    if not isinstance(data, dict) or not {"meta", "runs"} <= set(data):
+        return _error(f"argument --rerender: {path} was not written by autolr bench")
     runs = data["runs"]
     for r in runs:  # JSON stores non-finite losses as null
         if r["final_val"] is None:
@@ -232,7 +326,9 @@ _COST = {"quadratic": 0.1, "logreg": 0.15, "mlp": 0.4, "cnn": 2.0, "charlm": 9.0
 
 def main(argv: list[str] | None = None) -> int:
     """Standalone entry: ``python -m autolr.bench.cli [options]``."""
-    parser = argparse.ArgumentParser(prog="autolr bench", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="autolr bench", description=__doc__, formatter_class=HelpFormatter
+    )
     _configure(parser)
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
