@@ -36,6 +36,7 @@ STUDIES: dict[str, str] = {
     "ray": "ray_population",  # AutoLRSScheduler vs PBT / PB2 / FIFO
     "optuna": "optuna_search",  # AutoLRSSampler + ForecastPruner vs TPE / GPSampler / random
     "autolrs": "autolrs_study",  # ablation of the budget-aware AutoLRS
+    "llm": "llm",  # LLMSearcher (LLAMBO): cost, faults, cache replay; quality with an endpoint
 }
 
 QUICK_GRID = 5

@@ -82,6 +82,7 @@ if TYPE_CHECKING:
 __all__ = [
     "AutoLRSSampler",
     "ForecastPruner",
+    "LLAMBOSampler",  # noqa: F822 -- lazy, see __getattr__
     "LRSchedule",
     "suggest_lr_schedule",
     "suggest_lr_scheduler",
@@ -117,6 +118,20 @@ def _derive_seed(seed: int, *parts: int | str) -> int:
     key = ":".join(["autolr-optuna", str(seed), *map(str, parts)])
     digest = hashlib.blake2b(key.encode(), digest_size=8).digest()
     return int.from_bytes(digest, "little") & ((1 << 63) - 1)
+
+
+def _per_trial_draw(
+    seed: int, study: Study, trial: FrozenTrial, name: str, dist: BaseDistribution
+) -> Any:
+    """A uniform draw of ``name`` for ``trial``, seeded by (seed, trial number, name).
+
+    Not one stream per process: workers started with the same seed would all draw that
+    stream's first value for their first trial (trials 0 and 1 were identical). Trial numbers
+    are unique in a study, so concurrent workers draw distinct values, and one worker
+    replays its seed.
+    """
+    trial_seed = _derive_seed(seed, "independent", trial.number, name) % 2**32
+    return RandomSampler(seed=trial_seed).sample_independent(study, trial, name, dist)
 
 
 def _cpu_default_device() -> contextlib.AbstractContextManager:
@@ -676,12 +691,7 @@ class AutoLRSSampler(BaseSampler):
     ) -> Any:
         if self._independent_sampler is not None:
             return self._independent_sampler.sample_independent(study, trial, name, dist)
-        # Seeded by (seed, trial number, name), not from one stream per process: workers
-        # started with the same seed would all draw that stream's first value for their
-        # first trial (trials 0 and 1 were identical). Trial numbers are unique in a study,
-        # so concurrent workers draw distinct values, and one worker replays its seed.
-        seed = _derive_seed(self._seed, "independent", trial.number, name) % 2**32
-        return RandomSampler(seed=seed).sample_independent(study, trial, name, dist)
+        return _per_trial_draw(self._seed, study, trial, name, dist)
 
     def before_trial(self, study: Study, trial: FrozenTrial) -> None:
         if self._independent_sampler is not None:
@@ -827,3 +837,12 @@ def _normal_quantile(p: float) -> float:
     from statistics import NormalDist
 
     return NormalDist().inv_cdf(p)
+
+
+def __getattr__(name: str) -> object:
+    # Lazy: _optuna_llambo imports this module's helpers (an eager import would be circular).
+    if name == "LLAMBOSampler":
+        from ._optuna_llambo import LLAMBOSampler
+
+        return LLAMBOSampler
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -23,4 +23,12 @@ from ._base import Param, Searcher
 from ._gp import GPSearcher
 from ._random import RandomSearcher
 
-__all__ = ["GPSearcher", "Param", "RandomSearcher", "Searcher"]
+__all__ = ["GPSearcher", "LLMSearcher", "Param", "RandomSearcher", "Searcher"]
+
+
+def __getattr__(name: str) -> object:
+    if name == "LLMSearcher":  # lazily: `import autolr` stays light; openai only with a client
+        from ._llm import LLMSearcher
+
+        return LLMSearcher
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
