@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 
-.PHONY: demo test lint bench bench-quick bench-studies clean
+.PHONY: demo test lint bench bench-quick bench-studies mutate clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -29,12 +29,17 @@ bench: $(VENV)/.installed
 	$(VENV)/bin/autolr bench --out benchmarks/results
 
 # The issue studies (hypergradient, FedHyper, STN, Ray population, Optuna), each into its own folder.
-STUDIES ?= hd fedhyper stn ray optuna autolrs
+STUDIES ?= hd fedhyper stn ray optuna autolrs llm
 bench-studies: $(VENV)/.installed
 	for s in $(STUDIES); do $(VENV)/bin/autolr bench --study $$s --out benchmarks/results/$$s || exit 1; done
 
 bench-quick: $(VENV)/.installed
 	$(VENV)/bin/autolr bench --quick --out bench-results
+
+# Mutation testing of the decision code (mutmut 3, its own venv; slow: not part of CI).
+# MUTATE="autolr/_snapshot.py autolr/predictors/*" narrows it; see mutation/README.md.
+mutate: $(VENV)/.installed
+	VENV_PY=$(PY) MUTATE="$(MUTATE)" MUTATE_TESTS="$(MUTATE_TESTS)" bash mutation/run.sh
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import io
 import math
+import re
 import warnings
 from typing import Any
 
@@ -10,6 +11,7 @@ import torch
 from torch import nn
 
 from autolr import AutoLRS, ConfigError, ConfigTypeError, StageSearch, StateError
+from autolr.predictors import ExponentialPredictor
 from autolr.searchers import Param, RandomSearcher
 
 from .conftest import make_regression, tiny_mlp
@@ -186,13 +188,15 @@ def test_warmup_then_search() -> None:
 
 def test_val_fn_mode() -> None:
     calls: list[bool] = []
+    vals: list[float] = []
     model = tiny_mlp()
 
     def val_fn() -> float:
         calls.append(model.training)
         model.eval()
         torch.rand(1)  # consuming randomness must not perturb training
-        return nn.functional.mse_loss(model(X[:64]), Y[:64]).item()
+        vals.append(nn.functional.mse_loss(model(X[:64]), Y[:64]).item())
+        return vals[-1]
 
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
     _, _, tuner, _ = run(
@@ -201,7 +205,12 @@ def test_val_fn_mode() -> None:
     # every tau'/16 = 2 steps during each candidate, never during exploitation
     assert len(calls) == 2 * 16
     assert model.training
-    assert all(c.forecast < 10 for c in tuner.stages[0].candidates)
+    # Each candidate is scored on its own 16 validation losses, taken after window steps
+    # 2, 4, ..., 32 (steps 1, 3, ..., 31 from its start), forecast to τ - 1 = 63.
+    steps = [float(n - 1) for n in range(2, 33, 2)]
+    for i, c in enumerate(tuner.stages[0].candidates):
+        want = ExponentialPredictor().forecast(vals[16 * i : 16 * (i + 1)], 63, steps=steps)
+        assert c.forecast == pytest.approx(want.value, rel=1e-9)
 
 
 def test_nan_candidate_is_penalised_and_search_continues() -> None:
@@ -365,13 +374,21 @@ def test_param_group_ratios_kept() -> None:
 
 
 def test_stage_search_shared_logic() -> None:
-    s = StageSearch(lr_bounds=(1e-3, 1.0), tau=100, k=2, searcher=rand_searcher())
+    s = StageSearch(lr_bounds=(1e-3, 1.0), tau=100, k=4, searcher=rand_searcher())
     s.begin_stage()
-    a, b = s.propose(2)
-    r1 = s.score(a, [1.0 - 0.005 * i for i in range(10)])
-    r2 = s.score(b, [1.0, 2.0, float("nan")])
-    assert r2.penalised and not r1.penalised
-    assert s.search_complete and s.winner() == r1
+    lrs = s.propose(4)
+
+    def curve(c: float) -> list[float]:  # plateaus at c well before τ - 1 = 99
+        return [c + (1.0 - c) * math.exp(-0.5 * t) for t in range(10)]
+
+    r = [s.score(lrs[0], curve(0.5)), s.score(lrs[1], curve(0.3))]
+    assert not s.search_complete
+    r += [s.score(lrs[2], [1.0, 2.0, float("nan")]), s.score(lrs[3], curve(0.4))]
+    assert [x.penalised for x in r] == [False, False, True, False]
+    assert [x.forecast for x in r] == pytest.approx([0.5, 0.3, math.inf, 0.4], abs=1e-3)
+    assert r[2].reason == "non-finite loss" and r[2].steps == 3
+    # the lowest forecast wins: neither the first nor the last candidate scored
+    assert s.search_complete and s.winner() == r[1]
     s.end_stage()
     assert (s.tau, s.tau_prime, s.stage) == (200, 20, 1)
 
@@ -403,3 +420,172 @@ def test_autolrs_beats_bad_constant_lr() -> None:
         loss.backward()
         bopt.step()
     assert tuned < 0.5 * final_loss(base), (tuned, final_loss(base), tuner.stages)
+
+
+# ---------------------------------------------------------------- scripted losses
+# The tests below drive AutoLRS with losses written by hand (the model is not trained), so
+# each decision can be checked against a value computed here, independently of the tuner.
+
+
+def scripted_tuner(**kw: Any) -> tuple[nn.Module, torch.optim.Optimizer, AutoLRS]:
+    model = nn.Linear(2, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    kw.setdefault("searcher", rand_searcher())
+    kw.setdefault("lr_bounds", (1e-3, 1.0))
+    kw.setdefault("variant", "paper")
+    return model, opt, AutoLRS(model, opt, **kw)
+
+
+def fast_plateau(t: int) -> float:
+    """Drops at once, then flat at 0.6: the better curve at τ' (loss ≈ 0.6)."""
+    return 0.6 + 0.4 * math.exp(-1.0 * t)
+
+
+def slow_steady(t: int) -> float:
+    """Still falling at τ' (0.70 at t = 20) towards 0.45: the better curve at τ = 200."""
+    return 0.45 + 0.55 * math.exp(-_B_SLOW * t)
+
+
+_B_SLOW = math.log(0.55 / 0.25) / 20  # slow_steady(20) = 0.70
+
+
+@pytest.mark.parametrize("slow_first", [False, True])
+def test_candidates_compared_by_forecast_at_tau_not_at_tau_prime(slow_first: bool) -> None:
+    tau, tp = 200, 21  # candidate losses at t = 0..20
+    assert fast_plateau(tp - 1) < slow_steady(tp - 1)  # at τ' the fast curve looks better
+    assert slow_steady(tau - 1) < fast_plateau(tau - 1) - 0.1  # at τ the slow one is
+    _, _, tuner = scripted_tuner(tau=tau, tau_prime=tp, k=2, double=False)
+    curves = [slow_steady, fast_plateau] if slow_first else [fast_plateau, slow_steady]
+    for curve in curves:
+        for t in range(tp):
+            tuner.step(curve(t))
+    st = tuner.stages[0]
+    slow = st.candidates[0 if slow_first else 1]
+    fast = st.candidates[1 if slow_first else 0]
+    # Exact exponential data: the forecasts are the curves' values at step τ - 1.
+    assert slow.forecast == pytest.approx(slow_steady(tau - 1), abs=5e-3)
+    assert fast.forecast == pytest.approx(fast_plateau(tau - 1), abs=5e-3)
+    assert st.winner_lr == slow.lr != fast.lr
+    assert tuner.phase == "exploit" and tuner.lr == pytest.approx(slow.lr)
+
+
+def test_exploitation_starts_from_stage_start_momentum() -> None:
+    # The warm-up builds momentum; the stage snapshot taken after it must come back with every
+    # buffer (a restore that drops optimizer state would start exploitation with none).
+    model, opt, tuner = scripted_tuner(tau=20, tau_prime=4, k=2, warmup_steps=3)
+    x = torch.ones(4, 2)
+    saved: dict[int, torch.Tensor] = {}
+    w_saved: list[torch.Tensor] = []
+    for i in range(3 + 2 * 4):
+        loss = model(x).pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        tuner.step(loss.item())
+        if i == 2:  # warm-up over: the stage starts (and is snapshotted) here
+            assert tuner.phase == "search"
+            saved = {k: v["momentum_buffer"].clone() for k, v in opt.state_dict()["state"].items()}
+            w_saved = [p.detach().clone() for p in model.parameters()]
+    assert tuner.phase == "exploit"
+    now = opt.state_dict()["state"]
+    assert sorted(now) == sorted(saved) and len(saved) == 2
+    for k, buf in saved.items():
+        assert torch.equal(now[k]["momentum_buffer"], buf)
+    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), w_saved))
+
+
+def test_every_candidate_diverged_retries_below_lowest_lr() -> None:
+    _, _, tuner = scripted_tuner(tau=20, tau_prime=4, k=2)
+    with pytest.warns(RuntimeWarning, match="every candidate diverged; searching again"):
+        for _ in range(2):  # both candidates: a NaN on their first step
+            tuner.step(float("nan"))
+    st = tuner.stages
+    assert len(st) == 1 and st[0].note == "retry" and st[0].winner_lr is None
+    tried = [c.lr for c in st[0].candidates]
+    assert len(tried) == 2 and all(c.penalised for c in st[0].candidates)
+    lo, hi = tuner.search.lr_bounds
+    assert (lo, hi) == pytest.approx((1e-3, min(tried) / 3))
+    # The same stage searches again, inside the lowered box, k fresh candidates.
+    assert tuner.phase == "search" and tuner.stage == 0
+    assert lo <= tuner.lr <= hi
+    for t in range(4 * 2):
+        tuner.step(1.0 - 0.05 * (t % 4))
+    assert tuner.phase == "exploit"
+    assert len(tuner.stages[0].candidates) == 2
+    assert all(lo <= c.lr <= hi and not c.penalised for c in tuner.stages[0].candidates)
+    assert lo <= tuner.stages[0].winner_lr <= hi
+
+
+def test_repeated_failure_falls_back_to_the_lowest_lr() -> None:
+    _, _, tuner = scripted_tuner(tau=20, tau_prime=4, k=1)
+    with pytest.warns(RuntimeWarning) as rec:
+        for _ in range(4):  # MAX_RETRIES consecutive all-diverged searches
+            tuner.step(float("nan"))
+    msgs = [str(w.message) for w in rec]
+    assert sum("searching again" in m for m in msgs) == 3
+    assert "training at the lowest LR" in msgs[-1]
+    assert tuner.phase == "exploit" and tuner.stages[0].note == "fallback"
+    assert tuner.lr == pytest.approx(tuner.search.lr_bounds[0])
+
+
+def test_nan_during_warmup_restarts_it_from_the_initial_state() -> None:
+    model, opt, tuner = scripted_tuner(tau=20, tau_prime=4, k=2, warmup_steps=5, warmup_lr=0.05)
+    w0 = [p.detach().clone() for p in model.parameters()]
+    used: list[float] = []
+    for i in range(8):
+        used.append(opt.param_groups[0]["lr"])
+        with torch.no_grad():
+            for p in model.parameters():  # what the step does to the weights
+                p.add_(1.0) if i != 2 else p.fill_(float("nan"))
+        if i == 2:
+            with pytest.warns(RuntimeWarning, match="non-finite loss during warm-up"):
+                tuner.step(float("nan"))
+            assert all(torch.equal(a, b) for a, b in zip(model.parameters(), w0))
+        else:
+            tuner.step(1.0)
+    assert tuner.recoveries == 1 and tuner.warmup_lr == pytest.approx(0.005)
+    # linear warm-up to 0.05 over 5 steps, then again from the start to 0.05 / 10
+    assert used == pytest.approx([0.01, 0.02, 0.03, 0.001, 0.002, 0.003, 0.004, 0.005])
+    assert [r.phase for r in tuner.history] == ["warmup"] * 8
+    # the restarted warm-up's 5th step (step 7) ended it: the stage starts at step 8
+    assert tuner.phase == "search" and tuner.stages[0].start == 8
+
+
+def _run_candidates(tuner: AutoLRS, curves: list[list[float]]) -> None:
+    """Feed each candidate its curve until it ends (its last step carries the forecast)."""
+    for curve in curves:
+        for v in curve:
+            tuner.step(v)
+            if tuner.history[-1].forecast is not None:
+                break
+
+
+def test_divergence_factor_abandons_a_finite_candidate() -> None:
+    # Reference: the stage-start loss 1.0 (the first candidate's first loss). factor=3 puts the
+    # threshold at 3.0; patience=3 abandons on the third consecutive loss above it.
+    _, _, tuner = scripted_tuner(tau=40, tau_prime=8, k=4, divergence_factor=3.0)
+    ok = [1.0 - 0.05 * t for t in range(8)]
+    _run_candidates(
+        tuner,
+        [
+            ok,
+            [1.0, 3.5, 3.5, 3.5, 0.5, 0.5, 0.5, 0.5],  # 3 over in a row: out after 4 steps
+            [1.0, 2.9, 2.9, 2.9, 2.9, 2.9, 2.9, 2.9],  # high but under 3x: kept
+            [1.0, 3.5, 3.5, 0.9, 3.5, 3.5, 0.8, 0.7],  # never 3 in a row: kept
+        ],
+    )
+    c = tuner.stages[0].candidates
+    assert [x.penalised for x in c] == [False, True, False, False]
+    assert [x.steps for x in c] == [8, 4, 8, 8]
+    assert math.isinf(c[1].forecast)
+    assert re.search(r"diverged: loss 3\.5 > 3x stage-start loss 1\b", c[1].reason), c[1].reason
+    # the history rows of the abandoned candidate: 4 search steps at its LR
+    assert [r.lr for r in tuner.history[8:12]] == [c[1].lr] * 4
+    assert tuner.history[12].lr == c[2].lr
+
+
+def test_divergence_factor_is_the_argument() -> None:
+    # The same losses with factor=4 (threshold 4.0) keep the candidate.
+    _, _, tuner = scripted_tuner(tau=40, tau_prime=8, k=2, divergence_factor=4.0)
+    _run_candidates(tuner, [[1.0 - 0.05 * t for t in range(8)], [1.0] + [3.5] * 7])
+    assert [x.penalised for x in tuner.stages[0].candidates] == [False, False]

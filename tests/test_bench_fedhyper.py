@@ -44,5 +44,17 @@ def test_fedhyper_study_tiny(tmp_path, monkeypatch):
         for m in tiny["methods"]:
             assert 1 <= cell[m]["rounds_to_target"] <= 7
             assert 0.0 <= cell[m]["final_accuracy"] <= 1.0
+    # the verdicts, recomputed from the cells against each method's baseline
+    for m, t in summary["targets"].items():
+        base = summary["methods"][m]["baseline"]
+        cells = list(summary["cells"].values())
+        faster = sum(c[m]["rounds_to_target"] < c[base]["rounds_to_target"] for c in cells)
+        decided = sum(
+            not (c[m]["rounds_to_target"] == c[base]["rounds_to_target"] > tiny["rounds"])
+            for c in cells
+        )
+        drop = max(c[base]["final_accuracy"] - c[m]["final_accuracy"] for c in cells)
+        assert t["faster_on_most"] is (faster > decided / 2 if decided else False), m
+        assert t["never_worse_5pt"] is (max(drop, 0.0) <= 0.05), m
     md = (out / "results.md").read_text()
     assert "fedhyper-g" in md and ("met" in md)

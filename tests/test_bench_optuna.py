@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import statistics
 
 import pytest
 
@@ -49,8 +50,15 @@ def test_optuna_study_tiny(tmp_path, monkeypatch):
     }
     assert all(r["autolrs_s"] > 0 for r in timing)
     targets = data["summary"]["targets"]
-    assert isinstance(targets["sampling_time_not_worse_than_gpsampler"], bool)
-    assert isinstance(targets["match_with_half_the_steps"]["logreg"], bool)
+    # The verdicts, recomputed: no slower than GPSampler wherever nothing was pruned, and a
+    # median (over seeds) step ratio to the fastest other method of at most 0.5.
+    plain = [r for r in timing if r["n_pruned"] == 0]
+    assert plain and all(r["gpsampler_s"] is not None for r in plain)
+    want = all(r["autolrs_s"] <= r["gpsampler_s"] for r in plain)
+    assert targets["sampling_time_not_worse_than_gpsampler"] is want
+    ratios = [p["ratio_vs_fastest_other"] for p in search["per_seed"]]
+    med = statistics.median(math.inf if r is None else r for r in ratios)
+    assert targets["match_with_half_the_steps"]["logreg"] is (med <= 0.5)
     text = (out / "results.md").read_text()
     assert "logreg" in text and "Sampling time per trial" in text
     nums = list(json_numbers({k: v for k, v in data.items()}))

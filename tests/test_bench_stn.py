@@ -38,6 +38,12 @@ def test_bench_stn_tiny(tmp_path, monkeypatch):
     # STN doubles the layer weights: about 2x the FLOPs of a plain run, never less
     assert 1.5 < agg["stn_flops_x_plain"] < 4
     assert set(data["summary"]["targets"]) == {"stn", "delta"}
+    for k in ("stn", "delta"):  # the verdicts, recomputed from the aggregate
+        t = data["summary"]["targets"][k]
+        assert t["val_at_most_grid_best"] is (agg[f"{k}_val"] <= agg["grid_best_val"])
+        assert t["flops_at_most_2.5x"] is (agg[f"{k}_flops_x_plain"] <= 2.5)
+        assert t["lower_val_than_no_dropout"] is (agg[f"{k}_val"] < agg["no_reg_val"])
+        assert t["met"] is (t["val_at_most_grid_best"] and t["flops_at_most_2.5x"])
     stn_run = next(r for r in data["runs"] if r["kind"] == "stn")
     sched = stn_run["schedule"]
     assert sched["names"] == ["drop_in", "drop1", "drop2", "wd"]

@@ -221,6 +221,26 @@ def test_cl_rule_matches_hand_computation():
     assert client.scale == pytest.approx(1.1 * (1 - 2.0 * 1.21e-4))
 
 
+def test_cl_global_term_sign_and_magnitude_below_the_cap():
+    # Steps small enough that γ stays under γ_max = 1.1, so c·⟨δ, Δ⟩ shows in the scale.
+    w, opt, client = _client(hyper_lr=1.0, global_coef=0.5)
+    client.begin_round(0.1, [T([1.0, 0.0])])  # Δ_{t−1} = (1, 0)
+    _sgd_step(w, opt, T([-0.1, 0.0]))  # δ1 = (0.01, 0); p = Δ: x = 0.5·0.01, y = 0.01
+    client.step()
+    assert client.scale == pytest.approx(1.015, rel=1e-6)  # x alone: 1.005, y alone: 1.01
+    _sgd_step(w, opt, T([-1.0, -1.0]))  # δ2 = (0.1015, 0.1015); p = δ1
+    client.step()
+    # x = 0.5·0.1015 = 0.05075 (agrees with Δ), y = 0.1015·0.01 = 0.001015
+    s2 = 1.015 * (1 + 0.05075 + 0.001015)
+    assert client.scale == pytest.approx(s2, rel=1e-6)  # without x: 1.015·1.001015
+    _sgd_step(w, opt, T([1.0, 0.0]))  # δ3 = (−0.1·s2, 0): against Δ, so x < 0
+    client.step()
+    lr2 = 0.1 * s2
+    s3 = s2 * (1 - 0.5 * lr2 - lr2 * 0.1015)
+    assert client.scale == pytest.approx(s3, rel=1e-6)
+    assert client.lr == pytest.approx(0.1 * s3, rel=1e-6) == opt.param_groups[0]["lr"]
+
+
 def test_cl_clips_scale_and_resets_each_round():
     w, opt, client = _client(hyper_lr=100.0, scale_bounds=(0.5, 1.2))
     client.begin_round(0.1, [T([1.0, 1.0])])

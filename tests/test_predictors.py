@@ -46,6 +46,42 @@ def test_clean_curve_recovers_parameters(a: float, b: float, c: float) -> None:
     assert fc.n_used == 100
 
 
+@pytest.mark.parametrize("frac", [0.1, 0.38, 0.5, 0.62, 0.9])
+def test_decay_rate_between_grid_points_is_refined(frac: float) -> None:
+    # The fit searches beta = b * span on a log grid of 10 points per decade from 1e-3, then
+    # refines. Place beta at a fraction of a grid cell on either side of the nearest grid
+    # point (frac=0.38 is b = 0.022 with span 99): refining on one side only misses half.
+    span = 99.0
+    beta = 1e-3 * 10 ** ((33 + frac) / 10)
+    b = beta / span
+    fc = ExponentialPredictor().forecast(_curve(2.0, b, 0.5), 1000)
+    assert fc.params is not None and not fc.degenerate
+    np.testing.assert_allclose(fc.params, (2.0, b, 0.5), rtol=1e-6, atol=1e-8)
+    assert fc.value == pytest.approx(2.0 * math.exp(-b * 1000) + 0.5, abs=1e-6)
+
+
+def test_drop_within_a_few_steps_is_fitted() -> None:
+    # beta = b * span = 99 is above the grid's default top (50): the grid must reach
+    # _STEP_DECAY / (smallest step gap) = 20 * 99 to represent a decay this fast.
+    fc = ExponentialPredictor().forecast(_curve(1.0, 1.0, 0.5), 1000)
+    assert fc.params is not None and not fc.degenerate
+    np.testing.assert_allclose(fc.params, (1.0, 1.0, 0.5), rtol=1e-6, atol=1e-8)
+
+
+def test_repeated_steps_are_fitted() -> None:
+    # Two values at the same step (a zero gap between steps) must not break the grid.
+    t = np.concatenate([[0.0], T100])
+    fc = ExponentialPredictor().forecast(_curve(2.0, 0.03, 0.5, t), 1000, steps=t)
+    assert fc.params is not None and not fc.degenerate, fc.reason
+    np.testing.assert_allclose(fc.params, (2.0, 0.03, 0.5), rtol=1e-6, atol=1e-8)
+
+
+def test_b_0022_asymptote() -> None:
+    fc = ExponentialPredictor().forecast(_curve(2.0, 0.022, 0.5), 10_000)
+    assert fc.value == pytest.approx(0.5, abs=1e-6)
+    assert fc.params is not None and fc.params[1] == pytest.approx(0.022, rel=1e-6)
+
+
 @pytest.mark.parametrize("seed", range(6))
 def test_noisy_curve_recovers_parameters_and_forecast(seed: int) -> None:
     a, b, c = 2.0, 0.02, 0.5

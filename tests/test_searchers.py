@@ -449,8 +449,15 @@ def test_gp_warm_start_from_fitted_hyperparameters() -> None:
     for name, v in ref.items():
         assert again[name] == pytest.approx(v, rel=1e-2, abs=1e-2), name
     # unknown names, wrong sizes and non-finite values are ignored (default start)
-    junk = {"nope": [1.0], **{n: [math.nan] * len(v) for n, v in fitted.items()}}
-    assert fit_with(junk).keys() == fitted.keys()
+    # (so the fit from junk is the fit from the default start, value for value)
+    names = sorted(fitted)
+    junk = {"nope": [1.0]}
+    for i, n in enumerate(names):  # alternately non-finite and of the wrong size
+        junk[n] = [math.nan] * len(fitted[n]) if i % 2 == 0 else [5.0] * (len(fitted[n]) + 1)
+    from_junk = fit_with(junk)
+    assert from_junk.keys() == ref.keys()
+    for name, v in ref.items():
+        assert from_junk[name] == pytest.approx(v, rel=1e-9, abs=1e-12), name
     with pytest.raises(ValueError, match="init_hyperparameters"):
         GPSearcher(LIN_1D, init_hyperparameters=[1.0])  # type: ignore[arg-type]
 

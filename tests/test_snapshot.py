@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import io
 import random
+import types
 
 import numpy as np
 import pytest
@@ -27,11 +28,25 @@ def _flat(model: nn.Module) -> torch.Tensor:
     return torch.cat([p.detach().flatten() for p in model.state_dict().values()])
 
 
-def _opt_tensors(opt: torch.optim.Optimizer) -> list[torch.Tensor]:
-    out = []
-    for st in opt.state_dict()["state"].values():
-        out.extend(v.clone() for v in st.values() if isinstance(v, torch.Tensor))
-    return out
+def _opt_state(opt: torch.optim.Optimizer) -> dict[int, dict[str, object]]:
+    """Deep copy of the optimizer's per-parameter state (momentum, Adam moments, step)."""
+    return {
+        i: {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in st.items()}
+        for i, st in opt.state_dict()["state"].items()
+    }
+
+
+def assert_same_opt_state(got: dict, want: dict) -> None:
+    """Every parameter's every state entry, by key: nothing dropped, nothing extra."""
+    assert sorted(got) == sorted(want)
+    for i in want:
+        assert sorted(got[i]) == sorted(want[i]), i
+        for key, w in want[i].items():
+            g = got[i][key]
+            if isinstance(w, torch.Tensor):
+                assert isinstance(g, torch.Tensor) and torch.equal(g, w), (i, key)
+            else:
+                assert g == w, (i, key)
 
 
 @pytest.mark.parametrize(
@@ -50,13 +65,21 @@ def test_restore_is_bitwise(make_opt, offload) -> None:
     _train(model, opt, 3)
     snap = Snapshot(model, opt, offload=offload)
     snap.capture()
-    w0, s0 = _flat(model), _opt_tensors(opt)
+    w0, s0 = _flat(model), _opt_state(opt)
+    # The state is really there: a buffer (momentum, or both Adam moments) per parameter.
+    n_params = len(list(model.parameters()))
+    sgd = isinstance(opt, torch.optim.SGD)
+    want_keys = {"momentum_buffer"} if sgd else {"exp_avg", "exp_avg_sq"}
+    assert len(s0) == n_params and all(want_keys <= set(st) for st in s0.values())
     rng0 = (torch.rand(3), np.random.rand(3), random.random())
+    lr0 = opt.param_groups[0]["lr"]
     _train(model, opt, 5)
+    opt.param_groups[0]["lr"] = 0.123  # param groups are part of the state too
+    assert not torch.equal(_flat(model), w0)
     snap.restore()
     assert torch.equal(_flat(model), w0)
-    for a, b in zip(_opt_tensors(opt), s0):
-        assert torch.equal(a, b)
+    assert_same_opt_state(_opt_state(opt), s0)
+    assert opt.param_groups[0]["lr"] == lr0
     assert torch.equal(torch.rand(3), rng0[0])
     assert np.array_equal(np.random.rand(3), rng0[1])
     assert random.random() == rng0[2]
@@ -84,6 +107,7 @@ def test_extras_are_restored() -> None:
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)
     snap = Snapshot(model, opt, extras={"sched": sched})
+    assert list(snap.extras) == ["sched"]
     snap.capture()
     for _ in range(3):
         opt.step()
@@ -165,3 +189,175 @@ def test_state_dict_from_missing_device_lands_on_cpu() -> None:
     _train(model, opt, 2)
     snap2.restore()
     assert torch.equal(_flat(model), w0)
+
+
+def test_nbytes_counts_every_captured_tensor() -> None:
+    model = nn.Linear(3, 2)  # 6 + 2 float32 parameters
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    snap = Snapshot(model, opt, rng=False)
+    assert snap.empty and snap.nbytes() == 0
+    snap.capture()
+    assert not snap.empty and snap.nbytes() == 8 * 4  # no momentum buffers yet
+    model(torch.ones(1, 3)).sum().backward()
+    opt.step()
+    snap.capture()
+    assert snap.nbytes() == 2 * 8 * 4  # weights + one momentum buffer per weight
+    with_rng = Snapshot(model, opt)
+    with_rng.capture()
+    rng = capture_rng_state()
+    rng_bytes = rng["torch"].numel() + rng["numpy"]["key"].numel() * 8  # uint8, int64
+    assert with_rng.nbytes() == 2 * 8 * 4 + rng_bytes + 8 * len(rng.get("cuda", []))
+
+
+def test_available_device_rules(monkeypatch: pytest.MonkeyPatch) -> None:
+    from autolr._snapshot import _available
+
+    dev = torch.device
+    assert _available(dev("cpu")) == dev("cpu")
+    assert _available(dev("meta")) == dev("meta")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert _available(dev("cuda:0")) == dev("cpu")
+    assert _available(dev("cuda")) == dev("cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert _available(dev("cuda")) == dev("cuda")
+    assert _available(dev("cuda:1")) == dev("cuda:1")
+    assert _available(dev("cuda:2")) == dev("cpu")  # index past the devices present
+    # a device type torch has no module for, or whose module cannot say it is available
+    assert not hasattr(torch, "xla")
+    assert _available(dev("xla")) == dev("cpu")
+    monkeypatch.setattr(torch, "xla", types.SimpleNamespace(), raising=False)
+    assert _available(dev("xla")) == dev("cpu")
+
+
+def test_loaded_state_is_a_copy() -> None:
+    # Editing (or reusing) the dict given to load_state_dict must not change the snapshot.
+    model = tiny_mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    _train(model, opt, 2)
+    snap = Snapshot(model, opt)
+    snap.capture()
+    w0, s0 = _flat(model), _opt_state(opt)
+    state = snap.state_dict()
+    snap2 = Snapshot(model, opt)
+    snap2.load_state_dict(state)
+    for t in state["state"]["model"].values():
+        t.add_(1.0)
+    for st in state["state"]["optimizer"]["state"].values():
+        st["momentum_buffer"].add_(1.0)
+    _train(model, opt, 2)
+    snap2.restore()
+    assert torch.equal(_flat(model), w0)
+    assert_same_opt_state(_opt_state(opt), s0)
+    snap2.load_state_dict({})  # empty: back to "nothing captured"
+    assert snap2.empty and snap2.nbytes() == 0
+    with pytest.raises(StateError):
+        snap2.restore()
+
+
+def test_error_messages_name_the_problem() -> None:
+    model = tiny_mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    snap = Snapshot(model, opt)
+    with pytest.raises(ConfigTypeError, match=r"extra 'bad' must have state_dict\(\).*got object"):
+        snap.register("bad", object())  # type: ignore[arg-type]
+    with pytest.raises(StateError, match="not a Snapshot state_dict"):
+        snap.load_state_dict({"state": {}})  # no 'devices'
+    with pytest.raises(StateError, match=r"Snapshot\.restore\(\) called before capture\(\)"):
+        snap.restore()
+    with pytest.raises(ConfigError, match="offload must be None or 'cpu', got 'disk'"):
+        Snapshot(model, opt, offload="disk")
+    with pytest.raises(ConfigTypeError, match=r"model must be a torch\.nn\.Module, got object"):
+        Snapshot(object(), opt)  # type: ignore[arg-type]
+    with pytest.raises(
+        ConfigTypeError, match=r"optimizer must be a torch\.optim\.Optimizer, got object"
+    ):
+        Snapshot(model, object())  # type: ignore[arg-type]
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1)  # has state_dict, no param_groups
+    with pytest.raises(ConfigTypeError, match="got StepLR"):
+        Snapshot(model, sched)  # type: ignore[arg-type]
+
+
+class _Buffers:
+    """An extra whose state holds tensors inside a list and a tuple."""
+
+    def __init__(self) -> None:
+        self.items = [torch.zeros(2), torch.ones(3)]
+        self.pair = (torch.zeros(1), torch.full((2,), 2.0))
+
+    def state_dict(self) -> dict:
+        return {"items": list(self.items), "pair": tuple(self.pair)}
+
+    def load_state_dict(self, state: dict) -> None:
+        for dst, src in zip(self.items, state["items"], strict=True):
+            dst.copy_(src)
+        for dst, src in zip(self.pair, state["pair"], strict=True):
+            dst.copy_(src)
+
+
+def test_tensors_in_lists_and_tuples_are_copied_and_restored() -> None:
+    model = tiny_mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    bufs = _Buffers()
+    snap = Snapshot(model, opt, extras={"bufs": bufs}, rng=False)
+    snap.capture()
+    for t in (*bufs.items, *bufs.pair):
+        t.add_(10.0)  # in place: an aliased snapshot would change too
+    snap.restore()
+    assert [t.tolist() for t in bufs.items] == [[0.0, 0.0], [1.0, 1.0, 1.0]]
+    assert [t.tolist() for t in bufs.pair] == [[0.0], [2.0, 2.0]]
+    assert snap.nbytes() == model_bytes(model) + (2 + 3 + 1 + 2) * 4
+
+
+def model_bytes(model: nn.Module) -> int:
+    return sum(t.numel() * t.element_size() for t in model.state_dict().values())
+
+
+def test_numpy_cached_gaussian_is_restored() -> None:
+    # numpy's legacy normal draws come in pairs: after an odd number the second is cached
+    # (has_gauss/gauss in its state); a restore must bring that cached value back too.
+    np.random.seed(0)
+    np.random.randn(1)
+    st = capture_rng_state()
+    assert st["numpy"]["has_gauss"] == 1
+    a = np.random.randn(3)
+    np.random.randn(2)
+    restore_rng_state(st)
+    assert np.array_equal(np.random.randn(3), a)
+
+
+def test_cuda_rng_states_are_captured_and_restored(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Without a GPU: fake torch.cuda, to check the CUDA branch's bookkeeping.
+    fake = [torch.tensor([1, 2], dtype=torch.uint8), torch.tensor([3], dtype=torch.uint8)]
+    seen: list[list[torch.Tensor]] = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: False)
+    assert "cuda" not in capture_rng_state()  # never creates a CUDA context itself
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_rng_state_all", lambda: list(fake))
+    monkeypatch.setattr(torch.cuda, "set_rng_state_all", lambda states: seen.append(states))
+    st = capture_rng_state()
+    assert [t.tolist() for t in st["cuda"]] == [[1, 2], [3]]
+    restore_rng_state(st)
+    assert len(seen) == 1 and [t.tolist() for t in seen[0]] == [[1, 2], [3]]
+    del st["cuda"]
+    restore_rng_state(st)  # a state without CUDA entries leaves the CUDA generators alone
+    assert len(seen) == 1
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    restore_rng_state(capture_rng_state())
+    assert len(seen) == 1
+
+
+def test_state_without_rng_loads_into_an_rng_snapshot() -> None:
+    model = tiny_mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    plain = Snapshot(model, opt, rng=False)
+    plain.capture()
+    w0 = _flat(model)
+    snap = Snapshot(model, opt)  # rng=True, but the state it loads has no RNG entry
+    snap.load_state_dict(plain.state_dict())
+    _train(model, opt, 2)
+    before = torch.get_rng_state()
+    snap.restore()
+    assert torch.equal(_flat(model), w0)
+    assert torch.equal(torch.get_rng_state(), before)  # RNGs untouched

@@ -293,6 +293,28 @@ def test_weight_step_changes_only_weights_and_hyper_step_only_hypers(variant: st
     assert all(p.grad is None for p in net.parameters())
 
 
+@pytest.mark.parametrize("seed", [0, 2])
+def test_one_hyper_step_lowers_the_validation_loss(seed: int) -> None:
+    # Fast guard of the hyper step's direction: after a few weight steps the best-response
+    # gates tie the validation loss to λ; one hyper step must lower it (evaluated without
+    # perturbation, so it is deterministic), and the mirror step λ0 − (λ1 − λ0) must raise it.
+    tuner, net, space = _tuner("stn")
+    x, y = make_regression(256, seed=seed)
+    val = [make_regression(256, seed=seed + 100)]
+    for i in range(8):
+        tuner.train_step((x[32 * i : 32 * (i + 1)], y[32 * i : 32 * (i + 1)]))
+    w0 = _snap(net)
+    l0, h0 = tuner.evaluate(val), space.unconstrained.detach().clone()
+    tuner.hyper_step(val[0])
+    l1, h1 = tuner.evaluate(val), space.unconstrained.detach().clone()
+    assert all(torch.equal(w0[k], v) for k, v in _snap(net).items())  # only λ moved
+    assert torch.all((h1 - h0).abs() > 0.04)  # Adam's first step: ≈ hyper_lr = 0.05 each
+    with torch.no_grad():
+        space.unconstrained.copy_(2 * h0 - h1)
+    reversed_loss = tuner.evaluate(val)
+    assert l1 < l0 < reversed_loss
+
+
 def test_delta_weight_step_splits_general_and_response() -> None:
     tuner, net, space = _tuner("delta")
     x, y = make_regression(32)
