@@ -1,8 +1,9 @@
 """autolr: tune learning-rate and hyperparameter schedules while a model trains.
 
-The public face of the package. Importing it pulls in torch, numpy and the botorch-based
-searcher only; Ray, Optuna, Lightning and LLM clients load lazily from
-:mod:`autolr.integrations` and raise an :class:`ImportError` naming the extra to install.
+The public face of the package. Importing it pulls in torch and numpy only: botorch,
+gpytorch and scipy load when a GP or a forecast first needs them; Ray, Optuna, Lightning and
+LLM clients load lazily from :mod:`autolr.integrations` and raise an :class:`ImportError`
+naming the extra to install.
 
 Example:
     >>> import torch, autolr
@@ -18,6 +19,7 @@ from ._autolrs._stage import CandidateResult, StageRecord, StageSearch
 from ._autolrs._tuner import AutoLRS, HistoryRecord
 from ._errors import AutoLRError, ConfigError, ConfigTypeError, StateError
 from ._hypergrad import HypergradientLR
+from ._schedule import Schedule, ScheduleLR
 from ._snapshot import Snapshot, Stateful, capture_rng_state, restore_rng_state
 
 __version__ = "0.1.0"
@@ -32,6 +34,8 @@ __all__ = [
     "DivergenceRule",
     "HistoryRecord",
     "HypergradientLR",
+    "Schedule",
+    "ScheduleLR",
     "Snapshot",
     "StagePlan",
     "StageRecord",

@@ -48,14 +48,18 @@ composes as *HD multiplies on top of the schedule*. The LR actually used is :att
 from __future__ import annotations
 
 import math
+import warnings
 from collections import deque
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
 
 from ._errors import ConfigError, ConfigTypeError, StateError
+
+if TYPE_CHECKING:  # _schedule imports this module's state helpers
+    from ._schedule import Schedule
 
 __all__ = ["DEFAULT_HYPERGRAD_LR", "DEFAULT_TRACE_STEPS", "HypergradientLR", "dot_and_norms"]
 
@@ -336,6 +340,55 @@ class HypergradientLR(torch.optim.Optimizer):
     def lr_trace(self) -> list[list[float]]:
         """LRs used at the last ``trace`` steps: ``lr_trace[step][group]`` (oldest first)."""
         return [list(r) for r in self._trace]
+
+    def export_schedule(
+        self, steps: int | None = None, *, group: int = 0, kind: str = "linear"
+    ) -> Schedule:
+        """The LR group ``group`` used at each step, from :attr:`lr_trace`, as a Schedule.
+
+        Replaying it with :meth:`Schedule.scheduler` on a plain optimizer gives every group
+        its initial ratio to the reference group (HD adapts each group separately, so other
+        groups' ratios may have drifted; export each group to compare).
+
+        If the trace dropped early steps (a run longer than ``trace`` steps), one warning
+        says so and the schedule covers only the kept steps, at their own step numbers:
+        replayed, the earlier steps hold the first kept LR. Pass ``trace=<steps>`` at
+        construction to keep a whole run.
+
+        Args:
+            steps: Stretch the schedule to this many steps (:meth:`Schedule.stretch`).
+            group: Which parameter group's LR to export.
+            kind: How to stretch (``"linear"`` or ``"previous"``).
+
+        Raises:
+            ConfigError: ``group`` out of range, ``trace=0`` (nothing recorded), or no step
+                taken yet.
+        """
+        from ._schedule import Schedule
+
+        n_groups = len(self.param_groups)
+        if isinstance(group, bool) or not isinstance(group, int) or not 0 <= group < n_groups:
+            raise ConfigError(f"group must be an int in [0, {n_groups}), got {group!r}")
+        if not self.trace:
+            raise ConfigError(
+                "HypergradientLR.export_schedule: built with trace=0, so no LR was recorded; "
+                "build it with trace=True (the last 10 000 steps) or trace=<steps>"
+            )
+        if not self._trace:
+            raise ConfigError("HypergradientLR.export_schedule: no step was taken yet")
+        start = self.steps - len(self._trace)
+        if start > 0:
+            warnings.warn(
+                f"HypergradientLR.export_schedule: lr_trace kept only the last {len(self._trace)} "
+                f"of {self.steps} steps (trace={self.trace}); the schedule starts at step "
+                f"{start} and earlier steps hold its first LR. Build with trace={self.steps} "
+                "or more to export the whole run",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+        lrs = [row[group] for row in self._trace]
+        sched = Schedule.from_lrs(lrs, start=start, source="HypergradientLR")
+        return sched if steps is None else sched.stretch(steps, kind=kind)
 
     @property
     def last_hypergradients(self) -> list[float | None]:

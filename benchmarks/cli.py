@@ -36,6 +36,7 @@ STUDIES: dict[str, str] = {
     "ray": "ray_population",  # AutoLRSScheduler vs PBT / PB2 / FIFO
     "optuna": "optuna_search",  # AutoLRSSampler + ForecastPruner vs TPE / GPSampler / random
     "autolrs": "autolrs_study",  # ablation of the budget-aware AutoLRS
+    "replay": "replay",  # exported AutoLRS schedules replayed vs the grid-best cosine
     "llm": "llm",  # LLMSearcher (LLAMBO): cost, faults, cache replay; quality with an endpoint
 }
 
@@ -53,6 +54,8 @@ USES: dict[str, frozenset[str]] = {
     "hd": frozenset(),
     "stn": frozenset(),
     "ray": frozenset(),
+    "replay": frozenset({"tasks", "grid", "jobs"}),
+    "llm": frozenset(),
 }
 
 

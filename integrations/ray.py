@@ -36,7 +36,14 @@ from typing import Any
 
 import torch
 
-from autolr import BudgetPolicy, CandidateResult, DivergenceRule, StagePlan, StageSearch
+from autolr import (
+    BudgetPolicy,
+    CandidateResult,
+    DivergenceRule,
+    Schedule,
+    StagePlan,
+    StageSearch,
+)
 from autolr._autolrs._lr import GroupLRs
 from autolr._autolrs._policy import cooled_lr, decayed_lr, warmup_lr
 from autolr._autolrs._race import RacerView, pick_racer
@@ -451,6 +458,24 @@ class AutoLRSScheduler(TrialScheduler):
             sched = self._schedule(lr, 0, warmup=True)
             out.extend(lr_at(sched, i) for i in range(len(out), end))
         return out
+
+    def export_schedule(self, steps: int | None = None, *, kind: str = "linear") -> Schedule:
+        """The lineage's LR per iteration as an :class:`autolr.Schedule` (step i: iteration i+1).
+
+        One iteration may cover several optimizer steps: pass ``steps`` (the new run's
+        optimizer steps) to stretch it, or step the replayed scheduler once per iteration.
+
+        Raises:
+            StateError: If no lineage iteration was reported yet.
+        """
+        lrs = self.schedule
+        if not lrs:
+            raise StateError(
+                "AutoLRSScheduler.export_schedule: no lineage iteration was reported yet; "
+                "call it after Tuner.fit() (or restore() the scheduler first)"
+            )
+        sched = Schedule.from_lrs(lrs, source="AutoLRSScheduler")
+        return sched if steps is None else sched.stretch(steps, kind=kind)
 
     # ------------------------------------------------------------------ Ray hooks
     def set_search_properties(self, metric: str | None, mode: str | None, **spec: Any) -> bool:

@@ -294,6 +294,8 @@ def test_exploit_nonfinite_searches_the_stage_again_below_that_lr():
     assert sched.search.lr_bounds[1] <= lr / 3 * 1.0001
     assert all(tc.iters[t.trial_id] == 0 for t in tc.trials)  # from the stage start
     assert sched.schedule == []
+    with pytest.raises(StateError, match="no lineage iteration"):
+        sched.export_schedule()
 
 
 def test_final_phase_when_no_search_fits_continues_the_winner_and_stops_the_rest():
@@ -309,6 +311,11 @@ def test_final_phase_when_no_search_fits_continues_the_winner_and_stops_the_rest
     assert tc.resume_all() == []
     assert all(t.status == Trial.TERMINATED for t in tc.trials)
     assert len(sched.schedule) == 30 and set(sched.schedule) == {sched.winner_lr}
+    # The lineage exports as an autolr.Schedule: per iteration, then stretched to 60 steps.
+    exported = sched.export_schedule()
+    assert exported.per_step() == sched.schedule and exported.source == "AutoLRSScheduler"
+    assert exported.stretch(60).per_step() == [sched.winner_lr] * 60
+    assert sched.export_schedule(60).per_step() == [sched.winner_lr] * 60
 
 
 def _complete(tc: FakeController, trial: Trial, loss: float) -> None:

@@ -14,7 +14,9 @@ from torch import nn
 from autolr.predictors import Predictor
 from autolr.searchers import Searcher
 
+from .._distributed import RankZeroPredictor, resolve_group
 from .._errors import ConfigError, ConfigTypeError, StateError
+from .._schedule import Schedule
 from .._snapshot import Snapshot, Stateful, capture_rng_state, restore_rng_state
 from ._lr import GroupLRs
 from ._policy import BudgetPolicy, DivergenceRule, warmup_lr
@@ -30,7 +32,8 @@ class HistoryRecord:
     """One optimizer step as the tuner saw it.
 
     Attributes:
-        step: Index of the optimizer step (0-based, every call to :meth:`AutoLRS.step`).
+        step: Index of the optimizer step (0-based, every call to :meth:`AutoLRS.step` but
+            those reporting a skipped step).
         stage: Stage the step belongs to.
         phase: ``"warmup"``, ``"search"`` (a candidate's trial step), ``"exploit"`` or
             ``"final"`` (the winner trains the stage / the remaining budget).
@@ -123,6 +126,17 @@ class AutoLRS:
         sync_every: During exploitation, tensor losses are read back every ``sync_every``
             steps instead of every step (saves a host sync per step on GPUs; a non-finite loss
             is then detected up to ``sync_every - 1`` steps late and the stage is restored).
+        scaler: The ``torch.amp.GradScaler`` of a mixed-precision loop: a step after which
+            its scale dropped (it found inf/NaN gradients and skipped ``optimizer.step()``)
+            counts as ``step(loss, skipped=True)``. Reads the scale once per step (a host
+            sync on GPU). Also pass it in ``extras`` to restore it with the snapshots.
+        process_group: ``torch.distributed`` synchronisation. ``None`` (default): the default
+            group when ``torch.distributed`` is initialised, else none; ``False``: none (each
+            process tunes alone); or a ``ProcessGroup``. Every rank then calls
+            :meth:`step` with its own loss; the tuner averages it across ranks, so every
+            rank's tuner takes the same decisions and restores its own snapshots (LR
+            proposals and forecasts come from rank 0; ``val_fn`` values are averaged too).
+            One all-reduce per step, which also checks that the ranks agree.
 
     Raises:
         ConfigError: Invalid bounds or step counts (``tau_prime >= tau``, ``k < 1``...), or
@@ -173,8 +187,19 @@ class AutoLRS:
         offload: str | None = None,
         extras: Mapping[str, Stateful] | None = None,
         sync_every: int = 1,
+        scaler: Any | None = None,
+        process_group: Any = None,
     ) -> None:
         _check_model_optimizer(model, optimizer)
+        if scaler is not None and not (
+            callable(getattr(scaler, "get_scale", None))
+            and callable(getattr(scaler, "is_enabled", None))
+        ):
+            raise ConfigTypeError(
+                "scaler must be a torch.amp.GradScaler (anything with get_scale() and "
+                f"is_enabled()), got {type(scaler).__name__}"
+            )
+        sync = resolve_group(process_group)
         if max_steps is not None:
             _check_int("max_steps", max_steps, 1)
         if variant is None:
@@ -235,6 +260,11 @@ class AutoLRS:
         self.max_steps = max_steps
         self.continue_from = continue_from
         self.sync_every = sync_every
+        self.scaler = scaler
+        self._sync = sync
+        if sync is not None:
+            # Curve fits may differ in their last bits between processes: use rank 0's.
+            self.search.predictor = RankZeroPredictor(self.search.predictor, sync)  # type: ignore[assignment]
         self._snapshot = Snapshot(model, optimizer, extras=extras, offload=offload, rng=restore_rng)
         self._best_snapshot = Snapshot(
             model, optimizer, extras=extras, offload=offload, rng=restore_rng
@@ -270,16 +300,25 @@ class AutoLRS:
         self._pending: list[tuple[int, torch.Tensor]] = []
         self._records: list[HistoryRecord] = []
         self.recoveries = 0
+        self._restores = 0  # snapshot restores so far (not saved: only compared within a step)
         # Non-finite losses skipped because they poisoned nothing (budget variant).
         self.nonfinite_skipped = 0
         self._nonfinite_streak = 0
         # val_fn gave a non-finite value on a finite model: score on training losses instead.
         self._val_broken = False
+        # Optimizer steps the GradScaler skipped (reported, not counted as steps).
+        self.skipped_steps = 0
+        # The exploited lineage: runs [start, end) of steps whose updates the weights hold
+        # now; each snapshot keeps the lineage it was captured with (keyed by the object,
+        # which follows the best/candidate swap). None: unknown (an old checkpoint).
+        self._line: list[tuple[int, int]] | None = []
+        self._lines: dict[int, list[tuple[int, int]] | None] = {}
+        self._scale_seen = self._read_scale()
 
         self._warmup_start = 0
         if warmup_steps > 0:
             # Kept so a non-finite warm-up loss can be undone (nothing else is saved yet).
-            self._snapshot.capture()
+            self._capture(self._snapshot)
             self._set_lr(self._warmup_lr_at(0))
         else:
             self._start_stage()
@@ -336,29 +375,121 @@ class AutoLRS:
         """Current candidate length τ'."""
         return self.search.tau_prime
 
+    def export_schedule(self, steps: int | None = None, *, kind: str = "linear") -> Schedule:
+        """The LR schedule of the exploited lineage, for a plain replay run.
+
+        Only the steps whose updates the weights kept: warm-up, the exploitation phases and,
+        when the run continues from the winning candidate (``continue_from="best"``, the
+        budget variant), the winner's own window up to its cooldown. Discarded candidates,
+        a winner's window that was restored away (``continue_from="start"``) and steps
+        undone by a recovery are left out. The ``i``-th LR is the one the ``i``-th step of
+        the lineage used (as in :attr:`history`). Called mid-run it describes the weights
+        as they are (a candidate being tried included).
+
+        Args:
+            steps: Stretch the schedule to this many steps (see :meth:`Schedule.stretch`);
+                ``None`` keeps the lineage's length.
+            kind: How to stretch (``"linear"`` or ``"previous"``).
+
+        Raises:
+            StateError: No step has been taken yet.
+            ConfigError: Invalid ``steps`` or ``kind``.
+
+        Example:
+            >>> model = torch.nn.Linear(2, 1)
+            >>> opt = torch.optim.SGD(model.parameters(), lr=0.1)
+            >>> tuner = AutoLRS(model, opt, lr_bounds=(1e-3, 0.1), max_steps=100)
+            >>> for _ in range(100):
+            ...     loss = model(torch.ones(4, 2)).pow(2).mean()
+            ...     opt.zero_grad(); loss.backward(); opt.step(); tuner.step(loss.item())
+            >>> sched = tuner.export_schedule()  # the 3 discarded candidates' windows left out
+            >>> sched.n_steps < 100, tuner.export_schedule(steps=100).n_steps
+            (True, 100)
+        """
+        self._flush()
+        if self._line is None:
+            # A checkpoint of an autolr that did not record the lineage: every search step
+            # is left out (exact for continue_from="start", short of the winner's window else).
+            warnings.warn(
+                "AutoLRS.export_schedule: this run was resumed from a checkpoint that did not "
+                "record which steps the weights kept; the schedule leaves out every search step",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            lrs = [r.lr for r in self._records if r.phase not in ("search", "done")]
+        else:
+            lrs = [self._records[i].lr for a, b in self._line for i in range(a, b)]
+        if not lrs:
+            raise StateError(
+                "AutoLRS.export_schedule: no optimizer step was taken yet, so there is no "
+                "schedule to export; call it after training (or after some tuner.step() calls)"
+            )
+        sched = Schedule.from_lrs(lrs, source="AutoLRS")
+        return sched if steps is None else sched.stretch(steps, kind=kind)
+
     def register(self, name: str, obj: Stateful) -> None:
         """Save and restore ``obj`` (GradScaler, EMA, ...) with the model from now on."""
         self._snapshot.register(name, obj)
         self._best_snapshot.register(name, obj)
+        self._cand_snapshot.register(name, obj)
 
     # ------------------------------------------------------------------ the hook
-    def step(self, loss: float | torch.Tensor) -> None:
+    def step(self, loss: float | torch.Tensor, *, skipped: bool = False) -> None:
         """Report the loss of the optimizer step that just happened; sets the next LR.
 
         May restore the model and optimizer to the stage snapshot (between candidates and
         before exploitation). Never raises on non-finite losses: a candidate is penalised, an
         exploitation step triggers a restore and a new search below the offending LR.
 
+        Under ``torch.distributed`` (see ``process_group``) call it on every rank with that
+        rank's loss: the tuner averages the losses across ranks and every rank takes the same
+        decision.
+
         Args:
             loss: The training loss of this step (float or scalar tensor).
+            skipped: True when the optimizer did not step (a ``GradScaler`` found inf/NaN
+                gradients and skipped ``optimizer.step()``): the step is not counted (not in
+                :attr:`history`, the plan, a candidate's window or a forecast; no divergence),
+                only tallied in :attr:`skipped_steps`, and the LR stays. With ``scaler=``
+                given at construction skips are also detected from the scale.
+
+        Raises:
+            ConfigTypeError: ``skipped`` is not a bool.
+            StateError: Under ``torch.distributed``, the ranks' tuners disagree (a rank
+                skipped a call, or the tuners were built with different arguments).
         """
+        if not isinstance(skipped, bool):
+            raise ConfigTypeError(f"skipped must be a bool, got {skipped!r}")
+        scale = self._read_scale()
+        if self._scale_seen is not None and scale is not None and scale < self._scale_seen:
+            skipped = True  # the scaler backed off: it found inf/NaN gradients and skipped
+        deferred = (
+            self.phase in ("exploit", "final")
+            and isinstance(loss, torch.Tensor)
+            and self.sync_every > 1
+        )
+        if self._sync is not None:
+            check = (self.global_step, _PHASES.index(self.phase), self.stage, self._lr)
+            loss, skipped = self._sync.step(loss, skipped, check, read=not deferred)
+        if skipped:
+            self.skipped_steps += 1
+            self._group_lrs.take_used()  # a step hook that fired says nothing: no update
+            self._scale_seen = scale
+            return None
+        restores = self._restores
+        try:
+            return self._step(loss, deferred)
+        finally:
+            # A restore may bring back a registered scaler's older scale.
+            self._scale_seen = scale if self._restores == restores else self._read_scale()
+
+    def _step(self, loss: float | torch.Tensor, deferred: bool) -> None:
         step = self.global_step
         self.global_step += 1
         phase = self.phase
-        deferred = (
-            phase in ("exploit", "final") and isinstance(loss, torch.Tensor) and self.sync_every > 1
-        )
         used = self._lr if phase == "done" else self._lr_used(sync=not deferred)
+        if phase != "done":
+            self._extend_line(step)
         if deferred:
             self._deferred_step(step, loss, used)  # type: ignore[arg-type]
             return self._check_budget()
@@ -420,7 +551,7 @@ class AutoLRS:
             self._enter_exploit(self._steps_left(), phase="final")
             return
         self._stage_k = plan.k
-        self._snapshot.capture()
+        self._capture(self._snapshot)
         self._ref_loss = s.reference_loss(self._recent)
         s.begin_stage()
         self._best_forecast = math.inf
@@ -441,6 +572,9 @@ class AutoLRS:
     def _begin_candidate(self) -> None:
         self.phase = "search"
         self._cand_lr = self.search.propose(1)[0]
+        if self._sync is not None:
+            # The GP's proposal may differ in its last bits between processes: rank 0's.
+            self._cand_lr = float(self._sync.from_rank0(self._cand_lr))
         self._cand_losses, self._val_losses, self._val_steps = [], [], []
         self._phase_steps, self._over = 0, 0
         self._set_lr(self.search.candidate_lr(self._cand_lr, 0))
@@ -475,7 +609,7 @@ class AutoLRS:
             return None
         if n == self.search.cooldown_start and self.continue_from == "best":
             # The winner continues from here, before its window cools down.
-            self._cand_snapshot.capture()
+            self._capture(self._cand_snapshot)
         self._set_lr(self.search.candidate_lr(self._cand_lr, n))
         return None
 
@@ -509,9 +643,9 @@ class AutoLRS:
             if s.cooldown_start is not None:
                 self._best_snapshot, self._cand_snapshot = self._cand_snapshot, self._best_snapshot
             else:
-                self._best_snapshot.capture()
+                self._capture(self._best_snapshot)
         if len(s.results) < self._stage_k:
-            self._snapshot.restore()
+            self._restore(self._snapshot)
             self._begin_candidate()
         else:
             self._finish_search()
@@ -522,7 +656,7 @@ class AutoLRS:
         if win is None:
             action, value, msg = s.resolve_failure()
             warnings.warn(f"AutoLRS {msg}", RuntimeWarning, stacklevel=3)
-            self._snapshot.restore()
+            self._restore(self._snapshot)
             if action == "retry":
                 s.begin_stage()
                 self._best_forecast = math.inf
@@ -536,10 +670,10 @@ class AutoLRS:
             and not self._best_snapshot.empty
             and math.isfinite(self._best_forecast)
         ):
-            self._best_snapshot.restore()
+            self._restore(self._best_snapshot)
             kept = s.tau_prime - (s.plan_now.cooldown if s.plan_now is not None else 0)
         else:
-            self._snapshot.restore()
+            self._restore(self._snapshot)
         self._enter_exploit(s.exploit_length(self.global_step, kept), phase="exploit")
 
     def _enter_exploit(self, length: int | None, *, phase: str) -> None:
@@ -589,7 +723,7 @@ class AutoLRS:
         # A non-finite loss that left weights and optimizer state finite (a bad batch, a
         # skipped step) cuts the LR box only until training is healthy again.
         transient = self._model_finite(optimizer=True)
-        self._snapshot.restore()
+        self._restore(self._snapshot)
         lo, hi = self.search.recover(bad, transient=transient)
         back = self.search.pending_restore
         warnings.warn(
@@ -614,7 +748,7 @@ class AutoLRS:
 
     def _restart_warmup(self) -> None:
         self.recoveries += 1
-        self._snapshot.restore()
+        self._restore(self._snapshot)
         self.warmup_lr /= 10.0
         self._warmup_start = self.global_step
         warnings.warn(
@@ -631,6 +765,31 @@ class AutoLRS:
             self.phase = "done"
 
     # ------------------------------------------------------------------ helpers
+    def _capture(self, snap: Snapshot) -> None:
+        snap.capture()
+        self._lines[id(snap)] = None if self._line is None else list(self._line)
+
+    def _restore(self, snap: Snapshot) -> None:
+        snap.restore()
+        self._restores += 1
+        line = self._lines.get(id(snap))
+        self._line = None if line is None else list(line)
+
+    def _extend_line(self, step: int) -> None:
+        line = self._line
+        if line is None:
+            return
+        if line and line[-1][1] == step:
+            line[-1] = (line[-1][0], step + 1)
+        else:
+            line.append((step, step + 1))
+
+    def _read_scale(self) -> float | None:
+        """The GradScaler's current scale (``None``: no scaler, or one that is disabled)."""
+        if self.scaler is None or not self.scaler.is_enabled():
+            return None
+        return float(self.scaler.get_scale())
+
     def _follow_plan(self) -> None:
         """Exploitation step: the plan's LR (the final decay), written only when it changes.
 
@@ -700,7 +859,8 @@ class AutoLRS:
         finally:
             restore_rng_state(rng)
             self.model.train(was_training)
-        return _val_float(out)
+        value = _val_float(out)
+        return value if self._sync is None else self._sync.mean(value)
 
     def _model_finite(self, *, optimizer: bool = False) -> bool:
         """Whether every floating tensor of the model (and the optimizer state) is finite."""
@@ -708,7 +868,8 @@ class AutoLRS:
         if optimizer:
             ts += [v for st in self.optimizer.state.values() for v in st.values()]
         ts = [t for t in ts if isinstance(t, torch.Tensor) and torch.is_floating_point(t)]
-        return not ts or bool(torch.stack([torch.isfinite(t).all() for t in ts]).all())
+        ok = not ts or bool(torch.stack([torch.isfinite(t).all() for t in ts]).all())
+        return ok if self._sync is None else self._sync.all_true(ok)
 
     def _val_fn_broken(self, value: float) -> bool:
         """val_fn returned ``value`` (non-finite) although the model is finite: blame it.
@@ -738,7 +899,7 @@ class AutoLRS:
             stacklevel=5,
         )
         if restart:
-            self._snapshot.restore()
+            self._restore(self._snapshot)
             self.search.begin_stage()
             self._best_forecast = math.inf
             self._begin_candidate()
@@ -798,6 +959,16 @@ class AutoLRS:
             "val_broken": self._val_broken,
             "nonfinite_skipped": self.nonfinite_skipped,
             "nonfinite_streak": self._nonfinite_streak,
+            "skipped_steps": self.skipped_steps,
+            # The scale after the last step: a resumed run detects a skip at its first step
+            # whichever of the scaler and the tuner is loaded first.
+            "scale_seen": self._scale_seen,
+            "lineage": {
+                "current": _runs(self._line),
+                "snapshot": _runs(self._lines.get(id(self._snapshot))),
+                "best_snapshot": _runs(self._lines.get(id(self._best_snapshot))),
+                "cand_snapshot": _runs(self._lines.get(id(self._cand_snapshot))),
+            },
             "history": {
                 "step": [r.step for r in self._records],
                 "stage": [r.stage for r in self._records],
@@ -834,6 +1005,15 @@ class AutoLRS:
             (self._snapshot, self._best_snapshot, self._cand_snapshot), v.pop("snapshots")
         ):
             snap._state, snap._devices = parsed
+        lines = v.pop("lineage")
+        self._line = lines["current"]
+        self._lines = {
+            id(snap): lines[key]
+            for snap, key in zip(
+                (self._snapshot, self._best_snapshot, self._cand_snapshot),
+                ("snapshot", "best_snapshot", "cand_snapshot"),
+            )
+        }
         self._records = v.pop("records")
         for name, value in v.items():
             setattr(self, name, value)
@@ -899,6 +1079,13 @@ class AutoLRS:
             return {
                 "snapshots": snapshots,
                 "records": records,
+                "lineage": _parse_lineage(state.get("lineage"), len(records)),
+                "skipped_steps": _nat(state.get("skipped_steps", 0), "skipped_steps"),
+                "_scale_seen": (
+                    self._read_scale()
+                    if state.get("scale_seen") is None or self.scaler is None
+                    else _num(state["scale_seen"], "scale_seen", low=0.0)
+                ),
                 "global_step": nat("global_step"),
                 "phase": phase,
                 "_lr": num("lr", 0.0),
@@ -990,6 +1177,39 @@ def _config_of(
         "warmup_steps": warmup_steps,
         "warmup_lr": warmup_lr,
     }
+
+
+def _runs(line: list[tuple[int, int]] | None) -> list[list[int]] | None:
+    return None if line is None else [[a, b] for a, b in line]
+
+
+def _parse_lineage(entry: Any, n_records: int) -> dict[str, list[tuple[int, int]] | None]:
+    """The lineage entry of a state (absent before it existed: unknown, ``None``)."""
+    keys = ("current", "snapshot", "best_snapshot", "cand_snapshot")
+    if entry is None:
+        return dict.fromkeys(keys)
+    if not isinstance(entry, Mapping):
+        raise StateError(f"lineage is {entry!r}, not a mapping")
+    out: dict[str, list[tuple[int, int]] | None] = {}
+    for key in keys:
+        runs = entry.get(key)
+        if runs is None:
+            out[key] = None
+            continue
+        parsed = []
+        for run in _seq(runs, f"lineage.{key}"):
+            pair = _seq(run, f"lineage.{key}[]")
+            if len(pair) != 2:
+                raise StateError(f"lineage.{key} holds {run!r}, not a [start, end) pair")
+            a, b = (_nat(x, f"lineage.{key}") for x in pair)
+            if not (a < b <= n_records) or (parsed and a < parsed[-1][1]):
+                raise StateError(
+                    f"lineage.{key} has the run [{a}, {b}), not increasing within the "
+                    f"{n_records} recorded steps"
+                )
+            parsed.append((a, b))
+        out[key] = parsed
+    return out
 
 
 def _plain(value: Any) -> Any:

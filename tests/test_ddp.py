@@ -1,0 +1,115 @@
+"""AutoLRS under torch.distributed: two CPU processes (gloo), one decision for both ranks.
+
+Each rank trains a DDP-wrapped model on its own data (different inputs and targets), so the
+ranks' losses differ; the tuner must average them, decide identically on both ranks and
+restore each rank's snapshots, leaving identical LRs and weights. One spawn runs three
+configurations to keep the test short (two processes start once).
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import math
+import pathlib
+import warnings
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from autolr import AutoLRS, ConfigTypeError, StateError
+
+
+def _train(rank: int, tuner_kw: dict, *, tensor_loss: bool, val: bool) -> dict:
+    torch.manual_seed(0)  # same initial weights on every rank (DDP also broadcasts them)
+    model = DDP(nn.Linear(4, 1))
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    data = torch.Generator().manual_seed(100 + rank)  # each rank its own batches
+    xv = torch.randn(32, 4, generator=torch.Generator().manual_seed(7 + rank))
+
+    def val_fn() -> torch.Tensor:  # a rank-dependent validation loss: averaged by the tuner
+        return (model.module(xv) - xv.sum(1, keepdim=True) * (1 + rank)).pow(2).mean()
+
+    tuner = AutoLRS(model, opt, **tuner_kw, val_fn=val_fn if val else None)
+    local = []
+    while not tuner.done:
+        x = torch.randn(16, 4, generator=data)
+        loss = (model(x) - x.sum(1, keepdim=True) * (1 + rank)).pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        local.append(loss.item())
+        tuner.step(loss if tensor_loss else loss.item())
+    h = tuner.history
+    return {
+        "lrs": [r.lr for r in h],
+        "losses": [r.loss for r in h],
+        "phases": [r.phase for r in h],
+        "local": local,
+        "weights": [float(v) for v in model.module.weight.detach().flatten()]
+        + [float(model.module.bias.detach())],
+        "candidates": [len(s.candidates) for s in tuner.stages],
+        "export": tuner.export_schedule().per_step(),
+    }
+
+
+def _worker(rank: int, world: int, init: str, out: str) -> None:
+    torch.set_num_threads(1)
+    warnings.simplefilter("ignore")
+    dist.init_process_group(
+        "gloo", init_method=init, rank=rank, world_size=world,
+        timeout=datetime.timedelta(seconds=60),
+    )  # fmt: skip
+    try:
+        res = {
+            "budget": _train(rank, {"lr_bounds": (1e-3, 0.3), "max_steps": 80},
+                             tensor_loss=True, val=False),
+            "paper": _train(rank, {"lr_bounds": (1e-3, 0.3), "variant": "paper", "tau": 20,
+                                   "tau_prime": 4, "k": 3, "max_steps": 40, "sync_every": 4},
+                            tensor_loss=True, val=True),
+        }  # fmt: skip
+        # Built with other arguments on rank 1: the first step's check must refuse on both.
+        try:
+            _train(rank, {"lr_bounds": (1e-3, 0.3 if rank == 0 else 0.1), "max_steps": 100},
+                   tensor_loss=False, val=False)  # fmt: skip
+            res["mismatch"] = ""
+        except StateError as exc:
+            res["mismatch"] = str(exc)
+        (pathlib.Path(out) / f"r{rank}.json").write_text(json.dumps(res))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_two_ranks_take_one_decision(tmp_path) -> None:
+    mp.spawn(_worker, args=(2, f"file://{tmp_path}/rdzv", str(tmp_path)), nprocs=2, join=True)
+    r0, r1 = (json.loads((tmp_path / f"r{i}.json").read_text()) for i in range(2))
+    for name in ("budget", "paper"):
+        a, b = r0[name], r1[name]
+        assert a["local"] != b["local"]  # the ranks saw different data
+        assert a["lrs"] == b["lrs"] and a["phases"] == b["phases"]
+        assert a["weights"] == b["weights"]
+        assert a["export"] == b["export"]
+        assert "search" in a["phases"] and len(a["export"]) < len(a["lrs"])  # restores ran
+        # the tuner saw the mean of the ranks' losses (float32 read-back when deferred)
+        for t, loss in enumerate(a["losses"]):
+            assert loss == pytest.approx((a["local"][t] + b["local"][t]) / 2, rel=1e-6)
+    assert r0["budget"]["candidates"] == [4]
+    assert r0["paper"]["candidates"][0] == 3
+    for r in (r0, r1):
+        assert "ranks of the process group disagree" in r["mismatch"]
+
+
+def test_process_group_misuse() -> None:
+    model = nn.Linear(2, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(ConfigTypeError, match="process_group must be None"):
+        AutoLRS(model, opt, max_steps=100, process_group=True)
+    with pytest.raises(ConfigTypeError, match=r"while torch\.distributed is not initialised"):
+        AutoLRS(model, opt, max_steps=100, process_group=object())
+    # not initialised: None and False both tune alone
+    assert AutoLRS(model, opt, max_steps=100)._sync is None
+    assert not math.isnan(AutoLRS(model, opt, max_steps=100, process_group=False).lr)
