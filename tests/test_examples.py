@@ -48,3 +48,16 @@ def test_ray_tune_example() -> None:
     pytest.importorskip("ray.tune")
     out = _run("ray_tune.py", "--trials", "2", "--iters", "24", timeout=600)
     assert "winner" in out and "schedule" in out
+
+
+def test_lightning_example() -> None:
+    pytest.importorskip("lightning")
+    out = _run("lightning_autolrs.py", "--steps", "200")
+    assert "search at step" in out and "identical run: True" in out
+
+
+def test_hf_trainer_example() -> None:
+    pytest.importorskip("transformers")
+    pytest.importorskip("accelerate")
+    out = _run("hf_trainer_autolrs.py", "--steps", "100")
+    assert "search at step" in out and "identical run: True" in out
