@@ -1,4 +1,4 @@
-"""Front-end adapters (Ray Tune, Optuna, Lightning, HF Trainer), one module per framework.
+"""Front-end adapters (Ray Tune, Optuna, Lightning, HF Trainer, Flower), one module per framework.
 
 Each adapter imports its framework lazily and is a thin translation of the framework's hooks
 into the core searchers, predictors and tuners. A missing framework raises an

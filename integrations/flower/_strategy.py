@@ -1,0 +1,436 @@
+"""FedHyperStrategy: a Flower Message-API strategy running FedHyperServer's rules."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import FedAvg
+
+from autolr._errors import ConfigError, ConfigTypeError, StateError
+from autolr._hypergrad import (
+    _short,
+    _state_error,
+    _state_int,
+    _state_keys,
+    _state_list,
+    _state_tensor,
+    _state_version,
+)
+from autolr.federated import FedHyperServer, RoundReport
+
+__all__ = ["LOCAL_LR_KEY", "PREV_UPDATE_KEY", "ROUND_KEY", "FedHyperStrategy", "FlowerRound"]
+
+#: ConfigRecord key of the clients' local LR (SL-adapted when enabled).
+LOCAL_LR_KEY = "fedhyper-local-lr"
+#: ConfigRecord key of FedHyper's round index (0-based; continues across a resumed run).
+ROUND_KEY = "fedhyper-round"
+#: RecordDict key of the ArrayRecord holding Δ_{t−1}, for FedHyper-CL clients.
+PREV_UPDATE_KEY = "fedhyper-prev-update"
+
+_STATE_VERSION = 1
+_LOG = logging.getLogger("flwr")  # Flower's logger: the lines reach `flwr log` and the SuperLink
+
+
+@dataclass(frozen=True)
+class FlowerRound:
+    """What one Flower training round did, node by node.
+
+    Attributes:
+        server_round: Flower's round number (restarts at 1 in a resumed run).
+        round: FedHyper's 0-based round index (continues across a resumed run).
+        sampled: node IDs the round's training messages went to.
+        aggregated: node IDs whose update was averaged in.
+        dropped: node IDs whose update held NaN/inf (dropped, never averaged in).
+        failed: node ID → reason, for error replies (ClientApp exception, node unavailable)
+            and replies without a usable ArrayRecord/MetricRecord.
+        missing: node IDs that had not replied when the round's timeout expired.
+        report: the :class:`~autolr.federated.RoundReport` of the server step (None when no
+            reply was usable: the model and the LRs were left unchanged).
+    """
+
+    server_round: int
+    round: int
+    sampled: tuple[int, ...]
+    aggregated: tuple[int, ...]
+    dropped: tuple[int, ...]
+    failed: dict[int, str] = field(default_factory=dict)
+    missing: tuple[int, ...] = ()
+    report: RoundReport | None = None
+
+
+def _check_fraction(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+        raise ConfigError(f"{name} must be a number in [0, 1], got {value!r}")
+
+
+def _check_count(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigError(f"{name} must be an int >= 0, got {value!r}")
+
+
+class FedHyperStrategy(FedAvg):
+    """Flower strategy (Message API, ``flwr.serverapp``) applying FedHyper to the round's update.
+
+    Sampling, messaging and client-side evaluation are Flower's :class:`FedAvg`; the aggregation
+    is a :class:`~autolr.federated.FedHyperServer` step on the replies, so every FedHyper rule
+    (G, GM, SL, ``normalize``; FedAvg or FedAdam server step) behaves exactly as in
+    :func:`autolr.federated.simulate`. Each round's training messages carry, besides the model
+    (``arrays``) and the config:
+
+    * ``config["fedhyper-local-lr"]``: the clients' LR (SL moves it; else ``local_lr``);
+    * ``config["fedhyper-round"]``: FedHyper's 0-based round index (continues after a resume);
+    * ``content["fedhyper-prev-update"]``: Δ_{t−1} as an ArrayRecord keyed like the model, for
+      FedHyper-CL (absent in the first round or with ``send_previous_update=False``).
+
+    :func:`~autolr.integrations.flower.fedhyper_client` reads them in a ``ClientApp``.
+
+    Faults are expected events. Error replies (a ClientApp exception, a dead node), replies
+    without one ArrayRecord of the model's keys and shapes, updates holding NaN/inf, and nodes
+    that miss the round's ``timeout`` are left out of the average, logged as a WARNING, counted
+    in the round's train metrics (``fedhyper-dropped``, ``fedhyper-failed``,
+    ``fedhyper-missing``) and listed node by node in :attr:`rounds`. A round with no usable reply
+    keeps the model and the LRs.
+
+    Every array of the model is a parameter of the rule: send floating-point parameters of one
+    dtype (``ArrayRecord(model.state_dict())`` of a model without buffers, or
+    ``ArrayRecord({name: Array(p.numpy()) for name, p in model.named_parameters()})``).
+
+    Args:
+        rule, global_lr, hyper_lr, global_lr_bounds, momentum, server_optimizer, adam_betas,
+            adam_tau, local_lr, adapt_local_lr, local_hyper_lr, local_lr_bounds, normalize:
+            :class:`~autolr.federated.FedHyperServer`'s arguments (``server_optimizer="adam"``
+            is FedAdam).
+        weighted: weight each update by its reply's ``weighted_by_key`` metric (FedAvg);
+            False: uniform mean (the released FedHyper code).
+        send_previous_update: broadcast Δ_{t−1} for FedHyper-CL (one extra model-sized
+            download per round). Default True.
+        checkpoint: file written (atomically) after every round with :meth:`state_dict`;
+            :meth:`resume` restarts from it after the ServerApp or SuperLink was restarted.
+        **fedavg_kwargs: :class:`flwr.serverapp.strategy.FedAvg`'s arguments
+            (``fraction_train``, ``min_train_nodes``, ``min_available_nodes``, ...).
+
+    Raises:
+        ConfigError / ConfigTypeError: bad arguments (checked here, before any round).
+
+    Example:
+        >>> strategy = FedHyperStrategy(rule="g", global_lr=1.0, local_lr=0.1,
+        ...                             fraction_evaluate=0.0, min_available_nodes=2)
+        >>> strategy.server is None  # built from the first round's arrays
+        True
+    """
+
+    def __init__(
+        self,
+        *,
+        rule: str = "g",
+        global_lr: float = 1.0,
+        hyper_lr: float | None = None,
+        global_lr_bounds: tuple[float, float] | None = None,
+        momentum: float = 0.9,
+        server_optimizer: str = "avg",
+        adam_betas: tuple[float, float] = (0.9, 0.99),
+        adam_tau: float = 1e-3,
+        local_lr: float = 0.01,
+        adapt_local_lr: bool = False,
+        local_hyper_lr: float | None = None,
+        local_lr_bounds: tuple[float, float] | None = None,
+        normalize: bool = False,
+        weighted: bool = True,
+        send_previous_update: bool = True,
+        checkpoint: str | os.PathLike[str] | None = None,
+        **fedavg_kwargs: Any,
+    ) -> None:
+        for name in ("fraction_train", "fraction_evaluate"):
+            if name in fedavg_kwargs:
+                _check_fraction(name, fedavg_kwargs[name])
+        for name in ("min_train_nodes", "min_evaluate_nodes", "min_available_nodes"):
+            if name in fedavg_kwargs:
+                _check_count(name, fedavg_kwargs[name])
+        try:
+            super().__init__(**fedavg_kwargs)
+        except TypeError as exc:
+            raise ConfigTypeError(f"FedHyperStrategy: {exc} (FedAvg's arguments)") from None
+        self._server_kwargs: dict[str, Any] = {
+            "rule": rule,
+            "global_lr": global_lr,
+            "hyper_lr": hyper_lr,
+            "global_lr_bounds": global_lr_bounds,
+            "momentum": momentum,
+            "server_optimizer": server_optimizer,
+            "adam_betas": adam_betas,
+            "adam_tau": adam_tau,
+            "local_lr": local_lr,
+            "adapt_local_lr": adapt_local_lr,
+            "local_hyper_lr": local_hyper_lr,
+            "local_lr_bounds": local_lr_bounds,
+            "normalize": normalize,
+        }
+        # Check FedHyperServer's arguments now, not at the first round on a remote SuperLink.
+        FedHyperServer([torch.zeros(1)], **self._server_kwargs)
+        self.weighted = bool(weighted)
+        self.send_previous_update = bool(send_previous_update)
+        self.checkpoint = Path(checkpoint) if checkpoint is not None else None
+        self.server: FedHyperServer | None = None
+        #: Per training round, what happened node by node (this process's rounds only).
+        self.rounds: list[FlowerRound] = []
+        self.round = 0  # FedHyper rounds configured so far, resumed ones included
+        self._keys: list[str] = []
+        self._params: list[torch.Tensor] = []
+        self._sent: list[Message] = []
+
+    # ------------------------------------------------------------------ model <-> server
+    def _build(self, arrays: ArrayRecord) -> None:
+        if not isinstance(arrays, ArrayRecord) or len(arrays) == 0:
+            raise ConfigError(f"the model arrays must be a non-empty ArrayRecord, got {arrays!r}")
+        params = []
+        for key, arr in arrays.items():
+            value = arr.numpy()
+            if not np.issubdtype(value.dtype, np.floating):
+                raise ConfigError(
+                    f"array {key!r} has dtype {value.dtype}; FedHyperStrategy treats every array "
+                    "as a parameter, so send floating-point parameters only (no integer buffers "
+                    "such as BatchNorm's num_batches_tracked)"
+                )
+            params.append(torch.from_numpy(np.array(value, copy=True)))
+        self._keys = list(arrays.keys())
+        self._params = params
+        self.server = FedHyperServer(self._params, **self._server_kwargs)
+
+    def _load_arrays(self, arrays: ArrayRecord) -> None:
+        """Make ``arrays`` the server's global parameters (checks keys and shapes)."""
+        if self.server is None:
+            self._build(arrays)
+            return
+        if list(arrays.keys()) != self._keys:
+            raise ConfigError(
+                f"the model arrays have keys {list(arrays.keys())}, the strategy was built for "
+                f"{self._keys}"
+            )
+        for key, p in zip(self._keys, self._params):
+            value = arrays[key].numpy()
+            if tuple(value.shape) != tuple(p.shape):
+                raise ConfigError(
+                    f"array {key!r} has shape {tuple(value.shape)}, expected {tuple(p.shape)}"
+                )
+            p.copy_(torch.from_numpy(np.asarray(value)))
+
+    def _record(self, tensors: Iterable[torch.Tensor]) -> ArrayRecord:
+        return ArrayRecord(
+            {k: Array(t.detach().cpu().numpy().copy()) for k, t in zip(self._keys, tensors)}
+        )
+
+    @property
+    def global_arrays(self) -> ArrayRecord | None:
+        """The current global model as an ArrayRecord (None before the first round)."""
+        return None if self.server is None else self._record(self._params)
+
+    # ------------------------------------------------------------------ rounds
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        """Sample nodes like FedAvg and send the model, the local LR and Δ_{t−1}."""
+        self._load_arrays(arrays)
+        assert self.server is not None
+        config[LOCAL_LR_KEY] = float(self.server.local_lr)
+        config[ROUND_KEY] = int(self.round)
+        messages = list(super().configure_train(server_round, arrays, config, grid))
+        prev = self.server.previous_update
+        if messages and self.send_previous_update and prev is not None:
+            # FedAvg shares one RecordDict among the round's messages: add Δ_{t−1} once.
+            messages[0].content[PREV_UPDATE_KEY] = self._record(prev)
+        self._sent = messages
+        return messages
+
+    def _node_of(self, reply: Message, by_id: dict[str, int]) -> int:
+        # A NODE_UNAVAILABLE reply comes from the SuperLink: map it back via the message ID.
+        return by_id.get(reply.metadata.reply_to_message_id, reply.metadata.src_node_id)
+
+    def _parse_reply(self, content: RecordDict) -> tuple[list[torch.Tensor], float] | str:
+        """(client params, weight) of one reply, or why it cannot be used."""
+        records = list(content.array_records.values())
+        if len(records) != 1:
+            return f"the reply holds {len(records)} ArrayRecords, expected 1"
+        arrays = records[0]
+        if list(arrays.keys()) != self._keys:
+            return f"the reply's arrays have keys {list(arrays.keys())}, expected {self._keys}"
+        tensors = []
+        for key, p in zip(self._keys, self._params):
+            value = arrays[key].numpy()
+            if tuple(value.shape) != tuple(p.shape):
+                return f"array {key!r} has shape {tuple(value.shape)}, expected {tuple(p.shape)}"
+            tensors.append(torch.from_numpy(np.array(value, copy=True)))
+        weight = 1.0
+        if self.weighted:
+            metrics = list(content.metric_records.values())
+            value = metrics[0].get(self.weighted_by_key) if len(metrics) == 1 else None
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                return (
+                    f"the reply needs one MetricRecord with a number {self.weighted_by_key!r} "
+                    "(its weight in the average)"
+                )
+            if not (math.isfinite(value) and value >= 0):
+                return f"{self.weighted_by_key!r} must be a finite number >= 0, got {value!r}"
+            weight = float(value)
+        return tensors, weight
+
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        """FedHyperServer step on the usable replies; returns the new global model and metrics."""
+        if self.server is None:
+            raise StateError("FedHyperStrategy.aggregate_train() called before configure_train()")
+        replies = list(replies)  # may be a one-shot iterable
+        by_id = {m.metadata.message_id: m.metadata.dst_node_id for m in self._sent}
+        sampled = tuple(m.metadata.dst_node_id for m in self._sent)
+        failed: dict[int, str] = {}
+        usable: list[tuple[int, list[torch.Tensor], float, RecordDict]] = []
+        seen = set()
+        for reply in replies:
+            node = self._node_of(reply, by_id)
+            seen.add(node)
+            if reply.has_error():
+                failed[node] = f"error {reply.error.code}: {reply.error.reason}"
+                continue
+            parsed = self._parse_reply(reply.content)
+            if isinstance(parsed, str):
+                failed[node] = parsed
+            else:
+                usable.append((node, parsed[0], parsed[1], reply.content))
+        missing = tuple(n for n in sampled if n not in seen)
+        report: RoundReport | None = None
+        dropped: tuple[int, ...] = ()
+        kept = usable
+        if usable:
+            report = self.server.step([u[1] for u in usable], [u[2] for u in usable])
+            dropped = tuple(usable[i][0] for i in report.dropped)
+            kept = [u for i, u in enumerate(usable) if i not in set(report.dropped)]
+        entry = FlowerRound(
+            server_round=server_round,
+            round=self.round,
+            sampled=sampled,
+            aggregated=tuple(u[0] for u in kept) if report and not report.skipped else (),
+            dropped=dropped,
+            failed=failed,
+            missing=missing,
+            report=report,
+        )
+        self.rounds.append(entry)
+        self.round += 1
+        self._sent = []
+        if failed or dropped or missing:
+            _LOG.warning(
+                "FedHyperStrategy round %d: %d of %d sampled nodes aggregated; non-finite "
+                "update (dropped): %s; failed: %s; no reply before the timeout: %s",
+                server_round,
+                len(entry.aggregated),
+                len(sampled),
+                list(dropped),
+                failed,
+                list(missing),
+            )
+        metrics = self._metrics(kept, entry)
+        arrays = self.global_arrays if report is not None and not report.skipped else None
+        self._save()
+        return arrays, metrics
+
+    def _metrics(self, kept: list[Any], entry: FlowerRound) -> MetricRecord:
+        metrics = MetricRecord()
+        if kept and self.weighted:
+            try:
+                metrics = self.train_metrics_aggr_fn([u[3] for u in kept], self.weighted_by_key)
+            except Exception as exc:  # replies with different metric keys: keep the run going
+                _LOG.warning("FedHyperStrategy: could not aggregate the train metrics: %s", exc)
+        server = self.server
+        assert server is not None
+        metrics["fedhyper-global-lr"] = float(server.effective_global_lr)
+        metrics["fedhyper-momentum-coef"] = float(server.momentum_coef)
+        metrics["fedhyper-local-lr"] = float(server.local_lr)
+        metrics["fedhyper-aggregated"] = len(entry.aggregated)
+        metrics["fedhyper-dropped"] = len(entry.dropped)
+        metrics["fedhyper-failed"] = len(entry.failed)
+        metrics["fedhyper-missing"] = len(entry.missing)
+        return metrics
+
+    # ------------------------------------------------------------------ persistence
+    def state_dict(self) -> dict[str, Any]:
+        """Round counter, global model, the FedHyperServer state (LRs, Δ_{t−1}, momentum/Adam
+        buffers) and the arguments; tensors and plain values only."""
+        return {
+            "version": _STATE_VERSION,
+            "kind": "FedHyperStrategy",
+            "round": self.round,
+            "keys": list(self._keys),
+            "arrays": [p.clone() for p in self._params],
+            "server": None if self.server is None else self.server.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict` output (e.g. in a restarted ServerApp).
+
+        Raises:
+            StateError: not a FedHyperStrategy state, missing or mistyped entries, or a
+                FedHyperServer state saved with other arguments or another model.
+        """
+        owner = "FedHyperStrategy"
+        _state_version(owner, state, ("round", "keys", "arrays", "server"), (1,))
+        _state_keys(owner, state, ("round", "keys", "arrays", "server"))
+        round_ = _state_int(owner, "round", state["round"])
+        keys = _state_list(owner, "keys", state["keys"])
+        arrays = _state_list(owner, "arrays", state["arrays"], len(keys))
+        if state["server"] is None:
+            if keys:
+                raise _state_error(owner, "'server' is None but the state holds a model")
+            self.server, self._keys, self._params, self.round = None, [], [], round_
+            return
+        if not keys or not all(isinstance(k, str) for k in keys):
+            raise _state_error(owner, f"'keys' must be a non-empty list of str, got {_short(keys)}")
+        tensors = []
+        for i, a in enumerate(arrays):
+            if not isinstance(a, torch.Tensor):
+                raise _state_error(owner, f"arrays[{i}] must be a tensor, got {_short(a)}")
+            tensors.append(_state_tensor(owner, f"arrays[{i}]", a, tuple(a.shape), "the state"))
+        params = [t.detach().clone() for t in tensors]
+        server = FedHyperServer(params, **self._server_kwargs)
+        server.load_state_dict(state["server"])  # checks arguments and shapes
+        self._keys, self._params, self.server, self.round = list(keys), params, server, round_
+
+    def _save(self) -> None:
+        if self.checkpoint is None:
+            return
+        tmp = self.checkpoint.with_name(self.checkpoint.name + ".tmp")
+        torch.save(self.state_dict(), tmp)
+        os.replace(tmp, self.checkpoint)  # a crash mid-save keeps the previous checkpoint
+
+    def resume(self, initial_arrays: ArrayRecord) -> tuple[ArrayRecord, int]:
+        """Load :attr:`checkpoint` if it exists; returns (arrays to start from, rounds done).
+
+        Start the (new) Flower run with them::
+
+            arrays, done = strategy.resume(ArrayRecord(model.state_dict()))
+            strategy.start(grid, arrays, num_rounds=total_rounds - done, ...)
+
+        Without a checkpoint file this returns ``(initial_arrays, 0)``.
+
+        Raises:
+            StateError: the checkpoint comes from another configuration or model.
+        """
+        if self.checkpoint is None or not self.checkpoint.exists():
+            return initial_arrays, 0
+        self.load_state_dict(torch.load(self.checkpoint, weights_only=True))
+        arrays = self.global_arrays
+        return (initial_arrays if arrays is None else arrays), self.round
+
+    def summary(self) -> None:
+        """Log FedAvg's summary and the FedHyper configuration."""
+        super().summary()
+        _LOG.info("\t└──> FedHyper: %s", {k: v for k, v in self._server_kwargs.items()})
