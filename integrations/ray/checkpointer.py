@@ -1,0 +1,164 @@
+"""``TuneCheckpointer``: a PyTorch function trainable that follows the scheduler's contract."""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import warnings
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+from autolr._autolrs._lr import GroupLRs
+from autolr._errors import ConfigError, StateError
+from autolr._snapshot import Snapshot, Stateful
+from autolr._validate import check_float, check_instance
+
+from .. import require
+from ._schedule import SCHEDULE_KEY, scheduled_lr
+
+_tune = require("ray.tune", "ray")
+
+__all__ = ["TuneCheckpointer"]
+
+_FILE = "autolr_trial.pt"  # the file inside each reported checkpoint folder
+_VERSION = 1  # of what that file holds: {"version", "snapshot", "iteration"}
+
+
+class _DropCheckpointNote(logging.Filter):
+    """Drops Ray's per-report "Checkpoint successfully created at ..." INFO line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Checkpoint successfully created")
+
+
+_DROP_CHECKPOINT_NOTE = _DropCheckpointNote()
+# The logger of ray.train._internal.storage.StorageContext.persist_current_checkpoint.
+_RAY_STORAGE_LOG = logging.getLogger("ray.train._internal.storage")
+
+
+class TuneCheckpointer:
+    """Makes a PyTorch function trainable follow the :class:`AutoLRSScheduler` contract.
+
+    On construction it resumes from ``ray.tune.get_checkpoint()`` (model, optimizer, extras,
+    RNG states and the iteration counter) and sets the optimizer's LR for the next iteration:
+    from the schedule the scheduler put into the config (:data:`SCHEDULE_KEY`: warm-up,
+    candidate LR, final decay), else ``config[lr_key]`` (parameter groups keep their ratios).
+    :meth:`report` sends the loss (and the LR it trained with, as ``"lr"``), any extra metrics
+    and a checkpoint to Ray with ``ray.tune.report``, then sets the LR of the next iteration
+    from the schedule. Outside a Tune session it only applies the LR. The checkpoint holds an
+    :class:`autolr.Snapshot` of the training state, so a restore is as exact as AutoLRS's.
+
+    Args:
+        model: The model being trained.
+        optimizer: Its optimizer.
+        config: The trial's config (the trainable's argument).
+        lr_key: Config key of the LR.
+        metric: Name under which :meth:`report` sends the loss.
+        extras: Further stateful objects (``GradScaler``, LR-free schedulers...) by name.
+        rng: Save and restore the torch/numpy/python RNG states, so every candidate of a stage
+            sees the same batches (as the in-loop AutoLRS does).
+
+    Raises:
+        ConfigTypeError: ``model``/``optimizer`` of the wrong type, or an extra without
+            ``state_dict``/``load_state_dict``.
+        ConfigError: ``config`` has no positive finite ``config[lr_key]``, or a malformed
+            schedule.
+        StateError: The checkpoint Ray hands over is not one a ``TuneCheckpointer`` of this
+            model and optimizer wrote.
+
+    Example:
+        >>> model = torch.nn.Linear(4, 1)
+        >>> opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        >>> ckpt = TuneCheckpointer(model, opt, {"lr": 0.02})  # outside Tune: sets the LR
+        >>> opt.param_groups[0]["lr"], ckpt.iteration
+        (0.02, 0)
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
+        config: Mapping[str, Any],
+        *,
+        lr_key: str = "lr",
+        metric: str = "loss",
+        extras: Mapping[str, Stateful] | None = None,
+        rng: bool = True,
+    ) -> None:
+        check_instance("model", model, torch.nn.Module)
+        check_instance("optimizer", optimizer, torch.optim.Optimizer)
+        if lr_key not in config:
+            raise ConfigError(f"config has no {lr_key!r} entry (the LR the scheduler sets)")
+        check_float(f"config[{lr_key!r}]", config[lr_key], minimum=0.0, min_inclusive=False)
+        schedule = config.get(SCHEDULE_KEY)
+        if schedule is not None and not (isinstance(schedule, Mapping) and schedule.get("points")):
+            raise ConfigError(f"config[{SCHEDULE_KEY!r}] is not an AutoLRSScheduler schedule")
+        self.model = model
+        self.optimizer = optimizer
+        self.metric = metric
+        self.extras = dict(extras or {})
+        self.rng = bool(rng)
+        # Host copies: the snapshot holds one only while a checkpoint is written or read.
+        self._snapshot = Snapshot(model, optimizer, extras=self.extras, offload="cpu", rng=rng)
+        self._config = dict(config)
+        self._lr_key = lr_key
+        self._group_lrs = GroupLRs(optimizer)
+        self.iteration = 0
+        self._restore()
+        self._set_lr(scheduled_lr(self._config, self.iteration, lr_key=lr_key))
+
+    def _set_lr(self, lr: float) -> None:
+        self.lr = float(lr)
+        self._group_lrs.set(self.lr)
+
+    def _restore(self) -> None:
+        with warnings.catch_warnings():
+            # Outside a Tune session Ray warns and returns None: that is the doctest case.
+            warnings.filterwarnings("ignore", message=".*get_checkpoint.*", category=UserWarning)
+            checkpoint = _tune.get_checkpoint()
+        if checkpoint is None:
+            return
+        with checkpoint.as_directory() as folder:
+            # On the CPU: the snapshot moves each tensor back to the device it was saved from.
+            state = torch.load(os.path.join(folder, _FILE), map_location="cpu", weights_only=True)
+        if not isinstance(state, Mapping) or state.get("version") != _VERSION:
+            raise StateError(
+                f"the checkpoint Ray handed over ({_FILE}) was not written by this version of "
+                "TuneCheckpointer (missing or unknown 'version'); start the trial afresh"
+            )
+        self._snapshot.load_state_dict(state["snapshot"])
+        self._snapshot.restore()
+        self._snapshot.load_state_dict({})  # drop the host copy
+        self.iteration = int(state["iteration"])
+
+    def report(self, loss: float | torch.Tensor, **metrics: Any) -> None:
+        """Report this iteration's loss (plus ``metrics``) with a checkpoint; iteration += 1.
+
+        Then sets the LR of the next iteration from the config's schedule.
+        """
+        value = float(loss.detach().float().item()) if isinstance(loss, torch.Tensor) else loss
+        used = self.lr
+        self.iteration += 1
+        self._snapshot.capture()  # before the next LR is set: the state this iteration left
+        state = {
+            "version": _VERSION,
+            "snapshot": self._snapshot.state_dict(),
+            "iteration": self.iteration,
+        }
+        self._snapshot.load_state_dict({})  # drop the host copy (``state`` holds it)
+        self._set_lr(scheduled_lr(self._config, self.iteration, lr_key=self._lr_key))
+        with tempfile.TemporaryDirectory() as folder:
+            torch.save(state, os.path.join(folder, _FILE))
+            # Ray logs one INFO line per persisted checkpoint, i.e. per iteration here; only
+            # during this call, so the user's own reports keep it.
+            _RAY_STORAGE_LOG.addFilter(_DROP_CHECKPOINT_NOTE)
+            try:
+                _tune.report(
+                    {self.metric: float(value), "lr": used, **metrics},
+                    checkpoint=_tune.Checkpoint.from_directory(folder),
+                )
+            finally:
+                _RAY_STORAGE_LOG.removeFilter(_DROP_CHECKPOINT_NOTE)
