@@ -1,5 +1,8 @@
 """Loss-curve forecasters: predict the loss at a later step from a short window.
 
+:func:`forecast_run` is the forecast -> calibrate -> adjust pipeline that judges an
+unfinished run (used by the Optuna sampler and pruner).
+
 Example:
     >>> from autolr.predictors import ExponentialPredictor
     >>> fc = ExponentialPredictor().forecast([2.0, 1.6, 1.3, 1.1, 1.0, 0.95], target=60)
@@ -11,5 +14,27 @@ from __future__ import annotations
 
 from ._base import Forecast, Predictor
 from ._exponential import ExponentialPredictor
+from ._pipeline import (
+    FinalForecast,
+    ForecastCache,
+    ReferenceRun,
+    adjust,
+    calibrate,
+    final_step,
+    forecast_final,
+    forecast_run,
+)
 
-__all__ = ["ExponentialPredictor", "Forecast", "Predictor"]
+__all__ = [
+    "ExponentialPredictor",
+    "FinalForecast",
+    "Forecast",
+    "ForecastCache",
+    "Predictor",
+    "ReferenceRun",
+    "adjust",
+    "calibrate",
+    "final_step",
+    "forecast_final",
+    "forecast_run",
+]

@@ -17,13 +17,14 @@ The fit is robust and bounded where the original AutoLRS forecaster was not:
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from autolr._errors import ConfigError, StateError
+from autolr._validate import check_float, check_int
 
 from ._base import Forecast, Predictor, to_float_array
 
@@ -114,10 +115,10 @@ class ExponentialPredictor(Predictor):
         min_points: int = 5,
         outlier_k: float = 5.0,
     ) -> None:
-        self.max_drop = _check_max_drop(max_drop)
-        self.trim = _check_trim(trim)
-        self.min_points = _check_min_points(min_points)
-        self.outlier_k = _check_outlier_k(outlier_k)
+        self.max_drop = _CHECKS["max_drop"](max_drop)
+        self.trim = _CHECKS["trim"](trim)
+        self.min_points = int(_CHECKS["min_points"](min_points))
+        self.outlier_k = _CHECKS["outlier_k"](outlier_k)
 
     def __repr__(self) -> str:
         return (
@@ -148,12 +149,7 @@ class ExponentialPredictor(Predictor):
         """
         if not isinstance(state, Mapping):
             raise StateError(f"state must be a mapping, got {type(state).__name__}")
-        checks = {
-            "max_drop": _check_max_drop,
-            "trim": _check_trim,
-            "min_points": _check_min_points,
-            "outlier_k": _check_outlier_k,
-        }
+        checks = _CHECKS
         unknown = sorted(set(state) - set(checks))
         if unknown:
             raise StateError(
@@ -469,29 +465,10 @@ def _join(notes: list[str], why: str) -> str:
     return "; ".join([*notes, why])
 
 
-def _is_number(x: Any) -> bool:
-    return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, bool)
-
-
-def _check_max_drop(x: Any) -> float:
-    if not _is_number(x) or not math.isfinite(float(x)) or float(x) < 0:
-        raise ConfigError(f"max_drop must be a finite number >= 0, got {x!r}")
-    return float(x)
-
-
-def _check_trim(x: Any) -> float:
-    if not _is_number(x) or not 0.0 <= float(x) < 0.5:
-        raise ConfigError(f"trim must be a number in [0, 0.5), got {x!r}")
-    return float(x)
-
-
-def _check_min_points(x: Any) -> int:
-    if not isinstance(x, (int, np.integer)) or isinstance(x, bool) or int(x) < 4:
-        raise ConfigError(f"min_points must be an int >= 4, got {x!r}")
-    return int(x)
-
-
-def _check_outlier_k(x: Any) -> float:
-    if not _is_number(x) or not math.isfinite(float(x)) or float(x) <= 0:
-        raise ConfigError(f"outlier_k must be a finite number > 0, got {x!r}")
-    return float(x)
+# One check per configuration value, shared by __init__ and load_state_dict.
+_CHECKS: dict[str, Callable[[Any], float]] = {
+    "max_drop": lambda x: check_float("max_drop", x, minimum=0),
+    "trim": lambda x: check_float("trim", x, minimum=0, maximum=0.5, max_inclusive=False),
+    "min_points": lambda x: check_int("min_points", x, minimum=4),
+    "outlier_k": lambda x: check_float("outlier_k", x, minimum=0, min_inclusive=False),
+}

@@ -23,7 +23,7 @@ from ._base import Param, Searcher
 from ._gp import GPSearcher
 from ._random import RandomSearcher
 
-__all__ = ["GPSearcher", "LLMSearcher", "Param", "RandomSearcher", "Searcher"]
+__all__ = ["GPSearcher", "LLMClient", "LLMSearcher", "Param", "RandomSearcher", "Searcher"]
 
 
 def __getattr__(name: str) -> object:
@@ -31,4 +31,8 @@ def __getattr__(name: str) -> object:
         from ._llm import LLMSearcher
 
         return LLMSearcher
+    if name == "LLMClient":
+        from ._llm_client import LLMClient
+
+        return LLMClient
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

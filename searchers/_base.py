@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from autolr._errors import ConfigError, ConfigTypeError, StateError
+from autolr._validate import check_choice, check_instance, check_int
 
 __all__ = ["Param", "Searcher"]
 
@@ -187,15 +188,13 @@ class Searcher(abc.ABC):
     def __init__(
         self, params: Sequence[Param], *, seed: int | None = None, design: str = "sobol"
     ) -> None:
-        if design not in ("sobol", "stratified"):
-            raise ConfigError(f"design must be 'sobol' or 'stratified', got {design!r}")
+        check_choice("design", design, ("sobol", "stratified"))
         self.design = design
         params = tuple(params)
         if not params:
             raise ConfigError("params must be a non-empty sequence of Param, got an empty one")
-        for p in params:
-            if not isinstance(p, Param):
-                raise ConfigTypeError(f"params must contain Param instances, got {p!r}")
+        for i, p in enumerate(params):
+            check_instance(f"params[{i}]", p, Param)
         names = [p.name for p in params]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
@@ -377,8 +376,7 @@ class Searcher(abc.ABC):
         Example:
             >>> cfgs = s.suggest(2, pending=[{"lr": 0.01}])  # doctest: +SKIP
         """
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise ConfigError(f"n must be an int >= 1, got {n!r}")
+        check_int("n", n, minimum=1)
         pending_x = self.configs_to_unit(list(pending))
         call = self._n_suggest_calls
         self._n_suggest_calls += 1
@@ -421,12 +419,7 @@ class Searcher(abc.ABC):
     def _check_seed(seed: int | None) -> int:
         if seed is None:
             return secrets.randbits(63)
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-            raise ConfigTypeError(f"seed must be an int or None, got {seed!r}")
-        seed = int(seed)
-        if not 0 <= seed < 2**63:
-            raise ConfigError(f"seed must be in [0, 2**63), got {seed!r}")
-        return seed
+        return check_int("seed", seed, minimum=0, maximum=2**63 - 1)
 
     def reseed_rng(self, seed: int | None) -> None:
         """Restarts all random streams from ``seed``; observations are kept.

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from autolr._errors import ConfigError, StateError
+from autolr._validate import check_choice, check_float, check_int
 
 from ._base import _DEVICE, _DTYPE, _RNG_LOCK, Param, Searcher
 
@@ -213,22 +214,11 @@ class GPSearcher(Searcher):
         fast_1d: bool = True,
         design: str = "sobol",
     ) -> None:
-        if isinstance(n_initial, bool) or not isinstance(n_initial, int) or n_initial < 1:
-            raise ConfigError(f"n_initial must be an int >= 1, got {n_initial!r}")
-        if acquisition not in _ACQUISITIONS:
-            raise ConfigError(f"acquisition must be one of {_ACQUISITIONS}, got {acquisition!r}")
-        if not isinstance(beta, (int, float)) or not math.isfinite(beta) or beta < 0:
-            raise ConfigError(f"beta must be a finite float >= 0, got {beta!r}")
-        if isinstance(num_restarts, bool) or not isinstance(num_restarts, int) or num_restarts < 1:
-            raise ConfigError(f"num_restarts must be an int >= 1, got {num_restarts!r}")
-        if (
-            isinstance(raw_samples, bool)
-            or not isinstance(raw_samples, int)
-            or raw_samples < num_restarts
-        ):
-            raise ConfigError(
-                f"raw_samples must be an int >= num_restarts ({num_restarts}), got {raw_samples!r}"
-            )
+        check_int("n_initial", n_initial, minimum=1)
+        check_choice("acquisition", acquisition, _ACQUISITIONS)
+        check_float("beta", beta, minimum=0)
+        check_int("num_restarts", num_restarts, minimum=1)
+        check_int("raw_samples", raw_samples, minimum=num_restarts)
         if fit_options is not None and not isinstance(fit_options, dict):
             raise ConfigError(f"fit_options must be a dict or None, got {fit_options!r}")
         if init_hyperparameters is not None and not isinstance(init_hyperparameters, Mapping):

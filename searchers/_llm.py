@@ -36,7 +36,8 @@ from typing import Any
 
 import torch
 
-from autolr._errors import ConfigError, ConfigTypeError, StateError
+from autolr._errors import ConfigTypeError, StateError
+from autolr._validate import check_float, check_instance, check_int
 
 from ._base import Param, Searcher, _derive_seed
 from ._gp import GPSearcher
@@ -248,20 +249,20 @@ class LLMSearcher(Searcher):
                 f"task and objective must be str (objective non-empty), got {task!r}, {objective!r}"
             )
         self.task, self.objective = task.strip(), objective
-        self.timeout = _real(timeout, "timeout", low=0.0, open_low=True)
-        self.n_initial = _int(n_initial, "n_initial", 1)
-        self.n_candidates = _int(n_candidates, "n_candidates", 1)
+        self.timeout = check_float("timeout", timeout, minimum=0, min_inclusive=False)
+        self.n_initial = check_int("n_initial", n_initial, minimum=1)
+        self.n_candidates = check_int("n_candidates", n_candidates, minimum=1)
         self.min_candidates = (
             max(1, self.n_candidates // 2)
             if min_candidates is None
-            else _int(min_candidates, "min_candidates", 1)
+            else check_int("min_candidates", min_candidates, minimum=1)
         )
-        self.n_samples = _int(n_samples, "n_samples", 1)
-        self.alpha = _real(alpha, "alpha", low=-1.0)
-        self.max_context = _int(max_context, "max_context", 1)
-        self.max_rounds = _int(max_rounds, "max_rounds", 1)
-        self.dup_tol = _real(dup_tol, "dup_tol", low=0.0)
-        self.digits = _int(digits, "digits", 2)
+        self.n_samples = check_int("n_samples", n_samples, minimum=1)
+        self.alpha = check_float("alpha", alpha, minimum=-1)
+        self.max_context = check_int("max_context", max_context, minimum=1)
+        self.max_rounds = check_int("max_rounds", max_rounds, minimum=1)
+        self.dup_tol = check_float("dup_tol", dup_tol, minimum=0)
+        self.digits = check_int("digits", digits, minimum=2)
         if client is None:
             client = LLMClient(
                 base_url=base_url,
@@ -272,8 +273,8 @@ class LLMSearcher(Searcher):
                 cache_dir=cache_dir,
                 cache_mode=cache_mode,
             )
-        elif not isinstance(client, LLMClient):
-            raise ConfigTypeError(f"client must be an LLMClient or None, got {client!r}")
+        else:
+            check_instance("client", client, LLMClient)
         self.client = client
         if fallback is None:
             fallback = GPSearcher(
@@ -369,8 +370,7 @@ class LLMSearcher(Searcher):
             n: Number of configs (``>= 1``).
             pending: Configs already running but not yet observed; suggestions avoid them.
         """
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise ConfigError(f"n must be an int >= 1, got {n!r}")
+        check_int("n", n, minimum=1)
         pending_rows = [self._config_tuple(c, "pending config") for c in pending]
         call = self._n_suggest_calls
         self._n_suggest_calls += 1
@@ -703,21 +703,3 @@ class LLMSearcher(Searcher):
             self._format_line("predictions", len(cands)),
         ]
         return "\n".join(lines)
-
-
-def _int(x: Any, name: str, low: int) -> int:
-    if isinstance(x, bool) or not isinstance(x, int):
-        raise ConfigTypeError(f"{name} must be an int, got {x!r}")
-    if x < low:
-        raise ConfigError(f"{name} must be >= {low}, got {x!r}")
-    return x
-
-
-def _real(x: Any, name: str, *, low: float, open_low: bool = False) -> float:
-    if isinstance(x, bool) or not isinstance(x, (int, float)):
-        raise ConfigTypeError(f"{name} must be a number, got {x!r}")
-    x = float(x)
-    if not math.isfinite(x) or x < low or (open_low and x == low):
-        op = ">" if open_low else ">="
-        raise ConfigError(f"{name} must be a finite number {op} {low:g}, got {x!r}")
-    return x

@@ -18,7 +18,6 @@ import email.utils
 import hashlib
 import importlib.util
 import json
-import math
 import os
 import threading
 import time
@@ -26,7 +25,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from autolr._errors import ConfigError, ConfigTypeError
+from autolr._errors import ConfigError
+from autolr._validate import check_choice, check_float, check_int
 
 __all__ = ["ChatRequest", "LLMClient", "LLMError", "Usage"]
 
@@ -132,24 +132,6 @@ def _env(names: Sequence[str]) -> str | None:
     return None
 
 
-def _positive(x: Any, name: str, *, allow_zero: bool = False) -> float:
-    if isinstance(x, bool) or not isinstance(x, (int, float)):
-        raise ConfigTypeError(f"{name} must be a number, got {x!r}")
-    x = float(x)
-    if not math.isfinite(x) or x < 0 or (x == 0 and not allow_zero):
-        allowed = ">= 0" if allow_zero else "> 0"
-        raise ConfigError(f"{name} must be a finite number {allowed}, got {x!r}")
-    return x
-
-
-def _count(x: Any, name: str, low: int) -> int:
-    if isinstance(x, bool) or not isinstance(x, int):
-        raise ConfigTypeError(f"{name} must be an int, got {x!r}")
-    if x < low:
-        raise ConfigError(f"{name} must be >= {low}, got {x!r}")
-    return x
-
-
 def retry_after_seconds(
     headers: Mapping[str, str] | None, now: float | None = None
 ) -> float | None:
@@ -231,13 +213,12 @@ class LLMClient:
                 f"${ENV_MODEL[0]} (or ${ENV_MODEL[1]})"
             )
         self.model = model
-        self.max_retries = _count(max_retries, "max_retries", 0)
-        self.backoff = _positive(backoff, "backoff", allow_zero=True)
-        self.max_concurrency = _count(max_concurrency, "max_concurrency", 1)
+        self.max_retries = check_int("max_retries", max_retries, minimum=0)
+        self.backoff = check_float("backoff", backoff, minimum=0)
+        self.max_concurrency = check_int("max_concurrency", max_concurrency, minimum=1)
         if cache_mode is None:
             cache_mode = "off" if cache_dir is None else "readwrite"
-        if cache_mode not in _CACHE_MODES:
-            raise ConfigError(f"cache_mode must be one of {_CACHE_MODES}, got {cache_mode!r}")
+        check_choice("cache_mode", cache_mode, _CACHE_MODES)
         if cache_mode != "off" and cache_dir is None:
             raise ConfigError(f"cache_mode={cache_mode!r} needs a cache_dir, got None")
         self.cache_mode = cache_mode

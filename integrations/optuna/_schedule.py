@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from autolr._errors import ConfigError, ConfigTypeError
+from autolr._validate import check_choice, check_float, check_instance, check_int
 
 __all__ = ["SHAPES", "LRSchedule", "suggest_lr_schedule", "suggest_lr_scheduler"]
 
@@ -64,23 +65,17 @@ class LRSchedule:
     final_frac: float = 0.0
 
     def __post_init__(self) -> None:
-        if isinstance(self.total_steps, bool) or not isinstance(self.total_steps, int):
-            raise ConfigTypeError(f"total_steps must be an int, got {self.total_steps!r}")
-        if self.total_steps < 1:
-            raise ConfigError(f"total_steps must be >= 1, got {self.total_steps}")
+        check_int("total_steps", self.total_steps, minimum=1)
         for name in ("peak_lr", "warmup_frac", "final_frac"):
             v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            if isinstance(v, (int, float)) and not math.isfinite(v):
+                # A ConfigTypeError, as LRSchedule has always raised for nan/inf.
                 raise ConfigTypeError(f"{name} must be a finite number, got {v!r}")
-            object.__setattr__(self, name, float(v))
-        if self.peak_lr <= 0:
-            raise ConfigError(f"peak_lr must be > 0, got {self.peak_lr}")
-        if not 0.0 <= self.warmup_frac < 1.0:
-            raise ConfigError(f"warmup_frac must be in [0, 1), got {self.warmup_frac}")
-        if self.shape not in SHAPES:
-            raise ConfigError(f"shape must be one of {SHAPES}, got {self.shape!r}")
-        if not 0.0 <= self.final_frac <= 1.0:
-            raise ConfigError(f"final_frac must be in [0, 1], got {self.final_frac}")
+            object.__setattr__(self, name, check_float(name, v))
+        check_float("peak_lr", self.peak_lr, minimum=0.0, min_inclusive=False)
+        check_float("warmup_frac", self.warmup_frac, minimum=0.0, maximum=1.0, max_inclusive=False)
+        check_choice("shape", self.shape, SHAPES)
+        check_float("final_frac", self.final_frac, minimum=0.0, maximum=1.0)
         if self.shape == "exponential" and self.final_frac <= 0.0:
             raise ConfigError("final_frac must be > 0 for shape='exponential'")
 
@@ -112,10 +107,7 @@ class LRSchedule:
         Raises:
             ConfigTypeError: If ``optimizer`` is not a torch optimizer.
         """
-        if not isinstance(optimizer, torch.optim.Optimizer):
-            raise ConfigTypeError(
-                f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}"
-            )
+        check_instance("optimizer", optimizer, torch.optim.Optimizer)
         ref = float(optimizer.param_groups[0]["lr"])
         ratio = self.peak_lr / ref if ref > 0 else None
         for g in optimizer.param_groups:
@@ -136,10 +128,9 @@ def _range(x: Any, name: str, *, low: float, high: float) -> tuple[float, float]
             raise ConfigError(f"{name} range must have low < high, got {x!r}")
         return (lo, hi)
     if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x):
+        # A ConfigTypeError (not check_float's ConfigError) for nan/inf, as always here.
         raise ConfigTypeError(f"{name} must be a finite number or a (low, high) pair, got {x!r}")
-    if not low <= float(x) <= high:
-        raise ConfigError(f"{name} must be in [{low}, {high}], got {x!r}")
-    return float(x)
+    return check_float(name, x, minimum=low, maximum=high)
 
 
 def suggest_lr_schedule(
@@ -180,9 +171,9 @@ def suggest_lr_schedule(
         (['peak_lr', 'warmup_frac'], 1000)
     """
     if isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps < 1:
+        # A ConfigError even for a non-int, as always here (LRSchedule raises ConfigTypeError).
         raise ConfigError(f"total_steps must be an int >= 1, got {total_steps!r}")
-    if not isinstance(prefix, str):
-        raise ConfigTypeError(f"prefix must be a str, got {prefix!r}")
+    check_instance("prefix", prefix, str)
     lr = _range(peak_lr, "peak_lr", low=1e-300, high=math.inf)
     warm = _range(warmup_frac, "warmup_frac", low=0.0, high=0.9)
     final = _range(final_frac, "final_frac", low=0.0, high=1.0)
