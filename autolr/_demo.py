@@ -25,8 +25,8 @@ import torch
 from torch import nn
 
 from ._autolrs._tuner import AutoLRS
-from ._errors import ConfigError
 from ._progress import Progress
+from ._validate import check_bounds, check_int
 
 __all__ = ["DemoConfig", "run_demo"]
 
@@ -47,14 +47,8 @@ class DemoConfig:
     def __post_init__(self) -> None:
         # The CLI checks these too; this catches a programmatic caller before any training.
         for name, minimum in (("steps", 1), ("grid", 2), ("batch_size", 1), ("seed", 0)):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-                raise ConfigError(f"DemoConfig.{name} must be an int >= {minimum}, got {value!r}")
-        lo, hi = self.lr_bounds
-        if not (math.isfinite(lo) and math.isfinite(hi) and 0.0 < lo < hi):
-            raise ConfigError(
-                f"DemoConfig.lr_bounds must be finite with 0 < low < high, got {self.lr_bounds!r}"
-            )
+            check_int(f"DemoConfig.{name}", getattr(self, name), minimum=minimum)
+        check_bounds("DemoConfig.lr_bounds", self.lr_bounds, positive=True)
 
 
 def make_task(seed: int, device: torch.device) -> dict[str, torch.Tensor]:

@@ -23,8 +23,9 @@ moved LR):
   ``‖G‖‖D‖``: with small batches ``cos(G_t, D_{t-1})`` is tiny even when its sign is
   consistent, which makes the multiplicative rule slow to raise a far too small LR.
 
-The adapted LR is clamped to ``[lr_min, lr_max]`` (``lr_min = 0``: never negative). Non-finite
-hypergradients leave the LR unchanged and are counted.
+The adapted LR is clamped to ``lr_bounds`` (default ``(0, inf)``: never negative). Non-finite
+hypergradients leave the LR unchanged and are counted. A NaN/inf gradient skips the whole step
+(as ``torch.amp.GradScaler`` does): weights, optimizer state, LR and step count stay as they were.
 
 Two optional robustness knobs (both off by default; off reproduces the plain rules bit for bit):
 
@@ -50,15 +51,18 @@ from __future__ import annotations
 import math
 import warnings
 from collections import deque
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
 
+from . import _statecheck as _sc
+from ._deprecate import RenamedAttribute
 from ._errors import ConfigError, ConfigTypeError, StateError
+from ._validate import check_choice, check_float, check_int
 
-if TYPE_CHECKING:  # _schedule imports this module's state helpers
+if TYPE_CHECKING:  # _schedule is imported lazily (it imports this module)
     from ._schedule import Schedule
 
 __all__ = ["DEFAULT_HYPERGRAD_LR", "DEFAULT_TRACE_STEPS", "HypergradientLR", "dot_and_norms"]
@@ -78,6 +82,55 @@ _BOOST_GROWTH = 1.2  # per-step growth of the step-size multiplier while the sig
 DEFAULT_TRACE_STEPS = 10_000
 _STATE_VERSION = 2  # 1: unversioned (rule/β saved but not checked), 2: config checked on load
 _HD_STATE = ("scales", "last_h", "h_sq", "h_n", "steps", "nonfinite", "directions", "trace")
+
+
+def _warn_renamed_bound(old: str) -> None:
+    warnings.warn(
+        f"HypergradientLR: the attribute {old!r} is deprecated and will be removed in the next "
+        "release; use 'lr_bounds'",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+
+
+def _resolve_lr_bounds(lr_bounds: Any, renamed: dict[str, Any]) -> tuple[float, float]:
+    """``lr_bounds``, or the deprecated ``lr_min``/``lr_max`` in its place (one warning)."""
+    default = (0.0, math.inf)
+    unknown = set(renamed) - {"lr_min", "lr_max"}
+    if unknown:
+        raise TypeError(
+            f"HypergradientLR() got an unexpected keyword argument {sorted(unknown)[0]!r}"
+        )
+    name = "lr_bounds"
+    if renamed:
+        if tuple(lr_bounds) != default:
+            raise ConfigError(
+                f"HypergradientLR: got both lr_bounds={lr_bounds!r} and the deprecated "
+                f"{'/'.join(sorted(renamed))}; pass only lr_bounds"
+            )
+        warnings.warn(
+            f"HypergradientLR: {' and '.join(repr(k) for k in sorted(renamed))} "
+            f"{'are' if len(renamed) > 1 else 'is'} deprecated and will be removed in the next "
+            "release; use 'lr_bounds=(low, high)'",
+            DeprecationWarning,
+            stacklevel=3,
+        )
+        lr_bounds = (renamed.get("lr_min", default[0]), renamed.get("lr_max", default[1]))
+        name = "lr_min/lr_max"
+    if isinstance(lr_bounds, (str, bytes)) or not hasattr(lr_bounds, "__len__"):
+        raise ConfigError(f"lr_bounds must be a pair (low, high), got {lr_bounds!r}")
+    if len(lr_bounds) != 2:
+        raise ConfigError(f"lr_bounds must be a pair (low, high), got {lr_bounds!r}")
+    # The high end may be inf (no ceiling), so check_bounds (finite pairs) does not fit.
+    lo = check_float(f"{name} low" if renamed else "lr_bounds[0]", lr_bounds[0], minimum=0)
+    hi = check_float(
+        f"{name} high" if renamed else "lr_bounds[1]",
+        lr_bounds[1],
+        minimum=lo,
+        min_inclusive=False,
+        finite=False,
+    )
+    return lo, hi
 
 
 def dot_and_norms(a: Sequence[Tensor], b: Sequence[Tensor]) -> Tensor:
@@ -146,8 +199,8 @@ class HypergradientLR(torch.optim.Optimizer):
         hypergrad_lr: β, the hyper-learning-rate. ``None`` takes
             :data:`DEFAULT_HYPERGRAD_LR` for the rule and family (multiplicative and rms 0.02;
             additive 1e-3 SGD, 1e-7 Adam). ``0`` reproduces the wrapped optimizer bit for bit.
-        lr_min: Lower clamp of the adapted LR (default 0: never negative).
-        lr_max: Upper clamp of the adapted LR (default inf; set it with the additive rule,
+        lr_bounds: ``(low, high)`` clamp of the adapted LR (default ``(0, inf)``: never
+            negative, no ceiling; set ``high`` with the additive rule,
             whose LR can run away once the loss starts to diverge).
         rms_decay: Decay of the running mean of h² (``"rms"`` rule only).
         boost: Largest step-size multiplier under a persistent hypergradient sign (``k`` grows
@@ -163,13 +216,19 @@ class HypergradientLR(torch.optim.Optimizer):
     Attributes:
         optimizer: The wrapped optimizer.
         steps: Steps taken through the wrapper.
-        nonfinite: Group-steps whose hypergradient was NaN/inf (LR left unchanged).
+        skipped_hyper_steps: Group-steps whose LR update was skipped: the hypergradient was
+            NaN/inf (LR left unchanged), or a gradient was, which skips the whole step (every
+            group counts once). Formerly ``nonfinite`` (deprecated alias).
+        lr_bounds: The ``(low, high)`` clamp.
+
+    ``lr_min=``/``lr_max=`` are the deprecated old form of ``lr_bounds`` (one
+    DeprecationWarning; removed in the next release); so are the attributes of those names.
 
     Example:
         >>> import torch
         >>> from autolr import HypergradientLR
         >>> model = torch.nn.Linear(3, 1)
-        >>> opt = HypergradientLR(torch.optim.SGD(model.parameters(), lr=0.01), lr_max=1.0)
+        >>> opt = HypergradientLR(torch.optim.SGD(model.parameters(), lr=0.01), lr_bounds=(0, 1.0))
         >>> for _ in range(3):
         ...     opt.zero_grad()
         ...     model(torch.ones(2, 3)).pow(2).mean().backward()
@@ -178,18 +237,32 @@ class HypergradientLR(torch.optim.Optimizer):
         (3, True)
     """
 
+    nonfinite = RenamedAttribute("skipped_hyper_steps")
+
+    @property
+    def lr_min(self) -> float:
+        """Deprecated: ``lr_bounds[0]``."""
+        _warn_renamed_bound("lr_min")
+        return self.lr_bounds[0]
+
+    @property
+    def lr_max(self) -> float:
+        """Deprecated: ``lr_bounds[1]``."""
+        _warn_renamed_bound("lr_max")
+        return self.lr_bounds[1]
+
     def __init__(
         self,
         optimizer: torch.optim.Optimizer,
         *,
         rule: str = "multiplicative",
         hypergrad_lr: float | None = None,
-        lr_min: float = 0.0,
-        lr_max: float = math.inf,
+        lr_bounds: tuple[float, float] = (0.0, math.inf),
         rms_decay: float = 0.99,
         trace: bool | int = True,
         boost: float = 1.0,
         warmup_steps: int = 0,
+        **renamed: Any,
     ) -> None:
         # Deliberately no super().__init__: the wrapper owns no parameters; param_groups, state
         # and defaults are the wrapped optimizer's (see the properties below).
@@ -199,42 +272,25 @@ class HypergradientLR(torch.optim.Optimizer):
                 f"{type(optimizer).__name__}"
             )
         family = _family(optimizer)
-        if rule not in _RULES:
-            raise ConfigError(f"rule must be one of {_RULES}, got {rule!r}")
+        check_choice("rule", rule, _RULES)
         if hypergrad_lr is None:
             hypergrad_lr = DEFAULT_HYPERGRAD_LR[(rule, family)]
-        if isinstance(hypergrad_lr, bool) or not isinstance(hypergrad_lr, (int, float)):
-            raise ConfigTypeError(f"hypergrad_lr must be a float, got {hypergrad_lr!r}")
-        beta = float(hypergrad_lr)
-        if not math.isfinite(beta) or beta < 0:
-            raise ConfigError(f"hypergrad_lr must be finite and >= 0, got {beta}")
+        beta = check_float("hypergrad_lr", hypergrad_lr, minimum=0)
         if rule != "additive" and beta >= 1:
             raise ConfigError(
                 f"the {rule} rule needs hypergrad_lr < 1 (LR factor per step ≈ 1 ± β), got {beta}"
             )
-        lr_min, lr_max = float(lr_min), float(lr_max)
-        if math.isnan(lr_min) or lr_min < 0 or math.isinf(lr_min):
-            raise ConfigError(f"lr_min must be finite and >= 0, got {lr_min}")
-        if math.isnan(lr_max) or lr_max <= lr_min:
-            raise ConfigError(f"lr_max must be > lr_min ({lr_min}), got {lr_max}")
-        rms_decay = float(rms_decay)
-        if not 0.0 <= rms_decay < 1.0:
-            raise ConfigError(f"rms_decay must be in [0, 1), got {rms_decay}")
-        if isinstance(boost, bool) or not isinstance(boost, (int, float)):
-            raise ConfigTypeError(f"boost must be a float, got {boost!r}")
-        boost = float(boost)
-        if not math.isfinite(boost) or boost < 1.0:
-            raise ConfigError(f"boost must be finite and >= 1 (1 = off), got {boost}")
+        lr_min, lr_max = _resolve_lr_bounds(lr_bounds, renamed)
+        rms_decay = check_float("rms_decay", rms_decay, minimum=0, maximum=1, max_inclusive=False)
+        boost = check_float("boost", boost, minimum=1)
         if boost != 1.0 and rule == "additive":
             raise ConfigError("boost needs a normalised rule ('multiplicative' or 'rms')")
         if rule == "multiplicative" and beta * boost >= 1:
             raise ConfigError(
                 f"the multiplicative rule needs hypergrad_lr * boost < 1, got {beta} * {boost}"
             )
-        if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, int):
-            raise ConfigTypeError(f"warmup_steps must be an int, got {warmup_steps!r}")
-        if warmup_steps < 0:
-            raise ConfigError(f"warmup_steps must be >= 0, got {warmup_steps}")
+        check_int("warmup_steps", warmup_steps, minimum=0)
+        # trace takes a bool as well as a count, which check_int (bool rejected) cannot word
         if not isinstance(trace, int):
             raise ConfigTypeError(f"trace must be a bool or an int >= 0, got {trace!r}")
         if isinstance(trace, bool):
@@ -250,11 +306,11 @@ class HypergradientLR(torch.optim.Optimizer):
         self.family = family
         self.rule = rule
         self.hypergrad_lr = beta
-        self.lr_min = lr_min
-        self.lr_max = lr_max
+        self.lr_bounds = (lr_min, lr_max)
         self.trace = trace  # steps kept in lr_trace (0: off)
         self.steps = 0
-        self.nonfinite = 0
+        self.skipped_hyper_steps = 0
+        self._warned_nonfinite_grad = False  # one warning per instance, not one per step
         self._scales: list[float] = [1.0] * len(optimizer.param_groups)
         self._last_h: list[float | None] = [None] * len(optimizer.param_groups)
         self._h_sq: list[float] = [0.0] * len(optimizer.param_groups)  # EMA of h² ("rms")
@@ -297,7 +353,7 @@ class HypergradientLR(torch.optim.Optimizer):
     def __repr__(self) -> str:
         return (
             f"HypergradientLR(rule={self.rule!r}, hypergrad_lr={self.hypergrad_lr:g}, "
-            f"lr_min={self.lr_min:g}, lr_max={self.lr_max:g}, boost={self.boost:g}, "
+            f"lr_bounds=({self.lr_bounds[0]:g}, {self.lr_bounds[1]:g}), boost={self.boost:g}, "
             f"warmup_steps={self.warmup_steps}, optimizer={self.optimizer!r})"
         )
 
@@ -412,6 +468,10 @@ class HypergradientLR(torch.optim.Optimizer):
     def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
         """Update each group's LR from its hypergradient, then take the wrapped step.
 
+        A NaN/inf gradient skips the whole step (the wrapped optimizer's too, as
+        ``torch.amp.GradScaler`` does): counted in :attr:`skipped_hyper_steps`, one
+        RuntimeWarning the first time.
+
         Args:
             closure: Optional closure re-evaluating the loss (called once, with grad enabled).
 
@@ -449,6 +509,21 @@ class HypergradientLR(torch.optim.Optimizer):
                     b.append(d)
             grads.append(gs)
             stats.append(dot_and_norms(a, b) if a else None)
+        # A NaN/inf gradient would poison the weights and the optimizer's moments for good:
+        # skip the whole step, like GradScaler (one host sync).
+        checks = [torch.isfinite(g).all() for gs in grads for g in gs.values()]
+        if checks and not bool(torch.stack([c.to(checks[0].device) for c in checks]).all()):
+            self.skipped_hyper_steps += len(groups)
+            if not self._warned_nonfinite_grad:
+                self._warned_nonfinite_grad = True
+                warnings.warn(
+                    "HypergradientLR.step: a gradient holds NaN/inf; the step is skipped "
+                    "(weights, optimizer state and LR unchanged) and counted in "
+                    "skipped_hyper_steps. Warned once per optimizer",
+                    RuntimeWarning,
+                    stacklevel=3,  # past torch.no_grad's wrapper: the caller of step()
+                )
+            return loss
         present = [s for s in stats if s is not None]
         # one host sync for all groups (groups on several devices meet on the first one)
         dev = present[0].device if present else None
@@ -457,6 +532,7 @@ class HypergradientLR(torch.optim.Optimizer):
         # 2. New LR per group (every h computed above, before any LR moved).
         bases: list[float] = []
         ramp = 1.0
+        lr_lo, lr_hi = self.lr_bounds
         if self.steps < self.warmup_steps:
             ramp = (self.steps + 1) / self.warmup_steps
         for gi, group in enumerate(groups):
@@ -498,12 +574,12 @@ class HypergradientLR(torch.optim.Optimizer):
                     self._gain[gi] = gain
                     lr = new
                 else:
-                    self.nonfinite += 1
-            lr = min(max(lr, self.lr_min), self.lr_max)
+                    self.skipped_hyper_steps += 1
+            lr = min(max(lr, lr_lo), lr_hi)
             if base > 0:
                 self._scales[gi] = lr / base
             if ramp < 1.0:
-                lr = min(max(lr * ramp, self.lr_min), self.lr_max)
+                lr = min(max(lr * ramp, lr_lo), lr_hi)
             group["hd_lr"] = lr
 
         # 3. Wrapped step at the adapted LR; group["lr"] goes back to the base afterwards so
@@ -565,8 +641,8 @@ class HypergradientLR(torch.optim.Optimizer):
             "optimizer_class": type(self.optimizer).__name__,
             "rule": self.rule,
             "hypergrad_lr": self.hypergrad_lr,
-            "lr_min": self.lr_min,
-            "lr_max": self.lr_max,
+            "lr_min": self.lr_bounds[0],  # state keys keep their first names
+            "lr_max": self.lr_bounds[1],
             "rms_decay": self.rms_decay,
             "boost": self.boost,
             "warmup_steps": self.warmup_steps,
@@ -587,7 +663,7 @@ class HypergradientLR(torch.optim.Optimizer):
                 "h_n": list(self._h_n),
                 "gain": list(self._gain),
                 "steps": self.steps,
-                "nonfinite": self.nonfinite,
+                "nonfinite": self.skipped_hyper_steps,
                 "directions": {index[p]: d.detach().clone() for p, d in self._dirs.items()},
                 "trace": [list(r) for r in self._trace],
             },
@@ -605,55 +681,58 @@ class HypergradientLR(torch.optim.Optimizer):
                 another optimizer type, or tensors shaped for another model.
         """
         owner = "HypergradientLR"
-        version = _state_version(owner, state_dict, ("optimizer", "hypergrad"), (1, 2), 1)
+        version = _sc._state_version(owner, state_dict, ("optimizer", "hypergrad"), (1, 2), 1)
         hd = state_dict["hypergrad"]
         if not isinstance(hd, Mapping):
-            raise _state_error(owner, f"'hypergrad' must be a dict, got {_short(hd)}")
+            raise _sc._state_error(owner, f"'hypergrad' must be a dict, got {_sc._short(hd)}")
         config = self._config()
         required = [*_HD_STATE, *(config if version >= 2 else ()), *(["gain"] * (version >= 2))]
-        _state_keys(owner, hd, required, "hypergrad")
-        _state_config(owner, hd, config)
-        _state_optimizer(owner, "optimizer", self.optimizer, state_dict["optimizer"])
+        _sc._state_keys(owner, hd, required, "hypergrad")
+        _sc._state_config(owner, hd, config)
+        _sc._state_optimizer(owner, "optimizer", self.optimizer, state_dict["optimizer"])
         n = len(self.optimizer.param_groups)
         scales = [
-            _state_float(owner, "scales", v, low=0.0)
-            for v in _state_list(owner, "scales", hd["scales"], n)
+            _sc._state_float(owner, "scales", v, low=0.0)
+            for v in _sc._state_list(owner, "scales", hd["scales"], n)
         ]
         last_h = [
-            _state_float(owner, "last_h", v, none=True)
-            for v in _state_list(owner, "last_h", hd["last_h"], n)
+            _sc._state_float(owner, "last_h", v, none=True)
+            for v in _sc._state_list(owner, "last_h", hd["last_h"], n)
         ]
         h_sq = [
-            _state_float(owner, "h_sq", v, low=0.0)
-            for v in _state_list(owner, "h_sq", hd["h_sq"], n)
+            _sc._state_float(owner, "h_sq", v, low=0.0)
+            for v in _sc._state_list(owner, "h_sq", hd["h_sq"], n)
         ]
-        h_n = [_state_int(owner, "h_n", v) for v in _state_list(owner, "h_n", hd["h_n"], n)]
+        h_n = [_sc._state_int(owner, "h_n", v) for v in _sc._state_list(owner, "h_n", hd["h_n"], n)]
         # "gain" is absent from state dicts written before boost existed: k = 1 (off)
         gain = [
-            _state_float(owner, "gain", v, low=1.0)
-            for v in _state_list(owner, "gain", hd.get("gain", [1.0] * n), n)
+            _sc._state_float(owner, "gain", v, low=1.0)
+            for v in _sc._state_list(owner, "gain", hd.get("gain", [1.0] * n), n)
         ]
-        steps = _state_int(owner, "steps", hd["steps"])
-        nonfinite = _state_int(owner, "nonfinite", hd["nonfinite"])
+        steps = _sc._state_int(owner, "steps", hd["steps"])
+        nonfinite = _sc._state_int(owner, "nonfinite", hd["nonfinite"])
         trace = [
-            [_state_float(owner, "trace", v, finite=False) for v in _state_list(owner, "trace", r)]
-            for r in _state_list(owner, "trace", hd["trace"])
+            [
+                _sc._state_float(owner, "trace", v, finite=False)
+                for v in _sc._state_list(owner, "trace", r)
+            ]
+            for r in _sc._state_list(owner, "trace", hd["trace"])
         ]
         params = self._params()
         if not isinstance(hd["directions"], Mapping):
-            raise _state_error(
-                owner, f"'directions' must be a dict, got {_short(hd['directions'])}"
+            raise _sc._state_error(
+                owner, f"'directions' must be a dict, got {_sc._short(hd['directions'])}"
             )
         dirs: dict[Tensor, Tensor] = {}
         for i, d in hd["directions"].items():
             if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < len(params):
-                raise _state_error(
+                raise _sc._state_error(
                     owner,
-                    f"'directions' has an entry for parameter {_short(i)}, this optimizer has "
+                    f"'directions' has an entry for parameter {_sc._short(i)}, this optimizer has "
                     f"parameters 0..{len(params) - 1}: the state comes from another model",
                 )
             p = params[i]
-            d = _state_tensor(owner, f"directions[{i}]", d, p.shape, f"parameter {i} here")
+            d = _sc._state_tensor(owner, f"directions[{i}]", d, p.shape, f"parameter {i} here")
             dirs[p] = d.detach().to(device=p.device, dtype=p.dtype)
         # Everything checked: from here on nothing can fail half-way.
         self.optimizer.load_state_dict(state_dict["optimizer"])
@@ -664,257 +743,18 @@ class HypergradientLR(torch.optim.Optimizer):
         self._h_n = h_n
         self._gain = gain  # type: ignore[assignment]
         self.steps = steps
-        self.nonfinite = nonfinite
+        self.skipped_hyper_steps = nonfinite
+        lr_lo, lr_hi = self.lr_bounds
         self._trace = deque(trace, maxlen=self.trace)  # type: ignore[arg-type]
         for g, s in zip(self.optimizer.param_groups, self._scales):
-            g["hd_lr"] = min(max(float(g["lr"]) * s, self.lr_min), self.lr_max)
+            g["hd_lr"] = min(max(float(g["lr"]) * s, lr_lo), lr_hi)
             if 0 < self.steps < self.warmup_steps:  # the last step's ramp, as after that step
-                g["hd_lr"] = min(
-                    max(g["hd_lr"] * (self.steps / self.warmup_steps), self.lr_min), self.lr_max
-                )
+                g["hd_lr"] = min(max(g["hd_lr"] * (self.steps / self.warmup_steps), lr_lo), lr_hi)
 
 
-# ---------------------------------------------------------------------- state validation
-# Shared by HypergradientLR, STNTuner/HyperSpace/Schedule and FedHyperServer/Client so that
-# every load_state_dict checks the whole state before changing anything and words its errors
-# alike: "<Owner>.load_state_dict: <what is wrong>, <what was expected>".
-
-#: Key sets that identify each tuner's state_dict, to say what a wrong state is.
-_STATE_SIGNATURES: tuple[tuple[str, frozenset[str]], ...] = (
-    ("a torch optimizer state_dict", frozenset({"state", "param_groups"})),
-    ("an AutoLRS state_dict", frozenset({"search", "phase", "snapshot"})),
-    ("a HypergradientLR state_dict", frozenset({"optimizer", "hypergrad"})),
-    ("an STNTuner state_dict", frozenset({"space", "hyper_optimizer", "names"})),
-    ("a FedHyperServer state_dict", frozenset({"config", "round", "global_lr"})),
-    ("a FedHyperClient state_dict", frozenset({"base_lr", "scale", "steps_skipped"})),
-    ("a HyperSpace state_dict", frozenset({"unconstrained", "rho"})),
-    ("a Schedule state_dict", frozenset({"names", "steps", "values"})),
-)
-# Param-group keys torch added over releases (and restores with defaults on load): their
-# absence says nothing about the optimizer type.
-_OPTIONAL_GROUP_KEYS = frozenset(
-    {"params", "param_names", "initial_lr", "differentiable", "foreach", "fused", "capturable",
-     "maximize", "decoupled_weight_decay", "hd_lr"}
-)  # fmt: skip
-# Per-parameter optimizer state shaped like the parameter (SGD, Adam(W), RMSprop, Adagrad, ...).
-_PARAM_SHAPED = frozenset(
-    {"momentum_buffer", "exp_avg", "exp_avg_sq", "max_exp_avg_sq", "square_avg", "acc_delta",
-     "sum", "grad_avg", "ax", "prev", "exp_inf"}
-)  # fmt: skip
-
-
-def _describe_state(state: Any) -> str:
-    """What ``state`` looks like, for an error message ("an AutoLRS state_dict", "a list", ...)."""
-    if state is None:
-        return "None"
-    if not isinstance(state, Mapping):
-        return f"a {type(state).__name__}"
-    kind = state.get("kind")
-    if isinstance(kind, str):  # every tuner's state_dict names its class
-        return f"{'an' if kind in ('AutoLRS', 'STNTuner') else 'a'} {kind} state_dict"
-    keys = set(state)
-    for what, signature in _STATE_SIGNATURES:
-        if signature <= keys:
-            return what
-    if keys and all(isinstance(v, Tensor) for v in state.values()):
-        return "a model (module) state_dict"
-    names = sorted(str(k) for k in keys)
-    more = ", ..." if len(names) > 8 else ""
-    return f"a dict with keys [{', '.join(names[:8])}{more}]"
-
-
-def _state_error(owner: str, message: str) -> StateError:
-    # ``owner`` is a class name (the method is load_state_dict) or "Class.method"
-    where = owner if "." in owner else f"{owner}.load_state_dict"
-    return StateError(f"{where}: {message}")
-
-
-def _state_version(
-    owner: str, state: Any, signature: Collection[str], versions: Collection[int],
-    unversioned: int | None = None,
-) -> int:  # fmt: skip
-    """Check that ``state`` is ``owner``'s state_dict; returns its format version.
-
-    ``unversioned`` is the version assumed for states written before the key existed (None:
-    such states are refused).
-    """
-    cls = owner.split(".")[0]
-    if (
-        not isinstance(state, Mapping)
-        or not set(signature) <= set(state)
-        or state.get("kind", cls) != cls
-    ):
-        raise _state_error(
-            owner,
-            f"got {_describe_state(state)}, expected one from {cls}.state_dict() (keys "
-            f"{sorted(signature)}, ...)",
-        )
-    version = state.get("version", unversioned)
-    if version is None:
-        raise _state_error(
-            owner,
-            f"the state_dict has no 'version': an old format this autolr no longer reads "
-            f"(it reads versions {sorted(versions)})",
-        )
-    if isinstance(version, bool) or version not in versions:
-        raise _state_error(
-            owner,
-            f"unknown state_dict version {version!r}; this autolr reads versions "
-            f"{sorted(versions)}",
-        )
-    return int(version)
-
-
-def _state_keys(owner: str, state: Mapping[str, Any], keys: Iterable[str], where: str = "") -> None:
-    """Raise naming every key of ``keys`` missing from ``state``."""
-    missing = [k for k in keys if k not in state]
-    if missing:
-        where = f"'s {where!r} entry" if where else ""
-        raise _state_error(owner, f"the state_dict{where} lacks {missing}")
-
-
-def _state_int(owner: str, key: str, value: Any, *, low: int = 0, high: int | None = None) -> int:
-    """An int ``>= low`` (and ``< high``) from a state_dict, or a StateError naming ``key``."""
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int)
-        or value < low
-        or (high is not None and value >= high)
-    ):
-        rng = f">= {low}" if high is None else f"in [{low}, {high})"
-        raise _state_error(owner, f"{_name(key)} must be an int {rng}, got {_short(value)}")
-    return int(value)
-
-
-def _state_float(
-    owner: str, key: str, value: Any, *, finite: bool = True, low: float | None = None,
-    positive: bool = False, none: bool = False,
-) -> float | None:  # fmt: skip
-    """A float from a state_dict, or a StateError naming ``key``.
-
-    ``low``: at least this; ``positive``: above 0; ``none``: None allowed.
-    """
-    if value is None and none:
-        return None
-    ok = not isinstance(value, bool) and isinstance(value, (int, float))
-    if ok:
-        value = float(value)
-        ok = not (finite and not math.isfinite(value))
-        ok = ok and not (positive and not value > 0) and not (low is not None and not value >= low)
-    if not ok:
-        want = ("a finite " if finite else "a ") + "number"
-        want += " > 0" if positive else f" >= {low:g}" if low is not None else ""
-        want += " or None" if none else ""
-        raise _state_error(owner, f"{_name(key)} must be {want}, got {_short(value)}")
-    return value  # type: ignore[return-value]
-
-
-def _state_list(owner: str, key: str, value: Any, length: int | None = None) -> list[Any]:
-    """A list (or tuple) of the given length from a state_dict, or a StateError naming ``key``."""
-    if not isinstance(value, (list, tuple)):
-        raise _state_error(owner, f"{_name(key)} must be a list, got {_short(value)}")
-    if length is not None and len(value) != length:
-        raise _state_error(
-            owner,
-            f"{_name(key)} has {len(value)} entries in the state_dict, {length} expected here",
-        )
-    return list(value)
-
-
-def _state_config(owner: str, saved: Mapping[str, Any], current: Mapping[str, Any]) -> None:
-    """Raise listing every argument whose saved value differs from this object's."""
-    cls = owner.split(".")[0]
-    diff = [
-        f"{k}: saved {_short(saved[k])}, this {cls} has {_short(v)}"
-        for k, v in current.items()
-        if k in saved and not _same(saved[k], v)
-    ]
-    if diff:
-        raise _state_error(
-            owner,
-            f"the state_dict was saved with different arguments ({'; '.join(diff)}); build the "
-            f"{cls} with the saved arguments to resume from it",
-        )
-
-
-def _state_tensor(owner: str, key: str, value: Any, shape: Sequence[int], where: str) -> Tensor:
-    """A tensor of ``shape`` from a state_dict; the error names it and both shapes."""
-    if not isinstance(value, Tensor):
-        raise _state_error(owner, f"{_name(key)} must be a tensor, got {_short(value)}")
-    if tuple(value.shape) != tuple(shape):
-        raise _state_error(
-            owner,
-            f"{_name(key)} has shape {tuple(value.shape)} in the state_dict but {tuple(shape)} in "
-            f"{where}: the state comes from another model",
-        )
-    return value
-
-
-def _state_optimizer(owner: str, key: str, optimizer: torch.optim.Optimizer, saved: Any) -> None:
-    """Check a torch optimizer state_dict against ``optimizer`` (groups, type, tensor shapes).
-
-    torch itself checks only the group sizes, and a state tensor of another shape fails at the
-    next step; a state of another optimizer type fails there with a KeyError.
-    """
-    name = type(optimizer).__name__
-    if not isinstance(saved, Mapping) or not {"state", "param_groups"} <= set(saved):
-        raise _state_error(owner, f"{key!r} must be a torch optimizer state_dict, got "
-                                  f"{_describe_state(saved)}")  # fmt: skip
-    groups = optimizer.param_groups
-    saved_groups = _state_list(owner, f"{key}['param_groups']", saved["param_groups"])
-    if len(saved_groups) != len(groups):
-        raise _state_error(
-            owner,
-            f"{key!r} has {len(saved_groups)} param groups in the state_dict, this {name} has "
-            f"{len(groups)}: the state comes from another model or optimizer setup",
-        )
-    ids: dict[Any, Tensor] = {}
-    for i, (g, sg) in enumerate(zip(groups, saved_groups)):
-        if not isinstance(sg, Mapping) or not isinstance(sg.get("params"), (list, tuple)):
-            raise _state_error(owner, f"{key}['param_groups'][{i}] is not a param group")
-        if len(sg["params"]) != len(g["params"]):
-            raise _state_error(
-                owner,
-                f"{key}['param_groups'][{i}] holds {len(sg['params'])} parameters in the "
-                f"state_dict, {len(g['params'])} in this {name}: the state comes from another "
-                "model",
-            )
-        lacks = sorted(set(g) - set(sg) - _OPTIONAL_GROUP_KEYS)
-        if lacks:
-            raise _state_error(
-                owner,
-                f"{key}['param_groups'][{i}] lacks {lacks} of this {name}: the state comes "
-                "from another optimizer type",
-            )
-        ids.update(zip(sg["params"], g["params"]))
-    if not isinstance(saved["state"], Mapping):
-        raise _state_error(owner, f"{key}['state'] must be a dict, got {_short(saved['state'])}")
-    for pid, entry in saved["state"].items():
-        p = ids.get(pid)
-        if p is None or not isinstance(entry, Mapping):
-            continue
-        for k, v in entry.items():
-            if k in _PARAM_SHAPED and isinstance(v, Tensor) and tuple(v.shape) != tuple(p.shape):
-                raise _state_error(
-                    owner,
-                    f"{key}['state'][{pid}][{k!r}] has shape {tuple(v.shape)} in the state_dict "
-                    f"but its parameter has shape {tuple(p.shape)} here: the state comes from "
-                    "another model",
-                )
-
-
-def _same(a: Any, b: Any) -> bool:
-    # tuples come back as lists from JSON; numbers compare by value
-    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
-        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
-    return bool(a == b)
-
-
-def _name(key: str) -> str:
-    # plain keys quoted ('steps'), paths as they are (optimizer['state'][0])
-    return key if "[" in key or "'" in key else repr(key)
-
-
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
+def __getattr__(name: str) -> Any:
+    # The state checks moved to autolr._statecheck; code that imported them from here (e.g.
+    # integrations/flower) keeps working.
+    if name.startswith("_") and hasattr(_sc, name):
+        return getattr(_sc, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

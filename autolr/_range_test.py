@@ -42,7 +42,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ._errors import ConfigError, ConfigTypeError
+from ._errors import ConfigError
+from ._validate import check_float, check_int
 
 __all__ = ["RangeTestResult", "lr_range_test", "suggest_lr_from_range_test"]
 
@@ -104,12 +105,10 @@ class _Scan:
 
 
 def _check_rule(beta: float, diverge_factor: float, divisor: float) -> None:
-    if not 0.0 <= beta < 1.0:
-        raise ConfigError(f"beta must be in [0, 1), got {beta}")
-    if not diverge_factor > 1.0:
-        raise ConfigError(f"diverge_factor must be > 1, got {diverge_factor}")
-    if not (divisor > 0.0 and math.isfinite(divisor)):
-        raise ConfigError(f"divisor must be a positive number, got {divisor}")
+    # shared by the recorded-curve and the live range test
+    check_float("beta", beta, minimum=0, maximum=1, max_inclusive=False)
+    check_float("diverge_factor", diverge_factor, minimum=1, min_inclusive=False, finite=False)
+    check_float("divisor", divisor, minimum=0, min_inclusive=False)
 
 
 def suggest_lr_from_range_test(
@@ -288,14 +287,9 @@ def lr_range_test(
     from ._snapshot import Snapshot  # torch-based; the analysis above needs no torch
 
     _check_rule(beta, diverge_factor, divisor)
-    if not (lr_min > 0 and math.isfinite(lr_min) and math.isfinite(lr_max)):
-        raise ConfigError(f"lr_min must be positive and lr_max finite, got {lr_min}, {lr_max}")
-    if not lr_max > lr_min:
-        raise ConfigError(f"lr_max must exceed lr_min, got {lr_min} >= {lr_max}")
-    if isinstance(steps, bool) or not isinstance(steps, int):
-        raise ConfigTypeError(f"steps must be an int, got {type(steps).__name__}")
-    if steps < 2:
-        raise ConfigError(f"steps must be >= 2, got {steps}")
+    lr_min = check_float("lr_min", lr_min, minimum=0, min_inclusive=False)
+    lr_max = check_float("lr_max", lr_max, minimum=lr_min, min_inclusive=False)
+    check_int("steps", steps, minimum=2)
 
     snap = Snapshot(model, optimizer, extras=extras, rng=True)
     snap.capture()

@@ -23,8 +23,8 @@ import torch
 from torch import nn
 from torch.optim.lr_scheduler import LRScheduler
 
-from ._errors import ConfigError, ConfigTypeError, StateError
-from ._hypergrad import (
+from ._errors import ConfigError, StateError
+from ._statecheck import (
     _short,
     _state_error,
     _state_float,
@@ -32,6 +32,7 @@ from ._hypergrad import (
     _state_list,
     _state_version,
 )
+from ._validate import check_choice, check_instance, check_int
 
 # Version 1 throughout: ``length`` and ``source`` were added as optional entries (a state
 # without them reads as before), so states of older autolr releases still load.
@@ -91,8 +92,7 @@ class Schedule:
                 )
         if self.length is not None:
             last = self.steps[-1] + 1 if self.steps else 0
-            if isinstance(self.length, bool) or not isinstance(self.length, int):
-                raise ConfigTypeError(f"Schedule: length must be an int, got {self.length!r}")
+            check_int("length", self.length)
             if self.length < last:
                 raise ConfigError(
                     f"Schedule: length={self.length} is shorter than its records (last at "
@@ -183,10 +183,8 @@ class Schedule:
             ConfigError: ``n_steps`` is not an int >= 1, an unknown ``kind``, or an empty
                 schedule.
         """
-        if isinstance(n_steps, bool) or not isinstance(n_steps, int) or n_steps < 1:
-            raise ConfigError(f"Schedule.stretch: n_steps must be an int >= 1, got {n_steps!r}")
-        if kind not in _KINDS:
-            raise ConfigError(f"Schedule.stretch: kind must be one of {_KINDS}, got {kind!r}")
+        check_int("n_steps", n_steps, minimum=1)
+        check_choice("kind", kind, _KINDS)
         if not self.steps:
             raise ConfigError("Schedule.stretch: the schedule is empty")
         old = self.n_steps
@@ -368,12 +366,8 @@ class ScheduleLR(LRScheduler):
         name: str = "lr",
         last_epoch: int = -1,
     ) -> None:
-        if not isinstance(optimizer, torch.optim.Optimizer):
-            raise ConfigTypeError(
-                f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}"
-            )
-        if not isinstance(schedule, Schedule):
-            raise ConfigTypeError(f"schedule must be an autolr.Schedule, got {schedule!r}")
+        check_instance("optimizer", optimizer, torch.optim.Optimizer)
+        check_instance("schedule", schedule, Schedule)
         schedule._index(name)
         if not schedule.steps:
             raise ConfigError("ScheduleLR: the schedule is empty")

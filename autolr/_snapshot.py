@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from ._errors import ConfigError, ConfigTypeError, StateError
+from ._validate import check_instance
 
 __all__ = ["Snapshot", "Stateful", "capture_rng_state", "restore_rng_state"]
 
@@ -149,8 +150,7 @@ class Snapshot:
         offload: str | None = None,
         rng: bool = True,
     ) -> None:
-        if not isinstance(model, nn.Module):
-            raise ConfigTypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        check_instance("model", model, nn.Module)
         if not hasattr(optimizer, "state_dict") or not hasattr(optimizer, "param_groups"):
             raise ConfigTypeError(
                 f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}"

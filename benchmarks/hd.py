@@ -176,7 +176,7 @@ def train(task: Task, variant: str, seed: int, budget: int, lr: float) -> dict[s
         "lrs": lrs,
     }
     if isinstance(opt, HypergradientLR):
-        out["nonfinite"] = opt.nonfinite
+        out["nonfinite"] = opt.skipped_hyper_steps  # result key keeps its first name
         out["final_lr"] = opt.lrs[0]
     return out
 

@@ -135,7 +135,7 @@ def _tuner(model: nn.Module, kind: str, steps: int, linearize: bool = False) -> 
     kw.update(VARIANT_KW.get(kind, {}))
     return stn.STNTuner(
         model, space, F.cross_entropy, opt, variant=kind, linearize=linearize,
-        weight_decay="wd", warmup_steps=int(STN_KW["warmup_fraction"] * steps), **kw,
+        weight_decay="wd", hyper_delay_steps=int(STN_KW["warmup_fraction"] * steps), **kw,
     )  # fmt: skip
 
 
@@ -265,7 +265,7 @@ def run_one(
             schedule=sched.state_dict(),
             final_values=tuner.space.values(),
             skipped_hyper_steps=tuner.skipped_hyper_steps,
-            skipped_train_steps=tuner.skipped_train_steps,
+            skipped_train_steps=tuner.skipped_steps,  # result key keeps its first name
             hyper_steps=tuner.hyper_steps,
         )
     return out

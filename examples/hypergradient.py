@@ -42,8 +42,8 @@ def main() -> None:
         model = nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 10)).to(device)
         opt = torch.optim.AdamW(model.parameters(), lr=args.lr)
         if use_hd:
-            # lr_max guards against a runaway LR; the LR still starts at args.lr
-            opt = HypergradientLR(opt, rule=args.rule, lr_max=1.0, boost=args.boost)
+            # lr_bounds guards against a runaway LR; the LR still starts at args.lr
+            opt = HypergradientLR(opt, rule=args.rule, lr_bounds=(0.0, 1.0), boost=args.boost)
         for _ in range(args.steps):
             idx = torch.randint(0, len(xt), (32,), device=device)
             opt.zero_grad()
@@ -56,7 +56,7 @@ def main() -> None:
             print(
                 f"HD ({args.rule}, boost {args.boost:g}):  val loss {val:.4f}; "
                 f"LR {trace[0]:.1e} -> {trace[-1]:.1e} "
-                f"(max {max(trace):.1e}), non-finite hypergradients: {opt.nonfinite}"
+                f"(max {max(trace):.1e}), non-finite hypergradients: {opt.skipped_hyper_steps}"
             )
         else:
             print(f"plain AdamW:         val loss {val:.4f}; LR fixed at {args.lr:.1e}")

@@ -60,7 +60,7 @@ def main() -> None:
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     tuner = stn.STNTuner(
         model, space, F.cross_entropy, opt, variant=args.variant, hyper_lr=0.1, scale_lr=0.03,
-        train_steps=5, warmup_steps=args.steps // 20, weight_decay="wd",
+        train_steps=5, hyper_delay_steps=args.steps // 20, weight_decay="wd",
     )  # fmt: skip
     for step in range(args.steps):
         idx = tr[torch.randint(0, 200, (32,), device=dev)]

@@ -39,7 +39,9 @@ def _replies(g: torch.Generator, params, n: int, scale: float = 0.1):
 
 def test_g_rule_matches_hand_computation_and_clips():
     x = T([0.0, 0.0])
-    server = FedHyperServer([x], rule="g", global_lr=0.5, hyper_lr=0.5, global_lr_bounds=(0.1, 2))
+    server = FedHyperServer(
+        [x], rule="g", global_lr=0.5, hypergrad_lr=0.5, global_lr_bounds=(0.1, 2)
+    )
     # round 0: Δ0 = mean((2, 0), (0, 2)) = (1, 1); no previous update: x += 0.5 Δ0
     r0 = server.step([[T([2.0, 0.0])], [T([0.0, 2.0])]])
     assert torch.equal(x, T([0.5, 0.5])) and r0.global_lr == 0.5 and math.isnan(r0.hypergradient)
@@ -58,7 +60,7 @@ def test_g_rule_matches_hand_computation_and_clips():
 
 def test_gm_rule_matches_hand_computation():
     x = T([0.0])
-    server = FedHyperServer([x], rule="gm", global_lr=1.0, hyper_lr=0.1, momentum=0.5)
+    server = FedHyperServer([x], rule="gm", global_lr=1.0, hypergrad_lr=0.1, momentum=0.5)
     d = [1.0, 2.0, -1.0]
     m_prev, a, ref = None, 0.0, 0.0
     for dt in d:
@@ -87,7 +89,7 @@ def test_gm_default_bounds_follow_released_code():
 def test_sl_local_lr_persists_across_rounds_and_clips():
     x = T([0.0])
     server = FedHyperServer(
-        [x], rule="none", local_lr=0.01, adapt_local_lr=True, local_hyper_lr=2.0
+        [x], rule="none", local_lr=0.01, adapt_local_lr=True, local_hypergrad_lr=2.0
     )
     assert server.local_lr_bounds == pytest.approx((0.001, 0.1))
     server.step([[x + 1.0]])
@@ -107,7 +109,7 @@ def test_sl_local_lr_persists_across_rounds_and_clips():
 def test_adam_g_matches_hand_fedadam():
     x = T([0.0, 0.0])
     server = FedHyperServer(
-        [x], rule="g", server_optimizer="adam", global_lr=0.1, hyper_lr=0.01, adam_tau=1e-3
+        [x], rule="g", server_optimizer="adam", global_lr=0.1, hypergrad_lr=0.01, adam_tau=1e-3
     )
     deltas = [T([1.0, -2.0]), T([0.5, 1.0]), T([1.0, 1.0])]
     m = torch.zeros(2)
@@ -128,16 +130,16 @@ def test_adam_g_matches_hand_fedadam():
 def test_normalized_rules_match_hand_computation():
     x = T([0.0, 0.0])
     server = FedHyperServer(
-        [x], rule="g", global_lr=1.0, hyper_lr=0.5, normalize=True, adapt_local_lr=True
+        [x], rule="g", global_lr=1.0, hypergrad_lr=0.5, normalize=True, adapt_local_lr=True
     )
-    assert server.local_hyper_lr == 0.3  # the default β with normalize
+    assert server.local_hypergrad_lr == 0.3  # the default β with normalize
     server.step([[T([2.0, 0.0])]])  # Δ0 = (2, 0)
     server.step([[x + T([1.0, 1.0])]])  # cos(Δ0, Δ1) = 1/√2: η = 1·(1 + 0.5/√2)
     c = 1 / math.sqrt(2)
     assert server.global_lr == pytest.approx(1 + 0.5 * c)
     assert server.local_lr == pytest.approx(0.01 * (1 + 0.3 * c))
     assert x.tolist() == pytest.approx([2 + (1 + 0.5 * c), 1 + 0.5 * c])
-    gm = FedHyperServer([T([0.0])], rule="gm", global_lr=2.0, hyper_lr=0.1, normalize=True)
+    gm = FedHyperServer([T([0.0])], rule="gm", global_lr=2.0, hypergrad_lr=0.1, normalize=True)
     gm.step([[T([1.0])]])
     gm.step([[T([1.0 + 2.0 + 5.0])]])  # cos(m0, Δ1) = 1: a = 0.1·η0·1 = 0.2
     assert gm.momentum_coef == pytest.approx(0.2)
@@ -150,7 +152,7 @@ def test_normalized_rule_is_scale_free(normalize):
     lrs = []
     for scale in (1.0, 30.0):
         x = torch.zeros(5)
-        server = FedHyperServer([x], rule="g", hyper_lr=0.2, normalize=normalize)
+        server = FedHyperServer([x], rule="g", hypergrad_lr=0.2, normalize=normalize)
         for d in deltas:
             server.step([[x + scale * d]])
         lrs.append(server.global_lr)
@@ -174,7 +176,7 @@ def test_zero_hyper_lr_is_fedavg_bit_for_bit(kwargs):
     b = [p.clone() for p in init]
     base = {k: v for k, v in kwargs.items() if k not in ("rule", "adapt_local_lr", "normalize")}
     ref = FedHyperServer(a, rule="none", **base)
-    hyper = FedHyperServer(b, hyper_lr=0.0, local_hyper_lr=0.0, **kwargs)
+    hyper = FedHyperServer(b, hypergrad_lr=0.0, local_hypergrad_lr=0.0, **kwargs)
     hand = [p.clone() for p in init]
     for _ in range(5):
         replies = _replies(g, a, 3)
@@ -192,10 +194,10 @@ def test_zero_hyper_lr_is_fedavg_bit_for_bit(kwargs):
 # ---------------------------------------------------------------- client rule (CL)
 
 
-def _client(hyper_lr=1.0, **kw):
+def _client(hypergrad_lr=1.0, **kw):
     w = torch.nn.Parameter(torch.zeros(2))
     opt = torch.optim.SGD([w], lr=0.1)
-    return w, opt, FedHyperClient(opt, hyper_lr=hyper_lr, **kw)
+    return w, opt, FedHyperClient(opt, hypergrad_lr=hypergrad_lr, **kw)
 
 
 def _sgd_step(w, opt, grad):
@@ -205,7 +207,7 @@ def _sgd_step(w, opt, grad):
 
 
 def test_cl_rule_matches_hand_computation():
-    w, opt, client = _client(hyper_lr=2.0, global_coef=0.5)
+    w, opt, client = _client(hypergrad_lr=2.0, global_coef=0.5)
     glob = T([1.0, 0.0])
     client.begin_round(0.1, [glob])
     _sgd_step(w, opt, T([-1.0, 0.0]))  # δ1 = (0.1, 0): x = 0.5·0.1, y = ⟨δ1, Δ⟩ = 0.1
@@ -223,7 +225,7 @@ def test_cl_rule_matches_hand_computation():
 
 def test_cl_global_term_sign_and_magnitude_below_the_cap():
     # Steps small enough that γ stays under γ_max = 1.1, so c·⟨δ, Δ⟩ shows in the scale.
-    w, opt, client = _client(hyper_lr=1.0, global_coef=0.5)
+    w, opt, client = _client(hypergrad_lr=1.0, global_coef=0.5)
     client.begin_round(0.1, [T([1.0, 0.0])])  # Δ_{t−1} = (1, 0)
     _sgd_step(w, opt, T([-0.1, 0.0]))  # δ1 = (0.01, 0); p = Δ: x = 0.5·0.01, y = 0.01
     client.step()
@@ -242,7 +244,7 @@ def test_cl_global_term_sign_and_magnitude_below_the_cap():
 
 
 def test_cl_clips_scale_and_resets_each_round():
-    w, opt, client = _client(hyper_lr=100.0, scale_bounds=(0.5, 1.2))
+    w, opt, client = _client(hypergrad_lr=100.0, scale_bounds=(0.5, 1.2))
     client.begin_round(0.1, [T([1.0, 1.0])])
     for _ in range(5):  # steps agree with Δ_{t-1}: +10 % per step, clipped at 1.2
         _sgd_step(w, opt, T([-1.0, -1.0]))
@@ -262,7 +264,7 @@ def test_cl_skips_nonfinite_steps():
     w, opt, client = _client()
     client.begin_round(0.1, [T([1.0, 1.0])])
     _sgd_step(w, opt, T([math.nan, 0.0]))
-    assert client.step() == pytest.approx(0.1) and client.steps_skipped == 1
+    assert client.step() == pytest.approx(0.1) and client.skipped_hyper_steps == 1
 
 
 # ---------------------------------------------------------------- bad replies and bad input
@@ -276,10 +278,10 @@ def test_nonfinite_client_update_is_dropped_and_reported():
     )
     assert report.dropped == (1, 3) and report.num_clients == 4 and not report.skipped
     assert torch.equal(x, T([2.0, 2.0]))  # mean of the two finite replies only
-    assert server.updates_dropped == 2
+    assert server.dropped_updates == 2
     report = server.step([[T([math.nan, 0.0])]])
     assert report.skipped and report.dropped == (0,)
-    assert torch.equal(x, T([2.0, 2.0])) and server.rounds_skipped == 1 and server.round == 2
+    assert torch.equal(x, T([2.0, 2.0])) and server.skipped_rounds == 1 and server.round == 2
     assert torch.isfinite(torch.cat([t.reshape(-1) for t in server.previous_update])).all()
 
 
@@ -297,8 +299,8 @@ def test_server_bad_input():
         FedHyperServer([x], global_lr=0.1, global_lr_bounds=(0.2, 5.0))
     with pytest.raises(ConfigError, match="global_lr"):
         FedHyperServer([x], global_lr=0.0)
-    with pytest.raises(ConfigError, match="hyper_lr"):
-        FedHyperServer([x], hyper_lr=-1.0)
+    with pytest.raises(ConfigError, match="hypergrad_lr"):
+        FedHyperServer([x], hypergrad_lr=-1.0)
     with pytest.raises(ConfigError, match="one device and one dtype"):
         FedHyperServer([x, T([1], dtype=torch.float64)])
     server = FedHyperServer([x])
@@ -385,7 +387,7 @@ def test_server_state_roundtrip_resumes_identically():
 
 
 def test_client_state_roundtrip():
-    w, opt, client = _client(hyper_lr=5.0)
+    w, opt, client = _client(hypergrad_lr=5.0)
     client.begin_round(0.1, [T([1.0, 1.0])])
     for _ in range(2):
         _sgd_step(w, opt, T([-1.0, -0.5]))
@@ -393,7 +395,7 @@ def test_client_state_roundtrip():
     state = _roundtrip(client.state_dict())
     w2 = torch.nn.Parameter(w.detach().clone())
     opt2 = torch.optim.SGD([w2], lr=0.5)
-    other = FedHyperClient(opt2, hyper_lr=5.0)
+    other = FedHyperClient(opt2, hypergrad_lr=5.0)
     other.load_state_dict(state)
     assert opt2.param_groups[0]["lr"] == pytest.approx(client.lr)
     for c, ww, oo in ((client, w, opt), (other, w2, opt2)):

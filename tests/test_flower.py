@@ -194,7 +194,7 @@ def _trainer(target: np.ndarray, steps: int = 3) -> Handler:
     def handle(msg: Message) -> Message:
         w = torch.nn.Parameter(torch.from_numpy(msg.content["arrays"]["w"].numpy().copy()))
         opt = torch.optim.SGD([w], lr=123.0)  # replaced by the server's local LR
-        client = fedhyper_client(msg, opt, hyper_lr=0.5)
+        client = fedhyper_client(msg, opt, hypergrad_lr=0.5)
         for _ in range(steps):
             opt.zero_grad()
             ((w - torch.from_numpy(target)) ** 2).sum().backward()
@@ -210,7 +210,13 @@ def _nodes() -> dict[int, Handler]:
 
 
 def test_resume_after_restart_matches_uninterrupted_run(tmp_path):
-    kw = {"rule": "g", "global_lr": 1.0, "local_lr": 0.1, "adapt_local_lr": True, "hyper_lr": 0.5}
+    kw = {
+        "rule": "g",
+        "global_lr": 1.0,
+        "local_lr": 0.1,
+        "adapt_local_lr": True,
+        "hypergrad_lr": 0.5,
+    }
     w0 = ArrayRecord({"w": Array(np.zeros(2, np.float32))})
     full = _tiny_strategy(**kw)
     ref = full.start(LocalGrid(_nodes()), w0, num_rounds=4, timeout=1.0)
@@ -235,8 +241,8 @@ def test_resume_after_restart_matches_uninterrupted_run(tmp_path):
 @pytest.mark.parametrize(
     "kw",
     [
-        {"rule": "gm", "adapt_local_lr": True, "hyper_lr": 0.3},
-        {"rule": "g", "server_optimizer": "adam", "global_lr": 0.1, "hyper_lr": 0.01},
+        {"rule": "gm", "adapt_local_lr": True, "hypergrad_lr": 0.3},
+        {"rule": "g", "server_optimizer": "adam", "global_lr": 0.1, "hypergrad_lr": 0.01},
     ],
     ids=["gm+sl", "adam-g"],
 )
@@ -286,10 +292,10 @@ def test_fedhyper_client_helper_runs_cl_like_fedhyper_client():
     )
     msg = Message(content, dst_node_id=2, message_type="train")
     opt = torch.optim.SGD([w], lr=1.0)
-    client = fedhyper_client(msg, opt, hyper_lr=10.0)
+    client = fedhyper_client(msg, opt, hypergrad_lr=10.0)
     v = torch.nn.Parameter(torch.zeros(2))
     ref_opt = torch.optim.SGD([v], lr=1.0)
-    ref = FedHyperClient(ref_opt, hyper_lr=10.0)
+    ref = FedHyperClient(ref_opt, hypergrad_lr=10.0)
     ref.begin_round(0.2, [torch.ones(2)])
     for p, o, c in ((w, opt, client), (v, ref_opt, ref)):
         for _ in range(3):
@@ -300,7 +306,36 @@ def test_fedhyper_client_helper_runs_cl_like_fedhyper_client():
     assert client.lr == ref.lr == pytest.approx(0.2 * 1.1**3)
     assert opt.param_groups[0]["lr"] == pytest.approx(0.2 * 1.1**3)
     plain = fedhyper_client(msg, torch.optim.SGD([w], lr=1.0), cl=False)
-    assert plain.lr == 0.2 and plain.hyper_lr == 0.0
+    assert plain.lr == 0.2 and plain.hypergrad_lr == 0.0
+
+
+def test_deprecated_hyper_lr_names_warn_once_at_the_caller():
+    for kw, new in (
+        ({"hyper_lr": 0.5}, "hypergrad_lr"),
+        ({"local_hyper_lr": 0.3}, "local_hypergrad_lr"),
+    ):
+        with pytest.warns(DeprecationWarning) as rec:
+            strategy = _tiny_strategy(adapt_local_lr=True, **kw)
+        assert len(rec) == 1 and rec[0].filename == __file__
+        assert str(rec[0].message) == (
+            f"FedHyperStrategy: the argument {next(iter(kw))!r} is deprecated and will be "
+            f"removed in the next release; use {new!r}"
+        )
+        assert strategy._server_kwargs[new] == next(iter(kw.values()))
+    with pytest.raises(ConfigError, match=r"got both hypergrad_lr=0\.5 and .* hyper_lr=0\.2"):
+        _tiny_strategy(hypergrad_lr=0.5, hyper_lr=0.2)
+    msg = Message(
+        RecordDict({"config": ConfigRecord({LOCAL_LR_KEY: 0.2})}),
+        dst_node_id=2,
+        message_type="train",
+    )
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(2))], lr=1.0)
+    with pytest.warns(DeprecationWarning, match="'hyper_lr' is deprecated") as rec:
+        client = fedhyper_client(msg, opt, cl=False, hyper_lr=3.0)
+    assert len(rec) == 1 and rec[0].filename == __file__ and client.hypergrad_lr == 0.0
+    with pytest.warns(DeprecationWarning) as rec:
+        client = fedhyper_client(msg, opt, hyper_lr=3.0)
+    assert len(rec) == 1 and rec[0].filename == __file__ and client.hypergrad_lr == 3.0
 
 
 def test_client_helper_errors():
@@ -349,7 +384,7 @@ def test_state_dict_survives_weights_only_and_checks_arguments(tmp_path):
         other.global_arrays["w"].numpy(), strategy.global_arrays["w"].numpy()
     )
     with pytest.raises(StateError, match="hyper_lr"):
-        _tiny_strategy(adapt_local_lr=True, hyper_lr=0.5).load_state_dict(state)
+        _tiny_strategy(adapt_local_lr=True, hypergrad_lr=0.5).load_state_dict(state)
     with pytest.raises(StateError, match="FedHyperStrategy"):
         other.load_state_dict(strategy.server.state_dict())
 

@@ -136,7 +136,7 @@ def _bad_warm_start() -> None:
         (lambda: Param("x", 1.0, 0.0), ConfigError, "low must be < high"),
         (lambda: Param("x", "low", 1.0), ConfigTypeError, "low of Param 'x'"),
         (lambda: RandomSearcher([]), ConfigError, "params"),
-        (lambda: RandomSearcher([("x", 0, 1)]), ConfigTypeError, "Param instances"),
+        (lambda: RandomSearcher([("x", 0, 1)]), ConfigTypeError, r"params\[0\] must be a"),
         (lambda: RandomSearcher(_LIN, seed="0"), ConfigTypeError, "seed"),
         (lambda: RandomSearcher(_LIN, design="grid"), ConfigError, "design"),
         (lambda: GPSearcher(_LIN, n_initial=0), ConfigError, "n_initial"),

@@ -172,7 +172,7 @@ def test_amp_skipped_steps_are_reported_as_skipped() -> None:
     assert tuner.skipped_steps == 2
     assert tuner.global_step == N - 2  # the Trainer counted them, the tuner did not
     assert all(math.isfinite(r.loss) for r in tuner.history)
-    assert tuner.recoveries == 0 and tuner.nonfinite_skipped == 0
+    assert tuner.recoveries == 0 and tuner.skipped_losses == 0
     assert scaler.get_scale() < 2.0**10  # the scaler really skipped
 
 
@@ -320,7 +320,7 @@ def test_hypergradient_lr_recipe_matches_the_plain_loop() -> None:
     """HypergradientLR is an optimizer: return it from configure_optimizers, no callback."""
 
     def hd(m: Any) -> torch.optim.Optimizer:
-        return HypergradientLR(torch.optim.SGD(m.parameters(), lr=0.01), lr_max=1.0)
+        return HypergradientLR(torch.optim.SGD(m.parameters(), lr=0.01), lr_bounds=(0.0, 1.0))
 
     class Plain(Reg):
         def configure_optimizers(self) -> Any:

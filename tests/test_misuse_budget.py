@@ -341,7 +341,7 @@ def test_budget_variant_skips_a_glitch_that_poisoned_nothing() -> None:
     glitches = {first_end + 3, first_end + 40, first_end + 41}  # exploiting the winner
     tuner, model, _, said, losses, boxes = _budget_run(glitches)
     assert said0 == [] and len(said) == 1 and "skipped it" in said[0], said
-    assert tuner.nonfinite_skipped == 3 and tuner.recoveries == 0
+    assert tuner.skipped_losses == 3 and tuner.recoveries == 0
     assert all(b == bx for b, bx in zip(boxes, _budget_run(set())[5]))
     # Nothing was lost: the run is the glitch-free run, step for step.
     assert losses == losses0
@@ -355,11 +355,11 @@ def test_budget_variant_recovers_from_a_streak_or_a_real_blow_up() -> None:
     at = pol.starts[0] + pol.ks[0] * pol.tau_primes[0] + 3
     # Three non-finite losses in a row are not a bad batch.
     tuner, _, _, said, _, _ = _budget_run({at, at + 1, at + 2})
-    assert tuner.nonfinite_skipped == 2 and tuner.recoveries == 1
+    assert tuner.skipped_losses == 2 and tuner.recoveries == 1
     assert len(said) == 2 and "restored the stage start" in said[1]
     # Weights gone NaN: recover at once, nothing skipped.
     tuner, model, _, said, _, _ = _budget_run({at}, poison={at})
-    assert tuner.nonfinite_skipped == 0 and tuner.recoveries == 1
+    assert tuner.skipped_losses == 0 and tuner.recoveries == 1
     assert "returns to" not in said[0]
     assert all(torch.isfinite(p).all() for p in model.parameters())
 

@@ -147,7 +147,7 @@ class _Client(_Harness):
     def __init__(self, size: int = 2, **kw: Any) -> None:
         self.w = nn.Parameter(torch.zeros(size))
         self.opt = torch.optim.SGD([self.w], lr=0.1)
-        kw.setdefault("hyper_lr", 5.0)
+        kw.setdefault("hypergrad_lr", 5.0)
         self.obj = FedHyperClient(self.opt, **kw)
         self.obj.begin_round(0.1, [torch.ones(size)])
 
@@ -401,7 +401,7 @@ def test_stn_state_with_other_hyperparameters_is_refused() -> None:
 
 # ---------------------------------------------------------------------- other arguments
 ARGS = {
-    "hd": [({"rule": "additive", "lr_max": 1.0},
+    "hd": [({"rule": "additive", "lr_bounds": (0.0, 1.0)},
             {"rule": ("'multiplicative'", "'additive'"), "hypergrad_lr": ("0.02", "0.001"),
              "lr_max": ("inf", "1.0")}),
            ({"adam": True}, {"optimizer_class": ("'SGD'", "'Adam'")}),
@@ -411,14 +411,14 @@ ARGS = {
              {"train_steps": ("1", "2"), "entropy_weight": ("0.001", "0.1")}),
             ({"variant": "delta", "linearize": True},
              {"variant": ("'stn'", "'delta'"), "linearize": ("False", "True")})],
-    "server": [({"hyper_lr": 0.5, "local_lr": 0.02},
+    "server": [({"hypergrad_lr": 0.5, "local_lr": 0.02},
                 {"hyper_lr": ("1.0", "0.5"), "initial_local_lr": ("0.01", "0.02"),
                  "local_lr_bounds": ("[0.001, 0.1]", "[0.002, 0.2]")}),
                ({"rule": "g", "normalize": True},  # also changes the defaults of β and bounds
                 {"rule": ("'gm'", "'g'"), "normalize": ("False", "True"),
                  "hyper_lr": ("1.0", "0.3"), "local_hyper_lr": ("1.0", "0.3"),
                  "global_lr_bounds": ("[0.8, 5.0]", "[0.2, 5.0]")})],
-    "client": [({"hyper_lr": 2.0, "max_growth": 1.5},
+    "client": [({"hypergrad_lr": 2.0, "max_growth": 1.5},
                 {"hyper_lr": ("5.0", "2.0"), "max_growth": ("1.1", "1.5")}),
                ({"scale_bounds": (0.5, 2.0)}, {"scale_bounds": ("[0.1, 10.0]", "[0.5, 2.0]")})],
 }  # fmt: skip
@@ -536,7 +536,7 @@ def test_stn_per_example_loss_is_named_before_any_update(loss_fn: Any, name: str
     assert f"{name}(output, target) returned" in msg and got in msg and "reduction='mean'" in msg
     # refused before anything moved: no weight step, no counter
     assert all(torch.equal(a, b) for a, b in zip(w0, h.net.parameters()))
-    assert h.obj.global_step == 0 and h.obj.skipped_train_steps == 0
+    assert h.obj.global_step == 0 and h.obj.skipped_steps == 0
 
 
 def test_stn_loss_without_a_graph_and_bad_augment_are_named() -> None:

@@ -27,7 +27,13 @@ def test_import_autolr_is_light() -> None:
 
 @pytest.mark.parametrize(
     ("module", "framework", "extra"),
-    [("autolr.integrations.ray", "ray", "ray"), ("autolr.integrations.optuna", "optuna", "optuna")],
+    [
+        ("autolr.integrations.ray", "ray", "ray"),
+        ("autolr.integrations.optuna", "optuna", "optuna"),
+        ("autolr.integrations.lightning", "lightning", "lightning"),
+        ("autolr.integrations.transformers", "transformers", "transformers"),
+        ("autolr.integrations.flower", "flwr", "flower"),
+    ],
 )
 def test_integration_without_its_framework_names_the_extra(
     module: str, framework: str, extra: str
@@ -43,6 +49,22 @@ def test_integration_without_its_framework_names_the_extra(
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert f'pip install "autolr[{extra}]"' in out.stdout, out.stdout + out.stderr
+
+
+def test_llm_searcher_without_openai_names_the_extra() -> None:
+    # openai loads only when a client is built (import autolr.searchers stays light).
+    code = (
+        "import sys\n"
+        "sys.modules['openai'] = None\n"
+        "from autolr.searchers import LLMSearcher, Param\n"
+        "try:\n"
+        "    LLMSearcher([Param('lr', 1e-4, 1.0, log=True)], base_url='http://127.0.0.1:9/v1',"
+        " model='m')\n"
+        "except ImportError as e:\n"
+        "    print(e)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert 'pip install "autolr[llm]"' in out.stdout, out.stdout + out.stderr
 
 
 def test_missing_extra_names_it() -> None:

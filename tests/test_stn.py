@@ -332,7 +332,7 @@ def test_delta_weight_step_splits_general_and_response() -> None:
 
 
 def test_alternation_warmup_and_schedule_recording() -> None:
-    tuner, _net, space = _tuner(warmup_steps=4, train_steps=3, val_steps=2)
+    tuner, _net, space = _tuner(hyper_delay_steps=4, train_steps=3, val_steps=2)
     x, y = make_regression(96)
     val = [(x[64:80], y[64:80]), (x[80:], y[80:])]
     for _ in range(4):
@@ -402,7 +402,7 @@ def test_non_finite_hypergradient_is_skipped_and_counted() -> None:
     assert all(torch.equal(h0[k], v) for k, v in _snap(space).items())
     w0 = _snap(net)
     tuner.train_step((x[:32], bad_y))  # non-finite training loss: no weight update either
-    assert tuner.skipped_train_steps == 1
+    assert tuner.skipped_steps == 1
     assert all(torch.equal(w0[k], v) for k, v in _snap(net).items())
     tuner.hyper_step((x[32:], y[32:]))
     assert tuner.skipped_hyper_steps == 1 and tuner.hyper_steps == 2
@@ -529,7 +529,7 @@ def _train(tuned: bool, steps: int, seed: int) -> tuple[float, stn.STNTuner | No
     opt = torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9)
     if tuned:
         tuner = stn.STNTuner(net, space, F.cross_entropy, opt, hyper_lr=0.1, scale_lr=0.03,
-                             train_steps=5, warmup_steps=50)  # fmt: skip
+                             train_steps=5, hyper_delay_steps=50)  # fmt: skip
     g = torch.Generator().manual_seed(seed)
     val = [(xv[i : i + 50], yv[i : i + 50]) for i in range(0, len(xv), 50)]
     for _ in range(steps):
@@ -596,7 +596,7 @@ def test_cnn_with_tuned_cutout(variant: str, linearize: bool) -> None:
     x, y = torch.rand(16, 1, 8, 8), torch.randint(0, 3, (16,))
     for _ in range(4):
         assert math.isfinite(tuner.step((x, y), [(x, y)]))
-    assert tuner.skipped_hyper_steps == 0 and tuner.skipped_train_steps == 0
+    assert tuner.skipped_hyper_steps == 0 and tuner.skipped_steps == 0
     vals = tuner.schedule().at(4)
     assert vals["len"] == int(vals["len"]) and 0 <= vals["len"] <= 6
     assert space.unconstrained.grad is None  # hyper grads are applied, then cleared

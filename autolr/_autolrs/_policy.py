@@ -22,7 +22,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .._errors import ConfigError
+from .._validate import check_choice, check_float, check_int
 
 __all__ = [
     "BudgetPolicy",
@@ -113,11 +113,9 @@ class DivergenceRule:
 
     def __post_init__(self) -> None:
         # One check for every executor that builds a rule from its arguments.
-        if isinstance(self.factor, bool) or not (
-            isinstance(self.factor, (int, float)) and self.factor > 1
-        ):
-            raise ConfigError(f"divergence_factor must be > 1, got {self.factor!r}")
-        _check_int("divergence_patience", self.patience, 1)
+        # inf is allowed: no ratio test, only non-finite losses count as over
+        check_float("divergence_factor", self.factor, minimum=1, min_inclusive=False, finite=False)
+        check_int("divergence_patience", self.patience, minimum=1)
 
     def over(self, value: float, ref: float | None) -> bool:
         """Whether one loss is over the divergence threshold."""
@@ -245,24 +243,21 @@ class BudgetPolicy:
         Raises:
             ConfigError: On invalid fractions, counts or shapes.
         """
-        _check_int("max_steps", max_steps, 1)
-        _check_int("searches", searches, 0)
-        _check_int("k", k, 1)
-        _check_int("k_later", k_later, 1)
+        check_int("max_steps", max_steps, minimum=1)
+        check_int("searches", searches, minimum=0)
+        check_int("k", k, minimum=1)
+        check_int("k_later", k_later, minimum=1)
         for name, v, lo_, hi_ in (
             ("search_frac", search_frac, 0.0, 0.9),
             ("first_share", first_share, 0.0, 1.0),
             ("decay_frac", decay_frac, 0.0, 1.0),
             ("cooldown_frac", cooldown_frac, 0.0, 0.9),
         ):
-            if not (isinstance(v, (int, float)) and lo_ <= v <= hi_):
-                raise ConfigError(f"{name} must be in [{lo_}, {hi_}], got {v!r}")
-        if decay_shape not in ("linear", "sqrt"):
-            raise ConfigError(f"decay_shape must be 'linear' or 'sqrt', got {decay_shape!r}")
-        if not (isinstance(trust, (int, float)) and trust > 1):
-            raise ConfigError(f"trust must be > 1, got {trust!r}")
+            check_float(name, v, minimum=lo_, maximum=hi_)
+        check_choice("decay_shape", decay_shape, ("linear", "sqrt"))
+        check_float("trust", trust, minimum=1, min_inclusive=False, finite=False)
         if warmup is not None:
-            _check_int("warmup_steps", int(warmup), 0)
+            check_int("warmup_steps", int(warmup), minimum=0)
 
         def fit(b: int) -> tuple[int, int, int, list[tuple[int, int]]] | None:
             """The most searches (up to ``searches``) that budget ``b`` holds, or None."""
@@ -378,8 +373,3 @@ def _smallest(fits: Callable[[int], object], budget: int, limit: int = 1 << 40) 
         mid = (lo + hi) // 2
         lo, hi = (lo, mid) if fits(mid) is not None else (mid, hi)
     return hi
-
-
-def _check_int(name: str, value: object, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"{name} must be an int >= {minimum}, got {value!r}")

@@ -19,6 +19,7 @@ from autolr.predictors import ExponentialPredictor, Forecast, Predictor
 from autolr.searchers import GPSearcher, Param, Searcher
 
 from .._errors import ConfigError, StateError
+from .._validate import check_bounds, check_choice, check_int
 from ._policy import BudgetPolicy, DivergenceRule, PaperPolicy, StagePlan
 
 __all__ = ["CandidateResult", "StageRecord", "StageSearch"]
@@ -165,22 +166,17 @@ class StageSearch:
         continue_best: bool = False,
         parallel: bool = False,
     ) -> None:
-        lo, hi = _check_bounds(lr_bounds)
-        if variant not in _VARIANTS:
-            raise ConfigError(f"variant must be one of {_VARIANTS}, got {variant!r}")
-        if max_steps is not None and (
-            isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1
-        ):
-            raise ConfigError(f"max_steps must be None or an int >= 1, got {max_steps!r}")
+        lo, hi = check_bounds("lr_bounds", lr_bounds, positive=True)
+        check_choice("variant", variant, _VARIANTS)
+        if max_steps is not None:
+            check_int("max_steps", max_steps, minimum=1)
         if variant == "budget" and max_steps is None:
             raise ConfigError("variant='budget' plans the run from its budget: pass max_steps")
         compare = compare or ("forecast" if variant == "paper" else "window")
-        if compare not in _COMPARES:
-            raise ConfigError(f"compare must be one of {_COMPARES}, got {compare!r}")
+        check_choice("compare", compare, _COMPARES)
         tau_prime = max(1, tau // 10) if tau_prime is None else tau_prime
         for name, val in (("tau", tau), ("tau_prime", tau_prime), ("k", k), ("tau_max", tau_max)):
-            if isinstance(val, bool) or not isinstance(val, int) or val < 1:
-                raise ConfigError(f"{name} must be an int >= 1, got {val!r}")
+            check_int(name, val, minimum=1)
         if tau_prime >= tau:
             raise ConfigError(
                 f"tau_prime must be smaller than tau (candidates are short trials of a stage), "
@@ -261,8 +257,7 @@ class StageSearch:
             ConfigError: Structure with the budget variant, a budget variant without a
                 budget, or a policy with the paper variant.
         """
-        if variant not in _VARIANTS:
-            raise ConfigError(f"variant must be one of {_VARIANTS}, got {variant!r}")
+        check_choice("variant", variant, _VARIANTS)
         given = [n for n, v in structure.items() if v is not None]
         if variant == "budget":
             if given:
@@ -568,8 +563,7 @@ class StageSearch:
 
     def propose(self, n: int = 1, *, pending: Sequence[float] = ()) -> list[float]:
         """Propose ``n`` new candidate LRs, given LRs still being tried (``pending``)."""
-        if n < 1:
-            raise ConfigError(f"n must be >= 1, got {n}")
+        check_int("n", n, minimum=1)
         configs = self.searcher.suggest(n, pending=[{"lr": float(p)} for p in pending])
         lo, hi = self.lr_bounds
         return [float(min(max(c["lr"], lo), hi)) for c in configs]
@@ -729,7 +723,7 @@ class StageSearch:
             return None, True, 0
         try:
             box = entry["restore_box"]
-            restore = None if box is None else _check_bounds(box)
+            restore = None if box is None else check_bounds("restore_box", box, positive=True)
             healthy, restored = entry["healthy"], _int(entry["restored"], "restored", 0)
             if not isinstance(healthy, bool):
                 raise TypeError(f"healthy={healthy!r} is not a bool")
@@ -757,8 +751,8 @@ class StageSearch:
         if missing:
             raise StateError(f"not a StageSearch state_dict: it lacks {', '.join(missing)}")
         try:
-            lo, hi = _check_bounds(state["lr_bounds"])
-            box_lo, box_hi = _check_bounds(state.get("box", (lo, hi)))
+            lo, hi = check_bounds("lr_bounds", state["lr_bounds"], positive=True)
+            box_lo, box_hi = check_bounds("box", state.get("box", (lo, hi)), positive=True)
             tau = _int(state["tau"], "tau", 1)
             tau_prime = _int(state["tau_prime"], "tau_prime", 1)
             stage = _int(state["stage"], "stage", 0)
@@ -839,16 +833,6 @@ def _record(d: Any) -> StageRecord:
     if r.end is not None:
         _int(r.end, "record end", 0)
     return r
-
-
-def _check_bounds(bounds: Any) -> tuple[float, float]:
-    try:
-        lo, hi = (float(b) for b in bounds)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"lr_bounds must be a pair (low, high), got {bounds!r}") from exc
-    if not (math.isfinite(lo) and math.isfinite(hi)) or lo <= 0 or hi <= lo:
-        raise ConfigError(f"lr_bounds must satisfy 0 < low < high (finite), got {bounds!r}")
-    return lo, hi
 
 
 def _default_searcher(lo: float, hi: float, seed: int | None, variant: str) -> Searcher:

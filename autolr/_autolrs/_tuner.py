@@ -14,10 +14,12 @@ from torch import nn
 from autolr.predictors import Predictor
 from autolr.searchers import Searcher
 
+from .._deprecate import RenamedAttribute
 from .._distributed import RankZeroPredictor, resolve_group
 from .._errors import ConfigError, ConfigTypeError, StateError
 from .._schedule import Schedule
 from .._snapshot import Snapshot, Stateful, capture_rng_state, restore_rng_state
+from .._validate import check_callable, check_choice, check_float, check_instance, check_int
 from ._lr import GroupLRs
 from ._policy import BudgetPolicy, DivergenceRule, warmup_lr
 from ._stage import CandidateResult, StageRecord, StageSearch
@@ -145,6 +147,13 @@ class AutoLRS:
         ConfigTypeError: ``model``/``optimizer`` of the wrong type, or an optimizer holding
             parameters that are not the model's.
 
+    Attributes:
+        skipped_steps: Steps a ``GradScaler`` skipped (``step(loss, skipped=True)``).
+        skipped_losses: Non-finite losses skipped because they poisoned nothing (budget
+            variant); formerly ``nonfinite_skipped`` (a deprecated alias for one release).
+        recoveries: Restores of the stage start after a non-finite loss while exploiting
+            (or a restarted warm-up).
+
     Example:
         >>> model = torch.nn.Linear(4, 1)
         >>> opt = torch.optim.SGD(model.parameters(), lr=0.01)
@@ -157,6 +166,8 @@ class AutoLRS:
         >>> tuner.done, len(tuner.stages[0].candidates)
         (True, 4)
     """
+
+    nonfinite_skipped = RenamedAttribute("skipped_losses")
 
     def __init__(
         self,
@@ -201,24 +212,23 @@ class AutoLRS:
             )
         sync = resolve_group(process_group)
         if max_steps is not None:
-            _check_int("max_steps", max_steps, 1)
+            check_int("max_steps", max_steps, minimum=1)
         if variant is None:
             variant = "budget" if max_steps is not None else "paper"
         structure = {"tau": tau, "tau_prime": tau_prime, "k": k, "tau_max": tau_max,
                      "double": double}  # fmt: skip
         if variant == "budget" and max_steps is not None:
             if warmup_steps is not None:
-                _check_int("warmup_steps", warmup_steps, 0)
+                check_int("warmup_steps", warmup_steps, minimum=0)
             if policy is None:
                 policy = BudgetPolicy.for_budget(max_steps, warmup=warmup_steps)
-            elif not isinstance(policy, BudgetPolicy):
-                raise ConfigTypeError(f"policy must be a BudgetPolicy, got {type(policy).__name__}")
+            else:
+                check_instance("policy", policy, BudgetPolicy)
             warmup_steps = policy.warmup
         elif warmup_steps is None:
             warmup_steps = 0
         continue_from = continue_from or ("best" if variant == "budget" else "start")
-        if continue_from not in ("start", "best"):
-            raise ConfigError(f"continue_from must be 'start' or 'best', got {continue_from!r}")
+        check_choice("continue_from", continue_from, ("start", "best"))
         self.search = StageSearch.for_variant(
             variant,
             max_steps=max_steps,
@@ -232,18 +242,16 @@ class AutoLRS:
             divergence=DivergenceRule(divergence_factor, divergence_patience),
             continue_best=continue_from == "best",
         )
-        _check_int("warmup_steps", warmup_steps, 0)
-        _check_int("sync_every", sync_every, 1)
+        check_int("warmup_steps", warmup_steps, minimum=0)
+        check_int("sync_every", sync_every, minimum=1)
         if val_every is not None:
-            _check_int("val_every", val_every, 1)
-        if val_fn is not None and not callable(val_fn):
-            raise ConfigTypeError(f"val_fn must be callable, got {type(val_fn).__name__}")
+            check_int("val_every", val_every, minimum=1)
+        if val_fn is not None:
+            check_callable("val_fn", val_fn)
         if warmup_lr is None:
             warmup_lr = self.search.initial_lr
-        elif not (
-            isinstance(warmup_lr, (int, float)) and math.isfinite(warmup_lr) and warmup_lr > 0
-        ):
-            raise ConfigError(f"warmup_lr must be a positive finite float, got {warmup_lr!r}")
+        else:
+            warmup_lr = check_float("warmup_lr", warmup_lr, minimum=0, min_inclusive=False)
         # Said once, here, where the plan is known: a budget that cannot hold the search
         # asked for would otherwise only show in `stages` after the run.
         report = self.search.budget_report(warmup_steps)
@@ -302,7 +310,7 @@ class AutoLRS:
         self.recoveries = 0
         self._restores = 0  # snapshot restores so far (not saved: only compared within a step)
         # Non-finite losses skipped because they poisoned nothing (budget variant).
-        self.nonfinite_skipped = 0
+        self.skipped_losses = 0
         self._nonfinite_streak = 0
         # val_fn gave a non-finite value on a finite model: score on training losses instead.
         self._val_broken = False
@@ -704,12 +712,12 @@ class AutoLRS:
         if not self._model_finite(optimizer=True):
             return False
         self._nonfinite_streak += 1
-        self.nonfinite_skipped += 1
-        if self.nonfinite_skipped == 1:
+        self.skipped_losses += 1
+        if self.skipped_losses == 1:
             warnings.warn(
                 f"AutoLRS: non-finite loss at step {self.global_step - 1} left the weights and "
                 "optimizer state finite; skipped it and kept training (nothing rolled back). "
-                "Later such losses are counted in `nonfinite_skipped` without a warning",
+                "Later such losses are counted in `skipped_losses` without a warning",
                 RuntimeWarning,
                 stacklevel=3,
             )
@@ -957,7 +965,7 @@ class AutoLRS:
             "warmup_lr": self.warmup_lr,
             "variant": self.variant,
             "val_broken": self._val_broken,
-            "nonfinite_skipped": self.nonfinite_skipped,
+            "nonfinite_skipped": self.skipped_losses,  # state keys keep their first names
             "nonfinite_streak": self._nonfinite_streak,
             "skipped_steps": self.skipped_steps,
             # The scale after the last step: a resumed run detects a skip at its first step
@@ -1105,7 +1113,7 @@ class AutoLRS:
                 "warmup_lr": num("warmup_lr", 0.0),
                 # Absent before this entry existed: val_fn was still trusted then.
                 "_val_broken": state.get("val_broken") is True,
-                "nonfinite_skipped": _nat(state.get("nonfinite_skipped", 0), "nonfinite_skipped"),
+                "skipped_losses": _nat(state.get("nonfinite_skipped", 0), "nonfinite_skipped"),
                 "_nonfinite_streak": _nat(state.get("nonfinite_streak", 0), "nonfinite_streak"),
             }
         except StateError as exc:
@@ -1263,12 +1271,8 @@ def _text(value: Any, name: str) -> str:
 
 
 def _check_model_optimizer(model: Any, optimizer: Any) -> None:
-    if not isinstance(model, nn.Module):
-        raise ConfigTypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    if not isinstance(optimizer, torch.optim.Optimizer):
-        raise ConfigTypeError(
-            f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}"
-        )
+    check_instance("model", model, nn.Module)
+    check_instance("optimizer", optimizer, torch.optim.Optimizer)
     own = {id(p) for p in model.parameters()}
     foreign = [p for g in optimizer.param_groups for p in g["params"] if id(p) not in own]
     if foreign:
@@ -1277,11 +1281,6 @@ def _check_model_optimizer(model: Any, optimizer: Any) -> None:
             "the model; AutoLRS snapshots the model, so the optimizer must be built over "
             "model.parameters()"
         )
-
-
-def _check_int(name: str, value: Any, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"{name} must be an int >= {minimum}, got {value!r}")
 
 
 def _val_float(out: Any) -> float:

@@ -8,8 +8,10 @@ from typing import Any
 
 import torch
 
-from .._errors import ConfigError, ConfigTypeError
-from .._hypergrad import (
+from .._autolrs._lr import GroupLRs
+from .._deprecate import RenamedAttribute, take_renamed
+from .._errors import ConfigError
+from .._statecheck import (
     _short,
     _state_config,
     _state_error,
@@ -20,7 +22,7 @@ from .._hypergrad import (
     _state_tensor,
     _state_version,
 )
-from ._server import _bounds, _number
+from .._validate import check_bounds, check_float, check_instance
 
 _STATE_VERSION = 2  # 1: unversioned, no arguments saved; 2: arguments and shapes checked
 
@@ -43,20 +45,32 @@ class FedHyperClient:
     only records δ_1. Steps whose δ is not finite are not used for adaptation (and counted).
 
     Args:
-        optimizer: the client's torch optimizer; all its param groups get ``base_lr · s``.
-        hyper_lr: β (>= 0). Default 1.0; 0 disables adaptation.
+        optimizer: the client's torch optimizer. Its param groups keep the LR ratios they were
+            built with (as under AutoLRS): the first group with a positive LR runs at
+            ``base_lr · s``, the others at the same multiple of their own LR, and groups built
+            with ``lr=0`` stay frozen. Tensor LRs (fused/capturable optimizers) are filled in
+            place.
+        hypergrad_lr: β (>= 0). Default 1.0; 0 disables adaptation. (Renamed from
+            ``hyper_lr``, which still works for one release with a DeprecationWarning.)
         global_coef: c, weight of the agreement with Δ_{t−1}. Default 0.1.
         max_growth: γ_max (>= 1), the largest per-step growth. Default 1.1.
         scale_bounds: (s_min, s_max) clip bounds of s. Default (0.1, 10.0).
 
     Raises:
         ConfigTypeError: ``optimizer`` is not a ``torch.optim.Optimizer``.
-        ConfigError: bad numbers.
+        ConfigError: bad numbers, or every param group at ``lr=0``.
+
+    Attributes:
+        base_lr: This round's LR of the reference group (the first with a positive LR).
+        scale: s, the in-round LR factor.
+        steps: local steps seen.
+        skipped_hyper_steps: local steps not used for adaptation (non-finite δ or dot
+            products). Formerly ``steps_skipped`` (deprecated alias).
 
     Example:
         >>> w = torch.nn.Parameter(torch.zeros(2))
         >>> opt = torch.optim.SGD([w], lr=0.1)
-        >>> client = FedHyperClient(opt, hyper_lr=10.0)
+        >>> client = FedHyperClient(opt, hypergrad_lr=10.0)
         >>> client.begin_round(0.1, [torch.tensor([1.0, 1.0])])  # Δ_{t−1}
         >>> for _ in range(3):
         ...     opt.zero_grad(); (-w.sum()).backward(); opt.step(); lr = client.step()
@@ -64,31 +78,44 @@ class FedHyperClient:
         (1.331, 0.1331)
     """
 
+    hyper_lr = RenamedAttribute("hypergrad_lr")
+    steps_skipped = RenamedAttribute("skipped_hyper_steps")
+
     def __init__(
         self,
         optimizer: torch.optim.Optimizer,
         *,
-        hyper_lr: float = 1.0,
+        hypergrad_lr: float = 1.0,
         global_coef: float = 0.1,
         max_growth: float = 1.1,
         scale_bounds: tuple[float, float] = (0.1, 10.0),
+        **renamed: Any,
     ) -> None:
-        if not isinstance(optimizer, torch.optim.Optimizer):
-            raise ConfigTypeError(
-                f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}"
-            )
+        old = take_renamed(
+            "FedHyperClient",
+            renamed,
+            {"hyper_lr": "hypergrad_lr"},
+            {"hypergrad_lr": hypergrad_lr},
+            {"hypergrad_lr": 1.0},
+        )
+        hypergrad_lr = old.get("hypergrad_lr", hypergrad_lr)
+        check_instance("optimizer", optimizer, torch.optim.Optimizer)
         self.optimizer = optimizer
-        self.hyper_lr = _number("hyper_lr", hyper_lr, low=0.0)
-        self.global_coef = _number("global_coef", global_coef, low=0.0)
-        self.max_growth = _number("max_growth", max_growth, low=1.0)
-        self.scale_bounds = _bounds("scale_bounds", scale_bounds)
+        self.hypergrad_lr = check_float(old.name("hypergrad_lr"), hypergrad_lr, minimum=0.0)
+        self.global_coef = check_float("global_coef", global_coef, minimum=0.0)
+        self.max_growth = check_float("max_growth", max_growth, minimum=1.0)
+        self.scale_bounds = check_bounds(
+            "scale_bounds", scale_bounds, positive=True, allow_equal=True
+        )
         if not self.scale_bounds[0] <= 1.0 <= self.scale_bounds[1]:
             raise ConfigError(f"scale_bounds must contain 1, got {scale_bounds!r}")
         self._params = [p for g in optimizer.param_groups for p in g["params"]]
-        self.base_lr = float(optimizer.param_groups[0]["lr"])
+        # One LR-setting rule for every tuner: group ratios kept, lr=0 groups frozen.
+        self._group_lrs = GroupLRs(optimizer)
+        self.base_lr = self._group_lrs.first
         self.scale = 1.0
         self.steps = 0
-        self.steps_skipped = 0
+        self.skipped_hyper_steps = 0
         self._last: torch.Tensor | None = None
         self._prev_step: torch.Tensor | None = None
         self._global: torch.Tensor | None = None
@@ -102,8 +129,7 @@ class FedHyperClient:
         return self.base_lr * self.scale
 
     def _set_lr(self) -> None:
-        for group in self.optimizer.param_groups:
-            group["lr"] = self.lr
+        self._group_lrs.set(self.lr)
 
     def begin_round(
         self,
@@ -123,7 +149,7 @@ class FedHyperClient:
             ConfigError: ``global_update`` does not match the parameters.
         """
         if base_lr is not None:
-            self.base_lr = _number("base_lr", base_lr, low=0.0, strict=True)
+            self.base_lr = check_float("base_lr", base_lr, minimum=0.0, min_inclusive=False)
         self.scale = 1.0
         self._set_lr()
         self._last = self._flat()
@@ -160,21 +186,21 @@ class FedHyperClient:
         self._last = now
         self.steps += 1
         if not bool(torch.isfinite(delta).all()):
-            self.steps_skipped += 1
+            self.skipped_hyper_steps += 1
             self._prev_step = None
             return self.lr
         prev = self._prev_step if self._prev_step is not None else self._global
         self._prev_step = delta
-        if prev is None or self.hyper_lr == 0.0:
+        if prev is None or self.hypergrad_lr == 0.0:
             return self.lr
         x = 0.0
         if self._global is not None:
             x = self.global_coef * float(torch.dot(delta, self._global))
         y = float(torch.dot(delta, prev))
         if not (math.isfinite(x) and math.isfinite(y)):
-            self.steps_skipped += 1
+            self.skipped_hyper_steps += 1
             return self.lr
-        gamma = min(self.max_growth, 1.0 + self.hyper_lr * (x + y))
+        gamma = min(self.max_growth, 1.0 + self.hypergrad_lr * (x + y))
         lo, hi = self.scale_bounds
         self.scale = min(hi, max(lo, gamma * self.scale))
         self._set_lr()
@@ -182,8 +208,9 @@ class FedHyperClient:
 
     def _config(self) -> dict[str, Any]:
         """Arguments a state_dict must have been saved with to be loaded here."""
+        # State keys keep the names of the release that wrote them, so old states still load.
         return {
-            "hyper_lr": self.hyper_lr,
+            "hyper_lr": self.hypergrad_lr,
             "global_coef": self.global_coef,
             "max_growth": self.max_growth,
             "scale_bounds": list(self.scale_bounds),
@@ -203,7 +230,7 @@ class FedHyperClient:
             "base_lr": self.base_lr,
             "scale": self.scale,
             "steps": self.steps,
-            "steps_skipped": self.steps_skipped,
+            "steps_skipped": self.skipped_hyper_steps,
             "last": copy(self._last),
             "prev_step": copy(self._prev_step),
             "global": copy(self._global),
@@ -251,7 +278,7 @@ class FedHyperClient:
         # Everything checked: from here on nothing can fail half-way.
         ref = self._params[0]
         self.base_lr, self.scale = base_lr, scale  # type: ignore[assignment]
-        self.steps, self.steps_skipped = steps, skipped
+        self.steps, self.skipped_hyper_steps = steps, skipped
         self._last, self._prev_step, self._global = (
             None if b is None else b.detach().to(ref.device, ref.dtype).clone()
             for b in flat.values()

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from .._errors import ConfigError
+from .._validate import check_float, check_int
 
 __all__ = ["dirichlet_partition", "load_digits"]
 
@@ -73,12 +74,9 @@ def dirichlet_partition(
         >>> sum(len(p) for p in parts)
         100
     """
-    if not isinstance(num_clients, int) or num_clients < 1:
-        raise ConfigError(f"num_clients must be an int >= 1, got {num_clients!r}")
-    if not (isinstance(alpha, (int, float)) and alpha > 0 and np.isfinite(alpha)):
-        raise ConfigError(f"alpha must be a finite number > 0, got {alpha!r}")
-    if min_size < 1:
-        raise ConfigError(f"min_size must be >= 1, got {min_size!r}")
+    check_int("num_clients", num_clients, minimum=1)
+    check_float("alpha", alpha, minimum=0, min_inclusive=False)
+    check_int("min_size", min_size, minimum=1)
     y = np.asarray(torch.as_tensor(labels).cpu()).reshape(-1)
     if num_clients * min_size > len(y):
         raise ConfigError(

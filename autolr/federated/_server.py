@@ -5,12 +5,13 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 
+from .._deprecate import RenamedAttribute, take_renamed
 from .._errors import ConfigError, ConfigTypeError
-from .._hypergrad import (
+from .._statecheck import (
     _short,
     _state_config,
     _state_error,
@@ -21,6 +22,7 @@ from .._hypergrad import (
     _state_tensor,
     _state_version,
 )
+from .._validate import check_bounds, check_choice, check_float
 
 __all__ = ["FedHyperServer", "RoundReport"]
 
@@ -56,26 +58,6 @@ class RoundReport:
     skipped: bool
 
 
-def _number(name: str, value: Any, *, low: float | None = None, strict: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigTypeError(f"{name} must be a number, got {type(value).__name__}")
-    value = float(value)
-    if not math.isfinite(value):
-        raise ConfigError(f"{name} must be finite, got {value!r}")
-    if low is not None and (value <= low if strict else value < low):
-        raise ConfigError(f"{name} must be {'>' if strict else '>='} {low}, got {value!r}")
-    return value
-
-
-def _bounds(name: str, value: Any) -> tuple[float, float]:
-    if not (isinstance(value, (tuple, list)) and len(value) == 2):
-        raise ConfigTypeError(f"{name} must be a (low, high) pair, got {value!r}")
-    lo, hi = (_number(name, v, low=0.0, strict=True) for v in value)
-    if lo > hi:
-        raise ConfigError(f"{name} must have low <= high, got {value!r}")
-    return lo, hi
-
-
 class FedHyperServer:
     """Federated server step with FedHyper's hypergradient learning-rate schedulers.
 
@@ -100,15 +82,16 @@ class FedHyperServer:
     Differences from the released code, on purpose: an explicit hyper-LR β (the release used 1,
     so the step on the LR depends on parameter scale and model size) and explicit clip bounds; an
     initial global LR η_0 (the release fixed η_0 = 1); SL persists; non-finite client updates are
-    dropped and reported instead of poisoning the model. With ``hyper_lr=0`` every rule is FedAvg
-    (FedAdam) bit for bit. :attr:`previous_update` is Δ_{t−1}, which FedHyper-CL clients need.
+    dropped and reported instead of poisoning the model. With ``hypergrad_lr=0`` every rule is
+    FedAvg (FedAdam) bit for bit. :attr:`previous_update` is Δ_{t−1}, which FedHyper-CL clients
+    need.
 
     Args:
         params: the global model's parameters (e.g. ``model.parameters()``), one dtype and device.
             Buffers (BatchNorm statistics) are not aggregated.
         rule: ``"none"``, ``"g"`` or ``"gm"``. Default ``"g"``.
         global_lr: initial global LR η_0 (> 0). Default 1.0 (FedAvg); use ~0.01–0.1 with Adam.
-        hyper_lr: β of the global rule (>= 0). Default 1.0 (the released code's implicit value);
+        hypergrad_lr: β of the global rule (>= 0). Default 1.0 (the released code's implicit value);
             0.3 with ``normalize``.
         global_lr_bounds: clip bounds (low, high) of η_g (G) or η_0 + a (GM). Default: the
             released code's (0.2, 5) for G and (0.8 η_0, 5) for GM, widened to include η_0;
@@ -120,7 +103,7 @@ class FedHyperServer:
         adam_tau: FedAdam's τ. Default 1e-3.
         local_lr: the clients' initial LR η_l0, reported by :attr:`local_lr`. Default 0.01.
         adapt_local_lr: enable FedHyper-SL. Default False.
-        local_hyper_lr: β_l of SL (>= 0). Default 1.0; 0.3 with ``normalize``.
+        local_hypergrad_lr: β_l of SL (>= 0). Default 1.0; 0.3 with ``normalize``.
         local_lr_bounds: SL clip bounds. Default (η_l0/10, 10 η_l0) (the release's (0.001, 0.1)).
         normalize: scale-free variant (not in the paper): the hypergradient becomes the cosine
             of the two vectors and G/SL move multiplicatively, ``η ← clip(η(1 + β cos))``
@@ -128,13 +111,22 @@ class FedHyperServer:
             whatever the model size, parameter scale or local LR. Default False (the paper's
             additive rule on raw dot products, whose good β depends on all of those).
 
+    ``hyper_lr`` and ``local_hyper_lr`` are the deprecated old names of ``hypergrad_lr`` and
+    ``local_hypergrad_lr`` (one DeprecationWarning; removed in the next release).
+
+    Attributes:
+        round: rounds stepped, skipped ones included.
+        global_lr: η_g (G) or η_0 (GM); ``local_lr``: the clients' SL-adapted LR.
+        skipped_rounds: rounds with no finite client update (formerly ``rounds_skipped``).
+        dropped_updates: non-finite client updates dropped (formerly ``updates_dropped``).
+
     Raises:
         ConfigError / ConfigTypeError: bad arguments (no parameters, mixed devices or dtypes,
             non-positive LRs, η_0 outside the bounds, GM with Adam, ...).
 
     Example:
         >>> w = torch.zeros(2)
-        >>> server = FedHyperServer([w], rule="g", global_lr=1.0, hyper_lr=1.0)
+        >>> server = FedHyperServer([w], rule="g", global_lr=1.0, hypergrad_lr=1.0)
         >>> _ = server.step([[torch.tensor([1.0, 0.0])], [torch.tensor([0.0, 1.0])]])
         >>> w.tolist()  # FedAvg in round 0: Δ_0 = (0.5, 0.5)
         [0.5, 0.5]
@@ -143,13 +135,18 @@ class FedHyperServer:
         (2.0, [2.5, 2.5])
     """
 
+    hyper_lr = RenamedAttribute("hypergrad_lr")
+    local_hyper_lr = RenamedAttribute("local_hypergrad_lr")
+    rounds_skipped = RenamedAttribute("skipped_rounds")
+    updates_dropped = RenamedAttribute("dropped_updates")
+
     def __init__(
         self,
         params: Iterable[torch.Tensor],
         *,
         rule: Rule = "g",
         global_lr: float = 1.0,
-        hyper_lr: float | None = None,
+        hypergrad_lr: float | None = None,
         global_lr_bounds: tuple[float, float] | None = None,
         momentum: float = 0.9,
         server_optimizer: ServerOptimizer = "avg",
@@ -157,10 +154,20 @@ class FedHyperServer:
         adam_tau: float = 1e-3,
         local_lr: float = 0.01,
         adapt_local_lr: bool = False,
-        local_hyper_lr: float | None = None,
+        local_hypergrad_lr: float | None = None,
         local_lr_bounds: tuple[float, float] | None = None,
         normalize: bool = False,
+        **renamed: Any,
     ) -> None:
+        old = take_renamed(
+            "FedHyperServer",
+            renamed,
+            {"hyper_lr": "hypergrad_lr", "local_hyper_lr": "local_hypergrad_lr"},
+            {"hypergrad_lr": hypergrad_lr, "local_hypergrad_lr": local_hypergrad_lr},
+            {"hypergrad_lr": None, "local_hypergrad_lr": None},
+        )
+        hypergrad_lr = old.get("hypergrad_lr", hypergrad_lr)
+        local_hypergrad_lr = old.get("local_hypergrad_lr", local_hypergrad_lr)
         if isinstance(params, torch.Tensor):
             raise ConfigTypeError("params must be an iterable of tensors, e.g. model.parameters()")
         self.params: list[torch.Tensor] = list(params)
@@ -173,21 +180,23 @@ class FedHyperServer:
             raise ConfigError("params must share one device and one dtype")
         if not self.params[0].is_floating_point():
             raise ConfigError(f"params must be floating point, got {self.params[0].dtype}")
-        if rule not in ("none", "g", "gm"):
-            raise ConfigError(f"rule must be 'none', 'g' or 'gm', got {rule!r}")
-        if server_optimizer not in ("avg", "adam"):
-            raise ConfigError(f"server_optimizer must be 'avg' or 'adam', got {server_optimizer!r}")
+        check_choice("rule", rule, ("none", "g", "gm"))
+        check_choice("server_optimizer", server_optimizer, ("avg", "adam"))
         if rule == "gm" and server_optimizer == "adam":
             raise ConfigError("rule='gm' adds server momentum; with Adam use rule='g'")
         self.rule: Rule = rule
         self.server_optimizer: ServerOptimizer = server_optimizer
-        self.initial_global_lr = _number("global_lr", global_lr, low=0.0, strict=True)
+        self.initial_global_lr = check_float(
+            "global_lr", global_lr, minimum=0.0, min_inclusive=False
+        )
         self.normalize = bool(normalize)
         default_beta = 0.3 if self.normalize else 1.0
-        self.hyper_lr = _number("hyper_lr", default_beta if hyper_lr is None else hyper_lr, low=0.0)
-        self.momentum = _number("momentum", momentum, low=0.0)
-        if self.momentum >= 1.0:
-            raise ConfigError(f"momentum must be in [0, 1), got {momentum!r}")
+        self.hypergrad_lr = check_float(
+            old.name("hypergrad_lr"),
+            default_beta if hypergrad_lr is None else hypergrad_lr,
+            minimum=0.0,
+        )
+        self.momentum = check_float("momentum", momentum, minimum=0, maximum=1, max_inclusive=False)
         eta0 = self.initial_global_lr
         if global_lr_bounds is None:
             if server_optimizer == "adam":
@@ -196,24 +205,31 @@ class FedHyperServer:
                 global_lr_bounds = (0.8 * eta0, max(5.0, eta0))
             else:
                 global_lr_bounds = (min(0.2, eta0), max(5.0, eta0))
-        self.global_lr_bounds = _bounds("global_lr_bounds", global_lr_bounds)
+        self.global_lr_bounds = check_bounds(
+            "global_lr_bounds", global_lr_bounds, positive=True, allow_equal=True
+        )
         if not self.global_lr_bounds[0] <= eta0 <= self.global_lr_bounds[1]:
             raise ConfigError(
                 f"global_lr {eta0} lies outside global_lr_bounds {self.global_lr_bounds}"
             )
         b1, b2 = adam_betas
-        self.adam_betas = (_number("adam_betas", b1, low=0.0), _number("adam_betas", b2, low=0.0))
-        if max(self.adam_betas) >= 1.0:
-            raise ConfigError(f"adam_betas must be in [0, 1), got {adam_betas!r}")
-        self.adam_tau = _number("adam_tau", adam_tau, low=0.0, strict=True)
-        self.initial_local_lr = _number("local_lr", local_lr, low=0.0, strict=True)
+        self.adam_betas = (
+            check_float("adam_betas[0]", b1, minimum=0, maximum=1, max_inclusive=False),
+            check_float("adam_betas[1]", b2, minimum=0, maximum=1, max_inclusive=False),
+        )
+        self.adam_tau = check_float("adam_tau", adam_tau, minimum=0.0, min_inclusive=False)
+        self.initial_local_lr = check_float("local_lr", local_lr, minimum=0.0, min_inclusive=False)
         self.adapt_local_lr = bool(adapt_local_lr)
-        self.local_hyper_lr = _number(
-            "local_hyper_lr", default_beta if local_hyper_lr is None else local_hyper_lr, low=0.0
+        self.local_hypergrad_lr = check_float(
+            old.name("local_hypergrad_lr"),
+            default_beta if local_hypergrad_lr is None else local_hypergrad_lr,
+            minimum=0,
         )
         if local_lr_bounds is None:
             local_lr_bounds = (self.initial_local_lr / 10.0, self.initial_local_lr * 10.0)
-        self.local_lr_bounds = _bounds("local_lr_bounds", local_lr_bounds)
+        self.local_lr_bounds = check_bounds(
+            "local_lr_bounds", local_lr_bounds, positive=True, allow_equal=True
+        )
         if not self.local_lr_bounds[0] <= self.initial_local_lr <= self.local_lr_bounds[1]:
             raise ConfigError(
                 f"local_lr {self.initial_local_lr} lies outside local_lr_bounds "
@@ -229,8 +245,8 @@ class FedHyperServer:
         self.global_lr = self.initial_global_lr  # G: η_g; GM: η_0 (a is separate)
         self.momentum_coef = 0.0  # GM's a
         self.local_lr = self.initial_local_lr
-        self.rounds_skipped = 0
-        self.updates_dropped = 0
+        self.skipped_rounds = 0
+        self.dropped_updates = 0
         self._prev_delta: torch.Tensor | None = None  # Δ_{t−1} (raw average)
         self._prev_dir: torch.Tensor | None = None  # G with Adam: previous Adam direction
         self._momentum_buf: torch.Tensor | None = None  # GM: m_{t−1}
@@ -311,7 +327,7 @@ class FedHyperServer:
                 raise ConfigError(
                     f"{len(weights)} weights for {len(client_params)} clients; give one each"
                 )
-            w = [_number(f"weights[{i}]", v, low=0.0) for i, v in enumerate(weights)]
+            w = [check_float(f"weights[{i}]", v, minimum=0.0) for i, v in enumerate(weights)]
         global_flat = self._flatten(self.params, "params")
         deltas, kept_w, dropped = [], [], []
         for i, cp in enumerate(client_params):
@@ -321,7 +337,7 @@ class FedHyperServer:
                 kept_w.append(w[i])
             else:
                 dropped.append(i)
-        self.updates_dropped += len(dropped)
+        self.dropped_updates += len(dropped)
         total = sum(kept_w)
         if not deltas or total <= 0.0:
             return self._skip(len(client_params), tuple(dropped))
@@ -343,7 +359,7 @@ class FedHyperServer:
             skipped=True,
         )
         self.round += 1
-        self.rounds_skipped += 1
+        self.skipped_rounds += 1
         return report
 
     def _hypergradient(self, direction: torch.Tensor, delta: torch.Tensor) -> float:
@@ -366,7 +382,9 @@ class FedHyperServer:
             h = self._hypergradient(prev, delta)
             if math.isfinite(h):
                 lo, hi = self.local_lr_bounds
-                moved = self._moved(self.local_lr, self.local_hyper_lr, h, self.initial_local_lr)
+                moved = self._moved(
+                    self.local_lr, self.local_hypergrad_lr, h, self.initial_local_lr
+                )
                 self.local_lr = min(hi, max(lo, moved))
                 hyper = h
         lo, hi = self.global_lr_bounds
@@ -374,7 +392,7 @@ class FedHyperServer:
             if self.rule == "g" and self._prev_dir is not None:
                 h = self._hypergradient(self._prev_dir, delta)
                 if math.isfinite(h):
-                    moved = self._moved(self.global_lr, self.hyper_lr, h, 1.0)
+                    moved = self._moved(self.global_lr, self.hypergrad_lr, h, 1.0)
                     self.global_lr = min(hi, max(lo, moved))
                     hyper = h
             b1, b2 = self.adam_betas
@@ -395,20 +413,20 @@ class FedHyperServer:
                     a_lo, a_hi = lo - self.initial_global_lr, hi - self.initial_global_lr
                     # a starts at 0, so it always moves additively (by β·η_0·cos if normalized)
                     scale = self.initial_global_lr if self.normalize else 1.0
-                    a = self.momentum_coef + self.hyper_lr * scale * h
+                    a = self.momentum_coef + self.hypergrad_lr * scale * h
                     self.momentum_coef = min(a_hi, max(a_lo, a))
                     hyper = h
                 buf.mul_(self.momentum).add_(delta)  # m_t = Δ_t + μ m_{t−1}
             else:
                 buf = self._momentum_buf = delta.clone()  # m_0 = Δ_0
             update = delta * self.initial_global_lr
-            if self.momentum_coef != 0.0:  # keeps hyper_lr=0 bit-identical to FedAvg
+            if self.momentum_coef != 0.0:  # keeps hypergrad_lr=0 bit-identical to FedAvg
                 update.add_(buf, alpha=self.momentum_coef)
         else:
             if self.rule == "g" and prev is not None:
                 h = self._hypergradient(prev, delta)
                 if math.isfinite(h):
-                    moved = self._moved(self.global_lr, self.hyper_lr, h, 1.0)
+                    moved = self._moved(self.global_lr, self.hypergrad_lr, h, 1.0)
                     self.global_lr = min(hi, max(lo, moved))
                     hyper = h
             update = delta * self.global_lr
@@ -433,14 +451,15 @@ class FedHyperServer:
 
     # ------------------------------------------------------------------ persistence
     _BUFFERS = ("_prev_delta", "_prev_dir", "_momentum_buf", "_adam_m", "_adam_v")
-    _SCALARS = (
-        "round",
-        "global_lr",
-        "momentum_coef",
-        "local_lr",
-        "rounds_skipped",
-        "updates_dropped",
-    )
+    # state key -> attribute (the keys keep their first names so that old states load)
+    _SCALARS: ClassVar[dict[str, str]] = {
+        "round": "round",
+        "global_lr": "global_lr",
+        "momentum_coef": "momentum_coef",
+        "local_lr": "local_lr",
+        "rounds_skipped": "skipped_rounds",
+        "updates_dropped": "dropped_updates",
+    }
 
     def _config(self) -> dict[str, Any]:
         """Arguments a state_dict must have been saved with to be loaded here."""
@@ -448,14 +467,14 @@ class FedHyperServer:
             "rule": self.rule,
             "server_optimizer": self.server_optimizer,
             "initial_global_lr": self.initial_global_lr,
-            "hyper_lr": self.hyper_lr,
+            "hyper_lr": self.hypergrad_lr,  # state keys keep their first names
             "global_lr_bounds": list(self.global_lr_bounds),
             "momentum": self.momentum,
             "adam_betas": list(self.adam_betas),
             "adam_tau": self.adam_tau,
             "initial_local_lr": self.initial_local_lr,
             "adapt_local_lr": self.adapt_local_lr,
-            "local_hyper_lr": self.local_hyper_lr,
+            "local_hyper_lr": self.local_hypergrad_lr,
             "local_lr_bounds": list(self.local_lr_bounds),
             "normalize": self.normalize,
         }
@@ -467,7 +486,7 @@ class FedHyperServer:
         The global parameters are not included (save the model's own ``state_dict``).
         """
         state: dict[str, Any] = {"version": _STATE_VERSION, "kind": "FedHyperServer"}
-        state.update({k: getattr(self, k) for k in self._SCALARS})
+        state.update({k: getattr(self, a) for k, a in self._SCALARS.items()})
         for k in self._BUFFERS:
             buf = getattr(self, k)
             state[k.lstrip("_")] = None if buf is None else buf.detach().clone()
@@ -539,7 +558,7 @@ class FedHyperServer:
         for k, buf in buffers.items():
             flat = None if buf is None else buf.detach().to(ref.device, ref.dtype).reshape(-1)
             setattr(self, k, None if flat is None else flat.clone())
-        self.round, self.rounds_skipped, self.updates_dropped = round_, skipped, dropped
+        self.round, self.skipped_rounds, self.dropped_updates = round_, skipped, dropped
         self.global_lr = global_lr  # type: ignore[assignment]
         self.momentum_coef = momentum_coef  # type: ignore[assignment]
         self.local_lr = local_lr  # type: ignore[assignment]

@@ -17,6 +17,7 @@ from torch import nn
 from .._errors import ConfigError, ConfigTypeError
 from .._jsonio import write_json
 from .._progress import Progress
+from .._validate import check_float, check_int
 from ._client import FedHyperClient
 from ._data import dirichlet_partition, load_digits
 from ._server import FedHyperServer
@@ -243,35 +244,22 @@ def _model(hidden: int, seed: int) -> nn.Module:
 
 
 def _check_config(cfg: dict[str, Any]) -> None:
-    def pos_int(name: str, minimum: int = 1) -> None:
-        v = cfg[name]
-        if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
-            raise ConfigError(f"{name} must be an int >= {minimum}, got {v!r}")
-
-    def pos_float(name: str, allow_zero: bool = False) -> None:
-        v = cfg[name]
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-            raise ConfigError(f"{name} must be a finite number, got {v!r}")
-        if v < 0 or (v == 0 and not allow_zero):
-            raise ConfigError(f"{name} must be {'>=' if allow_zero else '>'} 0, got {v!r}")
-
     for name in ("rounds", "num_clients", "local_epochs", "batch_size"):
-        pos_int(name)
-    pos_int("hidden", 0)
-    for name in ("global_lr", "local_lr", "dirichlet_alpha"):
-        pos_float(name)
-    pos_float("adam_lr")
+        check_int(name, cfg[name], minimum=1)
+    check_int("hidden", cfg["hidden"], minimum=0)
+    for name in ("global_lr", "local_lr", "dirichlet_alpha", "adam_lr"):
+        check_float(name, cfg[name], minimum=0, min_inclusive=False)
     for name in ("hyper_lr", "local_hyper_lr", "client_hyper_lr", "adam_hyper_lr", "cos_hyper_lr"):
-        pos_float(name, allow_zero=True)
-    f = cfg["fraction"]
-    if isinstance(f, bool) or not isinstance(f, (int, float)) or not 0.0 < f <= 1.0:
-        raise ConfigError(f"fraction must be in (0, 1], got {f!r}")
+        check_float(name, cfg[name], minimum=0)
+    f = check_float("fraction", cfg["fraction"], minimum=0, maximum=1, min_inclusive=False)
     if round(f * cfg["num_clients"]) < 1:
         raise ConfigError(
             f"fraction {f} of {cfg['num_clients']} clients samples 0 clients per round"
         )
-    if not 0.0 < cfg["val_fraction"] < 1.0:
-        raise ConfigError(f"val_fraction must be in (0, 1), got {cfg['val_fraction']!r}")
+    check_float(
+        "val_fraction", cfg["val_fraction"], minimum=0, maximum=1,
+        min_inclusive=False, max_inclusive=False,
+    )  # fmt: skip
 
 
 def simulate(
@@ -422,11 +410,11 @@ def simulate(
             model.parameters(),
             rule=spec.rule,  # type: ignore[arg-type]
             global_lr=eta0,
-            hyper_lr=cos_hyper_lr if spec.cos else adam_hyper_lr if adam else hyper_lr,
+            hypergrad_lr=cos_hyper_lr if spec.cos else adam_hyper_lr if adam else hyper_lr,
             server_optimizer=spec.server_optimizer,  # type: ignore[arg-type]
             local_lr=local_lr,
             adapt_local_lr=spec.sl,
-            local_hyper_lr=cos_hyper_lr if spec.cos else local_hyper_lr,
+            local_hypergrad_lr=cos_hyper_lr if spec.cos else local_hyper_lr,
             normalize=spec.cos,
         )
         history = History(name)
@@ -547,7 +535,7 @@ def _train_client(
     opt = torch.optim.SGD(worker.parameters(), lr=lr)
     client = None
     if use_cl:
-        client = FedHyperClient(opt, hyper_lr=cfg["client_hyper_lr"])
+        client = FedHyperClient(opt, hypergrad_lr=cfg["client_hyper_lr"])
         client.begin_round(lr, global_update)
     gen = torch.Generator().manual_seed(_seed(cfg["seed"], 4, *key))
     total, steps = 0.0, 0

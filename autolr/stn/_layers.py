@@ -10,6 +10,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .._errors import ConfigError, ConfigTypeError, StateError
+from .._validate import check_instance
 from ._space import HyperContext, HyperSpace, current_context
 
 __all__ = [
@@ -269,10 +270,8 @@ def convert(
         >>> [type(m).__name__ for m in net]
         ['StnLinear', 'ReLU', 'StnDropout', 'StnLinear']
     """
-    if not isinstance(model, nn.Module):
-        raise ConfigTypeError(f"convert: model must be an nn.Module, got {type(model).__name__}")
-    if not isinstance(space, HyperSpace):
-        raise ConfigTypeError(f"convert: space must be a HyperSpace, got {type(space).__name__}")
+    check_instance("model", model, nn.Module)
+    check_instance("space", space, HyperSpace)
     supported = (nn.Linear, nn.Conv2d)
     for t in include:
         if t not in supported:

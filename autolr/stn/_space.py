@@ -14,7 +14,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .._errors import ConfigError, ConfigTypeError
-from .._hypergrad import (
+from .._statecheck import (
     _describe_state,
     _name,
     _short,
@@ -23,6 +23,7 @@ from .._hypergrad import (
     _state_keys,
     _state_tensor,
 )
+from .._validate import check_float
 
 __all__ = ["HyperContext", "HyperSpace", "current_context"]
 
@@ -189,20 +190,17 @@ class HyperSpace(nn.Module):
             raise ConfigError(f"HyperSpace.add: duplicate hyperparameter {name!r}")
         vals = {"init": init, "low": low, "high": high, "init_scale": init_scale}
         for key, v in vals.items():
-            if v is None:
-                continue
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-                raise ConfigError(
-                    f"HyperSpace.add({name!r}): {key} must be a finite number, got {v!r}"
-                )
+            if v is not None:
+                check_float(f"HyperSpace.add({name!r}): {key}", v)
         if init is None:
             raise ConfigError(f"HyperSpace.add({name!r}): init is required")
         if low is not None and high is not None and not low < high:
             raise ConfigError(
                 f"HyperSpace.add({name!r}): bounds inverted or empty: low={low} >= high={high}"
             )
-        if init_scale <= 0:
-            raise ConfigError(f"HyperSpace.add({name!r}): init_scale must be > 0, got {init_scale}")
+        check_float(
+            f"HyperSpace.add({name!r}): init_scale", init_scale, minimum=0, min_inclusive=False
+        )
         if discrete:
             if float(init) != int(init):
                 raise ConfigError(

@@ -9,8 +9,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from .._deprecate import RenamedAttribute, take_renamed
 from .._errors import ConfigError, ConfigTypeError
-from .._hypergrad import (
+from .._statecheck import (
     _short,
     _state_config,
     _state_error,
@@ -21,6 +22,7 @@ from .._hypergrad import (
     _state_optimizer,
     _state_version,
 )
+from .._validate import check_callable, check_choice, check_float, check_instance, check_int
 from ._layers import StnConv2d, StnLinear, StnModule, general_parameters, response_parameters
 from ._regularizers import BatchAugment
 from ._schedule import Schedule
@@ -40,7 +42,7 @@ _STN_STATE = (
 class STNTuner:
     """Train a converted model and its hyperparameters jointly (Self-Tuning Networks).
 
-    After ``warmup_steps`` weight steps, every ``train_steps`` weight steps are followed by
+    After ``hyper_delay_steps`` weight steps, every ``train_steps`` weight steps are followed by
     ``val_steps`` hyperparameter steps:
 
     * weight step (train mode, training batch): sample ``λ' = λ + σε`` per example, apply the
@@ -68,7 +70,9 @@ class STNTuner:
         hyper_lr: λ learning rate of the default hyper optimizer.
         scale_lr: σ learning rate of the default hyper optimizer.
         entropy_weight: τ, weight of the perturbation entropy bonus.
-        warmup_steps: Weight steps before the first hyper step.
+        hyper_delay_steps: Weight steps before the first hyper step (formerly
+            ``warmup_steps``, a deprecated alias for one release: "warm-up" means an LR ramp
+            in AutoLRS and HypergradientLR).
         train_steps: T_train, weight steps per cycle.
         val_steps: T_val, hyper steps per cycle.
         variant: ``"stn"`` or ``"delta"``.
@@ -76,6 +80,12 @@ class STNTuner:
         augment: Batch augmentation applied to training inputs at the sampled values.
         weight_decay: Name of a hyperparameter used as L2 coefficient (see
             :func:`autolr.stn.l2_penalty`); None for no tuned L2.
+
+    Attributes:
+        global_step: Weight steps taken (skipped ones included); ``hyper_steps``: hyper steps.
+        skipped_steps: Weight steps skipped for a non-finite loss or gradient (formerly
+            ``skipped_train_steps``, a deprecated alias).
+        skipped_hyper_steps: Hyper steps skipped for a non-finite loss or hyper-gradient.
 
     Example:
         >>> from autolr.stn import HyperSpace, convert
@@ -91,6 +101,9 @@ class STNTuner:
         (4, True)
     """
 
+    warmup_steps = RenamedAttribute("hyper_delay_steps")
+    skipped_train_steps = RenamedAttribute("skipped_steps")
+
     def __init__(
         self,
         model: nn.Module,
@@ -102,26 +115,26 @@ class STNTuner:
         hyper_lr: float = 3e-3,
         scale_lr: float = 3e-3,
         entropy_weight: float = 1e-3,
-        warmup_steps: int = 0,
+        hyper_delay_steps: int = 0,
         train_steps: int = 2,
         val_steps: int = 1,
         variant: str = "stn",
         linearize: bool = False,
         augment: BatchAugment | None = None,
         weight_decay: str | None = None,
+        **renamed: Any,
     ) -> None:
-        if not isinstance(model, nn.Module):
-            raise ConfigTypeError(
-                f"STNTuner: model must be an nn.Module, got {type(model).__name__}"
-            )
-        if not isinstance(space, HyperSpace):
-            raise ConfigTypeError(
-                f"STNTuner: space must be a HyperSpace, got {type(space).__name__}"
-            )
-        if not isinstance(optimizer, torch.optim.Optimizer):
-            raise ConfigTypeError(
-                f"STNTuner: optimizer must be a torch optimizer, got {type(optimizer).__name__}"
-            )
+        old = take_renamed(
+            "STNTuner",
+            renamed,
+            {"warmup_steps": "hyper_delay_steps"},
+            {"hyper_delay_steps": hyper_delay_steps},
+            {"hyper_delay_steps": 0},
+        )
+        hyper_delay_steps = old.get("hyper_delay_steps", hyper_delay_steps)
+        check_instance("model", model, nn.Module)
+        check_instance("space", space, HyperSpace)
+        check_instance("optimizer", optimizer, torch.optim.Optimizer)
         if not callable(loss_fn):
             hint = " (pass the function itself, not its name)" if isinstance(loss_fn, str) else ""
             raise ConfigTypeError(
@@ -144,29 +157,18 @@ class STNTuner:
                 f"STNTuner: the space is on {space.unconstrained.device} but the model on "
                 f"{model_dev}; call space.to({str(model_dev)!r}) before building the tuner"
             )
-        if variant not in ("stn", "delta"):
-            raise ConfigError(f"STNTuner: variant must be 'stn' or 'delta', got {variant!r}")
+        check_choice("variant", variant, ("stn", "delta"))
         if linearize and variant != "delta":
             raise ConfigError("STNTuner: linearize=True needs variant='delta'")
-        for key, v in (
-            ("warmup_steps", warmup_steps),
-            ("train_steps", train_steps),
-            ("val_steps", val_steps),
-        ):
-            if (
-                isinstance(v, bool)
-                or not isinstance(v, int)
-                or v < (0 if key == "warmup_steps" else 1)
-            ):
-                low = 0 if key == "warmup_steps" else 1
-                raise ConfigError(f"STNTuner: {key} must be an int >= {low}, got {v!r}")
+        check_int(old.name("hyper_delay_steps"), hyper_delay_steps, minimum=0)
+        check_int("train_steps", train_steps, minimum=1)
+        check_int("val_steps", val_steps, minimum=1)
         for key, v in (
             ("hyper_lr", hyper_lr),
             ("scale_lr", scale_lr),
             ("entropy_weight", entropy_weight),
         ):
-            if not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
-                raise ConfigError(f"STNTuner: {key} must be a finite number >= 0, got {v!r}")
+            check_float(key, v, minimum=0)
         hyper_ids = {id(space.unconstrained), id(space.rho)}
         if any(id(p) in hyper_ids for g in optimizer.param_groups for p in g["params"]):
             raise ConfigError("STNTuner: the weight optimizer must not hold the space's parameters")
@@ -179,8 +181,7 @@ class STNTuner:
         if weight_decay is not None:
             space.index(weight_decay)
         if augment is not None:
-            if not callable(augment):
-                raise ConfigTypeError("STNTuner: augment must be callable (e.g. a BatchAugment)")
+            check_callable("augment", augment)
             if isinstance(augment, BatchAugment):
                 augment.check(space)
         self.model = model
@@ -192,15 +193,16 @@ class STNTuner:
                 [{"params": [space.unconstrained], "lr": hyper_lr},
                  {"params": [space.rho], "lr": scale_lr}]
             )  # fmt: skip
-        elif not isinstance(hyper_optimizer, torch.optim.Optimizer):
-            raise ConfigTypeError("STNTuner: hyper_optimizer must be a torch optimizer")
-        elif any(id(p) not in hyper_ids for g in hyper_optimizer.param_groups for p in g["params"]):
-            raise ConfigError(
-                "STNTuner: hyper_optimizer may only hold space.unconstrained / space.rho"
-            )
+        else:
+            check_instance("hyper_optimizer", hyper_optimizer, torch.optim.Optimizer)
+            held_hyper = (p for g in hyper_optimizer.param_groups for p in g["params"])
+            if any(id(p) not in hyper_ids for p in held_hyper):
+                raise ConfigError(
+                    "STNTuner: hyper_optimizer may only hold space.unconstrained / space.rho"
+                )
         self.hyper_optimizer = hyper_optimizer
         self.entropy_weight = float(entropy_weight)
-        self.warmup_steps = warmup_steps
+        self.hyper_delay_steps = hyper_delay_steps
         self.train_steps = train_steps
         self.val_steps = val_steps
         self.variant = variant
@@ -222,7 +224,7 @@ class STNTuner:
         # counters
         self.global_step = 0  # weight steps taken (skipped ones included)
         self.hyper_steps = 0
-        self.skipped_train_steps = 0
+        self.skipped_steps = 0
         self.skipped_hyper_steps = 0
         self._cycle_pos = 0
         self.last_train_loss = math.nan
@@ -280,7 +282,7 @@ class STNTuner:
     def train_step(self, batch: Batch) -> float:
         """One weight step on a training batch; returns the (perturbed) training loss.
 
-        A non-finite loss or gradient skips the update (counted in ``skipped_train_steps``).
+        A non-finite loss or gradient skips the update (counted in ``skipped_steps``).
         """
         x, y = self._to(batch)
         b = self._batch_size(x)
@@ -315,7 +317,7 @@ class STNTuner:
         if ok:
             self.optimizer.step()
         else:
-            self.skipped_train_steps += 1
+            self.skipped_steps += 1
         self.optimizer.zero_grad(set_to_none=True)
         self.global_step += 1
         self.last_train_loss = loss_value
@@ -433,7 +435,7 @@ class STNTuner:
             ConfigError: The validation data yields no batch.
         """
         loss = self.train_step(batch)
-        if self.global_step <= self.warmup_steps:
+        if self.global_step <= self.hyper_delay_steps:
             return loss
         self._cycle_pos += 1
         if self._cycle_pos >= self.train_steps:
@@ -506,7 +508,7 @@ class STNTuner:
             "variant": self.variant,
             "names": self.space.names,
             "linearize": self.linearize,
-            "warmup_steps": self.warmup_steps,
+            "warmup_steps": self.hyper_delay_steps,  # state keys keep their first names
             "train_steps": self.train_steps,
             "val_steps": self.val_steps,
             "entropy_weight": self.entropy_weight,
@@ -531,7 +533,7 @@ class STNTuner:
             "hyper_optimizer": self.hyper_optimizer.state_dict(),
             "global_step": self.global_step,
             "hyper_steps": self.hyper_steps,
-            "skipped_train_steps": self.skipped_train_steps,
+            "skipped_train_steps": self.skipped_steps,
             "skipped_hyper_steps": self.skipped_hyper_steps,
             "cycle_pos": self._cycle_pos,
             "last_train_loss": self.last_train_loss,
@@ -590,7 +592,7 @@ class STNTuner:
         self.hyper_optimizer.load_state_dict(state["hyper_optimizer"])
         self.global_step = counters["global_step"]
         self.hyper_steps = counters["hyper_steps"]
-        self.skipped_train_steps = counters["skipped_train_steps"]
+        self.skipped_steps = counters["skipped_train_steps"]
         self.skipped_hyper_steps = counters["skipped_hyper_steps"]
         self._cycle_pos = cycle_pos
         self.last_train_loss = losses["last_train_loss"]  # type: ignore[assignment]

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from flwr.app import Array, ArrayRecord, Message, MetricRecord, RecordDict
 
+from autolr._deprecate import take_renamed
 from autolr._errors import ConfigError, ConfigTypeError
 from autolr.federated import FedHyperClient
 
@@ -78,7 +79,7 @@ def fedhyper_client(
         cl: adapt the LR within the round (FedHyper-CL); False: only apply the server's LR
             (``client.step()`` then leaves it unchanged).
         default_lr: LR when the message carries none (a plain FedAvg server).
-        **client_kwargs: FedHyperClient's arguments (``hyper_lr``, ``global_coef``, ...).
+        **client_kwargs: FedHyperClient's arguments (``hypergrad_lr``, ``global_coef``, ...).
 
     Raises:
         ConfigError: no LR in the message and no ``default_lr``; Δ_{t−1} not shaped like the
@@ -86,15 +87,23 @@ def fedhyper_client(
 
     Example (in a ``@app.train()`` function)::
 
-        client = fedhyper_client(msg, opt, hyper_lr=1.0)
+        client = fedhyper_client(msg, opt, hypergrad_lr=1.0)
         for x, y in batches:
             opt.zero_grad(); loss_fn(model(x), y).backward(); opt.step(); client.step()
         return train_reply(msg, model.parameters(), num_examples=n)
     """
     lr = local_lr(msg, default_lr)
+    # The old name is resolved here so that its warning points at the caller.
+    old = take_renamed(
+        "fedhyper_client",
+        {k: client_kwargs.pop(k) for k in ("hyper_lr",) if k in client_kwargs},
+        {"hyper_lr": "hypergrad_lr"},
+        {"hypergrad_lr": client_kwargs.get("hypergrad_lr", 1.0)},
+        {"hypergrad_lr": 1.0},
+    )
+    client = FedHyperClient(optimizer, **client_kwargs, **old)
     if not cl:
-        client_kwargs["hyper_lr"] = 0.0
-    client = FedHyperClient(optimizer, **client_kwargs)
+        client.hypergrad_lr = 0.0  # β = 0: the LR stays the server's
     client.begin_round(lr, previous_update(msg) if cl else None)
     return client
 

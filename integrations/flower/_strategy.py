@@ -16,8 +16,9 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, Re
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
+from autolr._deprecate import take_renamed
 from autolr._errors import ConfigError, ConfigTypeError, StateError
-from autolr._hypergrad import (
+from autolr._statecheck import (
     _short,
     _state_error,
     _state_int,
@@ -106,8 +107,9 @@ class FedHyperStrategy(FedAvg):
     ``ArrayRecord({name: Array(p.numpy()) for name, p in model.named_parameters()})``).
 
     Args:
-        rule, global_lr, hyper_lr, global_lr_bounds, momentum, server_optimizer, adam_betas,
-            adam_tau, local_lr, adapt_local_lr, local_hyper_lr, local_lr_bounds, normalize:
+        rule, global_lr, hypergrad_lr, global_lr_bounds, momentum, server_optimizer,
+            adam_betas, adam_tau, local_lr, adapt_local_lr, local_hypergrad_lr, local_lr_bounds,
+            normalize:
             :class:`~autolr.federated.FedHyperServer`'s arguments (``server_optimizer="adam"``
             is FedAdam).
         weighted: weight each update by its reply's ``weighted_by_key`` metric (FedAvg);
@@ -118,6 +120,9 @@ class FedHyperStrategy(FedAvg):
             :meth:`resume` restarts from it after the ServerApp or SuperLink was restarted.
         **fedavg_kwargs: :class:`flwr.serverapp.strategy.FedAvg`'s arguments
             (``fraction_train``, ``min_train_nodes``, ``min_available_nodes``, ...).
+
+    ``hyper_lr`` and ``local_hyper_lr`` are the deprecated old names of ``hypergrad_lr`` and
+    ``local_hypergrad_lr`` (one DeprecationWarning; removed in the next release).
 
     Raises:
         ConfigError / ConfigTypeError: bad arguments (checked here, before any round).
@@ -134,7 +139,7 @@ class FedHyperStrategy(FedAvg):
         *,
         rule: str = "g",
         global_lr: float = 1.0,
-        hyper_lr: float | None = None,
+        hypergrad_lr: float | None = None,
         global_lr_bounds: tuple[float, float] | None = None,
         momentum: float = 0.9,
         server_optimizer: str = "avg",
@@ -142,7 +147,7 @@ class FedHyperStrategy(FedAvg):
         adam_tau: float = 1e-3,
         local_lr: float = 0.01,
         adapt_local_lr: bool = False,
-        local_hyper_lr: float | None = None,
+        local_hypergrad_lr: float | None = None,
         local_lr_bounds: tuple[float, float] | None = None,
         normalize: bool = False,
         weighted: bool = True,
@@ -150,6 +155,16 @@ class FedHyperStrategy(FedAvg):
         checkpoint: str | os.PathLike[str] | None = None,
         **fedavg_kwargs: Any,
     ) -> None:
+        renames = {"hyper_lr": "hypergrad_lr", "local_hyper_lr": "local_hypergrad_lr"}
+        old = take_renamed(
+            "FedHyperStrategy",
+            {k: fedavg_kwargs.pop(k) for k in renames if k in fedavg_kwargs},
+            renames,
+            {"hypergrad_lr": hypergrad_lr, "local_hypergrad_lr": local_hypergrad_lr},
+            {"hypergrad_lr": None, "local_hypergrad_lr": None},
+        )
+        hypergrad_lr = old.get("hypergrad_lr", hypergrad_lr)
+        local_hypergrad_lr = old.get("local_hypergrad_lr", local_hypergrad_lr)
         for name in ("fraction_train", "fraction_evaluate"):
             if name in fedavg_kwargs:
                 _check_fraction(name, fedavg_kwargs[name])
@@ -163,7 +178,7 @@ class FedHyperStrategy(FedAvg):
         self._server_kwargs: dict[str, Any] = {
             "rule": rule,
             "global_lr": global_lr,
-            "hyper_lr": hyper_lr,
+            "hypergrad_lr": hypergrad_lr,
             "global_lr_bounds": global_lr_bounds,
             "momentum": momentum,
             "server_optimizer": server_optimizer,
@@ -171,7 +186,7 @@ class FedHyperStrategy(FedAvg):
             "adam_tau": adam_tau,
             "local_lr": local_lr,
             "adapt_local_lr": adapt_local_lr,
-            "local_hyper_lr": local_hyper_lr,
+            "local_hypergrad_lr": local_hypergrad_lr,
             "local_lr_bounds": local_lr_bounds,
             "normalize": normalize,
         }

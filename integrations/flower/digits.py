@@ -112,7 +112,7 @@ def _train(msg: Message, context: Context) -> Message:
     model = _model(cfg["hidden"], cfg["seed"])
     _load(model, msg.content["arrays"])
     opt = torch.optim.SGD(model.parameters(), lr=cfg["local-lr"])
-    client = fedhyper_client(msg, opt, cl=spec["cl"], hyper_lr=cfg["client-hyper-lr"])
+    client = fedhyper_client(msg, opt, cl=spec["cl"], hypergrad_lr=cfg["client-hyper-lr"])
     idx = shards[k]
     # The batch order of simulate()'s client k in round r.
     gen = torch.Generator().manual_seed(_seed(cfg["seed"], 4, r, k))
@@ -154,11 +154,11 @@ def _strategy(cfg: dict[str, Any]) -> FedHyperStrategy:
     return FedHyperStrategy(
         rule=spec["rule"],
         global_lr=adam_lr if adam else cfg["global-lr"],
-        hyper_lr=hyper,
+        hypergrad_lr=hyper,
         server_optimizer=spec["server_optimizer"],
         local_lr=cfg["local-lr"],
         adapt_local_lr=spec["sl"],
-        local_hyper_lr=cfg["cos-hyper-lr"] if spec["cos"] else cfg["local-hyper-lr"],
+        local_hypergrad_lr=cfg["cos-hyper-lr"] if spec["cos"] else cfg["local-hyper-lr"],
         normalize=spec["cos"],
         weighted=cfg["weighted"],
         send_previous_update=spec["cl"],
