@@ -29,7 +29,7 @@ bench: $(VENV)/.installed
 	$(VENV)/bin/autolr bench --out benchmarks/results
 
 # The issue studies (hypergradient, FedHyper, STN, Ray population, Optuna), each into its own folder.
-STUDIES ?= hd fedhyper stn ray optuna autolrs llm
+STUDIES ?= hd fedhyper stn ray optuna autolrs replay llm
 bench-studies: $(VENV)/.installed
 	for s in $(STUDIES); do $(VENV)/bin/autolr bench --study $$s --out benchmarks/results/$$s || exit 1; done
 
