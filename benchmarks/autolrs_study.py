@@ -227,7 +227,7 @@ def run(args: argparse.Namespace) -> int:
         "elapsed_s": time.perf_counter() - start,
         "cpu_count": os.cpu_count(),
         "python": platform.python_version(),
-        "command": "autolr bench --study autolrs " + " ".join(sys.argv[3:]),
+        "command": "autolr bench " + " ".join(sys.argv[2:]),
     }
     table = _ratio_table(runs, tasks, variants)
     os.makedirs(args.out, exist_ok=True)

@@ -249,7 +249,7 @@ def run(args: argparse.Namespace) -> int:
         "elapsed_s": time.perf_counter() - start,
         "cpu_count": os.cpu_count(),
         "python": platform.python_version(),
-        "command": "autolr bench --study replay " + " ".join(sys.argv[3:]),
+        "command": "autolr bench " + " ".join(sys.argv[2:]),
     }
     table = _table(runs, tasks)
     write_json(os.path.join(args.out, "results.json"), {"meta": meta, "table": table, "runs": runs})
