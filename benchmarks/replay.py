@@ -29,7 +29,7 @@ from autolr._jsonio import write_json
 from autolr._progress import Progress
 
 from ._parallel import imap_jobs
-from .methods import METHODS, grid_lrs, run_once
+from .methods import METHODS, _seeded_instance, grid_lrs, run_once
 from .tasks import TASKS, Task, get_task
 
 __all__ = ["FRESH_SEED", "replay_once", "run", "tune_once"]
@@ -41,23 +41,11 @@ FULL_GRID = 6
 FRESH_SEED = 100
 
 
-def _instance(task: Task, seed: int):
-    """A fresh instance seeded exactly as ``methods.run_once`` seeds every run."""
-    import numpy as np
-    import torch
-
-    torch.manual_seed(seed)
-    np.random.seed(seed)
-    inst = task.make(seed)
-    inst.model.train()
-    return inst
-
-
 def tune_once(task: Task, seed: int, budget: int) -> dict[str, Any]:
     """AutoLRS as ``autolr bench`` runs it; returns its final val and exported schedule."""
     from autolr import AutoLRS
 
-    inst = _instance(task, seed)
+    inst = _seeded_instance(task, seed)
     lo, hi = task.lr_range
     opt = task.make_optimizer(inst.model.parameters(), math.sqrt(lo * hi))
     tuner = AutoLRS(
@@ -79,13 +67,13 @@ def tune_once(task: Task, seed: int, budget: int) -> dict[str, Any]:
         "final_val": final if math.isfinite(final) else math.inf,
         "train_time": time.perf_counter() - t0,
         "lineage_steps": lineage.n_steps,
-        "schedule": tuner.export_schedule(steps=budget).state_dict(),
+        "schedule": lineage.stretch(budget).state_dict(),
     }
 
 
 def replay_once(task: Task, schedule: Any, seed: int, budget: int) -> dict[str, Any]:
     """A plain run of ``budget`` steps whose LR follows ``schedule`` (a Schedule)."""
-    inst = _instance(task, seed)
+    inst = _seeded_instance(task, seed)
     opt = task.make_optimizer(inst.model.parameters(), 1.0)  # the scheduler sets every LR
     sched = schedule.scheduler(opt)
     t0 = time.perf_counter()
