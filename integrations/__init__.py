@@ -8,7 +8,10 @@ into the core searchers, predictors and tuners. A missing framework raises an
 from __future__ import annotations
 
 import importlib
+import inspect
+from collections.abc import Mapping
 from types import ModuleType
+from typing import Any
 
 __all__ = ["require"]
 
@@ -33,3 +36,26 @@ def require(module: str, extra: str) -> ModuleType:
             f"{module!r} is required for this feature; install it with "
             f'pip install "autolr[{extra}]"'
         ) from exc
+
+
+def _check_tuner_kwargs(owner: str, kwargs: Mapping[str, Any], passes: str, allowed: str) -> None:
+    """Refuse, for a callback that builds AutoLRS, the arguments it passes itself and unknown ones.
+
+    Raises:
+        ConfigTypeError: Naming ``owner``, what it passes (``passes``) and its own arguments
+            (``allowed``).
+    """
+    from autolr import AutoLRS
+    from autolr._errors import ConfigTypeError
+
+    own = [k for k in ("model", "optimizer") if k in kwargs]
+    if own:
+        raise ConfigTypeError(
+            f"{owner} got {own[0]}=...: the callback passes {passes} to AutoLRS itself"
+        )
+    unknown = set(kwargs) - set(inspect.signature(AutoLRS.__init__).parameters)
+    if unknown:
+        raise ConfigTypeError(
+            f"{owner} got unknown argument(s) {sorted(unknown)}; the allowed ones are "
+            f"{allowed} and AutoLRS's arguments"
+        )

@@ -22,25 +22,23 @@ checkpoints and restores it like any optimizer (tested in ``tests/test_lightning
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Mapping
 from typing import Any
 
 import torch
 
 from autolr import AutoLRS
-from autolr._errors import ConfigError, ConfigTypeError, StateError
+from autolr._errors import ConfigError, StateError
+from autolr._validate import check_int
 
-from . import require
+from . import _check_tuner_kwargs, require
 
 _pl = require("lightning.pytorch", "lightning")
 
 __all__ = ["AutoLRSCallback"]
 
+
 # Arguments the callback fills in itself.
-_OWN = ("model", "optimizer")
-
-
 class AutoLRSCallback(_pl.Callback):
     """Drive :class:`autolr.AutoLRS` from a ``lightning.Trainer``.
 
@@ -102,24 +100,12 @@ class AutoLRSCallback(_pl.Callback):
         log_name: str | None = "autolrs/lr",
         **tuner_kwargs: Any,
     ) -> None:
-        own = [k for k in _OWN if k in tuner_kwargs]
-        if own:
-            raise ConfigTypeError(
-                f"AutoLRSCallback got {own[0]}=...: the callback passes the LightningModule and "
-                "its optimizer to AutoLRS itself"
-            )
-        unknown = set(tuner_kwargs) - set(inspect.signature(AutoLRS.__init__).parameters)
-        if unknown:
-            raise ConfigTypeError(
-                f"AutoLRSCallback got unknown argument(s) {sorted(unknown)}; the allowed "
-                "ones are lr_bounds, max_steps, optimizer_idx, log_name and AutoLRS's arguments"
-            )
-        if optimizer_idx is not None and (
-            isinstance(optimizer_idx, bool)
-            or not isinstance(optimizer_idx, int)
-            or optimizer_idx < 0
-        ):
-            raise ConfigError(f"optimizer_idx must be an int >= 0 or None, got {optimizer_idx!r}")
+        _check_tuner_kwargs(
+            "AutoLRSCallback", tuner_kwargs, "the LightningModule and its optimizer",
+            "lr_bounds, max_steps, optimizer_idx, log_name",
+        )  # fmt: skip
+        if optimizer_idx is not None:
+            check_int("optimizer_idx", optimizer_idx, minimum=0)
         self.lr_bounds = lr_bounds
         self.max_steps = max_steps
         self.optimizer_idx = optimizer_idx

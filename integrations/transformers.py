@@ -20,7 +20,6 @@ Example:
 from __future__ import annotations
 
 import functools
-import inspect
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -30,7 +29,7 @@ import torch
 from autolr import AutoLRS
 from autolr._errors import ConfigError, ConfigTypeError, StateError
 
-from . import require
+from . import _check_tuner_kwargs, require
 
 _tf = require("transformers", "transformers")
 _trainer_utils = require("transformers.trainer_utils", "transformers")
@@ -39,8 +38,6 @@ __all__ = ["STATE_FILE", "AutoLRSTrainerCallback"]
 
 #: Name of the tuner's state file inside each ``checkpoint-N`` folder.
 STATE_FILE = "autolrs_callback.pt"
-
-_OWN = ("model", "optimizer")
 
 
 class _HoldLR(torch.optim.lr_scheduler.LRScheduler):
@@ -106,18 +103,10 @@ class AutoLRSTrainerCallback(_tf.TrainerCallback):
             raise ConfigTypeError(
                 f"trainer must be a transformers.Trainer, got {type(trainer).__name__}"
             )
-        own = [k for k in _OWN if k in tuner_kwargs]
-        if own:
-            raise ConfigTypeError(
-                f"AutoLRSTrainerCallback got {own[0]}=...: the callback passes the Trainer's "
-                "model and optimizer to AutoLRS itself"
-            )
-        unknown = set(tuner_kwargs) - set(inspect.signature(AutoLRS.__init__).parameters)
-        if unknown:
-            raise ConfigTypeError(
-                f"AutoLRSTrainerCallback got unknown argument(s) {sorted(unknown)}; the "
-                "allowed ones are trainer, lr_bounds, max_steps and AutoLRS's arguments"
-            )
+        _check_tuner_kwargs(
+            "AutoLRSTrainerCallback", tuner_kwargs, "the Trainer's model and optimizer",
+            "trainer, lr_bounds, max_steps",
+        )  # fmt: skip
         if any(isinstance(c, AutoLRSTrainerCallback) for c in trainer.callback_handler.callbacks):
             raise ConfigError(
                 "this Trainer already has an AutoLRSTrainerCallback; attach one per Trainer"
