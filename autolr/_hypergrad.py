@@ -509,10 +509,19 @@ class HypergradientLR(torch.optim.Optimizer):
                     b.append(d)
             grads.append(gs)
             stats.append(dot_and_norms(a, b) if a else None)
-        # A NaN/inf gradient would poison the weights and the optimizer's moments for good:
-        # skip the whole step, like GradScaler (one host sync).
+        present = [s for s in stats if s is not None]
+        # One host sync for all groups (groups on several devices meet on the first one): the
+        # hypergradient pieces, and a last row saying whether every gradient is finite.
         checks = [torch.isfinite(g).all() for gs in grads for g in gs.values()]
-        if checks and not bool(torch.stack([c.to(checks[0].device) for c in checks]).all()):
+        rows = list(present)
+        if checks:  # (present is empty without gradients)
+            dev = checks[0].device
+            rows.append(torch.stack([c.to(dev) for c in checks]).all().float().expand(3))
+        dev = rows[0].device if rows else None
+        table = torch.stack([r.to(dev) for r in rows]).tolist() if rows else []
+        # A NaN/inf gradient would poison the weights and the optimizer's moments for good:
+        # skip the whole step, like GradScaler.
+        if checks and table.pop()[0] != 1.0:
             self.skipped_hyper_steps += len(groups)
             if not self._warned_nonfinite_grad:
                 self._warned_nonfinite_grad = True
@@ -524,10 +533,7 @@ class HypergradientLR(torch.optim.Optimizer):
                     stacklevel=3,  # past torch.no_grad's wrapper: the caller of step()
                 )
             return loss
-        present = [s for s in stats if s is not None]
-        # one host sync for all groups (groups on several devices meet on the first one)
-        dev = present[0].device if present else None
-        values = iter(torch.stack([s.to(dev) for s in present]).tolist() if present else [])
+        values = iter(table)
 
         # 2. New LR per group (every h computed above, before any LR moved).
         bases: list[float] = []
