@@ -43,3 +43,16 @@ def json_numbers(x: object):
     elif isinstance(x, list):
         for v in x:
             yield from json_numbers(v)
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """One Ray instance for the whole session (num_cpus=2), started by the first test needing it."""
+    import ray
+
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    if started:
+        ray.shutdown()

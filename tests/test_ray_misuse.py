@@ -165,18 +165,6 @@ def test_scheduler_state_round_trips_through_save_and_restore(tmp_path):
 
 
 # ---------------------------------------------------------------------- Tuner.fit
-@pytest.fixture(scope="session")
-def ray_running():
-    import ray
-
-    started = not ray.is_initialized()
-    if started:  # one Ray instance per session, whichever Ray test file starts it
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    if started:
-        ray.shutdown()
-
-
 def _no_checkpoint(config):
     model = _Scalar()
     opt = torch.optim.SGD(model.parameters(), lr=config["lr"])
@@ -191,7 +179,7 @@ def _causes(exc: BaseException):
 
 
 @pytest.mark.slow
-def test_tuner_fit_stops_at_the_first_report_without_a_checkpoint(ray_running, tmp_path):
+def test_tuner_fit_stops_at_the_first_report_without_a_checkpoint(ray_session, tmp_path):
     sched = AutoLRSScheduler(lr_bounds=(1e-3, 1.0), metric="loss", mode="min")
     config = {"lr": 0.01, "iters": 40}
     with pytest.raises(Exception) as info:
@@ -225,7 +213,7 @@ def _counting_notes(config):
 
 
 @pytest.mark.slow
-def test_tuner_fit_is_quiet_and_keeps_few_checkpoints(ray_running, tmp_path, monkeypatch):
+def test_tuner_fit_is_quiet_and_keeps_few_checkpoints(ray_session, tmp_path, monkeypatch):
     # Ray uploads the trials' logs only now and then; with this period never before the
     # barrier, so each restart from a checkpoint finds no log in storage unless we upload it.
     monkeypatch.setenv("TUNE_GLOBAL_CHECKPOINT_S", "100000")

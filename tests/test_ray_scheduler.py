@@ -639,18 +639,6 @@ def test_private_ray_access_is_pinned_to_the_installed_ray():
 # A stage barrier pauses the trials; Ray then starts a fresh actor per trial (it does not cache
 # actors of paused trials once the search algorithm is done), so a barrier costs about one
 # actor start: 3-5 s on an idle 2-core machine, up to ~30 s when it is overloaded.
-@pytest.fixture(scope="session")
-def ray_session():
-    import ray
-
-    started = not ray.is_initialized()
-    if started:  # one Ray instance per session, whichever Ray test file starts it
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    if started:
-        ray.shutdown()
-
-
 def _train(config):
     """Tiny linear regression; trial ``fail_trial`` raises once past ``fail_after``."""
     torch.set_num_threads(1)
