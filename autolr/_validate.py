@@ -25,6 +25,7 @@ __all__ = [
     "check_float",
     "check_instance",
     "check_int",
+    "scalar_value",
 ]
 
 
@@ -262,3 +263,18 @@ def check_instance(name: str, value: Any, types: type | tuple[type, ...]) -> Any
         article = "an" if wanted[0].lower() in "aeiou" else "a"
         raise ConfigTypeError(f"{name} must be {article} {wanted}, got {type(value).__name__}")
     return value
+
+
+def scalar_value(tensor: Any, rule: str) -> float:
+    """The value of a one-element tensor (a loss a user's code returned) as a float.
+
+    Args:
+        tensor: A torch tensor.
+        rule: What was required, for the message (``"loss must be a scalar"``).
+
+    Raises:
+        ConfigError: ``tensor`` has another number of elements (the message names its shape).
+    """
+    if tensor.numel() != 1:
+        raise ConfigError(f"{rule}, got a tensor of shape {tuple(tensor.shape)}")
+    return float(tensor.detach().float().item())

@@ -141,6 +141,14 @@ def _error(message: str) -> int:
     return 2
 
 
+def _unknown(flag: str, what: str, given: list[str], known: list[str]) -> str | None:
+    """The error for the names in ``given`` that ``--flag`` does not know (None: all known)."""
+    bad = [name for name in given if name not in known]
+    if not bad:
+        return None
+    return f"argument --{flag}: unknown {what} {', '.join(bad)}; choose from {', '.join(known)}"
+
+
 def _check(args: argparse.Namespace) -> str | None:
     """What is wrong with ``args`` for its study (``None`` when nothing), before any work."""
     study = getattr(args, "study", "schedules")
@@ -158,27 +166,15 @@ def _check(args: argparse.Namespace) -> str | None:
             from .tasks import HOLDOUT
 
             known += list(HOLDOUT)
-        bad = [t for t in args.tasks if t not in known]
-        if bad:
-            return (
-                f"argument --tasks: unknown task {', '.join(bad)}; choose from {', '.join(known)}"
-            )
-    if args.methods:
-        bad = [m for m in args.methods if m not in METHODS]
-        if bad:
-            return (
-                f"argument --methods: unknown method {', '.join(bad)}; "
-                f"choose from {', '.join(METHODS)}"
-            )
+        if bad := _unknown("tasks", "task", args.tasks, known):
+            return bad
+    if args.methods and (bad := _unknown("methods", "method", args.methods, list(METHODS))):
+        return bad
     if args.variants:
         from .autolrs_study import VARIANTS
 
-        bad = [v for v in args.variants if v not in VARIANTS]
-        if bad:
-            return (
-                f"argument --variants: unknown variant {', '.join(bad)}; "
-                f"choose from {', '.join(VARIANTS)}"
-            )
+        if bad := _unknown("variants", "variant", args.variants, list(VARIANTS)):
+            return bad
     if args.rerender:
         path = os.path.join(args.out, "results.json")
         if not os.path.isfile(path):

@@ -27,6 +27,7 @@ from typing import Any
 from autolr._jsonio import write_json
 
 from ._parallel import imap_jobs
+from .report import save_figure
 
 __all__ = ["run"]
 
@@ -226,6 +227,14 @@ def _plots(summary: dict[str, Any], cfg: dict[str, Any], runs: list[dict], out: 
             [[summary["cells"][f"{gl}x{ll}"][m][field] for ll in lo] for gl in g], dtype=float
         )
 
+    def grid_axes(ax: Any, title: str) -> None:
+        """Title and LR tick labels of one heat map (initial global LR rows, local LR columns)."""
+        ax.set_title(title, fontsize=9)
+        ax.set_xticks(range(len(lo)), [f"{v:g}" for v in lo], fontsize=7)
+        ax.set_yticks(range(len(g)), [f"{v:g}" for v in g], fontsize=7)
+        ax.set_xlabel("local LR", fontsize=8)
+        ax.set_ylabel("initial global LR", fontsize=8)
+
     # 1. rounds to target, one heat map per method
     ncol = min(4, len(methods))
     nrow = math.ceil(len(methods) / ncol)
@@ -245,17 +254,11 @@ def _plots(summary: dict[str, Any], cfg: dict[str, Any], runs: list[dict], out: 
                     fontsize=7,
                     color="w" if v > rounds * 0.6 else "k",
                 )
-        ax.set_title(m, fontsize=9)
-        ax.set_xticks(range(len(lo)), [f"{v:g}" for v in lo], fontsize=7)
-        ax.set_yticks(range(len(g)), [f"{v:g}" for v in g], fontsize=7)
-        ax.set_xlabel("local LR", fontsize=8)
-        ax.set_ylabel("initial global LR", fontsize=8)
+        grid_axes(ax, m)
     for ax in list(axes.flat)[len(methods) :]:
         ax.axis("off")
     fig.suptitle(f"Rounds to {TARGET:.0%} validation accuracy ('>' = not within {rounds})")
-    fig.tight_layout()
-    fig.savefig(os.path.join(out, "rounds_to_target.png"), dpi=110)
-    plt.close(fig)
+    save_figure(fig, os.path.join(out, "rounds_to_target.png"))
 
     # 2. final-accuracy difference vs the baseline
     compared = list(summary["methods"])
@@ -271,17 +274,11 @@ def _plots(summary: dict[str, Any], cfg: dict[str, Any], runs: list[dict], out: 
             for i in range(len(g)):
                 for j in range(len(lo)):
                     ax.text(j, i, f"{diff[i, j]:+.0f}", ha="center", va="center", fontsize=7)
-            ax.set_title(f"{m} - {base}", fontsize=9)
-            ax.set_xticks(range(len(lo)), [f"{v:g}" for v in lo], fontsize=7)
-            ax.set_yticks(range(len(g)), [f"{v:g}" for v in g], fontsize=7)
-            ax.set_xlabel("local LR", fontsize=8)
-            ax.set_ylabel("initial global LR", fontsize=8)
+            grid_axes(ax, f"{m} - {base}")
         for ax in list(axes.flat)[len(compared) :]:
             ax.axis("off")
         fig.suptitle("Final accuracy difference (points; blue = better than the baseline)")
-        fig.tight_layout()
-        fig.savefig(os.path.join(out, "accuracy_gain.png"), dpi=110)
-        plt.close(fig)
+        save_figure(fig, os.path.join(out, "accuracy_gain.png"))
 
     # 3. curves at the corner cells (worst initial LRs) and the centre, seed 0
     picks = [(g[0], lo[len(lo) // 2]), (g[len(g) // 2], lo[len(lo) // 2]), (g[-1], lo[-1])]
@@ -301,9 +298,7 @@ def _plots(summary: dict[str, Any], cfg: dict[str, Any], runs: list[dict], out: 
         axes[1, j].set_yscale("log")
         axes[1, j].set_xlabel("round", fontsize=8)
     axes[0, 0].legend(fontsize=6)
-    fig.tight_layout()
-    fig.savefig(os.path.join(out, "curves.png"), dpi=110)
-    plt.close(fig)
+    save_figure(fig, os.path.join(out, "curves.png"))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -363,12 +358,19 @@ def run(args: argparse.Namespace) -> int:
     write_json(
         os.path.join(args.out, "results.json"), {"meta": meta, "summary": summary, "runs": runs}
     )
-    with open(os.path.join(args.out, "results.md"), "w") as fh:
-        fh.write(_markdown(summary, meta, cfg))
-    if not args.no_plots:
-        _plots(summary, cfg, runs, args.out)
+    _render(args, summary, meta, runs)
     print(f"autolr bench --study fedhyper: {len(jobs)} grid runs in {elapsed:.0f} s; {args.out}/")
     return 0
+
+
+def _render(
+    args: argparse.Namespace, summary: dict[str, Any], meta: dict[str, Any], runs: list[dict]
+) -> None:
+    """Write results.md and, unless ``--no-plots``, the plots into ``args.out``."""
+    with open(os.path.join(args.out, "results.md"), "w") as fh:
+        fh.write(_markdown(summary, meta, meta["config"]))
+    if not args.no_plots:
+        _plots(summary, meta["config"], runs, args.out)
 
 
 def _rerender(args: argparse.Namespace) -> int:
@@ -378,9 +380,6 @@ def _rerender(args: argparse.Namespace) -> int:
     meta, runs = data["meta"], data["runs"]
     cfg = meta["config"]
     summary = _summarise(runs, cfg)
-    with open(os.path.join(args.out, "results.md"), "w") as fh:
-        fh.write(_markdown(summary, meta, cfg))
-    if not args.no_plots:
-        _plots(summary, cfg, runs, args.out)
+    _render(args, summary, meta, runs)
     print(f"autolr bench --study fedhyper: re-rendered {args.out}/ from results.json")
     return 0

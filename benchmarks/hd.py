@@ -36,6 +36,7 @@ from autolr import HypergradientLR
 from autolr._jsonio import write_json
 from autolr._progress import Progress
 
+from .report import save_figure
 from .tasks import TASKS, Task
 
 __all__ = ["FACTORS", "HD_VARIANTS", "QUICK_TASKS", "TASKS_FULL", "VARIANTS", "run", "train"]
@@ -147,10 +148,7 @@ def train(task: Task, variant: str, seed: int, budget: int, lr: float) -> dict[s
     diverged = False
     t0 = time.perf_counter()
     for step in range(budget):
-        loss = inst.train_loss()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        loss = inst.step(opt)
         if sched is not None:
             sched.step()
         if step % every == 0:
@@ -378,9 +376,7 @@ def _plot(task_name: str, runs: list[dict[str, Any]], path: str) -> None:
     axes[1].set_xlabel("starting LR / tuned LR")
     axes[1].set_ylabel("final validation loss (median)")
     axes[1].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def run(args: argparse.Namespace) -> int:

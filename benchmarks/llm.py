@@ -228,10 +228,7 @@ def _autolrs_run(url: str, cache: str, mode: str | None, steps: int) -> tuple[li
     torch.manual_seed(1)
     lrs = []
     for _ in range(steps):
-        loss = inst.train_loss()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+        loss = inst.step(opt)
         lrs.append(opt.param_groups[0]["lr"])
         tuner.step(loss.item())
     stages = [dataclasses.asdict(s) for s in tuner.stages]

@@ -237,18 +237,11 @@ def range_test(task: Task, seed: int, budget: int) -> tuple[RangeTestResult, flo
     inst = _seeded_instance(task, seed)
     lo, hi = task.lr_range
     opt = task.make_optimizer(inst.model.parameters(), lo)
-
-    def train_step() -> torch.Tensor:
-        loss = inst.train_loss()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        return loss
-
+    steps = range_test_steps(budget)
     t0 = time.perf_counter()
     # The grid's range is a guess too: ramp up to 10x its top; divergence ends the ramp.
     res = lr_range_test(
-        inst.model, opt, train_step, lr_min=lo, lr_max=10 * hi, steps=range_test_steps(budget)
+        inst.model, opt, lambda: inst.step(opt), lr_min=lo, lr_max=10 * hi, steps=steps
     )
     return res, time.perf_counter() - t0
 
@@ -346,10 +339,7 @@ def run_once(
                     g["lr"] = b * m
             if step % lr_every == 0:
                 lrs.append([step, _effective_lr(opt)])
-            loss = inst.train_loss()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            loss = inst.step(opt)
             value = loss.item()
             if tuner is not None:
                 t1 = time.perf_counter()

@@ -26,6 +26,7 @@ import torch
 
 from autolr._jsonio import write_json
 
+from .report import save_figure
 from .tasks import TASKS
 
 __all__ = ["METHODS", "autolrs_plan", "run", "run_method"]
@@ -54,10 +55,7 @@ def _trainable(config: dict[str, Any]) -> None:
     iters = config["iters"]
     del tune  # imported for the session; reporting goes through the checkpointer
     while ckpt.iteration < iters:
-        loss = inst.train_loss()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+        loss = inst.step(opt)
         value = float(loss.detach())
         extra = {}
         if (ckpt.iteration + 1) % VAL_EVERY == 0 or ckpt.iteration + 1 == iters:
@@ -368,9 +366,7 @@ def _plot(runs: list[dict[str, Any]], path: str) -> None:
     ax2.set_xlabel("iteration")
     ax2.set_ylabel("LR (best trial / AutoLRS lineage)")
     ax2.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def run(args: argparse.Namespace) -> int:

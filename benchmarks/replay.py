@@ -54,10 +54,7 @@ def tune_once(task: Task, seed: int, budget: int) -> dict[str, Any]:
     )  # fmt: skip
     t0 = time.perf_counter()
     for _ in range(budget):
-        loss = inst.train_loss()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        loss = inst.step(opt)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             tuner.step(loss.item())
@@ -78,10 +75,7 @@ def replay_once(task: Task, schedule: Any, seed: int, budget: int) -> dict[str, 
     sched = schedule.scheduler(opt)
     t0 = time.perf_counter()
     for _ in range(budget):
-        loss = inst.train_loss()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        loss = inst.step(opt)
         sched.step()
         if not math.isfinite(loss.item()):
             return {"final_val": math.inf, "train_time": time.perf_counter() - t0}

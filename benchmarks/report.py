@@ -470,6 +470,13 @@ def plot_task(task: str, runs: list[dict[str, Any]], path: str) -> None:
     ax2.set_xlabel("step")
     ax2.set_ylabel("learning rate (Prodigy/D-Adapt: d·lr)")
     ax2.set_title(f"{task}: LR used at each step")
+    save_figure(fig, path, dpi=90)
+
+
+def save_figure(fig: Any, path: str, dpi: int = 110) -> None:
+    """Lay out ``fig``, write it to ``path`` and free it (every study's last plotting step)."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    fig.savefig(path, dpi=dpi)
     plt.close(fig)

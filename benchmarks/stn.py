@@ -35,6 +35,7 @@ from autolr import stn
 from autolr._jsonio import write_json
 from autolr._progress import Progress
 
+from .report import save_figure
 from .tasks import digits
 
 __all__ = ["CONFIG", "run", "run_one"]
@@ -480,9 +481,7 @@ def _plot(runs: list[dict[str, Any]], summary: dict[str, Any], path: str) -> Non
     axes[2].set(title="validation loss (seed 0)", xlabel="weight step", ylabel="cross-entropy")
     axes[2].set_yscale("log")
     axes[2].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -36,6 +36,14 @@ class Instance:
     train_loss: Callable[[], torch.Tensor]
     val_loss: Callable[[], float]
 
+    def step(self, opt: torch.optim.Optimizer) -> torch.Tensor:
+        """One optimizer step on the next training batch; returns that batch's loss."""
+        loss = self.train_loss()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return loss
+
 
 @dataclass
 class Task:

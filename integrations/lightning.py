@@ -29,7 +29,7 @@ import torch
 
 from autolr import AutoLRS
 from autolr._errors import ConfigError, StateError
-from autolr._validate import check_int
+from autolr._validate import check_int, scalar_value
 
 from . import _check_tuner_kwargs, require
 
@@ -289,12 +289,7 @@ def _loss_of(outputs: Any) -> float | None:
     if isinstance(outputs, Mapping):
         outputs = outputs.get("loss")
     if isinstance(outputs, torch.Tensor):
-        if outputs.numel() != 1:
-            raise ConfigError(
-                f"training_step's loss must be a scalar, got a tensor of shape "
-                f"{tuple(outputs.shape)}"
-            )
-        return float(outputs.detach().float().item())
+        return scalar_value(outputs, "training_step's loss must be a scalar")
     if isinstance(outputs, (int, float)) and not isinstance(outputs, bool):
         return float(outputs)
     return None

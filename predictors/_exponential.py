@@ -199,12 +199,7 @@ class ExponentialPredictor(Predictor):
                 raise ConfigError(
                     f"steps must have the same length as values ({y.size}), got {t.size}"
                 )
-        try:
-            target = float(target)
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(f"target must be a finite number, got {target!r}") from exc
-        if not math.isfinite(target):
-            raise ConfigError(f"target must be a finite number, got {target!r}")
+        target = check_float("target", target)
 
         notes: list[str] = []
         finite_t = np.isfinite(t)

@@ -26,9 +26,9 @@ longer than ``timeout`` per suggestion, retries included.
 from __future__ import annotations
 
 import decimal
+import inspect
 import json
 import math
-import os
 import re
 import time
 from collections.abc import Mapping, Sequence
@@ -37,11 +37,11 @@ from typing import Any
 import torch
 
 from autolr._errors import ConfigTypeError, StateError
-from autolr._validate import check_float, check_instance, check_int
+from autolr._validate import check_float, check_int
 
 from ._base import Param, Searcher, _derive_seed
 from ._gp import GPSearcher
-from ._llm_client import ChatRequest, LLMClient, LLMError, Usage
+from ._llm_client import ChatRequest, LLMClient, LLMError, Usage, client_or_new
 
 __all__ = ["LLMSearcher"]
 
@@ -160,6 +160,15 @@ def expected_improvement(mean: float, std: float, best: float) -> float:
     return std * (z * cdf + pdf)
 
 
+# LLMClient's keyword arguments: LLMSearcher takes them and forwards them when it builds its
+# client, so they keep LLMClient's names, defaults and checks (and none can be forgotten).
+_CLIENT_ARGS = {
+    p.name: p
+    for p in inspect.signature(LLMClient).parameters.values()
+    if p.kind is inspect.Parameter.KEYWORD_ONLY
+}
+
+
 class LLMSearcher(Searcher):
     """LLAMBO-style search: an LLM proposes configs and scores them; GP fallback on failure.
 
@@ -175,10 +184,7 @@ class LLMSearcher(Searcher):
             prompts; the zero-shot warm start rests on it.
         objective: Name of the minimised value in the prompts.
         client: An :class:`LLMClient` (shared between searchers to share its cache and
-            concurrency cap); ``None`` builds one from the connection arguments below.
-        base_url, api_key, model, max_retries, max_concurrency, cache_dir, cache_mode:
-            Passed to :class:`LLMClient` when ``client`` is ``None`` (see there; environment
-            variables ``AUTOLR_LLM_BASE_URL``, ``AUTOLR_LLM_API_KEY``, ``AUTOLR_LLM_MODEL``).
+            concurrency cap); ``None`` builds one from ``client_settings``.
         timeout: Most seconds one ``suggest`` waits for the LLM, all calls and retries
             included (the GP fallback's own compute comes on top).
         seed: Seed of all randomness (request seeds and the fallback GP).
@@ -200,6 +206,11 @@ class LLMSearcher(Searcher):
             ``n_initial`` and ``design``); it gets this searcher's bounds and receives every
             observation.
         design: Initial design of the default fallback.
+        **client_settings: :class:`LLMClient`'s arguments (``base_url``, ``api_key``,
+            ``model``, ``max_retries``, ``backoff``, ``max_concurrency``, ``cache_dir``,
+            ``cache_mode``; same defaults and checks), used when ``client`` is ``None`` (see
+            there; environment variables ``AUTOLR_LLM_BASE_URL``, ``AUTOLR_LLM_API_KEY``,
+            ``AUTOLR_LLM_MODEL``).
 
     Raises:
         ConfigError, ConfigTypeError: On invalid arguments or missing model/credentials.
@@ -222,14 +233,7 @@ class LLMSearcher(Searcher):
         task: str = "",
         objective: str = "loss",
         client: LLMClient | None = None,
-        base_url: str | None = None,
-        api_key: str | None = None,
-        model: str | None = None,
         timeout: float = 30.0,
-        max_retries: int = 2,
-        max_concurrency: int = 4,
-        cache_dir: str | os.PathLike[str] | None = None,
-        cache_mode: str | None = None,
         seed: int | None = None,
         n_initial: int = 3,
         n_candidates: int = 8,
@@ -242,7 +246,14 @@ class LLMSearcher(Searcher):
         digits: int = 4,
         fallback: Searcher | None = None,
         design: str = "sobol",
+        **client_settings: Any,
     ) -> None:
+        unknown = sorted(set(client_settings) - set(_CLIENT_ARGS))
+        if unknown:
+            raise ConfigTypeError(
+                f"LLMSearcher got unexpected keyword arguments {unknown}; besides its own it "
+                f"takes LLMClient's {list(_CLIENT_ARGS)}"
+            )
         super().__init__(params, seed=seed, design=design)
         if not isinstance(task, str) or not isinstance(objective, str) or not objective:
             raise ConfigTypeError(
@@ -263,19 +274,7 @@ class LLMSearcher(Searcher):
         self.max_rounds = check_int("max_rounds", max_rounds, minimum=1)
         self.dup_tol = check_float("dup_tol", dup_tol, minimum=0)
         self.digits = check_int("digits", digits, minimum=2)
-        if client is None:
-            client = LLMClient(
-                base_url=base_url,
-                api_key=api_key,
-                model=model,
-                max_retries=max_retries,
-                max_concurrency=max_concurrency,
-                cache_dir=cache_dir,
-                cache_mode=cache_mode,
-            )
-        else:
-            check_instance("client", client, LLMClient)
-        self.client = client
+        self.client = client_or_new(client, **client_settings)
         if fallback is None:
             fallback = GPSearcher(
                 self.params, seed=_derive_seed(self.seed, -1), n_initial=n_initial, design=design
@@ -703,3 +702,12 @@ class LLMSearcher(Searcher):
             self._format_line("predictions", len(cands)),
         ]
         return "\n".join(lines)
+
+
+def _searcher_signature() -> inspect.Signature:
+    """``LLMSearcher(...)``'s signature with LLMClient's arguments spelled out (for help())."""
+    own = list(inspect.signature(LLMSearcher.__init__).parameters.values())[:-1]
+    return inspect.Signature([*own, *_CLIENT_ARGS.values()])
+
+
+LLMSearcher.__init__.__signature__ = _searcher_signature()  # type: ignore[attr-defined]

@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from autolr._errors import ConfigError
-from autolr._validate import check_choice, check_float, check_int
+from autolr._validate import check_choice, check_float, check_instance, check_int
 
 __all__ = ["ChatRequest", "LLMClient", "LLMError", "Usage"]
 
@@ -429,6 +429,17 @@ class LLMClient:
             os.replace(tmp, path)  # atomic: concurrent readers see all or nothing
         except OSError:
             pass  # a cache that cannot be written only costs a replay
+
+
+def client_or_new(client: LLMClient | None, **settings: Any) -> LLMClient:
+    """``client`` (checked to be an :class:`LLMClient`), or a new one built from ``settings``.
+
+    For the searchers and samplers that take either a ready client or a client's settings.
+    """
+    if client is None:
+        return LLMClient(**settings)
+    check_instance("client", client, LLMClient)
+    return client
 
 
 def _texts_and_usage(resp: Any) -> tuple[list[str], dict[str, int]]:

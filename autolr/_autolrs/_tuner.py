@@ -16,10 +16,17 @@ from autolr.searchers import Searcher
 
 from .._deprecate import RenamedAttribute
 from .._distributed import RankZeroPredictor, resolve_group
-from .._errors import ConfigError, ConfigTypeError, StateError
+from .._errors import ConfigTypeError, StateError
 from .._schedule import Schedule
 from .._snapshot import Snapshot, Stateful, capture_rng_state, restore_rng_state
-from .._validate import check_callable, check_choice, check_float, check_instance, check_int
+from .._validate import (
+    check_callable,
+    check_choice,
+    check_float,
+    check_instance,
+    check_int,
+    scalar_value,
+)
 from ._lr import GroupLRs
 from ._policy import BudgetPolicy, DivergenceRule, warmup_lr
 from ._stage import CandidateResult, StageRecord, StageSearch
@@ -872,11 +879,7 @@ class AutoLRS:
 
     def _model_finite(self, *, optimizer: bool = False) -> bool:
         """Whether every floating tensor of the model (and the optimizer state) is finite."""
-        ts = list(self.model.state_dict().values())
-        if optimizer:
-            ts += [v for st in self.optimizer.state.values() for v in st.values()]
-        ts = [t for t in ts if isinstance(t, torch.Tensor) and torch.is_floating_point(t)]
-        ok = not ts or bool(torch.stack([torch.isfinite(t).all() for t in ts]).all())
+        ok = state_finite(self.model, self.optimizer if optimizer else None)
         return ok if self._sync is None else self._sync.all_true(ok)
 
     def _val_fn_broken(self, value: float) -> bool:
@@ -1270,6 +1273,18 @@ def _text(value: Any, name: str) -> str:
     return value
 
 
+def state_finite(model: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> bool:
+    """Whether every floating tensor of ``model`` (and of ``optimizer``'s state) is finite.
+
+    One host sync. Also the Ray ``TuneCheckpointer``'s test of a trial's state.
+    """
+    ts = list(model.state_dict().values())
+    if optimizer is not None:
+        ts += [v for st in optimizer.state.values() for v in st.values()]
+    ts = [t for t in ts if isinstance(t, torch.Tensor) and torch.is_floating_point(t)]
+    return not ts or bool(torch.stack([torch.isfinite(t).all() for t in ts]).all())
+
+
 def _check_model_optimizer(model: Any, optimizer: Any) -> None:
     check_instance("model", model, nn.Module)
     check_instance("optimizer", optimizer, torch.optim.Optimizer)
@@ -1286,12 +1301,7 @@ def _check_model_optimizer(model: Any, optimizer: Any) -> None:
 def _val_float(out: Any) -> float:
     """What ``val_fn`` returned, as a float; its own errors name ``val_fn``."""
     if isinstance(out, torch.Tensor):
-        if out.numel() != 1:
-            raise ConfigError(
-                f"val_fn must return a scalar validation loss, got a tensor of shape "
-                f"{tuple(out.shape)}"
-            )
-        return float(out.detach().float().item())
+        return scalar_value(out, "val_fn must return a scalar validation loss")
     if out is None or isinstance(out, (bool, str, bytes)):
         raise ConfigTypeError(
             f"val_fn must return the validation loss as a float or a scalar tensor, got "
@@ -1308,9 +1318,7 @@ def _val_float(out: Any) -> float:
 
 def _as_float(loss: float | torch.Tensor) -> float:
     if isinstance(loss, torch.Tensor):
-        if loss.numel() != 1:
-            raise ConfigError(f"loss must be a scalar, got a tensor of shape {tuple(loss.shape)}")
-        return float(loss.detach().float().item())
+        return scalar_value(loss, "loss must be a scalar")
     try:
         return float(loss)
     except (TypeError, ValueError) as exc:

@@ -29,6 +29,8 @@ __all__ = ["FedHyperServer", "RoundReport"]
 Rule = Literal["none", "g", "gm"]
 ServerOptimizer = Literal["avg", "adam"]
 _STATE_VERSION = 2  # 1: unversioned, checked only rule/optimizer/normalize; 2: every argument
+#: Deprecated argument names of FedHyperServer (and of FedHyperStrategy, which forwards them).
+RENAMED_ARGS = {"hyper_lr": "hypergrad_lr", "local_hyper_lr": "local_hypergrad_lr"}
 
 
 @dataclass(frozen=True)
@@ -162,7 +164,7 @@ class FedHyperServer:
         old = take_renamed(
             "FedHyperServer",
             renamed,
-            {"hyper_lr": "hypergrad_lr", "local_hyper_lr": "local_hypergrad_lr"},
+            RENAMED_ARGS,
             {"hypergrad_lr": hypergrad_lr, "local_hypergrad_lr": local_hypergrad_lr},
             {"hypergrad_lr": None, "local_hypergrad_lr": None},
         )

@@ -54,6 +54,16 @@ def _gates(layer: nn.Module, ctx: HyperContext, n_out: int) -> tuple[torch.Tenso
     return s[:, :n_out], s[:, n_out:]
 
 
+def _reset_response(layer: nn.Module) -> None:
+    """Kaiming-uniform response weights (non-zero, else V never gets a gradient), V = 0."""
+    nn.init.kaiming_uniform_(layer.response_weight, a=math.sqrt(5))
+    if layer.response_bias is not None:
+        fan_in = layer.response_weight.shape[1:].numel()  # inputs (x kernel) per output unit
+        bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0
+        nn.init.uniform_(layer.response_bias, -bound, bound)
+    nn.init.zeros_(layer.hyper_bottleneck.weight)
+
+
 def _rows(s: torch.Tensor, batch: int, name: str) -> torch.Tensor:
     if s.shape[0] not in (1, batch):
         raise StateError(
@@ -103,11 +113,7 @@ class StnLinear(nn.Linear, StnModule):
 
     def reset_response_parameters(self) -> None:
         """Kaiming-uniform response weights (non-zero, else V never gets a gradient), V = 0."""
-        nn.init.kaiming_uniform_(self.response_weight, a=math.sqrt(5))
-        if self.response_bias is not None:
-            bound = 1 / math.sqrt(self.in_features) if self.in_features > 0 else 0
-            nn.init.uniform_(self.response_bias, -bound, bound)
-        nn.init.zeros_(self.hyper_bottleneck.weight)
+        _reset_response(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         ctx = self._context()
@@ -152,12 +158,7 @@ class StnConv2d(nn.Conv2d, StnModule):
 
     def reset_response_parameters(self) -> None:
         """Kaiming-uniform response filters, V = 0."""
-        nn.init.kaiming_uniform_(self.response_weight, a=math.sqrt(5))
-        if self.response_bias is not None:
-            fan_in = self.response_weight[0].numel()
-            bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0
-            nn.init.uniform_(self.response_bias, -bound, bound)
-        nn.init.zeros_(self.hyper_bottleneck.weight)
+        _reset_response(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         ctx = self._context()

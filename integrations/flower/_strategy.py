@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 import math
 import os
@@ -28,6 +29,7 @@ from autolr._statecheck import (
     _state_version,
 )
 from autolr.federated import FedHyperServer, RoundReport
+from autolr.federated._server import RENAMED_ARGS
 
 __all__ = ["LOCAL_LR_KEY", "PREV_UPDATE_KEY", "ROUND_KEY", "FedHyperStrategy", "FlowerRound"]
 
@@ -39,6 +41,13 @@ ROUND_KEY = "fedhyper-round"
 PREV_UPDATE_KEY = "fedhyper-prev-update"
 
 _STATE_VERSION = 1
+# FedHyperServer's keyword arguments: the strategy takes and forwards exactly these, with the
+# server's defaults and checks, so a new server argument needs no change here.
+_SERVER_PARAMS = {
+    p.name: p
+    for p in inspect.signature(FedHyperServer).parameters.values()
+    if p.kind is inspect.Parameter.KEYWORD_ONLY
+}
 _LOG = logging.getLogger("flwr")  # Flower's logger: the lines reach `flwr log` and the SuperLink
 
 
@@ -107,19 +116,17 @@ class FedHyperStrategy(FedAvg):
     ``ArrayRecord({name: Array(p.numpy()) for name, p in model.named_parameters()})``).
 
     Args:
-        rule, global_lr, hypergrad_lr, global_lr_bounds, momentum, server_optimizer,
-            adam_betas, adam_tau, local_lr, adapt_local_lr, local_hypergrad_lr, local_lr_bounds,
-            normalize:
-            :class:`~autolr.federated.FedHyperServer`'s arguments (``server_optimizer="adam"``
-            is FedAdam).
         weighted: weight each update by its reply's ``weighted_by_key`` metric (FedAvg);
             False: uniform mean (the released FedHyper code).
         send_previous_update: broadcast Δ_{t−1} for FedHyper-CL (one extra model-sized
             download per round). Default True.
         checkpoint: file written (atomically) after every round with :meth:`state_dict`;
             :meth:`resume` restarts from it after the ServerApp or SuperLink was restarted.
-        **fedavg_kwargs: :class:`flwr.serverapp.strategy.FedAvg`'s arguments
-            (``fraction_train``, ``min_train_nodes``, ``min_available_nodes``, ...).
+        **kwargs: every keyword argument of :class:`~autolr.federated.FedHyperServer`
+            (``rule``, ``global_lr``, ``hypergrad_lr``, ..., ``normalize``: same names,
+            defaults and checks; ``server_optimizer="adam"`` is FedAdam), and the rest
+            :class:`flwr.serverapp.strategy.FedAvg`'s (``fraction_train``,
+            ``min_train_nodes``, ``min_available_nodes``, ...).
 
     ``hyper_lr`` and ``local_hyper_lr`` are the deprecated old names of ``hypergrad_lr`` and
     ``local_hypergrad_lr`` (one DeprecationWarning; removed in the next release).
@@ -137,34 +144,21 @@ class FedHyperStrategy(FedAvg):
     def __init__(
         self,
         *,
-        rule: str = "g",
-        global_lr: float = 1.0,
-        hypergrad_lr: float | None = None,
-        global_lr_bounds: tuple[float, float] | None = None,
-        momentum: float = 0.9,
-        server_optimizer: str = "avg",
-        adam_betas: tuple[float, float] = (0.9, 0.99),
-        adam_tau: float = 1e-3,
-        local_lr: float = 0.01,
-        adapt_local_lr: bool = False,
-        local_hypergrad_lr: float | None = None,
-        local_lr_bounds: tuple[float, float] | None = None,
-        normalize: bool = False,
         weighted: bool = True,
         send_previous_update: bool = True,
         checkpoint: str | os.PathLike[str] | None = None,
-        **fedavg_kwargs: Any,
+        **kwargs: Any,
     ) -> None:
-        renames = {"hyper_lr": "hypergrad_lr", "local_hyper_lr": "local_hypergrad_lr"}
-        old = take_renamed(
+        server_kwargs = {k: kwargs.pop(k) for k in _SERVER_PARAMS if k in kwargs}
+        new_names = {new: _SERVER_PARAMS[new].default for new in RENAMED_ARGS.values()}
+        server_kwargs |= take_renamed(
             "FedHyperStrategy",
-            {k: fedavg_kwargs.pop(k) for k in renames if k in fedavg_kwargs},
-            renames,
-            {"hypergrad_lr": hypergrad_lr, "local_hypergrad_lr": local_hypergrad_lr},
-            {"hypergrad_lr": None, "local_hypergrad_lr": None},
+            {k: kwargs.pop(k) for k in RENAMED_ARGS if k in kwargs},
+            RENAMED_ARGS,
+            {new: server_kwargs.get(new, default) for new, default in new_names.items()},
+            new_names,
         )
-        hypergrad_lr = old.get("hypergrad_lr", hypergrad_lr)
-        local_hypergrad_lr = old.get("local_hypergrad_lr", local_hypergrad_lr)
+        fedavg_kwargs = kwargs  # what is left
         for name in ("fraction_train", "fraction_evaluate"):
             if name in fedavg_kwargs:
                 _check_fraction(name, fedavg_kwargs[name])
@@ -176,19 +170,7 @@ class FedHyperStrategy(FedAvg):
         except TypeError as exc:
             raise ConfigTypeError(f"FedHyperStrategy: {exc} (FedAvg's arguments)") from None
         self._server_kwargs: dict[str, Any] = {
-            "rule": rule,
-            "global_lr": global_lr,
-            "hypergrad_lr": hypergrad_lr,
-            "global_lr_bounds": global_lr_bounds,
-            "momentum": momentum,
-            "server_optimizer": server_optimizer,
-            "adam_betas": adam_betas,
-            "adam_tau": adam_tau,
-            "local_lr": local_lr,
-            "adapt_local_lr": adapt_local_lr,
-            "local_hypergrad_lr": local_hypergrad_lr,
-            "local_lr_bounds": local_lr_bounds,
-            "normalize": normalize,
+            name: server_kwargs.get(name, p.default) for name, p in _SERVER_PARAMS.items()
         }
         # Check FedHyperServer's arguments now, not at the first round on a remote SuperLink.
         FedHyperServer([torch.zeros(1)], **self._server_kwargs)
@@ -449,3 +431,12 @@ class FedHyperStrategy(FedAvg):
         """Log FedAvg's summary and the FedHyper configuration."""
         super().summary()
         _LOG.info("\t└──> FedHyper: %s", {k: v for k, v in self._server_kwargs.items()})
+
+
+def _strategy_signature() -> inspect.Signature:
+    """``FedHyperStrategy(...)``'s signature with the server's arguments spelled out (help())."""
+    own = list(inspect.signature(FedHyperStrategy.__init__).parameters.values())
+    return inspect.Signature([own[0], *_SERVER_PARAMS.values(), *own[1:]])
+
+
+FedHyperStrategy.__init__.__signature__ = _strategy_signature()  # type: ignore[attr-defined]

@@ -16,9 +16,8 @@ from optuna.samplers import BaseSampler
 from optuna.trial import FrozenTrial, TrialState
 
 from autolr._errors import ConfigError
-from autolr._validate import check_instance
 from autolr.searchers._llm import LLMSearcher
-from autolr.searchers._llm_client import LLMClient
+from autolr.searchers._llm_client import LLMClient, client_or_new
 
 from ._base import _NumericSampler
 from ._common import (
@@ -121,17 +120,14 @@ class LLAMBOSampler(_NumericSampler):
         # One suggestion at a time: the searcher seeds and restores the global RNGs.
         self._lock = threading.RLock()
         self._init_space(independent_sampler, self._lock)
-        if client is None:
-            client = LLMClient(
-                base_url=base_url,
-                api_key=api_key,
-                model=model,
-                cache_dir=cache_dir,
-                cache_mode=cache_mode,
-            )
-        else:
-            check_instance("client", client, LLMClient)
-        self.client = client
+        self.client = client_or_new(
+            client,
+            base_url=base_url,
+            api_key=api_key,
+            model=model,
+            cache_dir=cache_dir,
+            cache_mode=cache_mode,
+        )
         self._task, self._objective, self._timeout = task, objective, timeout
         self._options = options
         #: Diagnostics of the last ``sample_relative`` call (not state; per process).

@@ -33,9 +33,16 @@ from .. import require
 # Fails here, naming the extra, when Ray is missing (before any submodule imports it).
 require("ray.tune", "ray")
 
-from ._schedule import SCHEDULE_KEY, scheduled_lr  # noqa: E402
+from ._schedule import SCHEDULE_KEY, STATE_FINITE_KEY, scheduled_lr  # noqa: E402
 from ._schedule import lr_at as lr_at  # noqa: E402  (used by tests; not in __all__)
 from .checkpointer import TuneCheckpointer  # noqa: E402
 from .scheduler import STATE_FILE, AutoLRSScheduler  # noqa: E402
 
-__all__ = ["SCHEDULE_KEY", "STATE_FILE", "AutoLRSScheduler", "TuneCheckpointer", "scheduled_lr"]
+__all__ = [
+    "SCHEDULE_KEY",
+    "STATE_FILE",
+    "STATE_FINITE_KEY",
+    "AutoLRSScheduler",
+    "TuneCheckpointer",
+    "scheduled_lr",
+]

@@ -1,4 +1,4 @@
-"""The plain LR schedule the scheduler writes into a trial's config, and how to read it."""
+"""What scheduler and trainable exchange: the LR schedule in a config, the finite-state key."""
 
 from __future__ import annotations
 
@@ -7,10 +7,16 @@ from typing import Any
 
 from autolr._autolrs._policy import cooled_lr, decayed_lr, warmup_lr
 
-__all__ = ["SCHEDULE_KEY", "lr_at", "scheduled_lr"]
+__all__ = ["SCHEDULE_KEY", "STATE_FINITE_KEY", "lr_at", "scheduled_lr"]
 
 #: Config key of the LR schedule the scheduler gives each trial (see :func:`scheduled_lr`).
 SCHEDULE_KEY = "autolr_lr_schedule"
+
+#: Result key: True when the trial's weights and optimizer state were finite after the
+#: iteration it reports (:class:`TuneCheckpointer` sends it with every loss). A non-finite loss
+#: reported with True cuts the LR box only provisionally, as in the in-loop AutoLRS (see
+#: :meth:`autolr.StageSearch.recover`); without the key the cut stays.
+STATE_FINITE_KEY = "autolr_state_finite"
 
 
 def lr_at(schedule: Mapping[str, Any], iteration: int) -> float:

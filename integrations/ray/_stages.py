@@ -260,10 +260,15 @@ class _StageMixin:
             return self._stage_end(tid, job, it)
         return TrialScheduler.CONTINUE
 
-    def _lineage_result(self, tid: str, job: Job, it: int, loss: float) -> str:
-        """A result of the trial that carries the run (exploitation or final phase)."""
+    def _lineage_result(
+        self, tid: str, job: Job, it: int, loss: float, *, transient: bool = False
+    ) -> str:
+        """A result of the trial that carries the run (exploitation or final phase).
+
+        ``transient``: the result says the trial's state stayed finite (see :meth:`_recover`).
+        """
         if not math.isfinite(loss):
-            return self._recover(tid, job, it)
+            return self._recover(tid, job, it, transient=transient)
         self._remember(it, loss)
         self._extend_lineage(it)
         return self._verdict(tid, it)
@@ -396,7 +401,7 @@ class _StageMixin:
             it = job.start + offset + 1
             loss = job.losses[offset]
             if not math.isfinite(loss):
-                self._recover(tid, job, it)
+                self._recover(tid, job, it)  # whether its state stayed finite is not kept
                 return False
             self._remember(it, loss)
             self._extend_lineage(it)
@@ -429,17 +434,25 @@ class _StageMixin:
         else:
             self.search.update_record(end=int(it))
 
-    def _recover(self, tid: str, job: Job, it: int) -> str:
-        """A non-finite loss while exploiting: search the stage again below that LR."""
+    def _recover(self, tid: str, job: Job, it: int, *, transient: bool = False) -> str:
+        """A non-finite loss while exploiting: search the stage again below that LR.
+
+        ``transient``: the trial reported its weights and optimizer state finite (a bad
+        batch), so the cut is provisional, as in the in-loop AutoLRS
+        (:meth:`StageSearch.recover`).
+        """
         s = self.search
         bad = lr_at(job.schedule, it - 1) if job.schedule else job.lr
         bad = bad if bad > 0 else job.lr
-        lo, hi = s.recover(bad)
+        lo, hi = s.recover(bad, transient=transient)
         self.recoveries += 1
         msg = (
             f"stage {s.stage}: non-finite {self._metric} at iteration {it} with lr={bad:.3g}; "
             f"searching again from iteration {self._stage_start} in [{lo:.3g}, {hi:.3g}]"
         )
+        if s.pending_restore is not None:
+            msg += f" (the upper bound returns to {s.pending_restore[1]:.3g} once a stage ends "
+            msg += "with finite losses)"
         self._warn_event(msg)
         self._jobs[tid] = wait_job(job.lr, self._stage_start)
         self._truncate_lineage(self._stage_start)

@@ -12,12 +12,13 @@ from typing import Any
 import torch
 
 from autolr._autolrs._lr import GroupLRs
+from autolr._autolrs._tuner import state_finite
 from autolr._errors import ConfigError, StateError
 from autolr._snapshot import Snapshot, Stateful
 from autolr._validate import check_float, check_instance
 
 from .. import require
-from ._schedule import SCHEDULE_KEY, scheduled_lr
+from ._schedule import SCHEDULE_KEY, STATE_FINITE_KEY, scheduled_lr
 
 _tune = require("ray.tune", "ray")
 
@@ -46,9 +47,10 @@ class TuneCheckpointer:
     RNG states and the iteration counter) and sets the optimizer's LR for the next iteration:
     from the schedule the scheduler put into the config (:data:`SCHEDULE_KEY`: warm-up,
     candidate LR, final decay), else ``config[lr_key]`` (parameter groups keep their ratios).
-    :meth:`report` sends the loss (and the LR it trained with, as ``"lr"``), any extra metrics
-    and a checkpoint to Ray with ``ray.tune.report``, then sets the LR of the next iteration
-    from the schedule. Outside a Tune session it only applies the LR. The checkpoint holds an
+    :meth:`report` sends the loss (and the LR it trained with, as ``"lr"``; whether the weights
+    and optimizer state are finite, as :data:`STATE_FINITE_KEY`), any extra metrics and a
+    checkpoint to Ray with ``ray.tune.report``, then sets the LR of the next iteration from the
+    schedule. Outside a Tune session it only applies the LR. The checkpoint holds an
     :class:`autolr.Snapshot` of the training state, so a restore is as exact as AutoLRS's.
 
     Args:
@@ -141,6 +143,8 @@ class TuneCheckpointer:
         """
         value = float(loss.detach().float().item()) if isinstance(loss, torch.Tensor) else loss
         used = self.lr
+        # Lets the scheduler tell a bad batch (state still finite) from a diverged trial.
+        finite = state_finite(self.model, self.optimizer)
         self.iteration += 1
         self._snapshot.capture()  # before the next LR is set: the state this iteration left
         state = {
@@ -157,7 +161,7 @@ class TuneCheckpointer:
             _RAY_STORAGE_LOG.addFilter(_DROP_CHECKPOINT_NOTE)
             try:
                 _tune.report(
-                    {self.metric: float(value), "lr": used, **metrics},
+                    {self.metric: float(value), "lr": used, STATE_FINITE_KEY: finite, **metrics},
                     checkpoint=_tune.Checkpoint.from_directory(folder),
                 )
             finally:

@@ -25,7 +25,7 @@ from .. import require
 from . import _compat as compat
 from ._jobs import CandidateCheckpoint, CheckpointRef, Job, as_loss, wait_job
 from ._race import _RaceMixin
-from ._schedule import lr_at
+from ._schedule import STATE_FINITE_KEY, lr_at
 from ._stages import _StageMixin
 from ._trials import _FINISHED, Trial, _TrialMixin
 
@@ -67,8 +67,9 @@ class AutoLRSScheduler(_StageMixin, _RaceMixin, _TrialMixin, TrialScheduler):
     paper variant), whose candidates all start from its checkpoint. If every candidate is
     penalised, the stage is searched again below them (:meth:`StageSearch.resolve_failure`);
     a non-finite loss while exploiting searches the stage again below that LR
-    (:meth:`StageSearch.recover`). When no search fits any more, the winner trains to the end
-    and the waiting trials are stopped.
+    (:meth:`StageSearch.recover`; provisionally when the result says the trial's state stayed
+    finite, :data:`STATE_FINITE_KEY`, as the in-loop AutoLRS does). When no search fits any
+    more, the winner trains to the end and the waiting trials are stopped.
 
     **The last stage** (``final="race"``, the default, when ``max_t`` is known and there is
     one candidate per trial): nothing is cloned; every trial trains its own candidate to the
@@ -446,7 +447,8 @@ class AutoLRSScheduler(_StageMixin, _RaceMixin, _TrialMixin, TrialScheduler):
         elif job.kind == "race":
             decision = self._race_result(tid, job, it, offset, loss)
         else:
-            decision = self._lineage_result(tid, job, it, loss)
+            transient = bool(result.get(STATE_FINITE_KEY, False))
+            decision = self._lineage_result(tid, job, it, loss, transient=transient)
         self._save(force=decision != TrialScheduler.CONTINUE)
         return decision
 
