@@ -66,6 +66,12 @@ VARIANTS: dict[str, tuple[str, dict[str, Any], dict[str, Any], bool]] = {
         {"design": "sobol"},
         True,
     ),
+    "gp-fit-3": (
+        "GP hyperparameters fitted from the first GP step (3 points) instead of from 6",
+        {},
+        {"fit_min_obs": 0},
+        True,
+    ),
     "paper": ("paper variant (tau = budget/10, k = 10)", {}, {}, False),
 }
 
@@ -87,12 +93,17 @@ def _worker(job: tuple[str, str, int, int, float | None]) -> dict[str, Any]:
         else:
             kw = dict(kw)
             design = kw.pop("design", None)
-            if design is not None:
+            fit_min_obs = kw.pop("fit_min_obs", None)
+            if design is not None or fit_min_obs is not None:
                 from autolr.searchers import GPSearcher, Param
 
+                # The budget variant's default searcher with one setting changed.
                 lo, hi = task.lr_range
                 kw["searcher"] = GPSearcher(
-                    [Param("lr", lo, hi, log=True)], seed=seed, design=design
+                    [Param("lr", lo, hi, log=True)],
+                    seed=seed,
+                    design=design or "stratified",
+                    fit_min_obs=6 if fit_min_obs is None else fit_min_obs,
                 )
             if pol:
                 kw["policy"] = BudgetPolicy.for_budget(budget, **pol)

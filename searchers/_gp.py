@@ -144,6 +144,8 @@ _WARM_MAXITER = 5
 # ... and from scratch (default initialisation, full convergence) once this many arrived
 # since the last such fit, so a chain of warm starts cannot stay in a poor local optimum.
 _COLD_REFIT_EVERY = 12
+# Fixed lengthscale below ``fit_min_obs`` observations: the mode of its Gamma(3, 6) prior.
+_PRIOR_LENGTHSCALE = 1.0 / 3.0
 
 
 class GPSearcher(Searcher):
@@ -187,6 +189,11 @@ class GPSearcher(Searcher):
             general path (a full fit and multi-start L-BFGS on every call) in 1-D too.
             Without effect in more dimensions.
         design: Initial design, ``"sobol"`` or ``"stratified"`` (see :class:`Searcher`).
+        fit_min_obs: With fewer observations than this, the 1-D fast path does not fit the
+            hyperparameters: it uses lengthscale 1/3 of the box (the mode of the
+            lengthscale prior), outputscale 1 (the variance of the standardised
+            observations) and mean 0. A handful of points barely constrains them, and the
+            fit is about 90 % of such a suggestion's cost (0 = always fit).
 
     Example:
         >>> import math
@@ -213,8 +220,10 @@ class GPSearcher(Searcher):
         init_hyperparameters: Mapping[str, Sequence[float]] | None = None,
         fast_1d: bool = True,
         design: str = "sobol",
+        fit_min_obs: int = 0,
     ) -> None:
         check_int("n_initial", n_initial, minimum=1)
+        check_int("fit_min_obs", fit_min_obs, minimum=0)
         check_choice("acquisition", acquisition, _ACQUISITIONS)
         check_float("beta", beta, minimum=0)
         check_int("num_restarts", num_restarts, minimum=1)
@@ -245,6 +254,7 @@ class GPSearcher(Searcher):
         #: not part of ``state_dict``).
         self.n_fallbacks = 0
         self.fast_1d = bool(fast_1d)
+        self.fit_min_obs = fit_min_obs
         # Warm start of the 1-D path: the hyperparameters of its last fit and the number of
         # observations at that fit and at the last fit from scratch (part of state_dict).
         self._warm_hypers: dict[str, list[float]] | None = None
@@ -403,6 +413,8 @@ class GPSearcher(Searcher):
     def _fit_model_1d(self, train_x: torch.Tensor) -> SingleTaskGP:
         """The model of the 1-D path: a refit only every few observations (see the class)."""
         n_obs = len(train_x)
+        if n_obs < self.fit_min_obs:
+            return self._prior_model(train_x)
         hypers = self._warm_hypers
         if (
             hypers is None
@@ -422,6 +434,20 @@ class GPSearcher(Searcher):
         self._warm_hypers = self.fitted_hyperparameters
         self._warm_fit_n = n_obs
         self._warm_covar = model.covar_module
+        return model
+
+    def _prior_model(self, train_x: torch.Tensor) -> SingleTaskGP:
+        """The 1-D model with fixed hyperparameters (see ``fit_min_obs``); no fit."""
+        fitted = self.fitted_hyperparameters  # _fit_model records the unfitted values
+        model = self._fit_model(train_x, refit=False)
+        self.fitted_hyperparameters = fitted
+        with torch.no_grad():
+            kernel = model.covar_module
+            kernel.base_kernel.lengthscale = torch.full_like(
+                kernel.base_kernel.lengthscale, _PRIOR_LENGTHSCALE
+            )
+            kernel.outputscale = torch.ones_like(kernel.outputscale)
+            model.mean_module.constant.fill_(0.0)
         return model
 
     def _fit_model(

@@ -1,0 +1,84 @@
+"""GPSearcher(fit_min_obs=...): fixed hyperparameters while a fit has too few points."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from autolr import ConfigError
+from autolr.searchers import GPSearcher, Param
+
+
+def _observe(s: GPSearcher, n: int) -> None:
+    for _ in range(n):
+        (cfg,) = s.suggest()
+        s.observe(cfg, (math.log10(cfg["lr"]) + 1.5) ** 2, noise=0.01)
+
+
+def _count_fits(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    import autolr.searchers._gp as gp
+
+    gp._load_gp_libs()
+    calls: list[int] = []
+    real = gp.fit_gpytorch_mll
+
+    def counting(mll, **kw):
+        calls.append(len(mll.model.train_inputs[0]))
+        return real(mll, **kw)
+
+    monkeypatch.setattr(gp, "fit_gpytorch_mll", counting)
+    return calls
+
+
+def test_below_fit_min_obs_no_fit_and_prior_hyperparameters(monkeypatch):
+    calls = _count_fits(monkeypatch)
+    s = GPSearcher([Param("lr", 1e-3, 1.0, log=True)], seed=0, fit_min_obs=6)
+    _observe(s, 3)
+    models = []
+    real_prior = s._prior_model
+
+    def keep(train_x):
+        m = real_prior(train_x)
+        models.append(m)
+        return m
+
+    s._prior_model = keep  # type: ignore[method-assign]
+    _observe(s, 3)  # GP steps with 3, 4 and 5 observations: none may fit
+    assert calls == []
+    assert len(models) == 3
+    m = models[-1]
+    assert float(m.covar_module.base_kernel.lengthscale.detach()) == pytest.approx(1 / 3)
+    assert float(m.covar_module.outputscale.detach()) == pytest.approx(1.0)
+    assert float(m.mean_module.constant.detach()) == 0.0
+    assert s.fitted_hyperparameters is None  # nothing was fitted yet
+    _observe(s, 1)  # 6 observations: the first real fit, on all 6
+    assert calls == [6]
+    assert s.fitted_hyperparameters is not None
+
+
+def test_default_fits_from_the_first_gp_step(monkeypatch):
+    calls = _count_fits(monkeypatch)
+    s = GPSearcher([Param("lr", 1e-3, 1.0, log=True)], seed=0)
+    _observe(s, 4)
+    assert calls == [3]
+
+
+def test_prior_model_still_finds_the_minimum_side():
+    # With the quarter points observed on a bowl whose minimum sits between the two
+    # lowest, the fourth point must land between them (the GP, not a random draw).
+    s = GPSearcher([Param("x", 0.0, 1.0)], seed=1, design="stratified", fit_min_obs=6)
+    for _ in range(3):
+        (cfg,) = s.suggest()
+        s.observe(cfg, (cfg["x"] - 0.4) ** 2, noise=0.0)
+    xs = sorted(c["x"] for c, _ in s.observations)
+    (nxt,) = s.suggest()
+    assert s.n_fallbacks == 0
+    assert xs[0] < nxt["x"] < xs[-1]
+    assert abs(nxt["x"] - 0.4) < abs(min(xs, key=lambda x: abs(x - 0.4)) - 0.4) + 0.15
+
+
+@pytest.mark.parametrize("bad", [-1, 1.5, "3", True])
+def test_fit_min_obs_is_checked(bad):
+    with pytest.raises(ConfigError, match="fit_min_obs"):
+        GPSearcher([Param("lr", 1e-3, 1.0, log=True)], fit_min_obs=bad)
