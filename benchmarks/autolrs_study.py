@@ -17,9 +17,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import platform
 import statistics
-import sys
 import time
 from typing import Any
 
@@ -27,6 +25,7 @@ from autolr._jsonio import write_json
 from autolr._progress import Progress
 
 from ._parallel import imap_jobs
+from ._study import gmean, grid_best, study_meta, study_settings
 from .methods import METHODS, Method, grid_lrs, run_once
 from .tasks import HOLDOUT, TASKS, get_task
 
@@ -123,11 +122,7 @@ def _worker(job: tuple[str, str, int, int, float | None]) -> dict[str, Any]:
 
 
 def _ratio_table(runs: list[dict[str, Any]], tasks: list[str], variants: list[str]) -> dict:
-    ref: dict[tuple[str, int], float] = {}
-    for r in runs:
-        if r["variant"] == "cosine":
-            key = (r["task"], r["seed"])
-            ref[key] = min(ref.get(key, math.inf), r["final_val"])
+    ref = grid_best(runs, "variant")
     table: dict[str, dict[str, Any]] = {}
     for v in variants:
         per_task: dict[str, list[float]] = {}
@@ -149,13 +144,6 @@ def _ratio_table(runs: list[dict[str, Any]], tasks: list[str], variants: list[st
             "overhead": {t: statistics.median(x) for t, x in overhead.items()},
         }
     return table
-
-
-def _gmean(values: list[float]) -> float:
-    vals = [v for v in values if v > 0]
-    if not vals or any(not math.isfinite(v) for v in vals):
-        return math.inf
-    return math.exp(sum(math.log(v) for v in vals) / len(vals))
 
 
 def _markdown(table: dict, tasks: list[str], meta: dict[str, Any]) -> str:
@@ -184,8 +172,8 @@ def _markdown(table: dict, tasks: list[str], meta: dict[str, Any]) -> str:
             cells.append("—" if x is None else ("diverged" if not math.isfinite(x) else f"{x:.3f}"))
         allb = [x for t in bench for x in row["ratios"].get(t, [])]
         allh = [x for t in held for x in row["ratios"].get(t, [])]
-        cells.append(f"{_gmean(allb):.3f}" if allb else "—")
-        cells.append(f"{_gmean(allh):.3f}" if allh else "—")
+        cells.append(f"{gmean(allb):.3f}" if allb else "—")
+        cells.append(f"{gmean(allh):.3f}" if allh else "—")
         every = allb + allh
         cells.append(f"{sum(x <= WITHIN for x in every)}/{len(every)}")
         ovs = list(row["overhead"].values())
@@ -202,15 +190,13 @@ def _markdown(table: dict, tasks: list[str], meta: dict[str, Any]) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Run the study; writes results.json and results.md into ``args.out``."""
-    from autolr.integrations import require
-
-    require("sklearn", "bench")
-    quick = bool(args.quick)
-    seeds = args.seeds or (1 if quick else 3)
-    grid = args.grid or (QUICK_GRID if quick else FULL_GRID)
-    tasks = list(QUICK_TASKS if quick else (*TASKS_FULL, *HOLDOUT_TASKS))
-    if getattr(args, "tasks", None) and set(args.tasks) != set(TASKS):
-        tasks = list(args.tasks)  # --tasks given explicitly
+    quick, seeds, grid, tasks = study_settings(
+        args,
+        quick_tasks=QUICK_TASKS,
+        tasks=(*TASKS_FULL, *HOLDOUT_TASKS),
+        quick_grid=QUICK_GRID,
+        full_grid=FULL_GRID,
+    )
     variants = list(VARIANTS)
     only = getattr(args, "variants", None)
     if only:
@@ -229,17 +215,7 @@ def run(args: argparse.Namespace) -> int:
         runs.append(r)
         bar.update(1, task=r["task"], variant=r["variant"])
     bar.close()
-    meta = {
-        "quick": quick,
-        "seeds": seeds,
-        "grid": grid,
-        "tasks": tasks,
-        "variants": variants,
-        "elapsed_s": time.perf_counter() - start,
-        "cpu_count": os.cpu_count(),
-        "python": platform.python_version(),
-        "command": "autolr bench " + " ".join(sys.argv[2:]),
-    }
+    meta = study_meta(start, quick=quick, seeds=seeds, grid=grid, tasks=tasks, variants=variants)
     table = _ratio_table(runs, tasks, variants)
     os.makedirs(args.out, exist_ok=True)
     write_json(os.path.join(args.out, "results.json"), {"meta": meta, "table": table, "runs": runs})

@@ -299,7 +299,11 @@ def run_once(
     tuner = None
     if method.kind == "autolrs":
         from autolr import AutoLRS
+        from autolr.searchers._gp import _load_gp_libs
 
+        # botorch/gpytorch/scipy load on the first GP fit (`import autolr` stays light); that
+        # one-time import (~1 s) would land in the first run's tuner time in each process.
+        _load_gp_libs()
         tuner = AutoLRS(model, opt, seed=seed, **kw)
     sf = method.kind == "schedulefree"
     if sf:

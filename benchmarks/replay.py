@@ -18,9 +18,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import platform
 import statistics
-import sys
 import time
 import warnings
 from typing import Any
@@ -29,6 +27,7 @@ from autolr._jsonio import write_json
 from autolr._progress import Progress
 
 from ._parallel import imap_jobs
+from ._study import gmean, grid_best, study_meta, study_settings
 from .methods import METHODS, _seeded_instance, grid_lrs, run_once
 from .tasks import TASKS, Task, get_task
 
@@ -105,11 +104,7 @@ def _worker(job: tuple[str, str, int, int, Any]) -> dict[str, Any]:
 
 
 def _table(runs: list[dict[str, Any]], tasks: list[str]) -> dict[str, dict[str, Any]]:
-    best: dict[tuple[str, int], float] = {}
-    for r in runs:
-        if r["kind"] == "cosine":
-            key = (r["task"], r["seed"])
-            best[key] = min(best.get(key, math.inf), r["final_val"])
+    best = grid_best(runs, "kind")
     table: dict[str, dict[str, Any]] = {}
     for t in tasks:
         row: dict[str, Any] = {}
@@ -130,13 +125,6 @@ def _table(runs: list[dict[str, Any]], tasks: list[str]) -> dict[str, dict[str, 
         )
         table[t] = row
     return table
-
-
-def _gmean(values: list[float]) -> float:
-    vals = [v for v in values if v > 0]
-    if not vals or any(not math.isfinite(v) for v in vals):
-        return math.inf
-    return math.exp(sum(math.log(v) for v in vals) / len(vals))
 
 
 def _markdown(table: dict[str, dict[str, Any]], meta: dict[str, Any]) -> str:
@@ -168,7 +156,7 @@ def _markdown(table: dict[str, dict[str, Any]], meta: dict[str, Any]) -> str:
             f"| {t} | {cell(row['tune']['median'])} | {cell(row['replay-same']['median'])} | "
             f"{cell(row['replay-fresh']['median'])} | {'—' if frac is None else f'{frac:.0%}'} |"
         )
-    gm = {k: _gmean([x for row in table.values() for x in row[k]["ratios"]]) for k in
+    gm = {k: gmean([x for row in table.values() for x in row[k]["ratios"]]) for k in
           ("tune", "replay-same", "replay-fresh")}  # fmt: skip
     lines.append(
         f"| geometric mean | {cell(gm['tune'])} | {cell(gm['replay-same'])} | "
@@ -181,15 +169,10 @@ def _markdown(table: dict[str, dict[str, Any]], meta: dict[str, Any]) -> str:
 def run(args: argparse.Namespace) -> int:
     """Run the study; writes results.json, results.md and the schedules into ``args.out``."""
     from autolr import Schedule
-    from autolr.integrations import require
 
-    require("sklearn", "bench")
-    quick = bool(args.quick)
-    seeds = args.seeds or (1 if quick else 3)
-    grid = args.grid or (QUICK_GRID if quick else FULL_GRID)
-    tasks = list(QUICK_TASKS if quick else TASKS)
-    if getattr(args, "tasks", None) and set(args.tasks) != set(TASKS):
-        tasks = list(args.tasks)  # --tasks given explicitly
+    quick, seeds, grid, tasks = study_settings(
+        args, quick_tasks=QUICK_TASKS, tasks=TASKS, quick_grid=QUICK_GRID, full_grid=FULL_GRID
+    )
     n_jobs = max(1, getattr(args, "jobs", None) or 1)
     first: list[tuple[str, str, int, int, Any]] = []
     for t in tasks:
@@ -223,16 +206,7 @@ def run(args: argparse.Namespace) -> int:
     bar.close()
     for r in runs:
         r.pop("schedule", None)  # saved beside results.json
-    meta = {
-        "quick": quick,
-        "seeds": seeds,
-        "grid": grid,
-        "tasks": tasks,
-        "elapsed_s": time.perf_counter() - start,
-        "cpu_count": os.cpu_count(),
-        "python": platform.python_version(),
-        "command": "autolr bench " + " ".join(sys.argv[2:]),
-    }
+    meta = study_meta(start, quick=quick, seeds=seeds, grid=grid, tasks=tasks)
     table = _table(runs, tasks)
     write_json(os.path.join(args.out, "results.json"), {"meta": meta, "table": table, "runs": runs})
     with open(os.path.join(args.out, "results.md"), "w") as fh:

@@ -8,20 +8,10 @@ from typing import Any
 
 import torch
 
+from .. import _statecheck as _sc
 from .._autolrs._lr import GroupLRs
 from .._deprecate import RenamedAttribute, take_renamed
 from .._errors import ConfigError
-from .._statecheck import (
-    _short,
-    _state_config,
-    _state_error,
-    _state_float,
-    _state_int,
-    _state_keys,
-    _state_list,
-    _state_tensor,
-    _state_version,
-)
 from .._validate import check_bounds, check_float, check_instance
 
 _STATE_VERSION = 2  # 1: unversioned, no arguments saved; 2: arguments and shapes checked
@@ -248,33 +238,35 @@ class FedHyperClient:
         """
         owner = "FedHyperClient"
         signature = ("base_lr", "scale", "steps_skipped")
-        version = _state_version(owner, state, signature, (1, 2), 1)
+        version = _sc._state_version(owner, state, signature, (1, 2), 1)
         bufs = ("last", "prev_step", "global")
-        _state_keys(owner, state, [*signature, "steps", *bufs, *(["config"] * (version >= 2))])
+        _sc._state_keys(owner, state, [*signature, "steps", *bufs, *(["config"] * (version >= 2))])
         shapes = [tuple(p.shape) for p in self._params]
         if version >= 2:
             config = state["config"]
             if not isinstance(config, Mapping):
-                raise _state_error(owner, f"'config' must be a dict, got {_short(config)}")
+                raise _sc._state_error(owner, f"'config' must be a dict, got {_sc._short(config)}")
             mine = self._config()
-            _state_keys(owner, config, [*mine, "shapes"], "config")
-            _state_config(owner, config, mine)
-            saved = _state_list(owner, "config['shapes']", config["shapes"])
-            if [tuple(s) if isinstance(s, (list, tuple)) else s for s in saved] != shapes:
-                raise _state_error(
+            _sc._state_keys(owner, config, [*mine, "shapes"], "config")
+            _sc._state_config(owner, config, mine)
+            saved = _sc._state_list(owner, "config['shapes']", config["shapes"])
+            got = [tuple(s) if isinstance(s, (list, tuple)) else s for s in saved]
+            if got != shapes:
+                # A malformed entry (e.g. 5 instead of [5]) is shown as saved, not unpacked.
+                raise _sc._state_error(
                     owner,
-                    f"the state_dict is for parameters of shapes {[tuple(s) for s in saved]}, "
+                    f"the state_dict is for parameters of shapes {_sc._short(got)}, "
                     f"this client's optimizer holds {shapes}: the state comes from another model",
                 )
         numel = sum(p.numel() for p in self._params)
         flat = {}
         for k in bufs:
             b = state[k]
-            flat[k] = None if b is None else _state_tensor(owner, k, b, (numel,), "this client")
-        base_lr = _state_float(owner, "base_lr", state["base_lr"], positive=True)
-        scale = _state_float(owner, "scale", state["scale"], positive=True)
-        steps = _state_int(owner, "steps", state["steps"])
-        skipped = _state_int(owner, "steps_skipped", state["steps_skipped"])
+            flat[k] = None if b is None else _sc._state_tensor(owner, k, b, (numel,), "this client")
+        base_lr = _sc._state_float(owner, "base_lr", state["base_lr"], positive=True)
+        scale = _sc._state_float(owner, "scale", state["scale"], positive=True)
+        steps = _sc._state_int(owner, "steps", state["steps"])
+        skipped = _sc._state_int(owner, "steps_skipped", state["steps_skipped"])
         # Everything checked: from here on nothing can fail half-way.
         ref = self._params[0]
         self.base_lr, self.scale = base_lr, scale  # type: ignore[assignment]

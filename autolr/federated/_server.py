@@ -9,19 +9,9 @@ from typing import Any, ClassVar, Literal
 
 import torch
 
+from .. import _statecheck as _sc
 from .._deprecate import RenamedAttribute, take_renamed
 from .._errors import ConfigError, ConfigTypeError
-from .._statecheck import (
-    _short,
-    _state_config,
-    _state_error,
-    _state_float,
-    _state_int,
-    _state_keys,
-    _state_list,
-    _state_tensor,
-    _state_version,
-)
 from .._validate import check_bounds, check_choice, check_float
 
 __all__ = ["FedHyperServer", "RoundReport"]
@@ -510,34 +500,35 @@ class FedHyperServer:
                 arguments (all differences are listed), or parameters of another shape.
         """
         owner = "FedHyperServer"
-        version = _state_version(owner, state, ("config", "round", "global_lr"), (1, 2), 1)
-        _state_keys(owner, state, [*self._SCALARS, *(k.lstrip("_") for k in self._BUFFERS)])
+        version = _sc._state_version(owner, state, ("config", "round", "global_lr"), (1, 2), 1)
+        _sc._state_keys(owner, state, [*self._SCALARS, *(k.lstrip("_") for k in self._BUFFERS)])
         config = state["config"]
         if not isinstance(config, Mapping):
-            raise _state_error(owner, f"'config' must be a dict, got {_short(config)}")
+            raise _sc._state_error(owner, f"'config' must be a dict, got {_sc._short(config)}")
         mine = self._config()
-        _state_keys(owner, config, [*mine, "shapes"] if version >= 2 else ["numel"], "config")
-        _state_config(owner, config, mine)
+        _sc._state_keys(owner, config, [*mine, "shapes"] if version >= 2 else ["numel"], "config")
+        _sc._state_config(owner, config, mine)
         if "shapes" in config:
-            shapes = _state_list(owner, "config['shapes']", config["shapes"])
+            shapes = _sc._state_list(owner, "config['shapes']", config["shapes"])
             if len(shapes) != len(self._shapes):
-                raise _state_error(
+                raise _sc._state_error(
                     owner,
                     f"the state_dict is for {len(shapes)} parameter tensors, this server has "
                     f"{len(self._shapes)}: the state comes from another model",
                 )
             for i, (a, b) in enumerate(zip(shapes, self._shapes)):
                 if not isinstance(a, (list, tuple)) or tuple(a) != b:
-                    raise _state_error(
+                    shape = _sc._short(tuple(a) if isinstance(a, list) else a)
+                    raise _sc._state_error(
                         owner,
-                        f"parameter {i} has shape {_short(tuple(a) if isinstance(a, list) else a)} "
+                        f"parameter {i} has shape {shape} "
                         f"in the state_dict but {b} on this "
                         "server: the state comes from another model",
                     )
         if config["numel"] != self._numel:
-            raise _state_error(
+            raise _sc._state_error(
                 owner,
-                f"the state_dict is for {_short(config['numel'])} parameter elements, this "
+                f"the state_dict is for {_sc._short(config['numel'])} parameter elements, this "
                 f"server has {self._numel}: the state comes from another model",
             )
         buffers = {}
@@ -545,16 +536,16 @@ class FedHyperServer:
             key = k.lstrip("_")
             buf = state[key]
             if buf is not None:
-                buf = _state_tensor(
+                buf = _sc._state_tensor(
                     owner, key, buf, (self._numel,), "this server's flat parameters"
                 )
             buffers[k] = buf
-        round_ = _state_int(owner, "round", state["round"])
-        skipped = _state_int(owner, "rounds_skipped", state["rounds_skipped"])
-        dropped = _state_int(owner, "updates_dropped", state["updates_dropped"])
-        global_lr = _state_float(owner, "global_lr", state["global_lr"], positive=True)
-        momentum_coef = _state_float(owner, "momentum_coef", state["momentum_coef"])
-        local_lr = _state_float(owner, "local_lr", state["local_lr"], positive=True)
+        round_ = _sc._state_int(owner, "round", state["round"])
+        skipped = _sc._state_int(owner, "rounds_skipped", state["rounds_skipped"])
+        dropped = _sc._state_int(owner, "updates_dropped", state["updates_dropped"])
+        global_lr = _sc._state_float(owner, "global_lr", state["global_lr"], positive=True)
+        momentum_coef = _sc._state_float(owner, "momentum_coef", state["momentum_coef"])
+        local_lr = _sc._state_float(owner, "local_lr", state["local_lr"], positive=True)
         # Everything checked: from here on nothing can fail half-way.
         ref = self.params[0]
         for k, buf in buffers.items():

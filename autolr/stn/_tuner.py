@@ -9,19 +9,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from .. import _statecheck as _sc
 from .._deprecate import RenamedAttribute, take_renamed
 from .._errors import ConfigError, ConfigTypeError
-from .._statecheck import (
-    _short,
-    _state_config,
-    _state_error,
-    _state_float,
-    _state_int,
-    _state_keys,
-    _state_list,
-    _state_optimizer,
-    _state_version,
-)
 from .._validate import check_callable, check_choice, check_float, check_instance, check_int
 from ._layers import StnConv2d, StnLinear, StnModule, general_parameters, response_parameters
 from ._regularizers import BatchAugment
@@ -140,7 +130,7 @@ class STNTuner:
             raise ConfigTypeError(
                 "STNTuner: loss_fn must be a callable loss_fn(output, target) -> scalar tensor, "
                 f"e.g. torch.nn.functional.cross_entropy; got {type(loss_fn).__name__} "
-                f"{_short(loss_fn)}{hint}"
+                f"{_sc._short(loss_fn)}{hint}"
             )
         layers = [m for m in model.modules() if isinstance(m, (StnLinear, StnConv2d))]
         if not layers:
@@ -344,8 +334,9 @@ class STNTuner:
         xa = self.augment(x)  # type: ignore[misc]
         if torch.is_tensor(x) and not torch.is_tensor(xa):
             raise ConfigError(
-                f"STNTuner: augment returned {_short(xa)} ({type(xa).__name__}); it must return "
-                f"the augmented input batch, a tensor like its input of shape {tuple(x.shape)}"
+                f"STNTuner: augment returned {_sc._short(xa)} ({type(xa).__name__}); it must "
+                "return the augmented input batch, a tensor like its input of shape "
+                f"{tuple(x.shape)}"
             )
         return xa
 
@@ -357,7 +348,7 @@ class STNTuner:
             got = (
                 f"a tensor of shape {tuple(loss.shape)}"
                 if torch.is_tensor(loss)
-                else f"{_short(loss)} ({type(loss).__name__})"
+                else f"{_sc._short(loss)} ({type(loss).__name__})"
             )
             raise ConfigError(
                 f"STNTuner: loss_fn must return a scalar tensor (the batch's mean loss), but "
@@ -552,37 +543,39 @@ class STNTuner:
                 differences are listed), or a hyper optimizer state of another type or shape.
         """
         owner = "STNTuner"
-        version = _state_version(owner, state, ("space", "hyper_optimizer", "names"), (1, 2))
-        _state_keys(owner, state, [*_STN_STATE, *(["config"] * (version >= 2))])
+        version = _sc._state_version(owner, state, ("space", "hyper_optimizer", "names"), (1, 2))
+        _sc._state_keys(owner, state, [*_STN_STATE, *(["config"] * (version >= 2))])
         mine = self._config()
         # version 1 saved only the variant and the names
         saved = state["config"] if version >= 2 else {"variant": state["variant"]}
         if not isinstance(saved, Mapping):
-            raise _state_error(owner, f"'config' must be a dict, got {_short(saved)}")
+            raise _sc._state_error(owner, f"'config' must be a dict, got {_sc._short(saved)}")
         if version >= 2:
-            _state_keys(owner, saved, list(mine), "config")
-        _state_config(owner, {**saved, "names": state["names"]}, mine)
+            _sc._state_keys(owner, saved, list(mine), "config")
+        _sc._state_config(owner, {**saved, "names": state["names"]}, mine)
         self.space._check_state(owner, "space", state["space"])
-        _state_optimizer(owner, "hyper_optimizer", self.hyper_optimizer, state["hyper_optimizer"])
+        _sc._state_optimizer(
+            owner, "hyper_optimizer", self.hyper_optimizer, state["hyper_optimizer"]
+        )
         counters = {
-            k: _state_int(owner, k, state[k])
+            k: _sc._state_int(owner, k, state[k])
             for k in ("global_step", "hyper_steps", "skipped_train_steps", "skipped_hyper_steps")
         }
-        cycle_pos = _state_int(owner, "cycle_pos", state["cycle_pos"], high=self.train_steps)
+        cycle_pos = _sc._state_int(owner, "cycle_pos", state["cycle_pos"], high=self.train_steps)
         losses = {
-            k: _state_float(owner, k, state[k], finite=False)
+            k: _sc._state_float(owner, k, state[k], finite=False)
             for k in ("last_train_loss", "last_val_loss")
         }
         steps = [
-            _state_int(owner, "hist_steps", v)
-            for v in _state_list(owner, "hist_steps", state["hist_steps"])
+            _sc._state_int(owner, "hist_steps", v)
+            for v in _sc._state_list(owner, "hist_steps", state["hist_steps"])
         ]
         n = len(self.space)
         rows = {
             k: [
-                [_state_float(owner, k, v, finite=False) for v in _state_list(
+                [_sc._state_float(owner, k, v, finite=False) for v in _sc._state_list(
                     owner, f"{k}[{i}]", r, n)]
-                for i, r in enumerate(_state_list(owner, k, state[k], len(steps)))
+                for i, r in enumerate(_sc._state_list(owner, k, state[k], len(steps)))
             ]
             for k in ("hist_values", "hist_scales")
         }  # fmt: skip
