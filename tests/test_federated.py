@@ -545,3 +545,269 @@ def test_example_runs(tmp_path):
     )
     assert out.returncode == 0, out.stderr[-2000:]
     assert "round  2" in out.stdout and "fedhyper-g" in out.stdout
+
+
+# ---------------------------------------------------------------- issue 18: mutation survivors
+
+
+def test_skipped_round_reports_the_unchanged_lrs_and_counts_every_skip():
+    x = T([0.0, 0.0])
+    server = FedHyperServer([x], rule="gm", global_lr=0.5, hypergrad_lr=1.0, adapt_local_lr=True)
+    server.step([[T([1.0, 0.0])]])  # m_0 = Δ_0 = (1, 0)
+    server.step([[x + T([1.0, 0.0])]])  # ⟨m_0, Δ_1⟩ = 1: a = 1.0·1 = 1, local lr moves too
+    a, local = server.momentum_coef, server.local_lr
+    assert a == pytest.approx(1.0) and local != server.initial_local_lr
+    for i in (2, 3):
+        r = server.step([[T([math.nan, 0.0])], [T([0.0, math.inf])]])
+        assert (r.round, r.num_clients, r.dropped, r.skipped) == (i, 2, (0, 1), True)
+        # G-M's coefficient on Δ_t is η_0 + a; nothing moved
+        assert (r.global_lr, r.momentum_coef, r.local_lr) == (0.5 + a, a, local)
+        assert math.isnan(r.hypergradient) and math.isnan(r.update_norm)
+    assert server.skipped_rounds == 2 and server.dropped_updates == 4 and server.round == 4
+
+
+def test_client_state_mid_round_continues_from_the_last_local_step():
+    # Small steps: γ stays below the growth cap, so which previous step is compared shows.
+    w, opt, client = _client(hypergrad_lr=1.0, global_coef=0.0)
+    client.begin_round(0.1, [T([1.0, 0.0])])
+    _sgd_step(w, opt, T([-0.1, 0.0]))  # δ1 = (0.01, 0) against Δ: y = 0.01
+    client.step()
+    _sgd_step(w, opt, T([0.0, -0.1]))  # δ2 = (0, 0.0101) ⟂ δ1: y = 0, scale stays 1.01
+    client.step()
+    assert client.scale == pytest.approx(1.01)
+    w2 = torch.nn.Parameter(w.detach().clone())
+    opt2 = torch.optim.SGD([w2], lr=0.5)
+    other = FedHyperClient(opt2, hypergrad_lr=1.0, global_coef=0.0)
+    other.load_state_dict(_roundtrip(client.state_dict()))
+    for c, ww, oo in ((client, w, opt), (other, w2, opt2)):
+        _sgd_step(ww, oo, T([0.0, -0.1]))  # δ3 = (0, 0.0101): compared with δ2, not Δ
+        c.step()
+    s3 = 1.01 * (1 + 0.0101**2)
+    assert client.scale == pytest.approx(s3, rel=1e-9) and other.scale == client.scale
+    assert torch.equal(w, w2)
+
+
+def test_state_keys_are_the_saved_format_and_a_fresh_client_round_trips():
+    # Old checkpoints are read by these names (the state format keeps each key's first name,
+    # e.g. "hyper_lr", "rounds_skipped"); renaming one would orphan every saved state.
+    server = FedHyperServer([T([0.0, 0.0])])
+    state = server.state_dict()
+    assert (state["version"], state["kind"]) == (2, "FedHyperServer")
+    assert set(state) == {"version", "kind", "config", "round", "global_lr", "momentum_coef",
+                          "local_lr", "rounds_skipped", "updates_dropped", "prev_delta",
+                          "prev_dir", "momentum_buf", "adam_m", "adam_v"}  # fmt: skip
+    assert set(state["config"]) == {"rule", "server_optimizer", "initial_global_lr", "hyper_lr",
+                                    "global_lr_bounds", "momentum", "adam_betas", "adam_tau",
+                                    "initial_local_lr", "adapt_local_lr", "local_hyper_lr",
+                                    "local_lr_bounds", "normalize", "numel", "shapes"}  # fmt: skip
+    w, opt, client = _client()
+    state = _roundtrip(client.state_dict())  # before any round: no buffers yet
+    assert (state["version"], state["kind"]) == (2, "FedHyperClient")
+    assert set(state) == {"version", "kind", "config", "base_lr", "scale", "steps",
+                          "steps_skipped", "last", "prev_step", "global"}  # fmt: skip
+    assert set(state["config"]) == {"hyper_lr", "global_coef", "max_growth", "scale_bounds",
+                                    "shapes"}  # fmt: skip
+    other = _client()[2]
+    other.load_state_dict(state)
+    with pytest.raises(ConfigError, match="begin_round"):
+        other.step()
+    client.begin_round(0.1, [T([1.0, 1.0])])
+    _sgd_step(w, opt, T([math.nan, 0.0]))
+    client.step()
+    other.load_state_dict(_roundtrip(client.state_dict()))
+    assert (other.steps, other.skipped_hyper_steps) == (1, 1)
+
+
+def test_updates_of_several_parameter_tensors_land_in_their_own_tensors():
+    a, b, c = T([0.0, 0.0]), T([[0.0], [0.0], [0.0]]), T([0.0])
+    server = FedHyperServer([a, b, c], rule="g", global_lr=0.5)
+    server.step([[T([2.0, 4.0]), T([[6.0], [8.0], [10.0]]), T([12.0])]])
+    assert a.tolist() == [1.0, 2.0] and b.flatten().tolist() == [3.0, 4.0, 5.0]
+    assert c.tolist() == [6.0]
+    prev = server.previous_update
+    assert prev[0].tolist() == [2.0, 4.0] and prev[1].tolist() == [[6.0], [8.0], [10.0]]
+    assert prev[2].tolist() == [12.0]
+
+
+def test_normalized_g_rule_is_multiplicative_and_reports_the_cosine():
+    x = T([0.0, 0.0])
+    server = FedHyperServer([x], rule="g", global_lr=0.5, hypergrad_lr=0.5, normalize=True)
+    server.step([[T([0.0, 0.0])]])  # Δ0 = 0: no direction, the cosine counts as 0
+    r = server.step([[T([0.1, 0.0])]])
+    assert r.hypergradient == 0.0 and server.global_lr == 0.5
+    r = server.step([[x + T([0.1, 0.1])]])  # tiny updates: the cosine, not the dot (0.01)
+    c = 1 / math.sqrt(2)
+    assert r.hypergradient == pytest.approx(c)
+    assert r.global_lr == pytest.approx(0.5 * (1 + 0.5 * c))  # additive would be 0.5 + 0.5c
+
+
+def test_reports_carry_the_hypergradient_of_each_rule():
+    sl = FedHyperServer([T([0.0])], rule="none", adapt_local_lr=True, local_hypergrad_lr=0.5)
+    sl.step([[T([1.0])]])
+    r = sl.step([[T([1.0 + 3.0])]])  # ⟨Δ0, Δ1⟩ = 3: local lr 0.01 + 0.5·0.01·3
+    assert (r.hypergradient, r.local_lr) == (3.0, pytest.approx(0.025))
+    assert (r.round, r.momentum_coef, r.update_norm, r.skipped) == (1, 0.0, 3.0, False)
+    adam = FedHyperServer([T([0.0])], rule="g", server_optimizer="adam", hypergrad_lr=0.1)
+    adam.step([[T([1.0])]])
+    direction = adam.state_dict()["prev_dir"].item()
+    r = adam.step([[adam.params[0] + 2.0]])
+    assert r.hypergradient == pytest.approx(direction * 2.0)
+    plain = FedHyperServer([T([0.0])], rule="none", server_optimizer="adam")
+    plain.step([[T([1.0])]])
+    assert plain.state_dict()["prev_dir"] is None  # only G adapts from the Adam direction
+
+
+def test_gm_rule_scales_by_eta0_and_clips_the_total_coefficient():
+    x = T([0.0])
+    gm = FedHyperServer([x], rule="gm", global_lr=0.5, hypergrad_lr=1.0, momentum=0.5,
+                        global_lr_bounds=(0.4, 2.0))  # fmt: skip
+    gm.step([[T([2.0])]])  # m0 = Δ0 = 2; x = 0.5·2
+    assert x.item() == 1.0
+    r = gm.step([[x + 0.5]])  # ⟨m0, Δ1⟩ = 1: a = 1 (not η0·1: unnormalized steps are raw)
+    assert (r.hypergradient, r.momentum_coef, r.global_lr) == (1.0, 1.0, 1.5)
+    # m1 = 0.5 + 0.5·2 = 1.5; x += η0·Δ1 + a·m1 = 0.25 + 1.5
+    assert x.item() == pytest.approx(2.75)
+    r = gm.step([[x + 10.0]])  # ⟨m1, Δ2⟩ = 15: a clipped so that η0 + a = 2.0
+    assert (r.momentum_coef, r.global_lr) == (1.5, 2.0)
+
+
+def test_begin_round_checks_its_arguments_and_ignores_a_non_finite_update():
+    w, opt, client = _client()
+    for bad in (0.0, -1.0):
+        with pytest.raises(ConfigError, match=rf"^base_lr must be a finite float > 0, got {bad}$"):
+            client.begin_round(bad)
+    with pytest.raises(
+        ConfigError, match=r"^global_update must hold 1 tensors like the optimizer's parameters$"
+    ):
+        client.begin_round(0.1, [T([1.0, 1.0]), T([1.0])])
+    client.begin_round(0.1, [T([math.nan, 1.0])])  # as if round 0: nothing to compare with
+    _sgd_step(w, opt, T([-1.0, -1.0]))
+    client.step()
+    assert (client.scale, client.skipped_hyper_steps) == (1.0, 0)
+
+
+def test_a_float64_global_update_drives_a_float32_client():
+    w, opt, client = _client(hypergrad_lr=1.0, global_coef=0.5)
+    client.begin_round(0.1, [torch.tensor([1.0, 0.0], dtype=torch.float64)])
+    _sgd_step(w, opt, T([-0.1, 0.0]))  # as in the float32 hand computation: 1.015
+    client.step()
+    assert client.scale == pytest.approx(1.015, rel=1e-6)
+
+
+def _gm_server():
+    a, b = T([0.0, 0.0]), torch.zeros(3, 1)
+    server = FedHyperServer([a, b], rule="gm", adapt_local_lr=True)
+    server.step([[T([1.0, 1.0]), torch.ones(3, 1)]])
+    server.step([[T([math.nan, 1.0]), torch.ones(3, 1)]])  # skipped: counters move
+    server.step([[T([2.0, 2.0]), 2 * torch.ones(3, 1)]])
+    return server
+
+
+SERVER = "FedHyperServer.load_state_dict: "
+ANOTHER = ": the state comes from another model"
+BAD_SERVER_STATES = [
+    (("config",), 5, "'config' must be a dict, got 5"),
+    (("config", "shapes"), 5, "config['shapes'] must be a list, got 5"),
+    (("config", "shapes"), [[2], [4, 1]],
+     "parameter 1 has shape (4, 1) in the state_dict but (3, 1) on this server" + ANOTHER),
+    (("config", "shapes"), [[2], 5],
+     "parameter 1 has shape 5 in the state_dict but (3, 1) on this server" + ANOTHER),
+    (("config", "numel"), 7,
+     "the state_dict is for 7 parameter elements, this server has 5" + ANOTHER),
+    (("prev_delta",), torch.zeros(4),
+     "'prev_delta' has shape (4,) in the state_dict but (5,) in this server's flat parameters"
+     + ANOTHER),
+    (("round",), -2, "'round' must be an int >= 0, got -2"),
+    (("rounds_skipped",), -1, "'rounds_skipped' must be an int >= 0, got -1"),
+    (("updates_dropped",), 1.5, "'updates_dropped' must be an int >= 0, got 1.5"),
+    (("momentum_coef",), "x", "'momentum_coef' must be a finite number, got 'x'"),
+    (("global_lr",), 0.0, "'global_lr' must be a finite number > 0, got 0.0"),
+    (("local_lr",), 0.0, "'local_lr' must be a finite number > 0, got 0.0"),
+    (("local_lr",), -1.0, "'local_lr' must be a finite number > 0, got -1.0"),
+]  # fmt: skip
+
+
+def _corrupt(state, path, value):
+    node = state
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = value
+    return state
+
+
+@pytest.mark.parametrize(("path", "value", "message"), BAD_SERVER_STATES)
+def test_each_bad_server_state_entry_is_named_with_its_value(path, value, message):
+    server = _gm_server()
+    before = [p.clone() for p in server.params], server.round, server.local_lr
+    with pytest.raises(StateError) as err:
+        server.load_state_dict(_corrupt(server.state_dict(), path, value))
+    assert str(err.value) == SERVER + message
+    assert server.round == before[1] and server.local_lr == before[2]
+
+
+def test_server_state_round_trip_keeps_the_counters():
+    server = _gm_server()
+    other = FedHyperServer([T([0.0, 0.0]), torch.zeros(3, 1)], rule="gm", adapt_local_lr=True)
+    other.load_state_dict(_roundtrip(server.state_dict()))
+    assert (other.round, other.skipped_rounds, other.dropped_updates) == (3, 1, 1)
+    assert other.momentum_coef == server.momentum_coef and other.local_lr == server.local_lr
+    assert torch.equal(other.state_dict()["momentum_buf"], server.state_dict()["momentum_buf"])
+
+
+CLIENT = "FedHyperClient.load_state_dict: "
+BAD_CLIENT_STATES = [
+    (("config",), 5, "'config' must be a dict, got 5"),
+    (("config", "shapes"), 5, "config['shapes'] must be a list, got 5"),
+    (("config", "shapes"), [[3]],
+     "the state_dict is for parameters of shapes [(3,)], this client's optimizer holds [(2,)]"
+     + ANOTHER),
+    (("last",), torch.zeros(3), "'last' has shape (3,) in the state_dict but (2,) in this client"
+     + ANOTHER),
+    (("base_lr",), 0.0, "'base_lr' must be a finite number > 0, got 0.0"),
+    (("scale",), -1.0, "'scale' must be a finite number > 0, got -1.0"),
+    (("steps",), -1, "'steps' must be an int >= 0, got -1"),
+    (("steps_skipped",), "a", "'steps_skipped' must be an int >= 0, got 'a'"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("path", "value", "message"), BAD_CLIENT_STATES)
+def test_each_bad_client_state_entry_is_named_with_its_value(path, value, message):
+    client = _client()[2]
+    client.begin_round(0.1, [T([1.0, 1.0])])
+    other = _client()[2]
+    with pytest.raises(StateError) as err:
+        other.load_state_dict(_corrupt(client.state_dict(), path, value))
+    assert str(err.value) == CLIENT + message
+    assert other.scale == 1.0 and other.steps == 0
+
+
+def test_client_state_v2_needs_its_config_and_buffers_take_the_parameters_dtype():
+    client = _client()[2]
+    client.begin_round(0.1, [T([1.0, 1.0])])
+    state = client.state_dict()
+    del state["config"]
+    with pytest.raises(
+        StateError, match=r"^FedHyperClient.load_state_dict: the state_dict lacks \['config'\]$"
+    ):
+        _client()[2].load_state_dict(state)
+    state = client.state_dict()
+    state["last"], state["global"] = state["last"].double(), state["global"].double()
+    other = _client()[2]
+    other.load_state_dict(state)
+    assert other.state_dict()["last"].dtype == other.state_dict()["global"].dtype == torch.float32
+
+
+def test_client_state_with_a_malformed_shape_entry_is_a_state_error():
+    # A shape saved as a bare int (5 instead of [5]) must be refused as a StateError naming
+    # the shapes, not crash with a TypeError while the message is built.
+    from autolr import StateError
+    from autolr.federated import FedHyperClient
+
+    model = torch.nn.Linear(2, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    state = FedHyperClient(opt).state_dict()
+    state["config"]["shapes"] = [5, [1]]
+    with pytest.raises(StateError, match=r"shapes \[5, \(1,\)\]"):
+        FedHyperClient(torch.optim.SGD(torch.nn.Linear(2, 1).parameters(), lr=0.1)).load_state_dict(
+            state
+        )

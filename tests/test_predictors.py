@@ -5,12 +5,15 @@ from __future__ import annotations
 import io
 import math
 import time
+import warnings
 
 import numpy as np
 import pytest
 import torch
 
+from autolr import StateError
 from autolr.predictors import ExponentialPredictor, Forecast, Predictor
+from autolr.predictors._exponential import _inliers
 
 T100 = np.arange(100.0)
 
@@ -407,3 +410,44 @@ def test_predictor_is_abstract() -> None:
     with pytest.raises(TypeError):
         Predictor()  # type: ignore[abstract]
     assert isinstance(ExponentialPredictor(), Predictor)
+
+
+# ---------------------------------------------------------------- issue 18: mutation survivors
+def test_too_few_points_fall_back_to_the_local_level_and_the_sample_std() -> None:
+    p = ExponentialPredictor()
+    # line through (0, 2), (1, 1), (2, 3): slope 0.5, level at t = 2 is 2.5; sample std 1
+    fc = p.forecast([2.0, 1.0, 3.0], target=100)
+    assert (fc.value, fc.std, fc.degenerate, fc.params, fc.n_used) == (2.5, 1.0, True, None, 3)
+    assert fc.reason == "too few finite points (3)"
+    fc = p.forecast([2.0, 1.0], target=100)  # two points: still their sample std
+    assert (fc.value, fc.std) == (1.0, pytest.approx(math.sqrt(0.5)))
+    fc = p.forecast([2.0], target=100)  # one point: 10 % of its value
+    assert (fc.value, fc.std) == (2.0, pytest.approx(0.2))
+
+
+def test_fallback_std_that_overflows_is_ten_percent_of_the_level_without_warnings() -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fc = ExponentialPredictor().forecast([1.5e308, 1.6e308], target=10)
+    # np.std overflows to inf: the one-point rule, 10 % of the level, instead
+    assert (fc.value, fc.std) == (1.6e308, pytest.approx(1.6e307))
+
+
+def test_inliers_flags_residuals_beyond_k_robust_stds_around_the_median() -> None:
+    # median 1.05; deviations' median 0.15 → robust std 0.2224; only 6.0 lies beyond 5 of them
+    # (the mean deviation, 0.8 → 1.0, would keep it: 4.95 < 5.01)
+    resid = np.array([1.0, 1.1, 0.9, 1.2, 0.8, 6.0, 1.05])
+    assert _inliers(resid, 2, 5.0).tolist() == [True] * 5 + [False, True]
+
+
+def test_inliers_drops_only_the_largest_deviations_when_over_budget() -> None:
+    resid = np.array([0.0, 0.01, -0.01, 0.02, -0.02, 0.015, -0.015, 3.0, 4.0, 5.0])
+    assert _inliers(resid, 1, 5.0).tolist() == [True] * 9 + [False]  # 3 beyond, budget 1
+    assert _inliers(resid, 2, 5.0).tolist() == [True] * 8 + [False, False]
+
+
+def test_repr_and_a_state_that_is_not_a_mapping() -> None:
+    p = ExponentialPredictor(max_drop=0.5)
+    assert repr(p) == "ExponentialPredictor(max_drop=0.5, trim=0.05, min_points=5, outlier_k=5.0)"
+    with pytest.raises(StateError, match=r"^state must be a mapping, got list$"):
+        p.load_state_dict([])
