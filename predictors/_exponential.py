@@ -220,8 +220,10 @@ class ExponentialPredictor(Predictor):
         span = float(t[-1] - t[0])
         if not span > 0:
             return _fallback(t, y, notes, "all points at the same step")
-        med = float(np.median(y))
         with np.errstate(over="ignore", invalid="ignore"):
+            # The median of values near the float limit overflows too (the middle two are
+            # summed): caught below as "values too large", without numpy's warning.
+            med = float(np.median(y))
             dev = y - med
             scale = float(np.max(np.abs(dev)))
         if scale == 0.0:

@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from autolr import StateError
+from autolr import ConfigError, StateError
 from autolr.predictors import ExponentialPredictor, Forecast, Predictor
-from autolr.predictors._exponential import _inliers
+from autolr.predictors._base import to_float_array
+from autolr.predictors._exponential import _Fit, _forecast_std, _inliers
 
 T100 = np.arange(100.0)
 
@@ -451,3 +452,436 @@ def test_repr_and_a_state_that_is_not_a_mapping() -> None:
     assert repr(p) == "ExponentialPredictor(max_drop=0.5, trim=0.05, min_points=5, outlier_k=5.0)"
     with pytest.raises(StateError, match=r"^state must be a mapping, got list$"):
         p.load_state_dict([])
+
+
+# ------------------------------------------------- issue 18: the rest of the forecaster's survivors
+def _delta_std_reference(u, amp, beta, sigma2, u_target, scale):
+    """Delta-method standard error of ``off + amp·expm1(−beta·u)`` at ``u_target``, written
+    in (amp, off, beta) with numpy's inverse (the code uses log beta and an SVD)."""
+    jac = np.column_stack([np.expm1(-beta * u), np.ones_like(u), -amp * u * np.exp(-beta * u)])
+    grad = np.array(
+        [math.expm1(-beta * u_target), 1.0, -amp * u_target * math.exp(-beta * u_target)]
+    )
+    cov = sigma2 * np.linalg.inv(jac.T @ jac)
+    return scale * math.sqrt(grad @ cov @ grad)
+
+
+def _one_rate_fit(beta: float, amp: float, off: float, sse: float) -> _Fit:
+    """A fit whose grid holds only its own rate (so the grid spread is zero)."""
+    return _Fit(beta, amp, off, sse, *(np.array([v]) for v in (beta, amp, off, sse)))
+
+
+@pytest.mark.parametrize(("u_target", "sigma2"), [(1.5, 1.0), (3.0, 0.04), (0.4, 2.5)])
+def test_forecast_std_is_the_delta_method_standard_error(u_target: float, sigma2: float) -> None:
+    u = np.linspace(0.0, 1.0, 12)
+    beta, amp, off, med, scale = 2.0, 0.8, -0.3, 1.0, 2.5
+    fit = _one_rate_fit(beta, amp, off, 1.0)  # a single rate: no spread
+    value = med + scale * (off + amp * math.expm1(-beta * u_target))
+    std = _forecast_std(u, fit, sigma2, u_target, med, scale, -50.0, 50.0, value)
+    ref = _delta_std_reference(u, amp, beta, sigma2, u_target, scale)
+    assert std == pytest.approx(ref, rel=1e-9)
+
+
+def _spread_fit(sse: list[float], off: list[float], amp: list[float]) -> _Fit:
+    # every rate is ln 2 and u_target is 1, so each forecast is off - amp / 2 (med 0, scale 1)
+    n = len(sse)
+    beta = np.full(n, math.log(2.0))
+    return _Fit(
+        math.log(2.0), amp[0], off[0], sse[0], beta, np.array(amp), np.array(off), np.array(sse)
+    )
+
+
+def test_forecast_std_is_half_the_spread_of_the_rates_within_one_noise_variance() -> None:
+    u = np.linspace(0.0, 1.0, 13)  # n - 3 = 10: rates with sse <= best · 1.1 count
+    # forecasts (off - amp/2):  0.0    0.1    0.4    -0.3   0.8
+    sse = [1.0, 1.06, 1.1, 1.105, 1.15]
+    fit = _spread_fit(sse, [0.5, 0.1, 0.4, -0.3, 0.8], [1.0, 0.0, 0.0, 0.0, 0.0])
+    std = _forecast_std(u, fit, 0.0, 1.0, 0.0, 1.0, -10.0, 10.0, 0.0)  # sigma2 0: delta 0
+    assert std == pytest.approx((0.4 - 0.0) / 2, abs=1e-12)
+    # an amplitude of 2 at rate ln 2 forecasts off - 1; a zero amplitude forecasts off
+    fit = _spread_fit([1.0, 1.0, 1.0], [0.0, 2.0, -0.25], [0.0, 2.0, 0.0])
+    std = _forecast_std(u, fit, 0.0, 1.0, 0.0, 1.0, -10.0, 10.0, 0.0)
+    assert std == pytest.approx((1.0 - -0.25) / 2, abs=1e-12)
+    # forecasts outside [lower, upper] count at the bound they are clipped to
+    fit = _spread_fit([1.0, 1.0], [0.0, 5.0], [0.0, 0.0])
+    assert _forecast_std(u, fit, 0.0, 1.0, 0.0, 1.0, -0.3, 0.6, 0.0) == pytest.approx(0.3)
+    fit = _spread_fit([1.0, 1.0], [0.0, -5.0], [0.0, 0.0])
+    assert _forecast_std(u, fit, 0.0, 1.0, 0.0, 1.0, -0.3, 0.6, 0.0) == pytest.approx(0.15)
+    fit = _spread_fit([1.0, 1.0, 1.0], [0.0, 5.0, -5.0], [0.0, 0.0, 0.0])
+    # ... and the std never exceeds half the clamp interval
+    std = _forecast_std(u, fit, 0.0, 1.0, 0.0, 1.0, 0.0, 0.1, 0.0)
+    assert std == pytest.approx(0.05, abs=1e-12)
+    std = _forecast_std(u, fit, 1.0, 1.0, 0.0, 1.0, 0.0, 0.1, 0.0)  # a delta std above the cap
+    assert std == pytest.approx(0.05, abs=1e-12)
+
+
+def test_error_messages_name_the_argument_and_what_was_given() -> None:
+    p = ExponentialPredictor()
+    with pytest.raises(ConfigError, match=r"^values must be 1-D, got shape \(1, 3\)$"):
+        p.forecast([[1.0, 2.0, 3.0]], 5)
+    with pytest.raises(ConfigError, match=r"^steps must be 1-D, got shape \(1, 3\)$"):
+        p.forecast([1.0, 2.0, 3.0], 5, steps=[[0, 1, 2]])
+    with pytest.raises(ConfigError, match=r"^values must be a 1-D sequence of numbers, got str$"):
+        p.forecast("abc", 5)
+    with pytest.raises(ConfigError, match=r"^target must be a finite float, got nan$"):
+        p.forecast([1.0, 2.0, 3.0], math.nan)
+
+
+def test_scalars_and_mixed_lists_are_converted_to_float_arrays() -> None:
+    assert to_float_array(3.0, "values").tolist() == [3.0]
+    assert to_float_array(np.float32(2.5), "values").dtype == np.float64
+    mixed = [torch.tensor(2.0, requires_grad=True), 1.5, None]
+    arr = to_float_array(mixed, "values")
+    assert arr.dtype == np.float64 and arr[:2].tolist() == [2.0, 1.5] and math.isnan(arr[2])
+    fc = ExponentialPredictor().forecast(3.0, target=10)
+    assert (fc.value, fc.n_used, fc.reason) == (3.0, 1, "too few finite points (1)")
+
+
+def test_degenerate_reasons_are_exact() -> None:
+    p = ExponentialPredictor()
+    assert p.forecast([], 10).n_used == 0
+    assert p.forecast([1.5] * 20, 100).reason == "no decrease (flat series)"
+    same = p.forecast([1.0, 2.0, 3.0, 4.0, 5.0], 10, steps=[3, 3, 3, 3, 3])
+    assert (same.value, same.reason) == (4.0, "all points at the same step")
+    # one step apart after the first point (or before the last): a window of span 1, fitted
+    y = [1.0, 0.8, 0.7, 0.65, 0.6, 0.58]
+    assert p.forecast(y, 10, steps=[0, 0, 0, 0, 0, 1]).reason == "no decrease (flat series)"
+    assert p.forecast(y, 10, steps=[0, 1, 1, 1, 1, 1]).reason == "no decrease (flat series)"
+
+
+def test_fallback_uses_the_last_quarter_of_the_window_but_at_least_three_points() -> None:
+    p = ExponentialPredictor()
+    fc = p.forecast([5.0, 2.0, 1.0, 3.0], target=100)  # four points: the last three
+    assert (fc.value, fc.std) == (2.5, 1.0)
+    y = [9.0] * 12 + [1.0, 2.0, 3.0, 4.0, 5.0]  # 17 points at one step: the last ceil(17/4) = 5
+    fc = p.forecast(y, 10, steps=[0] * 17)
+    assert fc.value == 3.0 and fc.std == pytest.approx(np.std([1, 2, 3, 4, 5], ddof=1))
+    # steps closer than one unit: the local line still has a slope (0.5 per half step)
+    fc = p.forecast([2.0, 1.0, 3.0], target=100, steps=[0.0, 0.5, 1.0])
+    assert fc.value == 2.5
+
+
+def test_values_too_large_to_fit_fall_back_without_warnings() -> None:
+    big = 1.7e308
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fc = ExponentialPredictor().forecast([big, -big, -big, -big, -big, 1.0, 2.0], target=10)
+        # the median is -big, so big - median overflows: fall back to the last three points,
+        # whose line (clipped to their range) ends at 2.0 and whose std overflows (10 % of 2.0)
+        assert fc == Forecast(2.0, 0.2, True, "values too large to fit", None, 7)
+        # the mean of the last nine values is NaN (inf - inf): the last value, 10 % std
+        y = [-big] * 24 + [big, big, -big, -big, 5.0, 6.0, 3.0, 2.0, 1.0]
+        fc = ExponentialPredictor().forecast(y, target=100)
+        assert fc == Forecast(1.0, 0.1, True, "values too large to fit", None, 33)
+        fc = ExponentialPredictor().forecast([2.0], target=100)
+        assert fc.std == pytest.approx(0.2)
+
+
+def test_a_failed_fit_falls_back_to_the_local_level(monkeypatch: pytest.MonkeyPatch) -> None:
+    import autolr.predictors._exponential as mod
+
+    def fail(u, y):
+        raise FloatingPointError("boom")
+
+    monkeypatch.setattr(mod, "_fit", fail)
+    y = [2.0, 1.0, np.nan, 0.5, 0.4, 0.3, 0.2]
+    fc = ExponentialPredictor().forecast(y, target=10)
+    # last three finite points (steps 4, 5, 6): the line 0.4 - 0.1 (t - 4) ends at 0.2
+    assert fc.value == pytest.approx(0.2) and fc.std == pytest.approx(0.1)
+    assert (fc.degenerate, fc.params, fc.n_used) == (True, None, 6)
+    assert fc.reason == "dropped 1 non-finite value; fit failed: boom"
+
+
+def test_steps_in_fractions_of_a_unit_are_fitted() -> None:
+    steps = np.linspace(0.0, 0.5, 50)
+    fc = ExponentialPredictor().forecast(_curve(1.0, 6.0, 0.5, steps), 0.25, steps=steps)
+    assert fc.params is not None and fc.degenerate is False
+    np.testing.assert_allclose(fc.params, (1.0, 6.0, 0.5), rtol=1e-6)
+    assert fc.value == pytest.approx(math.exp(-1.5) + 0.5, abs=1e-8)
+
+
+def test_forecast_inside_a_window_that_starts_late() -> None:
+    steps = np.arange(1000.0, 1100.0)
+    y = _curve(1.0, 0.05, 0.5, steps - 1000)
+    fc = ExponentialPredictor().forecast(y, 1050, steps=steps)
+    assert fc.value == pytest.approx(math.exp(-2.5) + 0.5, abs=1e-8)
+
+
+def test_a_trend_within_the_noise_is_flat() -> None:
+    # the fitted curve must beat the constant by 9 noise variances (sse / (m - 3)); this
+    # skewed, weakly decaying series does not (checked with a second implementation of the fit)
+    t = np.arange(60.0)
+    y = 1.0 + 0.02 * np.exp(-0.05 * t) + np.abs(np.random.default_rng(5).normal(0.0, 0.05, 60))
+    sse, sse_const = _best_exp_sse(y, t), float(np.sum((y - y.mean()) ** 2))
+    assert sse_const - sse < 0.5 * 9.0 * sse / (60 - 3)
+    fc = ExponentialPredictor(trim=0.0).forecast(y, 100)
+    assert fc.degenerate and fc.reason == "no decrease (flat series)"
+
+
+def test_clamp_interval_of_a_straight_falling_line() -> None:
+    # first level 2.0, last 1.505 (exact lines), drop 0.495: lower = 1.505 - 0.495 = 1.01;
+    # upper = 2.0 + noise, where noise is ~0 for a straight line
+    y = np.linspace(2.0, 1.505, 100)
+    nan_y = np.concatenate([[np.nan], y])
+    fc = ExponentialPredictor().forecast(nan_y, 1000, steps=np.arange(-1.0, 100.0))
+    assert fc.value == pytest.approx(1.01, abs=1e-9)
+    assert fc.degenerate is False
+    assert fc.reason == "dropped 1 non-finite value; forecast clamped"
+    assert fc.std == pytest.approx((2.0 - 1.01) / 2, abs=1e-4)  # capped at half the interval
+    assert ExponentialPredictor().forecast(y, 1000).reason == "forecast clamped"
+
+
+def test_clamped_forecast_adds_the_distance_it_was_moved(monkeypatch: pytest.MonkeyPatch) -> None:
+    import autolr.predictors._exponential as mod
+
+    monkeypatch.setattr(mod, "_forecast_std", lambda *args: 0.01)
+    y = _curve(1.0, 0.003, 0.5)
+    target = 260.0  # the raw forecast falls just below lower = last - (first - last)
+    fc = ExponentialPredictor().forecast(y, target)
+    # first / last: least-squares lines through the first / last 25 points at the window's
+    # ends, clipped to those points' range
+    first = np.clip(np.polyval(np.polyfit(T100[:25], y[:25], 1), 0.0), y[24], y[0])
+    last = np.clip(np.polyval(np.polyfit(T100[-25:], y[-25:], 1), 99.0), y[99], y[75])
+    lower = last - (first - last)
+    assert fc.reason == "forecast clamped" and fc.value == pytest.approx(lower, abs=1e-9)
+    assert fc.params is not None
+    a, b, c = fc.params
+    raw = a * math.exp(-b * target) + c
+    assert fc.std == pytest.approx(math.hypot(0.01, fc.value - raw), rel=1e-6)
+
+
+def _best_exp_sse(y: np.ndarray, t: np.ndarray) -> float:
+    """Least SSE of ``a·exp(−b·t) + c``: plain least squares for (a, c), b by a log grid
+    and a bounded refinement (a second implementation of the forecaster's fit)."""
+    from scipy.optimize import minimize_scalar
+
+    def sse(log_b: float) -> float:
+        design = np.column_stack([np.exp(-math.exp(log_b) * (t - t[0])), np.ones_like(t)])
+        coef, *_ = np.linalg.lstsq(design, y, rcond=None)
+        return float(np.sum((design @ coef - y) ** 2))
+
+    grid = np.linspace(math.log(1e-5), math.log(10.0), 400)
+    i = int(np.argmin([sse(g) for g in grid]))
+    bounds = (grid[max(i - 1, 0)], grid[min(i + 1, grid.size - 1)])
+    return float(
+        minimize_scalar(sse, bounds=bounds, method="bounded", options={"xatol": 1e-10}).fun
+    )
+
+
+def test_level_window_is_clamped_by_the_noise_both_ways() -> None:
+    # a V (and its mirror) starts and ends at the same level 49.5: drop is exactly 0, so the
+    # interval is 49.5 ± noise, noise = sqrt(sse / (m - 3)) of the fit (a large misfit here)
+    v = np.abs(T100 - 49.5)
+    noise = math.sqrt(_best_exp_sse(v, T100) / (100 - 3))
+    down = ExponentialPredictor().forecast(v, 49.5)
+    assert down.reason == "forecast clamped"
+    assert down.value == pytest.approx(49.5 - noise, abs=1e-6)
+    assert down.std == pytest.approx(noise, abs=1e-6)  # half the interval
+    up = ExponentialPredictor().forecast(-v, 49.5)
+    assert up.reason == "forecast clamped" and up.value == pytest.approx(-49.5 + noise, abs=1e-6)
+
+
+def test_rising_window_may_forecast_below_its_last_level() -> None:
+    y = _curve(-1.0, 0.05, 2.0)
+    fc = ExponentialPredictor().forecast(y, 50)
+    assert fc.reason == "" and fc.value == pytest.approx(y[50], abs=1e-8)
+
+
+def test_a_zero_loss_floors_the_forecast_at_zero() -> None:
+    y = np.linspace(1.0, 0.0, 50)
+    fc = ExponentialPredictor(max_drop=5.0).forecast(y, 5000)
+    assert fc.value == 0.0 and fc.reason == "forecast clamped"
+
+
+def test_far_targets_give_no_warnings() -> None:
+    y = _noisy(1.0, 0.05, 0.5, 0.02, 0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for target in (-1e300, 1e300):
+            fc = ExponentialPredictor().forecast(y, target)
+            _check_sane(fc)
+
+
+def test_params_refer_to_the_first_finite_step() -> None:
+    y = _curve(1.0, 0.05, 0.5)
+    y[:2] = np.nan  # t0 is still 0 (the steps are finite): a = 1, not e^{-0.1}
+    fc = ExponentialPredictor().forecast(y, 1000)
+    assert fc.params is not None
+    np.testing.assert_allclose(fc.params, (1.0, 0.05, 0.5), rtol=1e-6)
+    # a fast decay after 100 dropped steps: a = e^{1000}·(...) does not fit a float
+    steps = np.concatenate([np.arange(100.0), 100.0 + 0.1 * np.arange(50)])
+    y = np.concatenate([np.full(100, np.nan), _curve(1.0, 10.0, 0.5, 0.1 * np.arange(50))])
+    fc = ExponentialPredictor().forecast(y, 200.0, steps=steps)
+    assert fc.params is None and fc.degenerate is False
+    assert fc.value == pytest.approx(0.5, abs=1e-6)
+
+
+def test_points_at_the_same_step_keep_their_order() -> None:
+    # 40 points given out of order, 30 of them at the last step: the fallback of this flat
+    # series uses the last ten kept points, which (sorted stably) are the last ten given at
+    # that step; an unstable sort picks others among the tied steps
+    steps = np.concatenate([np.arange(10.0), np.full(30, 10.0)])[
+        np.random.default_rng(0).permutation(40)
+    ]
+    y = 1.0 + 0.01 * np.random.default_rng(0).normal(size=40)
+    fc = ExponentialPredictor(trim=0.0).forecast(y, 20, steps=steps)
+    assert fc.reason == "no decrease (flat series)"
+    last_ten = y[np.flatnonzero(steps == 10.0)[-10:]]
+    assert fc.value == pytest.approx(last_ten.mean(), abs=1e-12)
+    assert fc.std == pytest.approx(np.std(last_ten, ddof=1), abs=1e-12)
+
+
+def _running_median(y: np.ndarray, width: int) -> np.ndarray:
+    """Median of each window of ``width`` points, the ends repeated beyond the edges."""
+    half = width // 2
+    padded = np.concatenate([np.full(half, y[0]), y, np.full(half, y[-1])])
+    return np.array([np.median(padded[i : i + width]) for i in range(y.size)])
+
+
+@pytest.mark.parametrize(
+    ("n", "width", "kwargs"),
+    [
+        (5, 5, {"min_points": 4, "trim": 0.4}),  # budget 1, the whole window
+        (6, 5, {"trim": 0.2}),  # budget 1
+        (20, 5, {}),  # budget 1
+        (30, 5, {}),
+        (100, 11, {}),  # n // 10, made odd
+        (250, 21, {}),  # at most 21
+    ],
+)
+def test_outlier_screen_is_a_running_median_of_odd_width(
+    n: int, width: int, kwargs: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import autolr.predictors._exponential as mod
+
+    seen = []
+    real = mod._inliers
+
+    def spy(resid, budget, k):
+        seen.append(resid.copy())
+        return real(resid, budget, k)
+
+    monkeypatch.setattr(mod, "_inliers", spy)
+    t = np.arange(float(n))
+    y = _noisy(1.0, 3.0 / n, 0.5, 0.05, 1, t)
+    ExponentialPredictor(**kwargs).forecast(y, 10 * n)
+    # the first call screens the normalised values against their running median
+    yn = (y - np.median(y)) / np.max(np.abs(y - np.median(y)))
+    np.testing.assert_allclose(seen[0], yn - _running_median(yn, width), atol=1e-12)
+    # then at least one round on the residuals of the fitted curve
+    assert len(seen) >= 2 and not np.allclose(seen[1], seen[0])
+
+
+def test_trimming_stops_after_four_fits(monkeypatch: pytest.MonkeyPatch) -> None:
+    import autolr.predictors._exponential as mod
+
+    masks = []
+    real = mod._fit
+
+    def spy(u, y):
+        masks.append(u.copy())
+        return real(u, y)
+
+    monkeypatch.setattr(mod, "_fit", spy)
+    rng = np.random.default_rng(34)  # heavy tails: the trimmed set changes at every round
+    y = _curve(1.0, 0.05, 0.5) + 0.05 * rng.standard_t(1.5, 100)
+    ExponentialPredictor(trim=0.2).forecast(y, 200)
+    assert len(masks) == 4  # _MAX_FIT_ROUNDS: the screened fit and three refits
+    assert not np.array_equal(masks[-1], masks[-2])  # stopped, not converged
+
+
+def test_trimming_never_leaves_fewer_than_min_points() -> None:
+    # trim 0.3 of 20 would drop 6 points, but min_points 16 allows only 4 of the 5 spikes
+    t = np.arange(20.0)
+    y = _curve(1.0, 0.15, 0.5, t)
+    y[[3, 7, 11, 15, 17]] += 0.5
+    fc = ExponentialPredictor(trim=0.3, min_points=16).forecast(y, 100)
+    assert not fc.degenerate and fc.n_used == 16
+
+
+def test_inliers_threshold_is_strict_and_the_floor_uses_the_mean_deviation() -> None:
+    # median 0, deviations' median 1: robust std 1.4826...; with k = 2 the threshold is
+    # exactly 2 · 1.4826... and a deviation equal to it is kept
+    edge = 2 * 1.482602218505602
+    resid = np.array([0.0, 1.0, -1.0, 1.0, -1.0, edge, -edge])
+    assert _inliers(resid, 2, 2.0).all()
+    # a robust std of exactly the floor (1e-10) is not above it: the mean deviation is used
+    # (24 d / 7 · 1.2533 = 4.3 d, threshold 21.5 d), so the two 10 d points stay
+    d = 1e-10 / 1.482602218505602
+    resid = np.array([0.0, d, -d, d, -d, 10 * d, -10 * d])
+    assert _inliers(resid, 2, 5.0).all()
+
+
+def test_inliers_over_budget_drops_the_first_of_tied_deviations() -> None:
+    rng = np.random.default_rng(0)
+    resid = np.concatenate([0.01 * rng.normal(size=30), np.full(10, 5.0)])[rng.permutation(40)]
+    keep = _inliers(resid, 3, 5.0)
+    assert np.flatnonzero(~keep).tolist() == np.flatnonzero(resid == 5.0)[:3].tolist()
+
+
+def test_forecast_std_of_an_unbounded_interval_is_finite() -> None:
+    u = np.linspace(0.0, 1.0, 12)
+    fit = _one_rate_fit(2.0, 0.8, -0.3, 1.0)
+    # a target far before the window: the gradient overflows, the delta std is infinite
+    std = _forecast_std(u, fit, 1.0, -1e300, 0.0, 1.0, -math.inf, math.inf, 0.0)
+    assert std == 0.0  # never inf: 0.0 stands for "unknown" (Forecast.std is finite)
+    # a zero amplitude on the grid times an overflowing decay: no NaN, no warning
+    fit = _spread_fit([1.0, 1.0], [0.0, 0.25], [1.0, 0.0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        std = _forecast_std(u, fit, 0.0, -1e300, 0.0, 1.0, -1.0, 1.0, 0.0)
+    assert std == pytest.approx(0.5)  # the first rate is clipped to 1.0, the second is 0.25
+
+
+def _fit_of(beta: float, amp: float, off: float) -> _Fit:
+    return _one_rate_fit(beta, amp, off, 1e-9)
+
+
+@pytest.mark.parametrize(
+    ("amp", "off", "target"),
+    [(1.0, 0.0, 50.0), (0.0, 0.1, 50.0), (0.0, 0.1, -1e300)],
+)
+def test_forecast_evaluates_the_fitted_curve(
+    amp: float, off: float, target: float, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a hand-made fit in normalised units, y ≈ med + scale · (off + amp · expm1(-beta · u))
+    y = _curve(1.0, 0.03, 0.5)
+    monkeypatch.setattr(
+        ExponentialPredictor,
+        "_robust_fit",
+        lambda self, u, yn: (np.ones(u.size, dtype=bool), _fit_of(1.0, amp, off)),
+    )
+    fc = ExponentialPredictor().forecast(y, target)
+    med = np.median(y)
+    scale = np.max(np.abs(y - med))
+    e = math.expm1(-target / 99.0) if amp else 0.0  # a zero amplitude ignores the decay
+    assert fc.reason == "" and fc.value == pytest.approx(med + scale * (off + amp * e), abs=1e-12)
+
+
+def test_a_non_finite_fitted_curve_falls_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    y = _curve(1.0, 0.03, 0.5)
+    y[5] = np.nan
+    monkeypatch.setattr(
+        ExponentialPredictor,
+        "_robust_fit",
+        lambda self, u, yn: (np.ones(u.size, dtype=bool), _fit_of(1.0, 1.0, math.nan)),
+    )
+    fc = ExponentialPredictor().forecast(y, 200)
+    ok = np.isfinite(y)
+    t, v = T100[ok][-25:], y[ok][-25:]  # the last quarter of the 99 kept points
+    level = np.clip(np.polyval(np.polyfit(t, v, 1), 99.0), v.min(), v.max())
+    assert fc.value == pytest.approx(level, abs=1e-12)
+    assert fc.std == pytest.approx(np.std(v, ddof=1), abs=1e-12)
+    assert (fc.degenerate, fc.params, fc.n_used) == (True, None, 99)
+    assert fc.reason == "dropped 1 non-finite value; fit failed: non-finite forecast"
+
+
+def test_forecast_of_values_near_the_float_limit_warns_nothing():
+    # The median of the two middle values overflowed outside numpy's errstate and leaked a
+    # RuntimeWarning; the forecast itself falls back ("values too large").
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fc = ExponentialPredictor().forecast([1.7e308] * 4 + [1.0, 2.0], 10)
+    assert "too large" in fc.reason
