@@ -3,6 +3,9 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
+# --no-compile: byte-compiling every file of torch, ray, transformers, ... at install costs
+# more than compiling, on first import, the few modules that are ever imported.
+INSTALL := $(PIP) install --quiet --no-compile
 
 .PHONY: demo test lint bench bench-quick bench-studies mutate clean
 
@@ -13,17 +16,21 @@ $(VENV)/.installed: pyproject.toml
 	# a multi-GB CUDA build. A local CPU wheel is used when the machine has one; otherwise
 	# PyTorch's CPU index. With a GPU, the regular (CUDA) build comes from PyPI.
 	@if $(PY) -c "import torch" 2>/dev/null; then echo "torch already installed"; \
-	elif command -v nvidia-smi >/dev/null 2>&1; then $(PIP) install --quiet "torch>=2.3"; \
-	else $(PIP) install --quiet "torch==2.13.0+cpu" 2>/dev/null \
-	  || $(PIP) install --quiet "torch>=2.3" --index-url https://download.pytorch.org/whl/cpu; fi
-	$(PIP) install --quiet -e ".[dev]"
+	elif command -v nvidia-smi >/dev/null 2>&1; then $(INSTALL) "torch>=2.3"; \
+	else $(INSTALL) "torch==2.13.0+cpu" 2>/dev/null \
+	  || $(INSTALL) "torch>=2.3" --index-url https://download.pytorch.org/whl/cpu; fi
+	$(INSTALL) -e ".[dev]"
 	touch $@
 
 demo: $(VENV)/.installed
 	$(VENV)/bin/autolr demo --out autolr-demo
 
+# Two pytest-xdist workers for CI's two cores. --dist loadgroup hands out one test at a time as
+# a worker frees up (no test carries an xdist_group mark; pinning all Ray tests to one worker
+# measured slower). TEST_WORKERS=0 runs in one process.
+TEST_WORKERS ?= 2
 test: $(VENV)/.installed
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
 
 bench: $(VENV)/.installed
 	$(VENV)/bin/autolr bench --out benchmarks/results
