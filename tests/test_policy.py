@@ -375,3 +375,24 @@ def test_smallest_budget_search_is_exact():
     assert _smallest(lambda b: b if b >= 1000 else None, 10) == 1000
     assert _smallest(lambda b: b if b >= 1001 else None, 10) == 1001
     assert _smallest(lambda b: None, 10, limit=1000) is None
+
+
+def test_divergence_rule_messages_and_boundary():
+    with pytest.raises(ConfigError) as info:
+        DivergenceRule(factor=1.0)
+    assert str(info.value) == "divergence_factor must be a float > 1, got 1.0"
+    with pytest.raises(ConfigError) as info:
+        DivergenceRule(patience=0)
+    assert str(info.value) == "divergence_patience must be an int >= 1, got 0"
+    assert DivergenceRule(factor=1.5).factor == 1.5
+
+
+def test_for_budget_single_candidate_searches_split_the_share():
+    # k = 1 everywhere: each window is its whole share of 200: 0.4 -> 80, 0.6 -> 120.
+    assert BudgetPolicy.for_budget(1000, k=1, k_later=1, searches=2).tau_primes == (80, 120)
+
+
+def test_for_budget_windows_must_fit_strictly_inside_their_gap():
+    # 600 steps, no warm-up, decay 300: gap 300; window int(0.375 * 600 / 3) = 75 and
+    # 4 * 75 = 300 is not < 300, so no search fits.
+    assert BudgetPolicy.for_budget(600, warmup=0, search_frac=0.375).starts == ()
