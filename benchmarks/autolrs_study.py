@@ -94,6 +94,7 @@ def _worker(job: tuple[str, str, int, int, float | None]) -> dict[str, Any]:
             design = kw.pop("design", None)
             fit_min_obs = kw.pop("fit_min_obs", None)
             if design is not None or fit_min_obs is not None:
+                from autolr._autolrs._stage import BUDGET_FIT_MIN_OBS
                 from autolr.searchers import GPSearcher, Param
 
                 # The budget variant's default searcher with one setting changed.
@@ -102,7 +103,7 @@ def _worker(job: tuple[str, str, int, int, float | None]) -> dict[str, Any]:
                     [Param("lr", lo, hi, log=True)],
                     seed=seed,
                     design=design or "stratified",
-                    fit_min_obs=6 if fit_min_obs is None else fit_min_obs,
+                    fit_min_obs=BUDGET_FIT_MIN_OBS if fit_min_obs is None else fit_min_obs,
                 )
             if pol:
                 kw["policy"] = BudgetPolicy.for_budget(budget, **pol)

@@ -835,14 +835,20 @@ def _record(d: Any) -> StageRecord:
     return r
 
 
+# The budget variant's GP step keeps fixed hyperparameters until a fit has this many points
+# to go on: a fit on 3 cost ~70 ms, most of the tuner's overhead on a sub-second run, and
+# picked no better on synthetic 1-D searches. The paper variant fits from the start (golden
+# test).
+BUDGET_FIT_MIN_OBS = 6
+
+
 def _default_searcher(lo: float, hi: float, seed: int | None, variant: str) -> Searcher:
     # The budget variant's first search has only a few candidates: a stratified start
-    # (the box's middle, then its quarter points) covers the box evenly, and its GP step
-    # keeps fixed hyperparameters until a fit has 6 points to go on (a fit on 3 costs
-    # ~70 ms, most of the tuner's overhead on a sub-second run; it picked no better on
-    # synthetic 1-D searches). The paper variant keeps fitting from the start (golden test).
-    if variant == "budget":
-        return GPSearcher(
-            [Param("lr", lo, hi, log=True)], seed=seed, design="stratified", fit_min_obs=6
-        )
-    return GPSearcher([Param("lr", lo, hi, log=True)], seed=seed, design="sobol")
+    # (the box's middle, then its quarter points) covers the box evenly.
+    budget = variant == "budget"
+    return GPSearcher(
+        [Param("lr", lo, hi, log=True)],
+        seed=seed,
+        design="stratified" if budget else "sobol",
+        fit_min_obs=BUDGET_FIT_MIN_OBS if budget else 0,
+    )
