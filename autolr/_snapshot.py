@@ -18,7 +18,7 @@ from torch import nn
 from ._errors import ConfigError, ConfigTypeError, StateError
 from ._validate import check_instance
 
-__all__ = ["Snapshot", "Stateful", "capture_rng_state", "restore_rng_state"]
+__all__ = ["Snapshot", "Stateful", "capture_rng_state", "restore_rng_state", "state_finite"]
 
 
 @runtime_checkable
@@ -370,6 +370,19 @@ _PARAM_SHAPED = frozenset(
     ("momentum_buffer", "exp_avg", "exp_avg_sq", "max_exp_avg_sq", "square_avg", "acc_delta",
      "sum", "exp_inf", "grad_avg", "prev", "step_size", "ax")
 )  # fmt: skip
+
+
+def state_finite(model: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> bool:
+    """Whether every floating tensor of ``model`` (and of ``optimizer``'s state) is finite.
+
+    One host sync. The in-loop AutoLRS's and the Ray ``TuneCheckpointer``'s test of whether
+    a non-finite loss left the training state intact.
+    """
+    ts = list(model.state_dict().values())
+    if optimizer is not None:
+        ts += [v for st in optimizer.state.values() for v in st.values()]
+    ts = [t for t in ts if isinstance(t, torch.Tensor) and torch.is_floating_point(t)]
+    return not ts or bool(torch.stack([torch.isfinite(t).all() for t in ts]).all())
 
 
 def _describe(t: Any) -> str:

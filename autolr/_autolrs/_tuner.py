@@ -18,7 +18,7 @@ from .._deprecate import RenamedAttribute
 from .._distributed import RankZeroPredictor, resolve_group
 from .._errors import ConfigTypeError, StateError
 from .._schedule import Schedule
-from .._snapshot import Snapshot, Stateful, capture_rng_state, restore_rng_state
+from .._snapshot import Snapshot, Stateful, capture_rng_state, restore_rng_state, state_finite
 from .._validate import (
     check_callable,
     check_choice,
@@ -1271,18 +1271,6 @@ def _text(value: Any, name: str) -> str:
     if not isinstance(value, str):
         raise StateError(f"{name}={value!r} is not a string")
     return value
-
-
-def state_finite(model: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> bool:
-    """Whether every floating tensor of ``model`` (and of ``optimizer``'s state) is finite.
-
-    One host sync. Also the Ray ``TuneCheckpointer``'s test of a trial's state.
-    """
-    ts = list(model.state_dict().values())
-    if optimizer is not None:
-        ts += [v for st in optimizer.state.values() for v in st.values()]
-    ts = [t for t in ts if isinstance(t, torch.Tensor) and torch.is_floating_point(t)]
-    return not ts or bool(torch.stack([torch.isfinite(t).all() for t in ts]).all())
 
 
 def _check_model_optimizer(model: Any, optimizer: Any) -> None:

@@ -12,9 +12,8 @@ from typing import Any
 import torch
 
 from autolr._autolrs._lr import GroupLRs
-from autolr._autolrs._tuner import state_finite
 from autolr._errors import ConfigError, StateError
-from autolr._snapshot import Snapshot, Stateful
+from autolr._snapshot import Snapshot, Stateful, state_finite
 from autolr._validate import check_float, check_instance
 
 from .. import require
