@@ -600,3 +600,19 @@ def test_cnn_with_tuned_cutout(variant: str, linearize: bool) -> None:
     vals = tuner.schedule().at(4)
     assert vals["len"] == int(vals["len"]) and 0 <= vals["len"] <= 6
     assert space.unconstrained.grad is None  # hyper grads are applied, then cleared
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_finiteness_check_flags_exactly_the_non_finite_entries(dtype):
+    """Large finite gradients are finite: a check through their norm overflows (a float16
+    tensor of 10 000 entries of 1000 has norm 1e5 > 65504) and would skip a healthy step."""
+    from autolr.stn._tuner import _all_finite
+
+    big = torch.finfo(dtype).max / 2
+    assert _all_finite([torch.full((10_000,), 1000.0, dtype=dtype), None])
+    assert _all_finite([torch.full((4,), big, dtype=dtype), torch.zeros(0, dtype=dtype)])
+    assert _all_finite([None]) and _all_finite([])
+    for bad in (math.inf, -math.inf, math.nan):
+        t = torch.ones(8, dtype=dtype)
+        t[5] = bad
+        assert not _all_finite([torch.ones(3, dtype=dtype), t]), bad

@@ -596,8 +596,15 @@ class STNTuner:
 
 
 def _all_finite(tensors: list[torch.Tensor | None]) -> bool:
-    """Whether every tensor is finite, with a single device sync."""
+    """Whether every tensor is finite, with a single device sync.
+
+    ``x * 0`` is 0 where ``x`` is finite and NaN where it is inf or NaN, so the norms of the
+    zeroed tensors flag exactly the non-finite entries. A norm of the tensors themselves
+    would overflow to inf on large finite values (a float16 gradient's norm passes 65504
+    long before any entry does) and skip a healthy step.
+    """
     ts = [t for t in tensors if t is not None]
     if not ts:
         return True
-    return bool(torch.isfinite(torch.stack(torch._foreach_norm(ts))).all())
+    zeroed = torch._foreach_mul(ts, 0.0)
+    return bool(torch.isfinite(torch.stack(torch._foreach_norm(zeroed))).all())
