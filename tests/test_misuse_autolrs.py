@@ -505,3 +505,75 @@ def test_group_lrs_hook_holds_the_tuner_weakly() -> None:
     del g
     opt.step()  # the dead watcher's hook removes itself
     assert len(opt._optimizer_step_pre_hooks) == n - 1
+
+
+def _warnings_of_one_run(
+    n: int, *, bad: Callable[[AutoLRS], bool], poison: bool = False, drift_at: int = -1,
+    val_fn_nan_at: int = -1, **kw: Any,
+) -> list[warnings.WarningMessage]:  # fmt: skip
+    """Train a tiny model ``n`` steps; every warning raised inside ``tuner.step``."""
+    torch.manual_seed(0)
+    m = nn.Linear(4, 1)
+    opt = torch.optim.SGD(m.parameters(), lr=0.01)
+    g = torch.Generator().manual_seed(0)
+    calls = [0]
+
+    def val_fn() -> float:
+        calls[0] += 1
+        return math.nan if calls[0] == val_fn_nan_at else 1.0
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        tuner = AutoLRS(m, opt, lr_bounds=(1e-3, 0.3), seed=0, **kw,
+                        val_fn=val_fn if val_fn_nan_at > 0 else None)  # fmt: skip
+    seen: list[warnings.WarningMessage] = []
+    for i in range(n):
+        x = torch.randn(8, 4, generator=g)
+        loss = (m(x) - x.sum(1, keepdim=True)).pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        if i == drift_at:
+            opt.param_groups[0]["lr"] = 0.5
+        opt.step()
+        value = loss.item()
+        if bad(tuner):
+            value = math.nan
+            if poison:
+                with torch.no_grad():
+                    m.weight.fill_(math.nan)
+        with warnings.catch_warnings(record=True) as w:
+            warnings.simplefilter("always")
+            tuner.step(value)
+        seen += w
+    return seen
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["recover", "harmless", "warmup", "all-diverged", "drift", "after-max-steps", "val_fn"],
+)
+def test_every_step_warning_points_at_the_callers_line(case: str) -> None:
+    """A warning raised however deep inside ``tuner.step`` names the line that called it."""
+    from autolr import BudgetPolicy
+
+    kw: dict[str, Any] = {"max_steps": 100, "bad": lambda t: False}
+    if case == "recover":
+        kw = {"max_steps": 40, "policy": BudgetPolicy.for_budget(40, searches=0), "poison": True,
+              "bad": lambda t: t.global_step == 20}  # fmt: skip
+    elif case == "harmless":
+        kw["bad"] = lambda t: t.global_step == 50
+    elif case == "warmup":
+        kw.update(poison=True, bad=lambda t: t.global_step == 2)
+    elif case == "all-diverged":
+        kw["bad"] = lambda t: t.phase == "search"
+    elif case == "drift":
+        kw["drift_at"] = 30
+    elif case == "val_fn":
+        kw["val_fn_nan_at"] = 1
+    n = 45 if case == "after-max-steps" else 60
+    if case == "after-max-steps":
+        kw["max_steps"] = 40
+    seen = _warnings_of_one_run(n, **kw)
+    assert seen, case
+    for w in seen:
+        assert w.filename == __file__, (case, w.filename, w.lineno, str(w.message)[:80])

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import os
+import sys
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
@@ -34,6 +36,24 @@ from ._stage import CandidateResult, StageRecord, StageSearch
 __all__ = ["AutoLRS", "HistoryRecord"]
 
 _PHASES = ("warmup", "search", "exploit", "final", "done")
+
+# Warnings are attributed to the first frame outside this package (see _warn).
+_HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def _warn(message: str, category: type[Warning]) -> None:
+    """``warnings.warn`` attributed to the first caller outside ``autolr/_autolrs``.
+
+    A warning can start several calls deep inside :meth:`AutoLRS.step`; a fixed
+    ``stacklevel`` breaks whenever that depth changes, and the warning then points into the
+    tuner instead of the user's ``tuner.step(...)`` line (or the callback that made it).
+    """
+    frame = sys._getframe(1)
+    level = 2  # warnings.warn's level for the frame that called _warn
+    while frame is not None and os.path.dirname(os.path.abspath(frame.f_code.co_filename)) == _HERE:
+        frame = frame.f_back
+        level += 1
+    warnings.warn(message, category, stacklevel=level)
 
 
 @dataclass(frozen=True)
@@ -263,7 +283,7 @@ class AutoLRS:
         # asked for would otherwise only show in `stages` after the run.
         report = self.search.budget_report(warmup_steps)
         if report:
-            warnings.warn(f"AutoLRS: {report}", RuntimeWarning, stacklevel=2)
+            _warn(f"AutoLRS: {report}", RuntimeWarning)
 
         self.model = model
         self.optimizer = optimizer
@@ -425,11 +445,10 @@ class AutoLRS:
         if self._line is None:
             # A checkpoint of an autolr that did not record the lineage: every search step
             # is left out (exact for continue_from="start", short of the winner's window else).
-            warnings.warn(
+            _warn(
                 "AutoLRS.export_schedule: this run was resumed from a checkpoint that did not "
                 "record which steps the weights kept; the schedule leaves out every search step",
                 RuntimeWarning,
-                stacklevel=2,
             )
             lrs = [r.lr for r in self._records if r.phase not in ("search", "done")]
         else:
@@ -513,11 +532,10 @@ class AutoLRS:
         self._records.append(HistoryRecord(step, self.stage, phase, used, value))
         if phase == "done":
             if step == self.max_steps:  # warn once
-                warnings.warn(
+                _warn(
                     f"AutoLRS.step() called after max_steps={self.max_steps}; the tuner is "
                     "done and leaves the LR unchanged",
                     RuntimeWarning,
-                    stacklevel=2,
                 )
             return None
         if phase == "warmup":
@@ -670,7 +688,7 @@ class AutoLRS:
         win = s.winner()
         if win is None:
             action, value, msg = s.resolve_failure()
-            warnings.warn(f"AutoLRS {msg}", RuntimeWarning, stacklevel=3)
+            _warn(f"AutoLRS {msg}", RuntimeWarning)
             self._restore(self._snapshot)
             if action == "retry":
                 s.begin_stage()
@@ -721,12 +739,11 @@ class AutoLRS:
         self._nonfinite_streak += 1
         self.skipped_losses += 1
         if self.skipped_losses == 1:
-            warnings.warn(
+            _warn(
                 f"AutoLRS: non-finite loss at step {self.global_step - 1} left the weights and "
                 "optimizer state finite; skipped it and kept training (nothing rolled back). "
                 "Later such losses are counted in `skipped_losses` without a warning",
                 RuntimeWarning,
-                stacklevel=3,
             )
         return True
 
@@ -741,7 +758,7 @@ class AutoLRS:
         self._restore(self._snapshot)
         lo, hi = self.search.recover(bad, transient=transient)
         back = self.search.pending_restore
-        warnings.warn(
+        _warn(
             f"AutoLRS: non-finite loss at step {self.global_step - 1} with lr={bad:.3g}; "
             f"restored the stage start and searching again in [{lo:.3g}, {hi:.3g}]"
             + (
@@ -750,7 +767,6 @@ class AutoLRS:
                 else ""
             ),
             RuntimeWarning,
-            stacklevel=3,
         )
         if self.phase == "final" and self.max_steps is not None:
             # No budget for a search: continue at the safer upper bound.
@@ -766,11 +782,10 @@ class AutoLRS:
         self._restore(self._snapshot)
         self.warmup_lr /= 10.0
         self._warmup_start = self.global_step
-        warnings.warn(
+        _warn(
             f"AutoLRS: non-finite loss during warm-up; restored the initial state and "
             f"restarting warm-up with peak lr {self.warmup_lr:.3g}",
             RuntimeWarning,
-            stacklevel=3,
         )
         self._set_lr(self._warmup_lr_at(0))
 
@@ -837,7 +852,7 @@ class AutoLRS:
             i, want, got = (bad or late)[0]
             when = "at optimizer.step()" if bad else "after optimizer.step()"
             more = len({d[0] for d in bad + late}) - 1
-            warnings.warn(
+            _warn(
                 f"AutoLRS: param group {i}'s LR was changed outside the tuner {when} "
                 f"(the tuner set {want:.6g}, found {got:.6g}"
                 + (f"; {more} more group(s) changed" if more else "")
@@ -847,7 +862,6 @@ class AutoLRS:
                 "BudgetPolicy.for_budget(...) or variant='paper'). The tuner writes its own LR "
                 "back at every step and its history records the LR each step really used.",
                 RuntimeWarning,
-                stacklevel=3,
             )
         g.set(self._lr)
         ref = g.reference
@@ -894,7 +908,7 @@ class AutoLRS:
         self._val_broken = True
         self._val_losses, self._val_steps = [], []
         restart = bool(self.search.results)
-        warnings.warn(
+        _warn(
             f"AutoLRS: val_fn returned {value} at step {self.global_step - 1} while the model's "
             "weights and the candidate's training losses are finite, so val_fn, not the "
             "candidate LR, is at fault. Candidates are scored on their training losses from "
@@ -907,7 +921,6 @@ class AutoLRS:
             )
             + "; fix val_fn to return a finite validation loss, or pass val_fn=None",
             RuntimeWarning,
-            stacklevel=5,
         )
         if restart:
             self._restore(self._snapshot)
