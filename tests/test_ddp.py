@@ -31,8 +31,12 @@ def _train(rank: int, tuner_kw: dict, *, tensor_loss: bool, val: bool) -> dict:
     data = torch.Generator().manual_seed(100 + rank)  # each rank its own batches
     xv = torch.randn(32, 4, generator=torch.Generator().manual_seed(7 + rank))
 
+    val_calls: list[float] = []
+
     def val_fn() -> torch.Tensor:  # a rank-dependent validation loss: averaged by the tuner
-        return (model.module(xv) - xv.sum(1, keepdim=True) * (1 + rank)).pow(2).mean()
+        out = (model.module(xv) - xv.sum(1, keepdim=True) * (1 + rank)).pow(2).mean()
+        val_calls.append(float(out))
+        return out
 
     tuner = AutoLRS(model, opt, **tuner_kw, val_fn=val_fn if val else None)
     local = []
@@ -54,6 +58,8 @@ def _train(rank: int, tuner_kw: dict, *, tensor_loss: bool, val: bool) -> dict:
         + [float(model.module.bias.detach())],
         "candidates": [len(s.candidates) for s in tuner.stages],
         "export": tuner.export_schedule().per_step(),
+        "val_calls": val_calls,
+        "scores": [c.forecast for st in tuner.stages for c in st.candidates],
     }
 
 
@@ -71,6 +77,8 @@ def _worker(rank: int, world: int, init: str, out: str) -> None:
             "paper": _train(rank, {"lr_bounds": (1e-3, 0.3), "variant": "paper", "tau": 20,
                                    "tau_prime": 4, "k": 3, "max_steps": 40, "sync_every": 4},
                             tensor_loss=True, val=True),
+            "budget-val": _train(rank, {"lr_bounds": (1e-3, 0.3), "max_steps": 80},
+                                 tensor_loss=False, val=True),
         }  # fmt: skip
         # Built with other arguments on rank 1: the first step's check must refuse on both.
         try:
@@ -97,6 +105,14 @@ def test_two_ranks_take_one_decision(tmp_path) -> None:
         # the tuner saw the mean of the ranks' losses (float32 read-back when deferred)
         for t, loss in enumerate(a["losses"]):
             assert loss == pytest.approx((a["local"][t] + b["local"][t]) / 2, rel=1e-6)
+    # The budget variant scores a candidate by its validation loss at the end of its window:
+    # the mean of the ranks' val_fn values, the same on every rank.
+    a, b = r0["budget-val"], r1["budget-val"]
+    assert a["scores"] == b["scores"] and len(a["scores"]) == 4
+    assert len(a["val_calls"]) == len(b["val_calls"]) == 4
+    assert a["val_calls"] != b["val_calls"]  # rank-dependent
+    for score, va, vb in zip(a["scores"], a["val_calls"], b["val_calls"]):
+        assert score == pytest.approx((va + vb) / 2, rel=1e-6)
     assert r0["budget"]["candidates"] == [4]
     assert r0["paper"]["candidates"][0] == 3
     for r in (r0, r1):
