@@ -110,6 +110,7 @@ def _run_two_workers(tmp_path: Path, spec: str, storage) -> None:
     assert "gp" in sources, sources
 
 
+@pytest.mark.slow
 def test_two_workers_journal_file(tmp_path):
     from optuna.storages.journal import JournalFileBackend
 

@@ -392,6 +392,7 @@ def evals_to_reach(s: Searcher, f: Callable[[dict[str, float]], float], target: 
     return BUDGET + 1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(PROBLEMS))
 def test_gp_beats_random_search(name: str) -> None:
     params, f, f_star, tol = PROBLEMS[name]
