@@ -23,7 +23,15 @@ from ._base import Param, Searcher
 from ._gp import GPSearcher
 from ._random import RandomSearcher
 
-__all__ = ["GPSearcher", "LLMClient", "LLMSearcher", "Param", "RandomSearcher", "Searcher"]
+__all__ = [
+    "GPSearcher",
+    "LLMClient",
+    "LLMError",
+    "LLMSearcher",
+    "Param",
+    "RandomSearcher",
+    "Searcher",
+]
 
 
 def __getattr__(name: str) -> object:
@@ -31,8 +39,8 @@ def __getattr__(name: str) -> object:
         from ._llm import LLMSearcher
 
         return LLMSearcher
-    if name == "LLMClient":
-        from ._llm_client import LLMClient
+    if name in ("LLMClient", "LLMError"):
+        from . import _llm_client
 
-        return LLMClient
+        return getattr(_llm_client, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -25,7 +25,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from autolr._errors import ConfigError
+from autolr._errors import AutoLRError, ConfigError
 from autolr._validate import check_choice, check_float, check_instance, check_int
 
 __all__ = ["ChatRequest", "LLMClient", "LLMError", "Usage"]
@@ -39,8 +39,8 @@ _CACHE_MODES = ("off", "readwrite", "replay")
 _MAX_BACKOFF = 30.0
 
 
-class LLMError(Exception):
-    """A Chat Completions call that produced no usable reply.
+class LLMError(AutoLRError):
+    """A Chat Completions call that produced no usable reply (an :class:`autolr.AutoLRError`).
 
     Attributes:
         kind: ``"timeout"``, ``"connection"``, ``"http_4xx"``, ``"http_5xx"``,

@@ -175,3 +175,22 @@ def test_optuna_adapter_rejects_multi_objective_with_config_error() -> None:
     study.ask()
     with pytest.raises(ConfigError, match="ForecastPruner"):
         ForecastPruner().prune(study, study.trials[0])
+
+
+def test_every_public_exception_is_an_autolr_error() -> None:
+    """``except autolr.AutoLRError`` catches whatever autolr raises on purpose, including the
+    LLM client's transport errors (``LLMClient.complete`` raises ``LLMError`` to its caller)."""
+    import importlib
+
+    found = []
+    for name in ("autolr", "autolr.searchers", "autolr.predictors", "autolr.federated",
+                 "autolr.stn", "autolr.testing"):  # fmt: skip
+        mod = importlib.import_module(name)
+        for attr in mod.__all__:
+            obj = getattr(mod, attr)
+            if isinstance(obj, type) and issubclass(obj, BaseException):
+                found.append(obj)
+                assert issubclass(obj, AutoLRError) or issubclass(obj, Warning), (name, attr)
+    from autolr.searchers import LLMError
+
+    assert LLMError in found and issubclass(LLMError, AutoLRError)
