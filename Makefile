@@ -3,8 +3,10 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
-# --no-compile: byte-compiling every file of torch, ray, transformers, ... at install costs
-# more than compiling, on first import, the few modules that are ever imported.
+# pip's per-package byte-compiling is skipped (--no-compile) and done once after the install
+# by `compileall -j 0` (all cores, ~25 s): where PYTHONDONTWRITEBYTECODE is set (as on this
+# project's machines) no process ever writes a .pyc, so without it every test subprocess, Ray
+# worker and Flower ClientApp compiled torch and ray from source again (the suite took 2x).
 INSTALL := $(PIP) install --quiet --no-compile
 
 .PHONY: demo test lint bench bench-quick bench-studies mutate clean
@@ -20,6 +22,8 @@ $(VENV)/.installed: pyproject.toml
 	else $(INSTALL) "torch==2.13.0+cpu" 2>/dev/null \
 	  || $(INSTALL) "torch>=2.3" --index-url https://download.pytorch.org/whl/cpu; fi
 	$(INSTALL) -e ".[dev]"
+	@# `|| true`: a few third-party files are for newer Pythons (torch's py312 test helpers).
+	$(PY) -m compileall -q -j 0 $$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])') > /dev/null 2>&1 || true
 	touch $@
 
 demo: $(VENV)/.installed

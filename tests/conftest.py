@@ -57,12 +57,3 @@ def ray_session():
     if started:
         ray.shutdown()
 
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Run the tests marked ``slow`` first (stable order otherwise).
-
-    With ``make test``'s two xdist workers, a minute-long Ray or Flower test collected last
-    leaves one worker idle while the other finishes it; started first, the short tests fill
-    the gaps around it (longest-first scheduling).
-    """
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
