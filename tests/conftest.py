@@ -56,4 +56,3 @@ def ray_session():
     yield
     if started:
         ray.shutdown()
-
