@@ -605,8 +605,9 @@ def test_cnn_with_tuned_cutout(variant: str, linearize: bool) -> None:
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
 def test_finiteness_check_flags_exactly_the_non_finite_entries(dtype):
     """Large finite gradients are finite: a check through their norm overflows (a float16
-    tensor of 10 000 entries of 1000 has norm 1e5 > 65504) and would skip a healthy step."""
-    from autolr.stn._tuner import _all_finite
+    tensor of 10 000 entries of 1000 has norm 1e5 > 65504) and would skip a healthy step.
+    (STN checks its gradients with ``tensors_finite``.)"""
+    from autolr._snapshot import tensors_finite as _all_finite
 
     big = torch.finfo(dtype).max / 2
     assert _all_finite([torch.full((10_000,), 1000.0, dtype=dtype), None])

@@ -12,6 +12,7 @@ from torch import nn
 from .. import _statecheck as _sc
 from .._deprecate import RenamedAttribute, take_renamed
 from .._errors import ConfigError, ConfigTypeError
+from .._snapshot import tensors_finite
 from .._validate import check_callable, check_choice, check_float, check_instance, check_int
 from ._layers import StnConv2d, StnLinear, StnModule, general_parameters, response_parameters
 from ._regularizers import BatchAugment
@@ -303,7 +304,7 @@ class STNTuner:
                     loss_b.backward(inputs=self._response)
                     self._decay(self._decayed_response, wd_b)
         if ok:
-            ok = _all_finite([p.grad for g in self.optimizer.param_groups for p in g["params"]])
+            ok = tensors_finite([p.grad for g in self.optimizer.param_groups for p in g["params"]])
         if ok:
             self.optimizer.step()
         else:
@@ -398,7 +399,7 @@ class STNTuner:
         finally:
             self.model.train(was_training)
         value = float(val.detach())
-        finite = math.isfinite(value) and _all_finite(list(grads))
+        finite = math.isfinite(value) and tensors_finite(list(grads))
         self.hyper_steps += 1
         self.last_val_loss = value
         if not finite:
@@ -593,18 +594,3 @@ class STNTuner:
         self._hist_steps = steps
         self._hist_values = rows["hist_values"]  # type: ignore[assignment]
         self._hist_scales = rows["hist_scales"]  # type: ignore[assignment]
-
-
-def _all_finite(tensors: list[torch.Tensor | None]) -> bool:
-    """Whether every tensor is finite, with a single device sync.
-
-    ``x * 0`` is 0 where ``x`` is finite and NaN where it is inf or NaN, so the norms of the
-    zeroed tensors flag exactly the non-finite entries. A norm of the tensors themselves
-    would overflow to inf on large finite values (a float16 gradient's norm passes 65504
-    long before any entry does) and skip a healthy step.
-    """
-    ts = [t for t in tensors if t is not None]
-    if not ts:
-        return True
-    zeroed = torch._foreach_mul(ts, 0.0)
-    return bool(torch.isfinite(torch.stack(torch._foreach_norm(zeroed))).all())
