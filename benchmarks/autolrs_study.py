@@ -91,20 +91,13 @@ def _worker(job: tuple[str, str, int, int, float | None]) -> dict[str, Any]:
             r = run_once(task, METHODS["autolrs-paper"], seed, budget, use_val=False)
         else:
             kw = dict(kw)
-            design = kw.pop("design", None)
-            fit_min_obs = kw.pop("fit_min_obs", None)
-            if design is not None or fit_min_obs is not None:
-                from autolr._autolrs._stage import BUDGET_FIT_MIN_OBS
-                from autolr.searchers import GPSearcher, Param
+            changes = {k: kw.pop(k) for k in ("design", "fit_min_obs") if k in kw}
+            if changes:
+                from autolr._autolrs._stage import _default_searcher
 
                 # The budget variant's default searcher with one setting changed.
                 lo, hi = task.lr_range
-                kw["searcher"] = GPSearcher(
-                    [Param("lr", lo, hi, log=True)],
-                    seed=seed,
-                    design=design or "stratified",
-                    fit_min_obs=BUDGET_FIT_MIN_OBS if fit_min_obs is None else fit_min_obs,
-                )
+                kw["searcher"] = _default_searcher(lo, hi, seed, "budget", **changes)
             if pol:
                 kw["policy"] = BudgetPolicy.for_budget(budget, **pol)
             method = Method(f"autolrs[{variant}]", "autolrs", False, VARIANTS[variant][0])

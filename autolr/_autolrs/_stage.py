@@ -842,13 +842,17 @@ def _record(d: Any) -> StageRecord:
 BUDGET_FIT_MIN_OBS = 6
 
 
-def _default_searcher(lo: float, hi: float, seed: int | None, variant: str) -> Searcher:
+def _default_searcher(
+    lo: float, hi: float, seed: int | None, variant: str, **changes: Any
+) -> Searcher:
+    """The variant's default searcher; ``changes`` override its ``GPSearcher`` arguments
+    (the ``autolrs`` study's ablations)."""
     # The budget variant's first search has only a few candidates: a stratified start
     # (the box's middle, then its quarter points) covers the box evenly.
     budget = variant == "budget"
-    return GPSearcher(
-        [Param("lr", lo, hi, log=True)],
-        seed=seed,
-        design="stratified" if budget else "sobol",
-        fit_min_obs=BUDGET_FIT_MIN_OBS if budget else 0,
-    )
+    settings = {
+        "design": "stratified" if budget else "sobol",
+        "fit_min_obs": BUDGET_FIT_MIN_OBS if budget else 0,
+        **changes,
+    }
+    return GPSearcher([Param("lr", lo, hi, log=True)], seed=seed, **settings)
