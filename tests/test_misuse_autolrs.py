@@ -16,6 +16,8 @@ from __future__ import annotations
 import copy
 import io
 import math
+import os
+import re
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -24,8 +26,10 @@ import pytest
 import torch
 from torch import nn
 
+import autolr._autolrs._tuner as tuner_module
 from autolr import (
     AutoLRS,
+    BudgetPolicy,
     ConfigError,
     ConfigTypeError,
     HypergradientLR,
@@ -562,8 +566,6 @@ def _warnings_of_one_run(
 )
 def test_every_step_warning_points_at_the_callers_line(case: str) -> None:
     """A warning raised however deep inside ``tuner.step`` names the line that called it."""
-    from autolr import BudgetPolicy
-
     kw: dict[str, Any] = {"max_steps": 100, "bad": lambda t: False}
     if case == "recover":
         kw = {"max_steps": 40, "policy": BudgetPolicy.for_budget(40, searches=0), "poison": True,
@@ -583,10 +585,6 @@ def test_every_step_warning_points_at_the_callers_line(case: str) -> None:
         kw["max_steps"] = 40
     seen = _warnings_of_one_run(n, **kw)
     assert seen, case
-    import os
-
-    import autolr._autolrs._tuner as tuner_module
-
     tuner_dir = os.path.dirname(os.path.abspath(tuner_module.__file__))
     for w in seen:
         where = (case, w.filename, w.lineno, str(w.message)[:80])
@@ -623,8 +621,6 @@ def test_constructor_argument_messages_are_exact(kw: dict, err: type, message: s
     """Each argument check names the argument, the rule and the value (found unpinned by a
     mutation sample of ``AutoLRS.__init__``: a negative ``warmup_steps`` or ``val_every=0``
     passed with the rule removed)."""
-    import re
-
     model = nn.Linear(2, 1)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     with pytest.raises(err, match=f"^{re.escape(message)}$"):
