@@ -61,7 +61,7 @@ QUICK_BUDGET_RUNS = 6
 MATCH_TOL = 0.01  # "matched" = within 1 % of the target validation loss
 TIMING_SIZES = (50, 200)
 QUICK_TIMING_SIZES = (50, 200)
-TIMING_REPEATS = 9
+TIMING_REPEATS = 25
 QUICK_TIMING_REPEATS = 3
 # Module-level knobs the CI smoke test shrinks further.
 QUICK_SEEDS = 1

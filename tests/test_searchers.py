@@ -18,6 +18,7 @@ from gpytorch.likelihoods import FixedNoiseGaussianLikelihood
 from gpytorch.utils.errors import NotPSDError
 
 import autolr.searchers._gp as gp_module
+from autolr._errors import ConfigError
 from autolr.searchers import GPSearcher, Param, RandomSearcher, Searcher
 
 # Small acquisition-optimiser settings keep the file fast; the algorithm is unchanged.
@@ -610,3 +611,118 @@ def test_direct_incumbent_equals_the_botorch_posterior_mean(noise: float | None)
         expected = model.posterior(x).mean.max()
         direct = gp_module._best_posterior_mean_at_train(model, x)
     assert direct.shape == () and float(direct) == pytest.approx(float(expected), abs=1e-9)
+
+
+@pytest.mark.parametrize("noise", [None, 0.05], ids=["inferred", "fixed"])
+@pytest.mark.parametrize("dim", [1, 3])
+@pytest.mark.parametrize("acquisition", ["logei", "ucb"])
+def test_direct_acquisition_equals_botorch_values_and_gradients(
+    noise: float | None, dim: int, acquisition: str
+) -> None:
+    """The cached-Cholesky posterior is an implementation detail: botorch's own analytic
+    acquisition on the same fitted model is the oracle, at random points, at the training
+    points (variance at its floor, the distance at its sqrt floor) and in gradients."""
+    from botorch.acquisition import LogExpectedImprovement, UpperConfidenceBound
+
+    params = [Param(f"x{i}", 0.0, 1.0) for i in range(dim)]
+    s = gp(params, seed=5, acquisition=acquisition, beta=3.0)
+    g = torch.Generator().manual_seed(dim)
+    for i in range(12):
+        c = {p.name: float(torch.rand((), generator=g)) for p in params}
+        value = math.nan if i == 5 else sum((v - 0.3) ** 2 for v in c.values())
+        s.observe(c, value, noise=noise)
+    x = s.configs_to_unit([c for c, _ in s.observations])
+    model = s._fit_model(x)
+    direct = s._make_acquisition(model, x, 1, torch.empty(0, dim, dtype=torch.float64))
+    if acquisition == "ucb":
+        reference = UpperConfidenceBound(model, beta=3.0)
+    else:
+        with torch.no_grad():
+            best_f = model.posterior(x).mean.max()
+        assert float(direct.best_f) == pytest.approx(float(best_f), abs=1e-9)
+        reference = LogExpectedImprovement(model, best_f=best_f)
+    at = torch.cat([torch.rand(40, 1, dim, generator=g, dtype=torch.float64), x[:, None]])
+    at.requires_grad_(True)
+    got, want = direct(at), reference(at)
+    (g_got,) = torch.autograd.grad(got.sum(), at)
+    (g_want,) = torch.autograd.grad(want.sum(), at)
+    assert got.shape == want.shape == (len(at),)
+    # Rounding only (the kernel matrix's conditioning): a wrong term is off by far more.
+    assert torch.allclose(got, want, rtol=1e-6, atol=1e-8)
+    assert torch.allclose(g_got, g_want, rtol=1e-5, atol=1e-6)
+    # Without the sigma: the posterior mean alone, as botorch's helper returns it.
+    with torch.no_grad():
+        mean, sigma = direct._mean_and_sigma(at[:3], compute_sigma=False)
+        assert sigma is None
+        assert torch.allclose(mean, model.posterior(at[:3]).mean.squeeze(-2), atol=1e-9)
+
+
+def test_direct_posterior_only_for_the_kernel_it_writes_out() -> None:
+    from gpytorch.kernels import MaternKernel, RBFKernel, ScaleKernel
+
+    s, x = _observed_1d([0.1, 0.4, 0.6, 0.9], [1.0, 0.2, 0.3, 1.2])
+    model = s._fit_model(x, refit=False)
+    assert gp_module._DirectPosterior.supports(model)
+    empty = torch.empty(0, 1, dtype=torch.float64)
+    for other in (ScaleKernel(RBFKernel()), ScaleKernel(MaternKernel(nu=1.5)), MaternKernel()):
+        model.covar_module = other.to(torch.float64)
+        assert not gp_module._DirectPosterior.supports(model)
+        # The acquisition then reads botorch's posterior, not a wrong formula.
+        assert type(s._make_acquisition(model, x, 1, empty)).__name__ == "LogExpectedImprovement"
+
+
+def _observed_1d(points: list[float], values: list[float]) -> tuple[GPSearcher, torch.Tensor]:
+    s = gp([Param("x", 0.0, 1.0)])
+    for p, v in zip(points, values):
+        s.observe({"x": p}, v)
+    return s, s.configs_to_unit([c for c, _ in s.observations])
+
+
+def test_warm_start_hands_the_refit_schedule_to_a_fresh_searcher(monkeypatch) -> None:
+    """A searcher built per suggestion (the Optuna sampler's way) fits on the 1-D path's
+    schedule when given the previous one's ``warm_start``: no fit for three new
+    observations, a capped warm fit at the fourth, from scratch at the twelfth."""
+    params = [Param("a", 0.0, 1.0), Param("b", 0.0, 1.0)]
+    rng = random.Random(0)
+    points = [{"a": rng.random(), "b": rng.random()} for _ in range(30)]
+    fits: list[tuple[int, bool, object]] = []
+    real = GPSearcher._fit_model
+
+    def spy(self, train_x, **kw):
+        fits.append((len(train_x), kw.get("refit", True), kw.get("maxiter")))
+        return real(self, train_x, **kw)
+
+    monkeypatch.setattr(GPSearcher, "_fit_model", spy)
+    warm = None
+    kinds = []
+    for n in range(6, 26):
+        s = gp(params, seed=n, n_initial=1, warm_start=warm)
+        for c in points[:n]:
+            s.observe(c, (c["a"] - 0.4) ** 2 + c["b"])
+        fits.clear()
+        s.suggest()
+        (fit,) = fits
+        kinds.append((n, "none" if not fit[1] else "warm" if fit[2] else "cold"))
+        warm = s.warm_start
+        assert warm is not None and warm["fit_n"] <= n and warm["cold_n"] <= warm["fit_n"]
+    # First: no warm start -> from scratch at 6; warm every 4th (10, 14, 22), cold at 18.
+    got = {n: k for n, k in kinds if k != "none"}
+    assert got == {6: "cold", 10: "warm", 14: "warm", 18: "cold", 22: "warm"}
+    # Without a warm start the general path fits fully on every call.
+    fits.clear()
+    s = gp(params, seed=0, n_initial=1)
+    for c in points[:8]:
+        s.observe(c, c["a"])
+    s.suggest()
+    assert fits == [(8, True, None)]
+
+
+def test_warm_start_argument_is_checked() -> None:
+    params = [Param("a", 0.0, 1.0), Param("b", 0.0, 1.0)]
+    with pytest.raises(ConfigError, match=r"^warm_start is not valid: KeyError\('cold_n'\)$"):
+        gp(params, warm_start={"hypers": {}, "fit_n": 3})
+    with pytest.raises(ConfigError, match=r"^warm_start is not valid: ValueError"):
+        gp(params, warm_start={"hypers": {}, "fit_n": "x", "cold_n": 0})
+    s = gp(params, warm_start={"hypers": {"a": [1]}, "fit_n": 4, "cold_n": 2})
+    assert s.warm_start == {"hypers": {"a": [1.0]}, "fit_n": 4, "cold_n": 2}
+    assert s.state_dict()["gp_warm_start"] == s.warm_start

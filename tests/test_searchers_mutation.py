@@ -631,9 +631,12 @@ def test_acquisition_kinds_and_incumbent() -> None:
     with torch.no_grad():
         want = float(model.posterior(x).mean.max())
     a = s._make_acquisition(model, x, 1, empty)
-    assert type(a).__name__ == "LogExpectedImprovement" and float(a.best_f) == pytest.approx(want)
+    # One point, nothing pending: botorch's analytic LogEI on the cached posterior.
+    assert isinstance(a, gp_module.LogExpectedImprovement)
+    assert type(a).__name__ == "DirectLogExpectedImprovement"
+    assert float(a.best_f) == pytest.approx(want, abs=1e-9)
     a = s._make_acquisition(model, x, 1, empty, direct_incumbent=True)
-    assert type(a).__name__ == "LogExpectedImprovement"
+    assert type(a).__name__ == "DirectLogExpectedImprovement"
     assert float(a.best_f) == pytest.approx(want, abs=1e-9)
     a = s._make_acquisition(model, x, 2, pend)
     assert type(a).__name__ == "qLogExpectedImprovement"
@@ -642,7 +645,8 @@ def test_acquisition_kinds_and_incumbent() -> None:
     assert s._make_acquisition(model, x, 2, empty).X_pending is None
     u, _ = _observed([0.1, 0.4], [1.0, 0.2], acquisition="ucb", beta=4.0)
     a = u._make_acquisition(model, x, 1, empty)
-    assert type(a).__name__ == "UpperConfidenceBound" and float(a.beta) == 4.0
+    assert isinstance(a, gp_module.UpperConfidenceBound)
+    assert type(a).__name__ == "DirectUpperConfidenceBound" and float(a.beta) == 4.0
     a = u._make_acquisition(model, x, 1, pend)
     assert type(a).__name__ == "qUpperConfidenceBound" and torch.equal(a.X_pending, pend)
     # beta is sqrt'd by the acquisition: UCB = mean + sqrt(4) * std.
@@ -786,12 +790,12 @@ def test_fast_1d_refit_schedule(
     cold_n: int, fit_n: int, kind: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     s, x = _observed([0.1, 0.3, 0.5, 0.7, 0.9], [1.0, 0.5, 0.2, 0.4, 1.1])
-    s._fit_model_1d(x)  # the first: cold, no warm start yet
+    s._fit_model_warm(x)  # the first: cold, no warm start yet
     hypers, covar = s._warm_hypers, s._warm_covar
     assert hypers == s.fitted_hyperparameters and (s._warm_cold_n, s._warm_fit_n) == (5, 5)
     s._warm_cold_n, s._warm_fit_n = cold_n, fit_n
     calls = _record_fits(s, monkeypatch)
-    model = s._fit_model_1d(x)
+    model = s._fit_model_warm(x)
     (call,) = calls
     if kind == "reuse":
         assert call == {"init": hypers, "refit": False, "covar": covar}
@@ -810,11 +814,11 @@ def test_fast_1d_refit_schedule(
 def test_fast_1d_first_fit_and_prior_below_fit_min_obs(monkeypatch: pytest.MonkeyPatch) -> None:
     s, x = _observed([0.1, 0.5, 0.9], [1.0, 0.2, 1.1], fit_min_obs=4)
     calls = _record_fits(s, monkeypatch)
-    model = s._fit_model_1d(x)
+    model = s._fit_model_warm(x)
     assert calls == [{"refit": False, "covar": None}]  # the prior model, no fit
     assert s._warm_hypers is None and s.fitted_hyperparameters is None
     s.fitted_hyperparameters = {"from": [1.0]}  # an earlier fit's are kept, not replaced
-    s._fit_model_1d(x)
+    s._fit_model_warm(x)
     assert s.fitted_hyperparameters == {"from": [1.0]}
     kernel = model.covar_module
     assert float(kernel.base_kernel.lengthscale.detach()) == pytest.approx(1 / 3)
@@ -823,13 +827,13 @@ def test_fast_1d_first_fit_and_prior_below_fit_min_obs(monkeypatch: pytest.Monke
     s.observe({"x": 0.3}, 0.6)
     x = s.configs_to_unit([c for c, _ in s.observations])
     calls.clear()
-    s._fit_model_1d(x)  # 4 = fit_min_obs: a fit from scratch
+    s._fit_model_warm(x)  # 4 = fit_min_obs: a fit from scratch
     assert calls == [{"covar": None}] and (s._warm_cold_n, s._warm_fit_n) == (4, 4)
 
 
 def test_gp_step_failure_clears_the_warm_start(monkeypatch: pytest.MonkeyPatch) -> None:
     s, x = _observed([0.1, 0.5, 0.9], [1.0, 0.2, 1.1])
-    s._fit_model_1d(x)
+    s._fit_model_warm(x)
     assert s._warm_hypers is not None
 
     def fail(*args, **kwargs):
@@ -865,7 +869,7 @@ def test_general_path_hands_its_settings_to_the_optimiser(monkeypatch: pytest.Mo
     s._gp_candidates(1, x, torch.empty(0, 2, dtype=torch.float64))
     assert seen[0]["q"] == 1 and seen[0]["sequential"] is False
     assert kw["acqf"] == "qLogExpectedImprovement"
-    assert seen[0]["acqf"] == "LogExpectedImprovement"  # analytic for one point
+    assert seen[0]["acqf"] == "DirectLogExpectedImprovement"  # analytic for one point
     # In 1-D without the fast path the optimiser runs too.
     one = _gp([LIN], fast_1d=False)
     one.observe({"x": 0.0}, 1.0)
@@ -957,4 +961,4 @@ def test_fast_1d_single_suggestion_uses_analytic_logei(monkeypatch: pytest.Monke
     monkeypatch.setattr(s, "_maximise_on_grid", spy)
     s._gp_candidates(1, x, torch.empty(0, 1, dtype=torch.float64))
     s._gp_candidates(2, x, torch.empty(0, 1, dtype=torch.float64))
-    assert seen == ["LogExpectedImprovement", "qLogExpectedImprovement"]
+    assert seen == ["DirectLogExpectedImprovement", "qLogExpectedImprovement"]
