@@ -196,17 +196,11 @@ class GPSearcher(Searcher):
             general path (a full fit and multi-start L-BFGS on every call) in 1-D too.
             Without effect in more dimensions.
         design: Initial design, ``"sobol"`` or ``"stratified"`` (see :class:`Searcher`).
-        fit_min_obs: With fewer observations than this, the 1-D fast path (and a searcher
-            given ``warm_start``) does not fit the hyperparameters: it uses lengthscale 1/3
-            of the box (the mode of the lengthscale prior), outputscale 1 (the variance of
-            the standardised observations) and mean 0. A handful of points barely
-            constrains them, and the fit is about 90 % of such a suggestion's cost (0 =
-            always fit).
-        warm_start: The :attr:`warm_start` of an earlier searcher over the same box, whose
-            observations were a subset of this one's. The general path then refits on the
-            1-D path's schedule (every fourth new observation from the warm start, from
-            scratch every twelfth) instead of fully on every call: a fresh searcher per
-            suggestion (the Optuna sampler's case) keeps the cost of a long-lived one.
+        fit_min_obs: With fewer observations than this, the 1-D fast path does not fit the
+            hyperparameters: it uses lengthscale 1/3 of the box (the mode of the
+            lengthscale prior), outputscale 1 (the variance of the standardised
+            observations) and mean 0. A handful of points barely constrains them, and the
+            fit is about 90 % of such a suggestion's cost (0 = always fit).
 
     Example:
         >>> import math
@@ -234,7 +228,6 @@ class GPSearcher(Searcher):
         fast_1d: bool = True,
         design: str = "sobol",
         fit_min_obs: int = 0,
-        warm_start: Mapping[str, Any] | None = None,
     ) -> None:
         check_int("n_initial", n_initial, minimum=1)
         check_int("fit_min_obs", fit_min_obs, minimum=0)
@@ -248,9 +241,6 @@ class GPSearcher(Searcher):
             raise ConfigError(
                 f"init_hyperparameters must be a mapping or None, got {init_hyperparameters!r}"
             )
-        warm = (
-            None if warm_start is None else _parse_warm_start(warm_start, ConfigError, "warm_start")
-        )
         super().__init__(params, seed=seed, design=design)
         self.fit_options = dict(fit_options) if fit_options else None
         self.init_hyperparameters = (
@@ -280,10 +270,6 @@ class GPSearcher(Searcher):
         # The kernel module of the last 1-D model, reused because building one costs about
         # as much as a forward pass; a cache only, its values are those of _warm_hypers.
         self._warm_covar: ScaleKernel | None = None
-        # Given a warm start, the general path refits on the same schedule as the 1-D path.
-        self._warm_schedule = warm is not None
-        if warm is not None:
-            self._warm_hypers, self._warm_fit_n, self._warm_cold_n = warm
 
     def __repr__(self) -> str:
         return (
@@ -318,37 +304,31 @@ class GPSearcher(Searcher):
     def state_dict(self) -> dict[str, Any]:
         """:meth:`Searcher.state_dict` plus the warm start of the 1-D path."""
         state = super().state_dict()
-        state["gp_warm_start"] = self.warm_start
+        state["gp_warm_start"] = (
+            None
+            if self._warm_hypers is None
+            else {
+                "hypers": {k: list(v) for k, v in self._warm_hypers.items()},
+                "fit_n": self._warm_fit_n,
+                "cold_n": self._warm_cold_n,
+            }
+        )
         return state
-
-    @property
-    def warm_start(self) -> dict[str, Any] | None:
-        """The warm start of the next fit, ``None`` before the first (warm-started) fit.
-
-        ``{"hypers": {name: flat list of raw values}, "fit_n": observations at the last
-        fit, "cold_n": observations at the last fit from scratch}``: plain data, to pass as
-        ``warm_start`` to a later searcher over the same box and a superset of these
-        observations (the Optuna sampler stores it in the study for the next trial).
-        """
-        if self._warm_hypers is None:
-            return None
-        return {
-            "hypers": {k: list(v) for k, v in self._warm_hypers.items()},
-            "fit_n": self._warm_fit_n,
-            "cold_n": self._warm_cold_n,
-        }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restores :meth:`state_dict`; states without a warm start (older versions,
         other searchers) make the next fit start from scratch."""
         warm = state.get("gp_warm_start") if isinstance(state, Mapping) else None
-        parsed = (
-            None if warm is None else _parse_warm_start(warm, StateError, "state gp_warm_start")
-        )
+        if warm is not None:
+            try:
+                hypers = {str(k): [float(x) for x in v] for k, v in warm["hypers"].items()}
+                fit_n, cold_n = int(warm["fit_n"]), int(warm["cold_n"])
+            except (KeyError, TypeError, ValueError, AttributeError) as exc:
+                raise StateError(f"state gp_warm_start is not valid: {exc!r}") from exc
         super().load_state_dict(state)
         self._clear_warm_start()
-        if parsed is not None:
-            self._warm_hypers, self._warm_fit_n, self._warm_cold_n = parsed
+        if warm is not None:
+            self._warm_hypers, self._warm_fit_n, self._warm_cold_n = hypers, fit_n, cold_n
 
     # ---------------------------------------------------------------- suggest
     def suggest(
@@ -409,7 +389,7 @@ class GPSearcher(Searcher):
             try:
                 if self.fast_1d and self.dim == 1:
                     with _single_thread():
-                        model = self._fit_model_warm(train_x)
+                        model = self._fit_model_1d(train_x)
                         # Not inference_mode: botorch caches constant tensors across calls,
                         # and inference tensors among them would break later autograd.
                         with torch.no_grad():
@@ -417,13 +397,7 @@ class GPSearcher(Searcher):
                                 model, train_x, n, pending, direct_incumbent=True
                             )
                             return self._maximise_on_grid(acqf, n, pending)
-                if self._warm_schedule:
-                    model = self._fit_model_warm(train_x)
-                else:
-                    model = self._fit_model(train_x)
-                    # A full fit: what a later searcher's ``warm_start`` starts from.
-                    self._warm_hypers = self.fitted_hyperparameters
-                    self._warm_fit_n = self._warm_cold_n = len(train_x)
+                model = self._fit_model(train_x)
                 acqf = self._make_acquisition(model, train_x, n, pending)
                 bounds = torch.stack(
                     [torch.zeros(self.dim, dtype=_DTYPE), torch.ones(self.dim, dtype=_DTYPE)]
@@ -443,9 +417,8 @@ class GPSearcher(Searcher):
         cand = cand.detach().to(device=_DEVICE, dtype=_DTYPE).reshape(n, self.dim)
         return cand
 
-    def _fit_model_warm(self, train_x: torch.Tensor) -> SingleTaskGP:
-        """The model of the 1-D path (and of a searcher given ``warm_start``): a refit only
-        every few observations (see the class)."""
+    def _fit_model_1d(self, train_x: torch.Tensor) -> SingleTaskGP:
+        """The model of the 1-D path: a refit only every few observations (see the class)."""
         n_obs = len(train_x)
         if n_obs < self.fit_min_obs:
             return self._prior_model(train_x)
@@ -626,8 +599,9 @@ class _DirectPosterior:
     suggestion several times slower than Optuna's ``GPSampler``. The posterior of an exact GP
     is ``m + k* (K + noise)^-1 (y - m)`` and ``k** - k* (K + noise)^-1 k*^T`` in the
     standardised outcome space; with the Cholesky factor of ``K + noise`` computed once, a
-    call is two kernel evaluations and a triangular solve. The values are gpytorch's (the
-    same kernel module, noise and outcome transform; tests compare them to ``1e-9``).
+    call is one kernel evaluation and a triangular solve. The values are gpytorch's (the
+    same hyperparameters, noise and outcome transform; the tests compare values and
+    gradients with botorch's own acquisitions).
     """
 
     def __init__(self, model: SingleTaskGP, train_x: torch.Tensor) -> None:
@@ -761,15 +735,3 @@ def _refined_argmax(grid: torch.Tensor, values: torch.Tensor) -> float:
         if math.isfinite(curvature) and curvature < 0.0:
             x += 0.5 * (left - right) / curvature * float(grid[1] - grid[0])
     return x
-
-
-def _parse_warm_start(
-    warm: Any, error: type[Exception], name: str
-) -> tuple[dict[str, list[float]], int, int]:
-    """``(hypers, fit_n, cold_n)`` of a :attr:`GPSearcher.warm_start` dict, or ``error``."""
-    try:
-        hypers = {str(k): [float(x) for x in v] for k, v in warm["hypers"].items()}
-        fit_n, cold_n = int(warm["fit_n"]), int(warm["cold_n"])
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise error(f"{name} is not valid: {exc!r}") from exc
-    return hypers, fit_n, cold_n

@@ -18,7 +18,6 @@ from gpytorch.likelihoods import FixedNoiseGaussianLikelihood
 from gpytorch.utils.errors import NotPSDError
 
 import autolr.searchers._gp as gp_module
-from autolr._errors import ConfigError
 from autolr.searchers import GPSearcher, Param, RandomSearcher, Searcher
 
 # Small acquisition-optimiser settings keep the file fast; the algorithm is unchanged.
@@ -676,53 +675,3 @@ def _observed_1d(points: list[float], values: list[float]) -> tuple[GPSearcher, 
     for p, v in zip(points, values):
         s.observe({"x": p}, v)
     return s, s.configs_to_unit([c for c, _ in s.observations])
-
-
-def test_warm_start_hands_the_refit_schedule_to_a_fresh_searcher(monkeypatch) -> None:
-    """A searcher built per suggestion (the Optuna sampler's way) fits on the 1-D path's
-    schedule when given the previous one's ``warm_start``: no fit for three new
-    observations, a capped warm fit at the fourth, from scratch at the twelfth."""
-    params = [Param("a", 0.0, 1.0), Param("b", 0.0, 1.0)]
-    rng = random.Random(0)
-    points = [{"a": rng.random(), "b": rng.random()} for _ in range(30)]
-    fits: list[tuple[int, bool, object]] = []
-    real = GPSearcher._fit_model
-
-    def spy(self, train_x, **kw):
-        fits.append((len(train_x), kw.get("refit", True), kw.get("maxiter")))
-        return real(self, train_x, **kw)
-
-    monkeypatch.setattr(GPSearcher, "_fit_model", spy)
-    warm = None
-    kinds = []
-    for n in range(6, 26):
-        s = gp(params, seed=n, n_initial=1, warm_start=warm)
-        for c in points[:n]:
-            s.observe(c, (c["a"] - 0.4) ** 2 + c["b"])
-        fits.clear()
-        s.suggest()
-        (fit,) = fits
-        kinds.append((n, "none" if not fit[1] else "warm" if fit[2] else "cold"))
-        warm = s.warm_start
-        assert warm is not None and warm["fit_n"] <= n and warm["cold_n"] <= warm["fit_n"]
-    # First: no warm start -> from scratch at 6; warm every 4th (10, 14, 22), cold at 18.
-    got = {n: k for n, k in kinds if k != "none"}
-    assert got == {6: "cold", 10: "warm", 14: "warm", 18: "cold", 22: "warm"}
-    # Without a warm start the general path fits fully on every call.
-    fits.clear()
-    s = gp(params, seed=0, n_initial=1)
-    for c in points[:8]:
-        s.observe(c, c["a"])
-    s.suggest()
-    assert fits == [(8, True, None)]
-
-
-def test_warm_start_argument_is_checked() -> None:
-    params = [Param("a", 0.0, 1.0), Param("b", 0.0, 1.0)]
-    with pytest.raises(ConfigError, match=r"^warm_start is not valid: KeyError\('cold_n'\)$"):
-        gp(params, warm_start={"hypers": {}, "fit_n": 3})
-    with pytest.raises(ConfigError, match=r"^warm_start is not valid: ValueError"):
-        gp(params, warm_start={"hypers": {}, "fit_n": "x", "cold_n": 0})
-    s = gp(params, warm_start={"hypers": {"a": [1]}, "fit_n": 4, "cold_n": 2})
-    assert s.warm_start == {"hypers": {"a": [1.0]}, "fit_n": 4, "cold_n": 2}
-    assert s.state_dict()["gp_warm_start"] == s.warm_start

@@ -790,12 +790,12 @@ def test_fast_1d_refit_schedule(
     cold_n: int, fit_n: int, kind: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     s, x = _observed([0.1, 0.3, 0.5, 0.7, 0.9], [1.0, 0.5, 0.2, 0.4, 1.1])
-    s._fit_model_warm(x)  # the first: cold, no warm start yet
+    s._fit_model_1d(x)  # the first: cold, no warm start yet
     hypers, covar = s._warm_hypers, s._warm_covar
     assert hypers == s.fitted_hyperparameters and (s._warm_cold_n, s._warm_fit_n) == (5, 5)
     s._warm_cold_n, s._warm_fit_n = cold_n, fit_n
     calls = _record_fits(s, monkeypatch)
-    model = s._fit_model_warm(x)
+    model = s._fit_model_1d(x)
     (call,) = calls
     if kind == "reuse":
         assert call == {"init": hypers, "refit": False, "covar": covar}
@@ -814,11 +814,11 @@ def test_fast_1d_refit_schedule(
 def test_fast_1d_first_fit_and_prior_below_fit_min_obs(monkeypatch: pytest.MonkeyPatch) -> None:
     s, x = _observed([0.1, 0.5, 0.9], [1.0, 0.2, 1.1], fit_min_obs=4)
     calls = _record_fits(s, monkeypatch)
-    model = s._fit_model_warm(x)
+    model = s._fit_model_1d(x)
     assert calls == [{"refit": False, "covar": None}]  # the prior model, no fit
     assert s._warm_hypers is None and s.fitted_hyperparameters is None
     s.fitted_hyperparameters = {"from": [1.0]}  # an earlier fit's are kept, not replaced
-    s._fit_model_warm(x)
+    s._fit_model_1d(x)
     assert s.fitted_hyperparameters == {"from": [1.0]}
     kernel = model.covar_module
     assert float(kernel.base_kernel.lengthscale.detach()) == pytest.approx(1 / 3)
@@ -827,13 +827,13 @@ def test_fast_1d_first_fit_and_prior_below_fit_min_obs(monkeypatch: pytest.Monke
     s.observe({"x": 0.3}, 0.6)
     x = s.configs_to_unit([c for c, _ in s.observations])
     calls.clear()
-    s._fit_model_warm(x)  # 4 = fit_min_obs: a fit from scratch
+    s._fit_model_1d(x)  # 4 = fit_min_obs: a fit from scratch
     assert calls == [{"covar": None}] and (s._warm_cold_n, s._warm_fit_n) == (4, 4)
 
 
 def test_gp_step_failure_clears_the_warm_start(monkeypatch: pytest.MonkeyPatch) -> None:
     s, x = _observed([0.1, 0.5, 0.9], [1.0, 0.2, 1.1])
-    s._fit_model_warm(x)
+    s._fit_model_1d(x)
     assert s._warm_hypers is not None
 
     def fail(*args, **kwargs):

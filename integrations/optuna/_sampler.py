@@ -85,11 +85,9 @@ class AutoLRSSampler(_NumericSampler):
       than every finite value), which steers the search away from diverging LRs;
     * RUNNING trials without a usable forecast: pending points (the GP avoids them).
 
-    The GP's hyperparameters continue from the most recent other trial over the same search
-    box (its :attr:`~autolr.searchers.GPSearcher.warm_start`): kept for three new
-    observations, refitted from there at the fourth, from scratch at the twelfth. They are
-    stored in that trial's system attrs (``autolr:gp_hypers:<k>``), not in memory, so a
-    fresh process decides exactly as a warm one.
+    The fit of the GP's hyperparameters starts from those fitted for the most recent other
+    trial over the same search box; they are stored in that trial's system attrs
+    (``autolr:gp_hypers:<k>``), not in memory, so a fresh process decides exactly as a warm one.
 
     The first ``n_startup_trials`` observations come from a scrambled Sobol sequence indexed
     by the trial number. ``direction="maximize"`` is supported (values are negated
@@ -192,7 +190,7 @@ class AutoLRSSampler(_NumericSampler):
         params = [_to_param(n, d) for n, d in space.items()]
         signature = [[p.name, p.low, p.high, p.log] for p in params]
         records, info = self._gather(study, trial, space, signature)
-        warm = info.pop("_warm", None)
+        hypers = info.pop("_hypers", None)
         seed = _derive_seed(self._seed, trial.number)
         with _cpu_default_device():
             if info["n_observations"] < self._n_startup_trials:
@@ -207,7 +205,7 @@ class AutoLRSSampler(_NumericSampler):
                     num_restarts=self._num_restarts,
                     raw_samples=self._raw_samples,
                     fit_options=_FIT_OPTIONS,
-                    warm_start=warm,
+                    init_hyperparameters=hypers,
                 )
                 pending = []
                 for r in records:
@@ -217,9 +215,12 @@ class AutoLRSSampler(_NumericSampler):
                         searcher.observe(r.config, r.value, noise=r.noise)
                 (values,) = searcher.suggest(1, pending=pending)
                 info["source"] = "gp" if searcher.n_fallbacks == 0 else "gp-fallback"
-                if searcher.warm_start is not None:
+                if searcher.fitted_hyperparameters is not None:
                     _write_chunked(
-                        study, trial, _GP_HYPERS_KEY, {"space": signature, **searcher.warm_start}
+                        study,
+                        trial,
+                        _GP_HYPERS_KEY,
+                        {"space": signature, "hypers": searcher.fitted_hyperparameters},
                     )
         self.last_info = info
         out = {n: _from_param(values[n], d) for n, d in space.items()}
@@ -346,7 +347,7 @@ class AutoLRSSampler(_NumericSampler):
             "final_step": target,
         }
         if signature is not None:
-            info["warm_start_from"], info["_warm"] = None, None
+            info["warm_start_from"], info["_hypers"] = None, None
             for t in sorted(trials, key=lambda t: t.number, reverse=True):
                 if trial is not None and t.number == trial.number:
                     continue
@@ -356,11 +357,7 @@ class AutoLRSSampler(_NumericSampler):
                     and stored.get("space") == signature
                     and isinstance(stored.get("hypers"), dict)
                 ):
-                    # Older records hold only "hypers": a warm start fitted at 0
-                    # observations (a capped refit now, from scratch at the 12th).
-                    warm = {"fit_n": 0, "cold_n": 0, **stored}
-                    warm = {k: warm[k] for k in ("hypers", "fit_n", "cold_n")}
-                    info["warm_start_from"], info["_warm"] = t.number, warm
+                    info["warm_start_from"], info["_hypers"] = t.number, stored["hypers"]
                     break
         return records, info
 
