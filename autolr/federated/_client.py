@@ -51,6 +51,7 @@ class FedHyperClient:
         ConfigError: bad numbers, or every param group at ``lr=0``.
 
     Attributes:
+        optimizer: The wrapped optimizer (its param groups' LRs are the ones scaled).
         base_lr: This round's LR of the reference group (the first with a positive LR).
         scale: s, the in-round LR factor.
         steps: local steps seen.
