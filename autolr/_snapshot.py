@@ -380,13 +380,24 @@ _PARAM_SHAPED = frozenset(
 
 
 def tensors_finite(tensors: Iterable[torch.Tensor | None]) -> bool:
-    """Whether every entry of every tensor is finite (``None``s are skipped); one host sync.
+    """Whether every entry of every tensor is finite (``None``s are skipped); one host sync
+    per device.
 
     Entry by entry, never through a norm: the norm of large finite values overflows (a
     float16 gradient's norm passes 65504 long before any entry does).
     """
-    ts = [t for t in tensors if t is not None]
-    return not ts or bool(torch.stack([torch.isfinite(t).all() for t in ts]).all())
+    by_device: dict[torch.device, list[torch.Tensor]] = {}
+    for t in tensors:
+        if t is not None:
+            by_device.setdefault(t.device, []).append(torch.isfinite(t).all())
+    if not by_device:
+        return True
+    # One flag per device: tensors on several devices cannot be stacked together (a model
+    # sharded across GPUs; Adam's ``step`` counters stay on the CPU beside CUDA weights).
+    flags = [torch.stack(fs).all() for fs in by_device.values()]
+    if len(flags) == 1:
+        return bool(flags[0])
+    return bool(torch.stack([f.cpu() for f in flags]).all())
 
 
 def state_finite(model: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> bool:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import io
+import math
 import random
 import types
 
@@ -361,3 +362,39 @@ def test_state_without_rng_loads_into_an_rng_snapshot() -> None:
     snap.restore()
     assert torch.equal(_flat(model), w0)
     assert torch.equal(torch.get_rng_state(), before)  # RNGs untouched
+
+
+def test_tensors_finite_entry_by_entry() -> None:
+    from autolr._snapshot import state_finite, tensors_finite
+
+    big = torch.full((10_000,), 1000.0, dtype=torch.float16)  # norm 1e5 > float16's max
+    assert tensors_finite([]) and tensors_finite([None])
+    assert tensors_finite([big, None, torch.zeros(2, dtype=torch.bfloat16)])
+    for bad in (math.inf, -math.inf, math.nan):
+        assert not tensors_finite([big, torch.tensor([0.0, bad])])
+    model = nn.Linear(2, 2)
+    opt = torch.optim.Adam(model.parameters())
+    model(torch.ones(1, 2)).sum().backward()
+    opt.step()
+    assert state_finite(model, opt)
+    with torch.no_grad():
+        model.weight[0, 0] = math.nan
+    assert not state_finite(model) and not state_finite(model, opt)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_state_finite_with_adam_counters_on_the_cpu_beside_cuda_weights() -> None:
+    """Adam keeps its ``step`` counters on the CPU (not capturable, not fused) while its
+    moments sit beside CUDA weights: one flag per device, not one stack of all."""
+    from autolr._snapshot import state_finite
+
+    model = nn.Linear(2, 2).cuda()
+    opt = torch.optim.Adam(model.parameters())
+    model(torch.ones(1, 2, device="cuda")).sum().backward()
+    opt.step()
+    devices = {v.device.type for st in opt.state.values() for v in st.values()}
+    assert devices == {"cpu", "cuda"}
+    assert state_finite(model, opt)
+    with torch.no_grad():
+        model.bias[1] = math.inf
+    assert not state_finite(model, opt)
