@@ -659,7 +659,10 @@ def test_direct_acquisition_equals_botorch_values_and_gradients(
 def test_direct_posterior_only_for_the_kernel_it_writes_out() -> None:
     from gpytorch.kernels import MaternKernel, RBFKernel, ScaleKernel
 
-    s, x = _observed_1d([0.1, 0.4, 0.6, 0.9], [1.0, 0.2, 0.3, 1.2])
+    s = gp([Param("x", 0.0, 1.0)])
+    for p, v in zip([0.1, 0.4, 0.6, 0.9], [1.0, 0.2, 0.3, 1.2]):
+        s.observe({"x": p}, v)
+    x = s.configs_to_unit([c for c, _ in s.observations])
     model = s._fit_model(x, refit=False)
     assert gp_module._DirectPosterior.supports(model)
     empty = torch.empty(0, 1, dtype=torch.float64)
@@ -668,10 +671,3 @@ def test_direct_posterior_only_for_the_kernel_it_writes_out() -> None:
         assert not gp_module._DirectPosterior.supports(model)
         # The acquisition then reads botorch's posterior, not a wrong formula.
         assert type(s._make_acquisition(model, x, 1, empty)).__name__ == "LogExpectedImprovement"
-
-
-def _observed_1d(points: list[float], values: list[float]) -> tuple[GPSearcher, torch.Tensor]:
-    s = gp([Param("x", 0.0, 1.0)])
-    for p, v in zip(points, values):
-        s.observe({"x": p}, v)
-    return s, s.configs_to_unit([c for c, _ in s.observations])
