@@ -234,6 +234,86 @@ def test_failed_trials_are_penalised():
     assert kinds == ["complete", "complete"]
 
 
+def _gp_inputs(monkeypatch, study, **kwargs) -> list[tuple[float, float | None]]:
+    """``(value, noise)`` of every observation the sampler's GP step gives the GP."""
+    from autolr.searchers import GPSearcher
+
+    seen: list[tuple[float, float | None]] = []
+    observe = GPSearcher.observe
+
+    def spy(self, config, value, *, noise=None):
+        seen.append((value, noise))
+        return observe(self, config, value, noise=noise)
+
+    monkeypatch.setattr(GPSearcher, "observe", spy)
+    sampler = AutoLRSSampler(seed=0, n_startup_trials=2, **kwargs)
+    study.sampler = sampler
+    study.ask({"lr": LR})
+    assert sampler.last_info["source"] == "gp"
+    return seen
+
+
+def _spread(xs: list[float]) -> float:
+    mean = sum(xs) / len(xs)
+    return math.sqrt(sum((x - mean) ** 2 for x in xs) / (len(xs) - 1))
+
+
+def test_gp_models_log_values_while_every_value_is_positive(monkeypatch):
+    finals = [0.5, 0.2, 0.4, 0.06]
+    study = optuna.create_study()
+    for lr, floor in zip([0.01, 0.1, 0.5, 0.2], finals):
+        add(study, lr, curve(floor))
+    values = [study.trials[i].value for i in range(4)]
+    logs = [math.log(v) for v in values]
+
+    seen = _gp_inputs(monkeypatch, study)
+    assert study.sampler.last_info["log_values"] is True
+    assert [v for v, _ in seen] == pytest.approx(logs)
+    # complete values are trusted up to min_noise x the spread of what the GP models
+    assert [n for _, n in seen] == pytest.approx([0.01 * _spread(logs)] * 4)
+
+    seen = _gp_inputs(monkeypatch, study, log_values=False, min_noise=0.02)
+    assert study.sampler.last_info["log_values"] is False
+    assert [v for v, _ in seen] == pytest.approx(values)
+    assert [n for _, n in seen] == pytest.approx([0.02 * _spread(values)] * 4)
+    # gp_data stays in the study's units either way
+    assert [r["value"] for r in AutoLRSSampler(seed=0).gp_data(study)][:4] == values
+
+
+def test_log_values_fall_back_to_raw_values_unless_all_are_positive(monkeypatch):
+    study = optuna.create_study()
+    for lr, floor in [(0.01, 0.5), (0.1, 0.2), (0.5, -0.3)]:
+        add(study, lr, curve(floor))
+    values = [t.value for t in study.trials]
+    seen = _gp_inputs(monkeypatch, study)
+    assert study.sampler.last_info["log_values"] is False
+    assert [v for v, _ in seen] == pytest.approx(values)
+    # maximising positive values means minimising negative ones: raw values too
+    study = optuna.create_study(direction="maximize")
+    for lr, floor in [(0.01, 0.5), (0.1, 0.2), (0.5, 0.3)]:
+        add(study, lr, curve(floor))
+    values = [t.value for t in study.trials]
+    seen = _gp_inputs(monkeypatch, study)
+    assert study.sampler.last_info["log_values"] is False
+    assert [v for v, _ in seen] == pytest.approx([-v for v in values])
+
+
+def test_forecasts_enter_the_log_model_with_relative_noise(monkeypatch):
+    study = optuna.create_study()
+    for lr, floor in [(0.01, 0.5), (0.1, 0.2), (0.5, 0.4)]:
+        add(study, lr, curve(floor))
+    add(study, 0.2, {s: v for s, v in curve(0.1).items() if s < 8}, state=TrialState.PRUNED)
+    raw = AutoLRSSampler(seed=0, calibrate_forecasts=False).gp_data(study)[-1]
+    assert raw["kind"] == "forecast"
+    seen = _gp_inputs(monkeypatch, study, calibrate_forecasts=False)
+    value, noise = seen[-1]
+    assert value == pytest.approx(math.log(raw["value"]))
+    logs = [math.log(t.value) for t in study.trials[:3]]
+    # the forecast's std relative to its value (delta method), never below the floor
+    assert noise == pytest.approx(max(raw["noise"] / raw["value"], 0.01 * _spread(logs)))
+    assert noise > 0.01 * _spread(logs)
+
+
 @pytest.mark.parametrize(
     "kwargs",
     [
@@ -258,6 +338,8 @@ def test_sampler_rejects_bad_types():
         AutoLRSSampler(predictor="exp")
     with pytest.raises(ConfigTypeError):
         AutoLRSSampler(n_steps=2.5)
+    with pytest.raises(ConfigTypeError, match="log_values"):
+        AutoLRSSampler(log_values="yes")
 
 
 def test_multi_objective_is_refused_clearly():

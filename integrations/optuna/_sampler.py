@@ -10,7 +10,7 @@ from optuna.distributions import BaseDistribution
 from optuna.samplers import BaseSampler
 from optuna.trial import FrozenTrial, TrialState
 
-from autolr._validate import check_float, check_int
+from autolr._validate import check_float, check_instance, check_int
 from autolr.predictors import (
     FinalForecast,
     ForecastCache,
@@ -59,6 +59,47 @@ class _Record(NamedTuple):
     noise: float | None
 
 
+def _model_values(
+    records: list[_Record], min_noise: float, log_values: bool
+) -> tuple[list[_Record], bool]:
+    """The records as the GP sees them: values optionally logged, noise floors applied.
+
+    With ``log_values`` and every complete/forecast value positive, values become their
+    logarithm and forecast stds ``std / value`` (delta method): a GP on raw losses spends its
+    resolution on the bad configurations (a loss of 2.2 beside 0.06 makes 0.06 and 0.08 look
+    alike), while the search is decided among the good ones, whose differences are relative.
+    Complete values are trusted up to ``min_noise`` x their spread; forecasts never more.
+    Returns the records and whether the values were logged.
+    """
+    ys = [r.value for r in records if r.kind in ("complete", "forecast")]
+    logged = log_values and bool(ys) and min(ys) > 0.0
+    if logged:
+        records = [
+            r._replace(
+                value=math.log(r.value),
+                noise=None if r.noise is None else r.noise / r.value,
+            )
+            if r.kind in ("complete", "forecast")
+            else r
+            for r in records
+        ]
+    ys = [r.value for r in records if r.kind == "complete"]
+    if len(ys) > 1:
+        mean = sum(ys) / len(ys)
+        spread = math.sqrt(sum((y - mean) ** 2 for y in ys) / (len(ys) - 1))
+    else:
+        spread = 0.0
+    floor = min_noise * spread if spread > 0 else 1e-6
+    out = []
+    for r in records:
+        if r.kind == "complete":
+            r = r._replace(noise=floor)
+        elif r.kind == "forecast":
+            r = r._replace(noise=max(float(r.noise or 0.0), floor))
+        out.append(r)
+    return out, logged
+
+
 class AutoLRSSampler(_NumericSampler):
     """GP Bayesian optimisation that also learns from pruned and running trials.
 
@@ -84,6 +125,8 @@ class AutoLRSSampler(_NumericSampler):
       ``penalize_failed``, FAIL trials: scored with the searcher's failure penalty (worse
       than every finite value), which steers the search away from diverging LRs;
     * RUNNING trials without a usable forecast: pending points (the GP avoids them).
+
+    With ``log_values`` (default) and every such value positive, the GP models their logarithm.
 
     The fit of the GP's hyperparameters starts from those fitted for the most recent other
     trial over the same search box; they are stored in that trial's system attrs
@@ -122,6 +165,11 @@ class AutoLRSSampler(_NumericSampler):
             may draw the same values from it.
         num_restarts: Restarts of the acquisition optimiser.
         raw_samples: Random samples that pick the restart points.
+        log_values: Model the logarithm of the values (forecast stds become relative) while
+            every value the GP sees (direction applied, complete trials and forecasts) is
+            positive, as losses are; otherwise, and with ``False``, the values themselves.
+            A loss of 2.3 beside 0.06 and 0.08 makes the last two look alike to a GP on raw
+            values, while the search is decided among the good ones.
 
     Raises:
         ConfigError, ConfigTypeError: On invalid arguments.
@@ -151,6 +199,7 @@ class AutoLRSSampler(_NumericSampler):
         independent_sampler: BaseSampler | None = None,
         num_restarts: int = 4,
         raw_samples: int = 256,
+        log_values: bool = True,
     ) -> None:
         self._seed = seed_or_random(seed)
         self._n_startup_trials = check_int("n_startup_trials", n_startup_trials, minimum=1)
@@ -162,6 +211,7 @@ class AutoLRSSampler(_NumericSampler):
         self._use_forecasts = bool(use_forecasts)
         self._calibrate = bool(calibrate_forecasts)
         self._penalize_failed = bool(penalize_failed)
+        self._log_values = check_instance("log_values", log_values, bool)
         self._num_restarts = check_int("num_restarts", num_restarts, minimum=1)
         self._raw_samples = check_int("raw_samples", raw_samples, minimum=self._num_restarts)
         # The GP step needs no lock: GPSearcher takes the searchers' process-wide RNG lock.
@@ -190,6 +240,7 @@ class AutoLRSSampler(_NumericSampler):
         params = [_to_param(n, d) for n, d in space.items()]
         signature = [[p.name, p.low, p.high, p.log] for p in params]
         records, info = self._gather(study, trial, space, signature)
+        records, info["log_values"] = _model_values(records, self._min_noise, self._log_values)
         hypers = info.pop("_hypers", None)
         seed = _derive_seed(self._seed, trial.number)
         with _cpu_default_device():
@@ -277,6 +328,7 @@ class AutoLRSSampler(_NumericSampler):
         if not space:
             return []
         records, _ = self._gather(study, None, dict(sorted(space.items())))
+        records, _ = _model_values(records, self._min_noise, log_values=False)
         sign = _sign(study)
         return [
             {
@@ -327,19 +379,6 @@ class AutoLRSSampler(_NumericSampler):
                     records.append(_Record(t.number, "forecast", cfg, sign * fc.value, fc.std))
                 elif t.state == TrialState.RUNNING:
                     records.append(_Record(t.number, "pending", cfg, math.nan, None))
-        ys = [r.value for r in records if r.kind == "complete"]
-        if len(ys) > 1:
-            mean = sum(ys) / len(ys)
-            spread = math.sqrt(sum((y - mean) ** 2 for y in ys) / (len(ys) - 1))
-        else:
-            spread = 0.0
-        # Complete values are trusted up to min_noise x their spread; forecasts never more.
-        floor = self._min_noise * spread if spread > 0 else 1e-6
-        for i, r in enumerate(records):
-            if r.kind == "complete":
-                records[i] = r._replace(noise=floor)
-            elif r.kind == "forecast":
-                records[i] = r._replace(noise=max(float(r.noise or 0.0), floor))
         counts = {k: sum(r.kind == k for r in records) for k in _KINDS}
         info = {
             **{f"n_{k}": v for k, v in counts.items()},
