@@ -26,7 +26,6 @@ longer than ``timeout`` per suggestion, retries included.
 from __future__ import annotations
 
 import decimal
-import inspect
 import json
 import math
 import re
@@ -37,6 +36,7 @@ from typing import Any
 import torch
 
 from autolr._errors import ConfigTypeError, StateError
+from autolr._forward import keyword_only, set_forwarding_signature
 from autolr._validate import check_float, check_int
 
 from ._base import Param, Searcher, _derive_seed
@@ -162,11 +162,7 @@ def expected_improvement(mean: float, std: float, best: float) -> float:
 
 # LLMClient's keyword arguments: LLMSearcher takes them and forwards them when it builds its
 # client, so they keep LLMClient's names, defaults and checks (and none can be forgotten).
-_CLIENT_ARGS = {
-    p.name: p
-    for p in inspect.signature(LLMClient).parameters.values()
-    if p.kind is inspect.Parameter.KEYWORD_ONLY
-}
+_CLIENT_ARGS = keyword_only(LLMClient)
 
 
 class LLMSearcher(Searcher):
@@ -704,10 +700,5 @@ class LLMSearcher(Searcher):
         return "\n".join(lines)
 
 
-def _searcher_signature() -> inspect.Signature:
-    """``LLMSearcher(...)``'s signature with LLMClient's arguments spelled out (for help())."""
-    own = list(inspect.signature(LLMSearcher.__init__).parameters.values())[:-1]
-    return inspect.Signature([*own, *_CLIENT_ARGS.values()])
-
-
-LLMSearcher.__init__.__signature__ = _searcher_signature()  # type: ignore[attr-defined]
+# help(LLMSearcher) lists LLMClient's arguments, the only ones its **client_settings take.
+set_forwarding_signature(LLMSearcher.__init__, _CLIENT_ARGS, keep_kwargs=False)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import logging
 import math
 import os
@@ -19,6 +18,7 @@ from flwr.serverapp.strategy import FedAvg
 
 from autolr._deprecate import take_renamed
 from autolr._errors import ConfigError, ConfigTypeError, StateError
+from autolr._forward import keyword_only, set_forwarding_signature
 from autolr._statecheck import (
     _short,
     _state_error,
@@ -43,11 +43,7 @@ PREV_UPDATE_KEY = "fedhyper-prev-update"
 _STATE_VERSION = 1
 # FedHyperServer's keyword arguments: the strategy takes and forwards exactly these, with the
 # server's defaults and checks, so a new server argument needs no change here.
-_SERVER_PARAMS = {
-    p.name: p
-    for p in inspect.signature(FedHyperServer).parameters.values()
-    if p.kind is inspect.Parameter.KEYWORD_ONLY
-}
+_SERVER_PARAMS = keyword_only(FedHyperServer)
 _LOG = logging.getLogger("flwr")  # Flower's logger: the lines reach `flwr log` and the SuperLink
 
 
@@ -433,10 +429,5 @@ class FedHyperStrategy(FedAvg):
         _LOG.info("\t└──> FedHyper: %s", {k: v for k, v in self._server_kwargs.items()})
 
 
-def _strategy_signature() -> inspect.Signature:
-    """``FedHyperStrategy(...)``'s signature with the server's arguments spelled out (help())."""
-    own = list(inspect.signature(FedHyperStrategy.__init__).parameters.values())
-    return inspect.Signature([own[0], *_SERVER_PARAMS.values(), *own[1:]])
-
-
-FedHyperStrategy.__init__.__signature__ = _strategy_signature()  # type: ignore[attr-defined]
+# help(FedHyperStrategy) lists the server's arguments; **kwargs also takes FedAvg's.
+set_forwarding_signature(FedHyperStrategy.__init__, _SERVER_PARAMS, keep_kwargs=True)
