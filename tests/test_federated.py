@@ -677,9 +677,22 @@ def test_begin_round_checks_its_arguments_and_ignores_a_non_finite_update():
         with pytest.raises(ConfigError, match=rf"^base_lr must be a finite float > 0, got {bad}$"):
             client.begin_round(bad)
     with pytest.raises(
-        ConfigError, match=r"^global_update must hold 1 tensors like the optimizer's parameters$"
+        ConfigError, match=r"^global_update has 2 tensors, the client's optimizer has 1 params$"
     ):
         client.begin_round(0.1, [T([1.0, 1.0]), T([1.0])])
+    with pytest.raises(
+        ConfigError, match=r"^global_update\[0\] has shape \(3,\), expected \(2,\)$"
+    ):
+        client.begin_round(0.1, [T([1.0, 1.0, 1.0])])
+    # used to crash inside torch (a float has no shape); now named at the point of misuse
+    with pytest.raises(ConfigTypeError, match=r"^global_update\[0\] is a float, not a tensor$"):
+        client.begin_round(0.1, [1.0])
+    with pytest.raises(
+        ConfigTypeError,
+        match=r"^global_update must be a sequence of tensors like the client's optimizer's params$",
+    ):
+        client.begin_round(0.1, T([1.0, 1.0]))
+    client.begin_round(0.1, (t for t in [T([0.0, 0.0])]))  # any iterable, as the server takes
     client.begin_round(0.1, [T([math.nan, 1.0])])  # as if round 0: nothing to compare with
     _sgd_step(w, opt, T([-1.0, -1.0]))
     client.step()

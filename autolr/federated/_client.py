@@ -13,6 +13,7 @@ from .._autolrs._lr import GroupLRs
 from .._deprecate import RenamedAttribute, take_renamed
 from .._errors import ConfigError
 from .._validate import check_bounds, check_float, check_instance
+from ._flat import flatten_like
 
 _STATE_VERSION = 2  # 1: unversioned, no arguments saved; 2: arguments and shapes checked
 
@@ -137,7 +138,8 @@ class FedHyperClient:
             global_update: Δ_{t−1} shaped like the optimizer's parameters, or None (round 0).
 
         Raises:
-            ConfigError: ``global_update`` does not match the parameters.
+            ConfigError: ``global_update`` does not match the parameters (count, shapes).
+            ConfigTypeError: ``global_update`` is not a sequence of tensors.
         """
         if base_lr is not None:
             self.base_lr = check_float("base_lr", base_lr, minimum=0.0, min_inclusive=False)
@@ -147,19 +149,9 @@ class FedHyperClient:
         self._prev_step = None
         self._global = None
         if global_update is not None:
-            if isinstance(global_update, torch.Tensor) or len(global_update) != len(self._params):
-                raise ConfigError(
-                    f"global_update must hold {len(self._params)} tensors like the optimizer's "
-                    "parameters"
-                )
-            for i, (g, p) in enumerate(zip(global_update, self._params)):
-                if tuple(g.shape) != tuple(p.shape):
-                    raise ConfigError(
-                        f"global_update[{i}] has shape {tuple(g.shape)}, expected {tuple(p.shape)}"
-                    )
-            ref = self._last
-            flat = torch.cat(
-                [g.detach().to(ref.device, ref.dtype).reshape(-1) for g in global_update]
+            shapes = [tuple(p.shape) for p in self._params]
+            flat = flatten_like(
+                global_update, shapes, self._last, "global_update", "the client's optimizer"
             )
             self._global = flat if bool(torch.isfinite(flat).all()) else None
 

@@ -13,6 +13,7 @@ from .. import _statecheck as _sc
 from .._deprecate import RenamedAttribute, take_renamed
 from .._errors import ConfigError, ConfigTypeError
 from .._validate import check_bounds, check_choice, check_float
+from ._flat import flatten_like
 
 __all__ = ["FedHyperServer", "RoundReport"]
 
@@ -264,20 +265,8 @@ class FedHyperServer:
         return self._unflatten(self._prev_delta)
 
     def _flatten(self, tensors: Iterable[torch.Tensor], who: str) -> torch.Tensor:
-        if isinstance(tensors, torch.Tensor) or not isinstance(tensors, Iterable):
-            raise ConfigTypeError(f"{who} must be a sequence of tensors like the server's params")
-        tensors = list(tensors)  # also accepts e.g. client_model.parameters()
-        if len(tensors) != len(self._shapes):
-            raise ConfigError(
-                f"{who} has {len(tensors)} tensors, the server has {len(self._shapes)} params"
-            )
-        for i, (t, shape) in enumerate(zip(tensors, self._shapes)):
-            if not isinstance(t, torch.Tensor):
-                raise ConfigTypeError(f"{who}[{i}] is a {type(t).__name__}, not a tensor")
-            if tuple(t.shape) != shape:
-                raise ConfigError(f"{who}[{i}] has shape {tuple(t.shape)}, expected {shape}")
-        ref = self.params[0]
-        return torch.cat([t.detach().to(ref.device, ref.dtype).reshape(-1) for t in tensors])
+        # also accepts e.g. client_model.parameters()
+        return flatten_like(tensors, self._shapes, self.params[0], who, "the server")
 
     def _unflatten(self, flat: torch.Tensor) -> list[torch.Tensor]:
         out, offset = [], 0
