@@ -182,6 +182,43 @@ def test_drift_tolerates_float32_rounding_only() -> None:
     assert g.drift([0.0, 0.3]) == []  # fewer values than groups: compared up to the shorter
 
 
+def test_take_unchanged_is_true_only_for_exactly_the_written_floats() -> None:
+    opt = sgd(0.2, 0.1)
+    g = GroupLRs(opt)
+    g.watch()
+    g.set(0.4)
+    assert g.take_unchanged()  # no step yet, groups hold what was written
+    opt.step()
+    assert g.take_unchanged()
+    assert g.take_used() is None  # the step's record was consumed
+
+    opt.step()
+    opt.param_groups[1]["lr"] = 0.7  # changed after the step
+    assert not g.take_unchanged()
+    assert g.take_used() == [0.4, 0.2]  # left for the slow path
+    opt.param_groups[1]["lr"] = 0.2
+
+    opt.param_groups[0]["lr"] = 0.4 * (1 + 1e-9)  # within drift's tolerance, not exact
+    opt.step()
+    assert not g.take_unchanged()
+    assert g.drift(g.take_used()) == []
+    opt.param_groups[0]["lr"] = 0.4
+
+    opt.param_groups[0]["lr"] = 2  # an int: not a float, the slow path reads it
+    assert not g.take_unchanged()
+    opt.param_groups[0]["lr"] = math.nan
+    assert not g.take_unchanged()
+
+
+def test_take_unchanged_leaves_tensor_lrs_to_the_slow_path() -> None:
+    opt = sgd(torch.tensor(0.25), 0.5)
+    g = GroupLRs(opt)
+    g.watch()
+    opt.step()
+    assert not g.take_unchanged()
+    assert g.take_used() == [0.25, 0.5]
+
+
 class _NoStep(torch.optim.Optimizer):
     """An optimizer whose step does nothing (its step hooks still run)."""
 

@@ -494,7 +494,7 @@ class AutoLRS:
         """
         if not isinstance(skipped, bool):
             raise ConfigTypeError(f"skipped must be a bool, got {skipped!r}")
-        scale = self._read_scale()
+        scale = None if self.scaler is None else self._read_scale()
         if self._scale_seen is not None and scale is not None and scale < self._scale_seen:
             skipped = True  # the scaler backed off: it found inf/NaN gradients and skipped
         deferred = (
@@ -842,6 +842,8 @@ class AutoLRS:
         ``optimizer.step()`` never takes effect, and the history records what really ran.
         """
         g = self._group_lrs
+        if g.take_unchanged():  # the common case, checked without building lists
+            return self._lr
         used = g.take_used(sync=sync)
         bad = g.drift(used) if used is not None else []
         late = g.drift(g.read(sync=sync))
