@@ -204,6 +204,12 @@ def test_take_unchanged_is_true_only_for_exactly_the_written_floats() -> None:
     assert g.drift(g.take_used()) == []
     opt.param_groups[0]["lr"] = 0.4
 
+    opt.param_groups[0]["lr"] = 0.1  # the step runs with another LR ...
+    opt.step()
+    opt.param_groups[0]["lr"] = 0.4  # ... restored afterwards: the step still counts
+    assert not g.take_unchanged()
+    assert g.drift(g.take_used()) == [(0, 0.4, 0.1)]
+
     opt.param_groups[0]["lr"] = 2  # an int: not a float, the slow path reads it
     assert not g.take_unchanged()
     opt.param_groups[0]["lr"] = math.nan

@@ -298,6 +298,44 @@ def test_log_values_fall_back_to_raw_values_unless_all_are_positive(monkeypatch)
     assert [v for v, _ in seen] == pytest.approx([-v for v in values])
 
 
+def test_a_zero_or_a_negative_forecast_keeps_raw_values(monkeypatch):
+    study = optuna.create_study()
+    for lr, floor in [(0.01, 0.5), (0.1, 0.2)]:
+        add(study, lr, curve(floor))
+    add(study, 0.5, curve(0.0), value=0.0)  # log(0) is not a number
+    values = [t.value for t in study.trials]
+    seen = _gp_inputs(monkeypatch, study)
+    assert study.sampler.last_info["log_values"] is False
+    assert [v for v, _ in seen] == pytest.approx(values)
+
+    study = optuna.create_study()
+    for lr, floor in [(0.01, 0.5), (0.1, 0.2), (0.5, 0.4)]:
+        add(study, lr, curve(floor))
+    # complete values are positive, but this pruned curve is forecast below zero
+    add(study, 0.2, {s: v for s, v in curve(-0.3).items() if s < 8}, state=TrialState.PRUNED)
+    fc = AutoLRSSampler(seed=0).gp_data(study)[-1]
+    assert fc["kind"] == "forecast" and fc["value"] < 0
+    seen = _gp_inputs(monkeypatch, study)
+    assert study.sampler.last_info["log_values"] is False
+    assert seen[-1][0] == pytest.approx(fc["value"])
+
+
+def test_noise_floor_of_two_values_and_of_one(monkeypatch):
+    study = optuna.create_study()
+    for lr, floor in [(0.01, 0.5), (0.1, 0.2)]:
+        add(study, lr, curve(floor))
+    logs = [math.log(t.value) for t in study.trials]
+    seen = _gp_inputs(monkeypatch, study)
+    assert [n for _, n in seen] == pytest.approx([0.01 * _spread(logs)] * 2)
+    # one complete value has no spread: it is trusted up to 1e-6 (not 0, not min_noise)
+    study = optuna.create_study()
+    add(study, 0.01, curve(0.5))
+    add(study, 0.2, {s: v for s, v in curve(0.1).items() if s < 8}, state=TrialState.PRUNED)
+    seen = _gp_inputs(monkeypatch, study)
+    assert seen[0][1] == 1e-6
+    assert seen[1][1] > 1e-3  # the forecast keeps its own (relative) std
+
+
 def test_forecasts_enter_the_log_model_with_relative_noise(monkeypatch):
     study = optuna.create_study()
     for lr, floor in [(0.01, 0.5), (0.1, 0.2), (0.5, 0.4)]:
