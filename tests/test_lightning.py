@@ -405,6 +405,10 @@ with open(f"{sys.argv[1]}/rank{tr.global_rank}.json", "w") as f:
     json.dump({"schedule": t.schedule, "seen": [r.loss for r in t.history], "own": m.losses,
                "stages": len(t.stages), "done": t.done,
                "w": [p.detach().flatten().tolist() for p in m.parameters()]}, f)
+# Lightning leaves the process group alive; gloo's worker threads must stop before the
+# interpreter does, or the process may abort at exit ("terminate called without an active
+# exception", SIGABRT), a known PyTorch issue seen here once in CI-like runs.
+torch.distributed.destroy_process_group()
 """
 
 
