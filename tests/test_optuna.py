@@ -380,6 +380,13 @@ def test_sampler_rejects_bad_types():
         AutoLRSSampler(log_values="yes")
 
 
+def test_repr_names_the_modelling_choices():
+    assert repr(AutoLRSSampler(seed=3, n_steps=20, log_values=False)) == (
+        "AutoLRSSampler(seed=3, n_startup_trials=5, n_steps=20, use_forecasts=True, "
+        "log_values=False)"
+    )
+
+
 def test_multi_objective_is_refused_clearly():
     study = optuna.create_study(directions=["minimize", "minimize"], sampler=AutoLRSSampler())
     with pytest.raises(ValueError, match="single-objective"):

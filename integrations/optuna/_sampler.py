@@ -223,7 +223,8 @@ class AutoLRSSampler(_NumericSampler):
     def __repr__(self) -> str:
         return (
             f"AutoLRSSampler(seed={self._seed}, n_startup_trials={self._n_startup_trials}, "
-            f"n_steps={self._n_steps}, use_forecasts={self._use_forecasts})"
+            f"n_steps={self._n_steps}, use_forecasts={self._use_forecasts}, "
+            f"log_values={self._log_values})"
         )
 
     # -------------------------------------------------------------- sampling
