@@ -616,10 +616,12 @@ class _DirectPosterior:
             self.alpha = torch.cholesky_solve(resid, self.chol)
             # This searcher's kernel, Matérn-5/2 (ARD) times an output scale, written out
             # with its hyperparameters as constants: gpytorch's module call and its
-            # autograd graph through the raw hyperparameters cost ~4x the arithmetic.
-            self.outputscale = kernel.outputscale.detach().reshape(())
-            self.lengthscale = kernel.base_kernel.lengthscale.detach().reshape(-1)
-            self.train_z = train_x / self.lengthscale
+            # autograd graph through the raw hyperparameters cost ~4x the arithmetic. Only
+            # mean_and_sigma needs them; the incumbent (best_mean_at_train) takes any kernel.
+            if self.supports(model):
+                self.outputscale = kernel.outputscale.detach().reshape(())
+                self.lengthscale = kernel.base_kernel.lengthscale.detach().reshape(-1)
+                self.train_z = train_x / self.lengthscale
 
     @staticmethod
     def supports(model: SingleTaskGP) -> bool:

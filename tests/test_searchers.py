@@ -671,3 +671,11 @@ def test_direct_posterior_only_for_the_kernel_it_writes_out() -> None:
         assert not gp_module._DirectPosterior.supports(model)
         # The acquisition then reads botorch's posterior, not a wrong formula.
         assert type(s._make_acquisition(model, x, 1, empty)).__name__ == "LogExpectedImprovement"
+    # The incumbent needs no written-out kernel: any kernel gives botorch's value (a fresh
+    # model each, since gpytorch caches its prediction strategy).
+    for other in (ScaleKernel(RBFKernel()), ScaleKernel(MaternKernel(nu=1.5)), MaternKernel()):
+        model = s._fit_model(x, refit=False)
+        model.covar_module = other.to(torch.float64)
+        with torch.no_grad():
+            want = model.posterior(x).mean.max()
+            assert torch.allclose(gp_module._best_posterior_mean_at_train(model, x), want)
