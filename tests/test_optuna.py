@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import io
 import math
+import statistics
 import threading
 
 import pytest
@@ -253,11 +254,6 @@ def _gp_inputs(monkeypatch, study, **kwargs) -> list[tuple[float, float | None]]
     return seen
 
 
-def _spread(xs: list[float]) -> float:
-    mean = sum(xs) / len(xs)
-    return math.sqrt(sum((x - mean) ** 2 for x in xs) / (len(xs) - 1))
-
-
 def test_gp_models_log_values_while_every_value_is_positive(monkeypatch):
     finals = [0.5, 0.2, 0.4, 0.06]
     study = optuna.create_study()
@@ -270,12 +266,12 @@ def test_gp_models_log_values_while_every_value_is_positive(monkeypatch):
     assert study.sampler.last_info["log_values"] is True
     assert [v for v, _ in seen] == pytest.approx(logs)
     # complete values are trusted up to min_noise x the spread of what the GP models
-    assert [n for _, n in seen] == pytest.approx([0.01 * _spread(logs)] * 4)
+    assert [n for _, n in seen] == pytest.approx([0.01 * statistics.stdev(logs)] * 4)
 
     seen = _gp_inputs(monkeypatch, study, log_values=False, min_noise=0.02)
     assert study.sampler.last_info["log_values"] is False
     assert [v for v, _ in seen] == pytest.approx(values)
-    assert [n for _, n in seen] == pytest.approx([0.02 * _spread(values)] * 4)
+    assert [n for _, n in seen] == pytest.approx([0.02 * statistics.stdev(values)] * 4)
     # gp_data stays in the study's units either way
     assert [r["value"] for r in AutoLRSSampler(seed=0).gp_data(study)][:4] == values
 
@@ -326,7 +322,7 @@ def test_noise_floor_of_two_values_and_of_one(monkeypatch):
         add(study, lr, curve(floor))
     logs = [math.log(t.value) for t in study.trials]
     seen = _gp_inputs(monkeypatch, study)
-    assert [n for _, n in seen] == pytest.approx([0.01 * _spread(logs)] * 2)
+    assert [n for _, n in seen] == pytest.approx([0.01 * statistics.stdev(logs)] * 2)
     # one complete value has no spread: it is trusted up to 1e-6 (not 0, not min_noise)
     study = optuna.create_study()
     add(study, 0.01, curve(0.5))
@@ -348,8 +344,8 @@ def test_forecasts_enter_the_log_model_with_relative_noise(monkeypatch):
     assert value == pytest.approx(math.log(raw["value"]))
     logs = [math.log(t.value) for t in study.trials[:3]]
     # the forecast's std relative to its value (delta method), never below the floor
-    assert noise == pytest.approx(max(raw["noise"] / raw["value"], 0.01 * _spread(logs)))
-    assert noise > 0.01 * _spread(logs)
+    assert noise == pytest.approx(max(raw["noise"] / raw["value"], 0.01 * statistics.stdev(logs)))
+    assert noise > 0.01 * statistics.stdev(logs)
 
 
 @pytest.mark.parametrize(
