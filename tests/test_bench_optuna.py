@@ -63,3 +63,31 @@ def test_optuna_study_tiny(tmp_path, monkeypatch):
     assert "logreg" in text and "Sampling time per trial" in text
     nums = list(json_numbers({k: v for k, v in data.items()}))
     assert nums and all(math.isfinite(v) for v in nums)
+
+
+def test_same_target_holds_every_method_to_the_others_best():
+    # Three methods, two seeds; traces are (cumulative steps, best so far).
+    def st(method, seed, best, trace):
+        return {"method": method, "seed": seed, "best_value": best, "trace": trace}
+
+    rows = [
+        st("a", 0, 1.0, [[100, 2.0], [200, 1.0]]),
+        st("b", 0, 1.005, [[400, 1.005]]),  # within 1 % of a's 1.0
+        st("c", 0, 3.0, [[50, 3.0]]),
+        st("a", 1, 2.0, [[100, 2.0]]),
+        st("b", 1, 1.0, [[300, 1.0]]),
+        st("c", 1, math.inf, [[50, math.inf]]),
+    ]
+    got = study._same_target(rows, [0, 1], ["a", "b", "c"])
+    # a, seed 0: target = b's 1.005, a reaches it at 200, b (fastest other) at 400 -> 0.5;
+    # seed 1: target 1.0, a never within 1 % -> no match. Median of (0.5, inf) is inf.
+    assert got["a"]["ratio_median"] is None
+    assert got["a"]["matched_seeds"] == 1 and got["a"]["half_seeds"] == 1
+    assert got["a"]["gap_median"] == pytest.approx(
+        statistics.median([1.0 / 1.005 - 1, 2.0 / 1.0 - 1])
+    )
+    # b, seed 0: target a's 1.0; b's 1.005 is within 1 % at 400, a got there at 200 -> 2.0;
+    # seed 1: target a's 2.0 (c's inf is not a target); b at 300, a at 100 -> 3.0.
+    assert got["b"]["ratio_median"] == pytest.approx(2.5)
+    assert got["b"]["matched_seeds"] == 2 and got["b"]["half_seeds"] == 0
+    assert got["c"]["matched_seeds"] == 0 and got["c"]["n_seeds"] == 2
