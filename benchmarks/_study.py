@@ -30,7 +30,10 @@ def grid_best(runs: Sequence[dict[str, Any]], field: str) -> dict[tuple[str, int
     for r in runs:
         if r[field] == "cosine":
             key = (r["task"], r["seed"])
-            best[key] = min(best.get(key, math.inf), r["final_val"])
+            v = r["final_val"]
+            # A diverged run is NaN in memory and None once written to JSON: never the best.
+            v = v if v is not None and math.isfinite(v) else math.inf
+            best[key] = min(best.get(key, math.inf), v)
     return best
 
 

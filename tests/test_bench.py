@@ -184,3 +184,16 @@ def test_summary_tallies_every_autolrs_kind_method_against_the_alternatives():
     # one summary row per task, with per-alternative verdicts
     assert all(md.count(f"\n| {t} | autolrs-paper |") == 1 for t in tasks)
     assert "| quadratic | autolrs-paper |" in md and "| ✗ 0.9 |" in md and "| ✓ 1.4 |" in md
+
+
+def test_grid_best_skips_diverged_runs_in_memory_and_from_json():
+    from autolr.bench._study import grid_best
+
+    runs = [
+        {"kind": "cosine", "task": "t", "seed": 0, "final_val": None},  # diverged, from JSON
+        {"kind": "cosine", "task": "t", "seed": 0, "final_val": 0.5},
+        {"kind": "cosine", "task": "t", "seed": 0, "final_val": float("nan")},
+        {"kind": "autolrs", "task": "t", "seed": 0, "final_val": 0.1},  # not a grid run
+        {"kind": "cosine", "task": "t", "seed": 1, "final_val": None},
+    ]
+    assert grid_best(runs, "kind") == {("t", 0): 0.5, ("t", 1): math.inf}
