@@ -505,7 +505,8 @@ def test_gp_fast_1d_reuses_and_warm_starts_hyperparameters(
 
     def spy(mll, **kwargs):
         start = {n: p.detach().reshape(-1).tolist() for n, p in mll.model.named_parameters()}
-        fits.append((kwargs, start))
+        # The written-out loss closure (noisy observations) is tested on its own.
+        fits.append(({k: v for k, v in kwargs.items() if k != "closure"}, start))
         return real(mll, **kwargs)
 
     monkeypatch.setattr(gp_module, "fit_gpytorch_mll", spy)
@@ -654,6 +655,96 @@ def test_direct_acquisition_equals_botorch_values_and_gradients(
         mean, sigma = direct._mean_and_sigma(at[:3], compute_sigma=False)
         assert sigma is None
         assert torch.allclose(mean, model.posterior(at[:3]).mean.squeeze(-2), atol=1e-9)
+
+
+def test_direct_logei_minimising_and_far_below_the_incumbent_equals_botorch() -> None:
+    """The written-out LogEI gradient for ``maximize=False`` and where EI is vanishingly small
+    (``u`` far below -1, botorch's asymptotic branch), against autograd through botorch."""
+    from botorch.acquisition import LogExpectedImprovement
+
+    params = [Param("x0", 0.0, 1.0), Param("x1", 0.0, 1.0)]
+    s = gp(params, seed=1)
+    g = torch.Generator().manual_seed(7)
+    for _ in range(10):
+        c = {p.name: float(torch.rand((), generator=g)) for p in params}
+        s.observe(c, (c["x0"] - 0.3) ** 2 + (c["x1"] - 0.6) ** 2, noise=0.01)
+    x = s.configs_to_unit([c for c, _ in s.observations])
+    model = s._fit_model(x)
+    direct = gp_module._DirectPosterior(model, x)
+    at = torch.rand(30, 1, 2, generator=g, dtype=torch.float64).requires_grad_(True)
+    with torch.no_grad():
+        means = model.posterior(at).mean.reshape(-1)
+    for best_f, maximize in ((means.max() + 40.0, True), (means.min() - 40.0, False), (0.0, False)):
+        ours = gp_module._analytic(
+            LogExpectedImprovement, direct, model, best_f=best_f, maximize=maximize
+        )
+        reference = LogExpectedImprovement(model, best_f=best_f, maximize=maximize)
+        got, want = ours(at), reference(at)
+        (g_got,) = torch.autograd.grad(got.sum(), at)
+        (g_want,) = torch.autograd.grad(want.sum(), at)
+        assert torch.allclose(got, want, rtol=1e-6, atol=1e-8)
+        assert torch.allclose(g_got, g_want, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("dim", [1, 3])
+def test_direct_fit_closure_equals_botorchs_loss_and_gradients(dim: int) -> None:
+    """The fit's written-out loss (noisy observations) against botorch's own closure, at
+    the starting hyperparameters and at perturbed ones (the priors' terms included)."""
+    from botorch.optim.closures import get_loss_closure_with_grads
+    from botorch.optim.utils import get_parameters_and_bounds
+    from gpytorch.mlls import ExactMarginalLogLikelihood
+
+    params = [Param(f"x{i}", 0.0, 1.0) for i in range(dim)]
+    s = gp(params, seed=2)
+    g = torch.Generator().manual_seed(dim)
+    for i in range(15):
+        c = {p.name: float(torch.rand((), generator=g)) for p in params}
+        s.observe(c, sum((v - 0.3) ** 2 for v in c.values()), noise=0.02 * (1 + i % 3))
+    x = s.configs_to_unit([c for c, _ in s.observations])
+    model = s._fit_model(x, refit=False)
+    model.train()
+    mll = ExactMarginalLogLikelihood(model.likelihood, model).train()
+    named = {n: p for n, p in get_parameters_and_bounds(mll)[0].items() if p.requires_grad}
+    ours = gp_module._direct_mll_closure(mll)
+    assert ours is not None
+    reference = get_loss_closure_with_grads(mll, parameters=named)
+    for shift in (0.0, 0.4, -0.7):
+        with torch.no_grad():
+            for p in named.values():
+                p.add_(shift * torch.linspace(-1.0, 1.0, p.numel(), dtype=p.dtype).reshape(p.shape))
+        want, want_grads = reference()
+        want_grads = [w.clone() for w in want_grads]
+        got, got_grads = ours()
+        assert float(got) == pytest.approx(float(want.detach()), rel=1e-9)
+        for a, b in zip(got_grads, want_grads, strict=True):
+            assert torch.allclose(a, b, rtol=1e-7, atol=1e-10)
+    # Inferred noise (no noise given) keeps botorch's closure.
+    s2 = gp(params, seed=2)
+    for c, v in s.observations:
+        s2.observe(c, v)
+    model2 = s2._fit_model(x, refit=False)
+    inferred = ExactMarginalLogLikelihood(model2.likelihood, model2)
+    assert gp_module._direct_mll_closure(inferred) is None
+
+
+def test_noisy_fits_use_the_written_out_closure(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[bool] = []
+    real = gp_module.fit_gpytorch_mll
+
+    def spy(mll, **kwargs):
+        seen.append(kwargs.get("closure") is not None)
+        return real(mll, **kwargs)
+
+    monkeypatch.setattr(gp_module, "fit_gpytorch_mll", spy)
+    s = gp([Param("x", 0.0, 1.0), Param("y", 0.0, 1.0)], seed=0, n_initial=3)
+    run_loop(s, bowl, 5)  # no noise: botorch's closure
+    assert seen and not any(seen)
+    seen.clear()
+    noisy = gp([Param("x", 0.0, 1.0), Param("y", 0.0, 1.0)], seed=0, n_initial=3)
+    for _ in range(5):
+        (c,) = noisy.suggest(1)
+        noisy.observe(c, bowl(c), noise=0.01)
+    assert seen and all(seen)
 
 
 def test_direct_posterior_only_for_the_kernel_it_writes_out() -> None:
