@@ -71,6 +71,13 @@ VARIANTS: dict[str, tuple[str, dict[str, Any], dict[str, Any], bool]] = {
         {"fit_min_obs": 0},
         True,
     ),
+    "gp-raw": (
+        "the GP models raw window scores instead of their logarithm (the default until the "
+        "GP's log values)",
+        {},
+        {"log_values": False},
+        True,
+    ),
     "paper": ("paper variant (tau = budget/10, k = 10)", {}, {}, False),
 }
 
@@ -91,7 +98,7 @@ def _worker(job: tuple[str, str, int, int, float | None]) -> dict[str, Any]:
             r = run_once(task, METHODS["autolrs-paper"], seed, budget, use_val=False)
         else:
             kw = dict(kw)
-            changes = {k: kw.pop(k) for k in ("design", "fit_min_obs") if k in kw}
+            changes = {k: kw.pop(k) for k in ("design", "fit_min_obs", "log_values") if k in kw}
             if changes:
                 from autolr._autolrs._stage import _default_searcher
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from autolr._errors import ConfigError, StateError
-from autolr._validate import check_choice, check_float, check_int
+from autolr._validate import check_choice, check_float, check_instance, check_int
 
 from ._base import _DEVICE, _DTYPE, _RNG_LOCK, Param, Searcher
 
@@ -209,6 +209,11 @@ class GPSearcher(Searcher):
             lengthscale prior), outputscale 1 (the variance of the standardised
             observations) and mean 0. A handful of points barely constrains them, and the
             fit is about 90 % of such a suggestion's cost (0 = always fit).
+        log_values: Model the logarithm of the values (noise standard deviations become
+            relative, ``noise / value``) while every finite value is positive; otherwise,
+            and by default, the values themselves. For losses, standardised raw values
+            spend the model's range on the bad region and leave the good one flat. What is
+            observed (:attr:`observations`, :meth:`best`, :meth:`state_dict`) stays raw.
 
     Example:
         >>> import math
@@ -236,8 +241,10 @@ class GPSearcher(Searcher):
         fast_1d: bool = True,
         design: str = "sobol",
         fit_min_obs: int = 0,
+        log_values: bool = False,
     ) -> None:
         check_int("n_initial", n_initial, minimum=1)
+        check_instance("log_values", log_values, bool)
         check_int("fit_min_obs", fit_min_obs, minimum=0)
         check_choice("acquisition", acquisition, _ACQUISITIONS)
         check_float("beta", beta, minimum=0)
@@ -270,6 +277,7 @@ class GPSearcher(Searcher):
         self.n_fallbacks = 0
         self.fast_1d = bool(fast_1d)
         self.fit_min_obs = fit_min_obs
+        self.log_values = log_values
         # Warm start of the 1-D path: the hyperparameters of its last fit and the number of
         # observations at that fit and at the last fit from scratch (part of state_dict).
         self._warm_hypers: dict[str, list[float]] | None = None
@@ -285,6 +293,22 @@ class GPSearcher(Searcher):
             f"n_initial={self.n_initial}, acquisition={self.acquisition!r}, "
             f"n_observations={len(self)})"
         )
+
+    def _modelled(self) -> tuple[list[float], list[float | None]]:
+        """The values and noise standard deviations the GP is fitted to (see ``log_values``);
+        failures carry the penalty of :meth:`_values`, on the modelled scale."""
+        raw = self._raw_values
+        finite = [v for v in raw if math.isfinite(v)]
+        if not (self.log_values and finite and min(finite) > 0):
+            return self._values(), list(self._noises)
+        logs = [math.log(v) for v in finite]
+        worst, best = max(logs), min(logs)
+        penalty = worst + max(1.0, worst - best)
+        values = [math.log(v) if math.isfinite(v) else penalty for v in raw]
+        noises = [
+            None if n is None or not math.isfinite(v) else n / v for n, v in zip(self._noises, raw)
+        ]
+        return values, noises
 
     # ------------------------------------------------- state of the warm start
     def _clear_warm_start(self) -> None:
@@ -486,10 +510,11 @@ class GPSearcher(Searcher):
         """
         _load_gp_libs()
         # Minimisation is done by maximising -y, the convention botorch is built for.
-        values = torch.tensor(self._values(), dtype=_DTYPE, device=_DEVICE)
+        modelled, noises = self._modelled()
+        values = torch.tensor(modelled, dtype=_DTYPE, device=_DEVICE)
         train_y = (-values).unsqueeze(-1)
         train_yvar = None
-        if any(s is not None for s in self._noises):
+        if any(s is not None for s in noises):
             var_y = float(values.var()) if len(values) > 1 else 0.0
             scale = var_y if var_y > 0 else 1.0
             failed = self.failed
@@ -497,7 +522,7 @@ class GPSearcher(Searcher):
                 _DEFAULT_REL_NOISE_VAR * scale
                 if s is None or bad
                 else max(s * s, _MIN_REL_NOISE_VAR * scale)
-                for s, bad in zip(self._noises, failed)
+                for s, bad in zip(noises, failed)
             ]
             train_yvar = torch.tensor(yvar, dtype=_DTYPE, device=_DEVICE).unsqueeze(-1)
         if covar is None:
@@ -663,9 +688,10 @@ class _DirectPosterior:
         mean, var = _StandardisedPosterior.apply(x.reshape(-1, x.shape[-1]), self)
         if not compute_sigma:
             return self.transform.untransform(mean.unsqueeze(-1))[0].reshape(shape), None
-        # gpytorch's MultivariateNormal.variance floor (1e-10 in float64), before untransform.
-        var = var.clamp_min(min_variance.value(var.dtype))
         mean, var = self.transform.untransform(mean.unsqueeze(-1), var.unsqueeze(-1))
+        # gpytorch's MultivariateNormal.variance floor (1e-10 in float64). botorch's posterior
+        # computes the variance of the untransformed distribution, so the floor applies there.
+        var = var.clamp_min(min_variance.value(var.dtype))
         return mean.reshape(shape), var.clamp_min(min_var).sqrt().reshape(shape)
 
 
@@ -846,17 +872,17 @@ class _DirectLogEI(torch.autograd.Function):
         ctx: Any, x: torch.Tensor, post: _DirectPosterior, best_f: torch.Tensor, maximize: bool
     ) -> torch.Tensor:
         mean_s, var_s, saved = _posterior_parts(post, x)
-        floor = min_variance.value(var_s.dtype)  # as mean_and_sigma, before untransform
         stdv = post.stdv
         mean = post.loc + stdv * mean_s
-        var = stdv * stdv * var_s.clamp_min(floor)
-        sigma = var.clamp_min(1e-12).sqrt()  # LogExpectedImprovement's min_var
+        raw = stdv * stdv * var_s
+        floor = max(min_variance.value(var_s.dtype), 1e-12)  # as mean_and_sigma, min_var
+        sigma = raw.clamp_min(floor).sqrt()
         u = (mean - best_f) / sigma
         if not maximize:
             u = -u
         log_h = _log_ei_helper(u)
         ctx.post, ctx.maximize = post, maximize
-        live = (var_s > floor) & (var > 1e-12)  # where the floors are not in force
+        live = raw > floor  # where the floor is not in force
         ctx.save_for_backward(*saved, u, log_h, sigma, live)
         return log_h + sigma.log()
 

@@ -18,6 +18,7 @@ from gpytorch.likelihoods import FixedNoiseGaussianLikelihood
 from gpytorch.utils.errors import NotPSDError
 
 import autolr.searchers._gp as gp_module
+from autolr import ConfigTypeError
 from autolr.searchers import GPSearcher, Param, RandomSearcher, Searcher
 
 # Small acquisition-optimiser settings keep the file fast; the algorithm is unchanged.
@@ -671,6 +672,12 @@ def test_direct_logei_minimising_and_far_below_the_incumbent_equals_botorch() ->
     x = s.configs_to_unit([c for c, _ in s.observations])
     model = s._fit_model(x)
     direct = gp_module._DirectPosterior(model, x)
+    # The written-out LogEI reads the Standardize constants (None would fall back to
+    # botorch's forward: the same values, at autograd's cost).
+    transform = model.outcome_transform
+    assert float(direct.loc) == float(transform.means) and float(direct.stdv) == float(
+        transform.stdvs
+    )
     at = torch.rand(30, 1, 2, generator=g, dtype=torch.float64).requires_grad_(True)
     with torch.no_grad():
         means = model.posterior(at).mean.reshape(-1)
@@ -684,6 +691,33 @@ def test_direct_logei_minimising_and_far_below_the_incumbent_equals_botorch() ->
         (g_want,) = torch.autograd.grad(want.sum(), at)
         assert torch.allclose(got, want, rtol=1e-6, atol=1e-8)
         assert torch.allclose(g_got, g_want, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.filterwarnings(
+    "ignore:Negative variance values detected:gpytorch.utils.warnings.NumericalWarning"
+)
+def test_direct_logei_where_the_variance_floor_is_in_force_equals_botorch() -> None:
+    """A kernel so small that the posterior variance sits at gpytorch's floor everywhere:
+    sigma then has no gradient, in botorch's autograd and in the written-out one."""
+    from botorch.acquisition import LogExpectedImprovement
+
+    s = gp([Param("x0", 0.0, 1.0)], seed=1)
+    for p, v in zip([0.1, 0.35, 0.6, 0.9], [1.0, 0.2, 0.4, 1.3]):
+        s.observe({"x0": p}, v, noise=0.01)
+    x = s.configs_to_unit([c for c, _ in s.observations])
+    model = s._fit_model(x, refit=False)  # fresh: gpytorch caches its prediction strategy
+    model.covar_module.outputscale = 1e-14
+    direct = gp_module._DirectPosterior(model, x)
+    at = torch.linspace(0.05, 0.95, 7, dtype=torch.float64).reshape(-1, 1, 1).requires_grad_(True)
+    with torch.no_grad():
+        best_f = model.posterior(x).mean.max() - 1e-6  # u finite at every point
+    ours = gp_module._analytic(LogExpectedImprovement, direct, model, best_f=best_f)
+    reference = LogExpectedImprovement(model, best_f=best_f)
+    got, want = ours(at), reference(at)
+    (g_got,) = torch.autograd.grad(got.sum(), at)
+    (g_want,) = torch.autograd.grad(want.sum(), at)
+    assert torch.isfinite(got).all() and torch.allclose(got, want, rtol=1e-6, atol=1e-8)
+    assert torch.allclose(g_got, g_want, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("dim", [1, 3])
@@ -725,6 +759,11 @@ def test_direct_fit_closure_equals_botorchs_loss_and_gradients(dim: int) -> None
     model2 = s2._fit_model(x, refit=False)
     inferred = ExactMarginalLogLikelihood(model2.likelihood, model2)
     assert gp_module._direct_mll_closure(inferred) is None
+    # Nor does a model with an input transform (the closure reads the raw train inputs).
+    from botorch.models.transforms.input import Normalize
+
+    model.input_transform = Normalize(d=dim)
+    assert gp_module._direct_mll_closure(mll) is None
 
 
 def test_noisy_fits_use_the_written_out_closure(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -770,3 +809,41 @@ def test_direct_posterior_only_for_the_kernel_it_writes_out() -> None:
         with torch.no_grad():
             want = model.posterior(x).mean.max()
             assert torch.allclose(gp_module._best_posterior_mean_at_train(model, x), want)
+
+
+def test_gp_log_values_models_the_logarithm_while_every_value_is_positive() -> None:
+    params = [Param("x", 0.0, 1.0)]
+    points = [(0.1, 2.0, 0.2), (0.4, 0.05, 0.01), (0.7, 0.5, None), (0.9, math.nan, None)]
+    s = gp(params, seed=0, log_values=True)
+    raw = gp(params, seed=0)
+    for p, v, n in points:
+        s.observe({"x": p}, v, noise=n)
+        raw.observe({"x": p}, v, noise=n)
+    values, noises = s._modelled()
+    logs = [math.log(2.0), math.log(0.05), math.log(0.5)]
+    worst, best = max(logs), min(logs)
+    assert values == pytest.approx([*logs, worst + max(1.0, worst - best)])
+    assert noises == pytest.approx([0.1, 0.2, None, None])  # relative; none for the failure
+    # What the searcher reports stays raw; the default models raw values.
+    assert s.best() == ({"x": 0.4}, 0.05) and raw._modelled() == (raw._values(), raw.noises)
+    # The GP is fitted to them: the model's (standardised) targets are the negated logs.
+    x = s.configs_to_unit([c for c, _ in s.observations])
+    targets = s._fit_model(x, refit=False).train_targets
+    want = -torch.tensor(values, dtype=torch.float64)
+    assert torch.allclose(targets, (want - want.mean()) / want.std(), atol=1e-9)
+    # A value <= 0 anywhere: the values themselves, for every observation.
+    s.observe({"x": 0.5}, 0.0)
+    assert s._modelled() == (s._values(), s.noises)
+    with pytest.raises(ConfigTypeError, match="log_values"):
+        gp(params, log_values=1)
+
+
+def test_direct_posterior_without_standardize_leaves_logei_to_botorch() -> None:
+    s = gp([Param("x0", 0.0, 1.0)], seed=1)
+    for p, v in zip([0.1, 0.35, 0.6, 0.9], [1.0, 0.2, 0.4, 1.3]):
+        s.observe({"x0": p}, v, noise=0.01)
+    x = s.configs_to_unit([c for c, _ in s.observations])
+    model = s._fit_model(x, refit=False)
+    model.outcome_transform = None  # not a model this searcher builds
+    direct = gp_module._DirectPosterior(model, x)
+    assert direct.loc is None and direct.stdv is None  # DirectLogEI calls botorch's forward

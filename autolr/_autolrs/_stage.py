@@ -853,6 +853,9 @@ def _default_searcher(
     settings = {
         "design": "stratified" if budget else "sobol",
         "fit_min_obs": BUDGET_FIT_MIN_OBS if budget else 0,
+        # Window scores are losses: the GP models their logarithm (the `gp-raw` ablation;
+        # the paper variant keeps raw forecasts, bit for bit).
+        "log_values": budget,
         **changes,
     }
     return GPSearcher([Param("lr", lo, hi, log=True)], seed=seed, **settings)
