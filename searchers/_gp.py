@@ -183,7 +183,9 @@ class GPSearcher(Searcher):
 
     An acquisition function of one point at a time (every suggestion without pending
     points) reads the posterior from one cached Cholesky factor instead of gpytorch's
-    prediction machinery (same values; a 3-d suggestion costs about half as much).
+    prediction machinery (same values; a 3-d suggestion costs about half as much). LogEI's
+    gradient and, with given noise, the gradient of the fit's loss are written out instead
+    of taken by autograd (same values; together another third off a 3-d suggestion).
 
     Args:
         params: The search dimensions.
@@ -703,7 +705,8 @@ def _direct_mll_closure(mll: ExactMarginalLogLikelihood) -> Any:
     gpytorch's lazily evaluated kernel and likelihood cost ~2.6 ms a call on 50 points, and
     the fit calls it ~10 times a suggestion. Written out: the Matérn-5/2 kernel on fixed
     distances, one Cholesky factor (``psd_safe_cholesky``, as gpytorch's), the Gaussian log
-    density, and the same priors through the model's own prior modules. Only for fixed
+    density with its gradient in closed form (:class:`_MaternLogLikelihood`), and the same
+    priors through the model's own prior modules. Only for fixed
     (given) observation noise, the case of every searcher here that receives noise; tests
     compare value and gradients with botorch's closure.
     """
