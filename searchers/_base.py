@@ -151,6 +151,18 @@ def _isolated_rng(seed: int) -> Iterator[None]:
         random.setstate(py_state)
 
 
+def _penalised(values: Sequence[float]) -> list[float]:
+    """``values`` with every non-finite one (a failure) replaced by the penalty: the worst
+    finite value plus ``max(1, range of finite values)``, ``1.0`` when none is finite."""
+    finite = [v for v in values if math.isfinite(v)]
+    if finite:
+        worst, best = max(finite), min(finite)
+        penalty = worst + max(1.0, worst - best)
+    else:
+        penalty = 1.0
+    return [v if math.isfinite(v) else penalty for v in values]
+
+
 class Searcher(abc.ABC):
     """Base class of black-box minimisers over a box of :class:`Param`.
 
@@ -312,13 +324,7 @@ class Searcher(abc.ABC):
 
     def _values(self) -> list[float]:
         """Observed values with failures replaced by the current penalty."""
-        finite = [v for v in self._raw_values if math.isfinite(v)]
-        if finite:
-            worst, best = max(finite), min(finite)
-            penalty = worst + max(1.0, worst - best)
-        else:
-            penalty = 1.0
-        return [v if math.isfinite(v) else penalty for v in self._raw_values]
+        return _penalised(self._raw_values)
 
     @property
     def observations(self) -> list[tuple[dict[str, float], float]]:

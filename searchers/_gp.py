@@ -15,7 +15,7 @@ import torch
 from autolr._errors import ConfigError, StateError
 from autolr._validate import check_choice, check_float, check_instance, check_int
 
-from ._base import _DEVICE, _DTYPE, _RNG_LOCK, Param, Searcher
+from ._base import _DEVICE, _DTYPE, _RNG_LOCK, Param, Searcher, _penalised
 
 if TYPE_CHECKING:
     # Loaded at runtime by _load_gp_libs() on first use (see there).
@@ -303,10 +303,7 @@ class GPSearcher(Searcher):
         finite = [v for v in raw if math.isfinite(v)]
         if not (self.log_values and finite and min(finite) > 0):
             return self._values(), list(self._noises)
-        logs = [math.log(v) for v in finite]
-        worst, best = max(logs), min(logs)
-        penalty = worst + max(1.0, worst - best)
-        values = [math.log(v) if math.isfinite(v) else penalty for v in raw]
+        values = _penalised([math.log(v) if math.isfinite(v) else v for v in raw])
         noises = [
             None if n is None or not math.isfinite(v) else n / v for n, v in zip(self._noises, raw)
         ]
@@ -748,6 +745,22 @@ def _direct_mll_closure(mll: ExactMarginalLogLikelihood) -> Any:
     return closure
 
 
+def _matern52_parts(sq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Matérn-5/2 at squared scaled distances ``sq``, as gpytorch computes it: the polynomial
+    ``1 + sqrt(5) r + 5/3 r^2``, ``sqrt(5) r`` and ``exp(-sqrt(5) r)`` (correlation = first x
+    last), with gpytorch's distance floor, which keeps sqrt's gradient finite at ``r = 0``."""
+    r5 = math.sqrt(5.0) * sq.clamp_min(1e-30).sqrt()
+    return 1.0 + r5 + (5.0 / 3.0) * sq, r5, torch.exp(-r5)
+
+
+def _matern52_radial(
+    outputscale: torch.Tensor, r5: torch.Tensor, damp: torch.Tensor
+) -> torch.Tensor:
+    """``-2 s dM/d(r^2) = 5/3 s (1 + sqrt(5) r) exp(-sqrt(5) r)``: times ``(x_i - x) / l^2``
+    the kernel's gradient in ``x``, times ``dx^2 / l^3`` its derivative in ``l``."""
+    return (5.0 / 3.0) * outputscale * (1.0 + r5) * damp
+
+
 def _posterior_parts(
     post: _DirectPosterior, x: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, ...]]:
@@ -756,9 +769,8 @@ def _posterior_parts(
     xz = x / post.lengthscale
     diff = post.train_z.unsqueeze(1) - xz.unsqueeze(0)  # n x b x d
     sq = diff.pow(2).sum(-1)
-    r5 = math.sqrt(5.0) * sq.clamp_min(1e-30).sqrt()  # gpytorch's distance floor
-    damp = torch.exp(-r5)
-    cross = post.outputscale * (1.0 + r5 + (5.0 / 3.0) * sq) * damp  # k(train_x, x)
+    poly, r5, damp = _matern52_parts(sq)
+    cross = post.outputscale * poly * damp  # k(train_x, x)
     mean = post.mean + (cross * post.alpha).sum(0)
     v = torch.linalg.solve_triangular(post.chol, cross, upper=False)
     var = post.outputscale - (v * v).sum(0)  # a stationary kernel's k(x, x)
@@ -778,7 +790,7 @@ def _posterior_grad(
     """
     diff, r5, damp, v = saved
     # diff holds (x_i - x) / l, hence no minus sign.
-    radial = (5.0 / 3.0) * post.outputscale * (1.0 + r5) * damp  # n x b
+    radial = _matern52_radial(post.outputscale, r5, damp)  # n x b
     w = torch.linalg.solve_triangular(post.chol.mT, v, upper=True)  # K^-1 k, n x b
     coeff = radial * (post.alpha * grad_mean - 2.0 * w * grad_var)  # n x b
     return (coeff.unsqueeze(-1) * diff).sum(0) / post.lengthscale
@@ -807,9 +819,8 @@ class _MaternLogLikelihood(torch.autograd.Function):
         noise: torch.Tensor,
     ) -> torch.Tensor:
         sq = diff2 @ lengthscale.pow(-2)  # squared scaled distances, one matrix product
-        r5 = math.sqrt(5.0) * sq.clamp_min(1e-30).sqrt()  # gpytorch's distance floor
-        damp = torch.exp(-r5)
-        corr = (1.0 + r5 + (5.0 / 3.0) * sq) * damp
+        poly, r5, damp = _matern52_parts(sq)
+        corr = poly * damp
         chol = psd_safe_cholesky(outputscale * corr + noise)  # as gpytorch's log_prob
         resid = (y - constant).unsqueeze(-1)
         z = torch.linalg.solve_triangular(chol, resid, upper=False)
@@ -826,7 +837,7 @@ class _MaternLogLikelihood(torch.autograd.Function):
         alpha = torch.linalg.solve_triangular(chol.mT, z, upper=True)  # n x 1
         w = 0.5 * (alpha @ alpha.mT - torch.cholesky_inverse(chol))
         d_scale = (w * corr).sum()
-        radial = w * ((5.0 / 3.0) * outputscale * (1.0 + r5) * damp)
+        radial = w * _matern52_radial(outputscale, r5, damp)
         n, d = diff2.shape[0], diff2.shape[-1]
         d_length = (radial.reshape(1, n * n) @ diff2.reshape(n * n, d)).reshape(d)
         d_length = d_length / lengthscale.pow(3)
