@@ -372,13 +372,21 @@ class GPSearcher(Searcher):
             _load_gp_libs()
         return super().suggest(n, pending=pending)
 
-    def _suggest_unit(self, n: int, pending: torch.Tensor) -> torch.Tensor:
-        train_x = self._tuples_to_unit(self._configs)
-        n_known = len(train_x) + len(pending)
-        n_sobol = min(n, max(0, self.n_initial - n_known))
+    def _n_design(self, n: int, n_known: int) -> int:
+        """How many of ``n`` suggestions come from the design (the rest from the GP)."""
         # Without any finite observation the GP would only see the constant penalty.
         if all(self.failed):
-            n_sobol = n
+            return n
+        return min(n, max(0, self.n_initial - n_known))
+
+    def _draws_rng(self, n: int, n_pending: int) -> bool:
+        # The design streams (Sobol with its own generator, van der Corput) draw nothing
+        # from the global RNGs; duplicates are replaced from the same streams.
+        return self._n_design(n, len(self._configs) + n_pending) < n
+
+    def _suggest_unit(self, n: int, pending: torch.Tensor) -> torch.Tensor:
+        train_x = self._tuples_to_unit(self._configs)
+        n_sobol = self._n_design(n, len(train_x) + len(pending))
         chosen = self._draw_sobol(n_sobol)
         n_gp = n - n_sobol
         if n_gp > 0:

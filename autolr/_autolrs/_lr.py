@@ -98,7 +98,10 @@ class GroupLRs:
             if obj is None:
                 handle.remove()
                 return
-            obj._used = [_keep(g["lr"]) for g in opt.param_groups]
+            # Runs inside every optimizer.step(): plain floats are kept as they are.
+            obj._used = [
+                g["lr"] if type(g["lr"]) is float else _keep(g["lr"]) for g in opt.param_groups
+            ]
 
         handle = self.optimizer.register_step_pre_hook(hook)
 

@@ -59,6 +59,29 @@ def decayed_lr(lr: float, step: int, *, max_steps: int, decay: int, shape: str) 
     return lr * max(frac, 0.0)
 
 
+def decayed_lrs(
+    lr: float, first: int, n: int, *, max_steps: int, decay: int, shape: str
+) -> list[float] | None:
+    """:func:`decayed_lr` at steps ``first … first + n - 1`` (``None``: all of them ``lr``).
+
+    The same operations in the same order, so each value is :func:`decayed_lr`'s bit for bit;
+    written out because the tuner plans up to 1024 steps at once.
+    """
+    start = max_steps - decay
+    if decay <= 0 or first + n - 1 <= start:
+        return None  # at `start` itself the factor is exactly 1.0
+    linear = shape == "linear"
+    out = []
+    for step in range(first, first + n):
+        if step < start:
+            out.append(lr)
+            continue
+        x = min(1.0, (step - start) / decay)
+        frac = 1.0 - x if linear else 1.0 - math.sqrt(x)
+        out.append(lr * max(frac, 0.0))
+    return out
+
+
 def cooled_lr(lr: float, t: int, tau_prime: int, cooldown: int) -> float:
     """LR of a candidate at step ``t`` of its window (linear cooldown over its last steps)."""
     if cooldown <= 0 or t < tau_prime - cooldown:
@@ -178,6 +201,10 @@ class PaperPolicy:
     def exploit_lr(self, winner_lr: float, step: int) -> float:
         """The paper trains every stage at a constant LR."""
         return winner_lr
+
+    def exploit_lrs(self, winner_lr: float, first: int, n: int) -> list[float] | None:
+        """:meth:`exploit_lr` at ``n`` steps from ``first`` (``None``: all ``winner_lr``)."""
+        return None
 
 
 @dataclass(frozen=True)
@@ -341,6 +368,12 @@ class BudgetPolicy:
         """The winner's LR, decayed to zero over the last ``decay`` steps of the budget."""
         return decayed_lr(
             winner_lr, step, max_steps=self.max_steps, decay=self.decay, shape=self.decay_shape
+        )
+
+    def exploit_lrs(self, winner_lr: float, first: int, n: int) -> list[float] | None:
+        """:meth:`exploit_lr` at ``n`` steps from ``first`` (``None``: all ``winner_lr``)."""
+        return decayed_lrs(
+            winner_lr, first, n, max_steps=self.max_steps, decay=self.decay, shape=self.decay_shape
         )
 
     def candidate_lr(self, lr: float, t: int, tau_prime: int, cooldown: int) -> float:

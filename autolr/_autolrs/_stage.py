@@ -418,6 +418,10 @@ class StageSearch:
         """LR of an exploitation (or final) step at global ``step``."""
         return self.policy.exploit_lr(self.lr, step)
 
+    def exploit_lrs(self, first: int, n: int) -> list[float] | None:
+        """:meth:`exploit_lr` at ``n`` steps from ``first`` (``None``: the winner's LR at each)."""
+        return self.policy.exploit_lrs(self.lr, first, n)
+
     def candidate_lr(self, lr: float, t: int) -> float:
         """LR of a candidate at step ``t`` (0-based) of its window."""
         p = self.plan_now

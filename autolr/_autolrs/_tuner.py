@@ -7,8 +7,8 @@ import os
 import sys
 import warnings
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import asdict
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
@@ -20,7 +20,7 @@ from .._deprecate import RenamedAttribute
 from .._distributed import RankZeroPredictor, resolve_group
 from .._errors import ConfigTypeError, StateError
 from .._schedule import Schedule
-from .._snapshot import Snapshot, Stateful, capture_rng_state, restore_rng_state, state_finite
+from .._snapshot import Snapshot, Stateful, _RngState, state_finite
 from .._validate import (
     check_callable,
     check_choice,
@@ -56,9 +56,8 @@ def _warn(message: str, category: type[Warning]) -> None:
     warnings.warn(message, category, stacklevel=level)
 
 
-@dataclass(frozen=True)
-class HistoryRecord:
-    """One optimizer step as the tuner saw it.
+class HistoryRecord(NamedTuple):
+    """One optimizer step as the tuner saw it (immutable; a named tuple, cheap to build).
 
     Attributes:
         step: Index of the optimizer step (0-based, every call to :meth:`AutoLRS.step` but
@@ -349,6 +348,14 @@ class AutoLRS:
         self._line: list[tuple[int, int]] | None = []
         self._lines: dict[int, list[tuple[int, int]] | None] = {}
         self._scale_seen = self._read_scale()
+        # The exploitation fast path (see step and _open_fast): steps it may still take,
+        # the losses it took but did not record yet, the LR the first of them used and the
+        # LR to set after each (None: the LR stays).
+        self._fast_left = 0
+        self._fast_vals: list[float] = []
+        self._fast_lr0 = 0.0
+        self._fast_lrs: list[float] | None = None
+        self._fast_limit = math.inf  # a candidate's loss above it is not a fast step
 
         self._warmup_start = 0
         if warmup_steps > 0:
@@ -377,12 +384,13 @@ class AutoLRS:
     @property
     def history(self) -> list[HistoryRecord]:
         """Every step seen so far: step, stage, phase, lr, loss and candidate forecasts."""
-        self._flush()
+        self._flush()  # records the fast path's steps too
         return list(self._records)
 
     @property
     def schedule(self) -> list[float]:
         """The LR actually used at every optimizer step, search steps included."""
+        self._drain_fast()
         return [r.lr for r in self._records]
 
     @property
@@ -492,6 +500,27 @@ class AutoLRS:
             StateError: Under ``torch.distributed``, the ranks' tuners disagree (a rank
                 skipped a call, or the tuners were built with different arguments).
         """
+        if (
+            self._fast_left
+            and skipped is False
+            and type(loss) is float
+            and loss - loss == 0.0  # finite (inf - inf and NaN give NaN)
+            and loss <= self._fast_limit
+            and self._group_lrs.take_unchanged()
+        ):
+            # A step with nothing to decide (see _open_fast): count it, keep its loss for
+            # the records (written by _drain_fast) and set the planned LR. The general
+            # path's Python was 5 % of a millisecond step (issue 11's overhead target).
+            self._fast_left -= 1
+            vals = self._fast_vals
+            vals.append(loss)
+            self.global_step += 1
+            if self._fast_lrs is not None:
+                lr = self._fast_lrs[len(vals) - 1]
+                if lr != self._lr:
+                    self._set_lr(lr)
+            return None
+        self._drain_fast()
         if not isinstance(skipped, bool):
             raise ConfigTypeError(f"skipped must be a bool, got {skipped!r}")
         scale = None if self.scaler is None else self._read_scale()
@@ -516,6 +545,99 @@ class AutoLRS:
         finally:
             # A restore may bring back a registered scaler's older scale.
             self._scale_seen = scale if self._restores == restores else self._read_scale()
+            self._open_fast()
+
+    def _open_fast(self) -> None:
+        """Let the next steps take the fast path in :meth:`step`: those where nothing happens.
+
+        In warm-up, a candidate's window or exploitation, every step up to (not including)
+        the next one where the general path acts: the end of the warm-up, the window or the
+        phase, a validation, the snapshot before a cooldown, the budget's end. At most 1024
+        at a time. Their LRs are planned here; a candidate's loss above the divergence
+        threshold goes the general way. Not with a scaler or a process group (their checks
+        run on every step). Every phase change happens in the general path, which calls this
+        after each step, so the window never spans one.
+        """
+        self._fast_left = 0
+        if self.scaler is not None or self._sync is not None or self._pending:
+            return
+        phase, step = self.phase, self.global_step
+        limit = math.inf
+        if phase == "exploit" or phase == "final":
+            n = self._phase_len - self._phase_steps - 1
+            lrs = self.search.exploit_lrs(step + 1, max(0, min(n, 1024)))
+            if lrs is None and self.search.exploit_lr(step + 1) != self._lr:
+                return  # the LR held is not the plan's (cannot happen; then no fast path)
+        elif phase == "warmup":
+            done = step - self._warmup_start
+            n = self.warmup_steps - done - 1
+            lrs = [self._warmup_lr_at(done + 1 + i) for i in range(max(0, min(n, 1024)))]
+        elif phase == "search" and self._ref_loss is not None:
+            s, t = self.search, self._phase_steps
+            end = s.tau_prime  # the window's last step scores it
+            if self.val_fn is not None and not self._val_broken:
+                every = self.val_every or self._default_val_every()
+                end = min(end, (t // every + 1) * every)
+            if self.continue_from == "best" and (s.cooldown_start or 0) > t:
+                end = min(end, s.cooldown_start)  # type: ignore[type-var]
+            n = end - t - 1
+            lrs = [s.candidate_lr(self._cand_lr, t + 1 + i) for i in range(max(0, min(n, 1024)))]
+            ref, factor = self._ref_loss, s.divergence.factor
+            if math.isfinite(ref):  # DivergenceRule.over's threshold, the same expression
+                limit = ref + (factor - 1.0) * max(abs(ref), 1e-12)
+        else:
+            return
+        n = min(n, 1024)
+        if self.max_steps is not None:
+            n = min(n, self.max_steps - step - 1)
+        if n <= 0:
+            return
+        if lrs is not None and all(x == self._lr for x in lrs):
+            lrs = None
+        self._fast_lrs = lrs
+        self._fast_lr0 = self._lr
+        self._fast_limit = limit
+        self._fast_left = n
+
+    def _drain_fast(self) -> None:
+        """Record the fast path's steps as the general path would have, one by one."""
+        self._fast_left = 0
+        vals = self._fast_vals
+        if not vals:
+            return
+        self._fast_vals = []
+        n = len(vals)
+        first = self.global_step - n
+        stage, phase, lr, lrs = self.search.stage, self.phase, self._fast_lr0, self._fast_lrs
+        if lrs is None:
+            self._records.extend(
+                [HistoryRecord(first + i, stage, phase, lr, v) for i, v in enumerate(vals)]
+            )
+        else:
+            used = [lr, *lrs[: n - 1]]  # the LR before each step
+            self._records.extend(
+                [HistoryRecord(first + i, stage, phase, used[i], v) for i, v in enumerate(vals)]
+            )
+        line = self._line
+        if line is not None:  # as _extend_line once per step
+            if line and line[-1][1] == first:
+                line[-1] = (line[-1][0], first + n)
+            else:
+                line.append((first, first + n))
+        if phase == "search":
+            self._cand_losses.extend(vals)
+            self._over = 0  # every one was under the divergence threshold
+            self._phase_steps += n
+            return
+        # As _remember once per value: the list keeps a suffix of 129-256 values once full.
+        recent = self._recent
+        total = len(recent) + n
+        keep = total if total <= 256 else 129 + (total - 257) % 128
+        recent.extend(vals)
+        del recent[: len(recent) - keep]
+        self._nonfinite_streak = 0
+        if phase != "warmup":
+            self._phase_steps += n
 
     def _step(self, loss: float | torch.Tensor, deferred: bool) -> None:
         step = self.global_step
@@ -883,12 +1005,12 @@ class AutoLRS:
     def _validate(self) -> float:
         assert self.val_fn is not None
         was_training = self.model.training
-        rng = capture_rng_state()
+        rng = _RngState.capture()  # val_fn must not move the training's random stream
         try:
             with torch.no_grad():
                 out = self.val_fn()
         finally:
-            restore_rng_state(rng)
+            rng.restore()
             self.model.train(was_training)
         value = _val_float(out)
         return value if self._sync is None else self._sync.mean(value)
@@ -933,6 +1055,7 @@ class AutoLRS:
 
     def _flush(self) -> bool:
         """Read back pending tensor losses; False if any is non-finite."""
+        self._drain_fast()
         if not self._pending:
             return True
         idx, tensors = zip(*self._pending)
@@ -1030,7 +1153,7 @@ class AutoLRS:
         for snap, parsed in zip(
             (self._snapshot, self._best_snapshot, self._cand_snapshot), v.pop("snapshots")
         ):
-            snap._state, snap._devices = parsed
+            snap._state, snap._rng, snap._devices = parsed
         lines = v.pop("lineage")
         self._line = lines["current"]
         self._lines = {
@@ -1044,6 +1167,7 @@ class AutoLRS:
         for name, value in v.items():
             setattr(self, name, value)
         self._pending = []
+        self._fast_left, self._fast_vals = 0, []  # the next step takes the general path
         self._set_lr(self._lr)
         self._group_lrs.take_used()  # a step taken before the load says nothing about it
 
