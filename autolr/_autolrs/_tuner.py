@@ -348,7 +348,7 @@ class AutoLRS:
         self._line: list[tuple[int, int]] | None = []
         self._lines: dict[int, list[tuple[int, int]] | None] = {}
         self._scale_seen = self._read_scale()
-        # The exploitation fast path (see step and _open_fast): steps it may still take,
+        # The fast path (see step and _open_fast): steps it may still take,
         # the losses it took but did not record yet, the LR the first of them used and the
         # LR to set after each (None: the LR stays).
         self._fast_left = 0
@@ -561,19 +561,18 @@ class AutoLRS:
         self._fast_left = 0
         if self.scaler is not None or self._sync is not None or self._pending:
             return
-        phase, step = self.phase, self.global_step
+        phase, step, s = self.phase, self.global_step, self.search
         limit = math.inf
+        plan: Callable[[int], list[float] | None]  # the LR after each of the next n steps
         if phase == "exploit" or phase == "final":
             n = self._phase_len - self._phase_steps - 1
-            lrs = self.search.exploit_lrs(step + 1, max(0, min(n, 1024)))
-            if lrs is None and self.search.exploit_lr(step + 1) != self._lr:
-                return  # the LR held is not the plan's (cannot happen; then no fast path)
+            plan = lambda n: s.exploit_lrs(step + 1, n)  # noqa: E731
         elif phase == "warmup":
             done = step - self._warmup_start
             n = self.warmup_steps - done - 1
-            lrs = [self._warmup_lr_at(done + 1 + i) for i in range(max(0, min(n, 1024)))]
+            plan = lambda n: [self._warmup_lr_at(done + 1 + i) for i in range(n)]  # noqa: E731
         elif phase == "search" and self._ref_loss is not None:
-            s, t = self.search, self._phase_steps
+            t = self._phase_steps
             end = s.tau_prime  # the window's last step scores it
             if self.val_fn is not None and not self._val_broken:
                 every = self.val_every or self._default_val_every()
@@ -581,7 +580,7 @@ class AutoLRS:
             if self.continue_from == "best" and (s.cooldown_start or 0) > t:
                 end = min(end, s.cooldown_start)  # type: ignore[type-var]
             n = end - t - 1
-            lrs = [s.candidate_lr(self._cand_lr, t + 1 + i) for i in range(max(0, min(n, 1024)))]
+            plan = lambda n: [s.candidate_lr(self._cand_lr, t + 1 + i) for i in range(n)]  # noqa: E731
             ref, factor = self._ref_loss, s.divergence.factor
             if math.isfinite(ref):  # DivergenceRule.over's threshold, the same expression
                 limit = ref + (factor - 1.0) * max(abs(ref), 1e-12)
@@ -592,7 +591,11 @@ class AutoLRS:
             n = min(n, self.max_steps - step - 1)
         if n <= 0:
             return
-        if lrs is not None and all(x == self._lr for x in lrs):
+        lrs = plan(n)
+        if lrs is None:
+            if s.exploit_lr(step + 1) != self._lr:
+                return  # the LR held is not the plan's (cannot happen; then no fast path)
+        elif all(x == self._lr for x in lrs):
             lrs = None
         self._fast_lrs = lrs
         self._fast_lr0 = self._lr
