@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from autolr import ConfigError, ConfigTypeError, Snapshot, StateError
-from autolr._snapshot import capture_rng_state, restore_rng_state
+from autolr._snapshot import _iter_tensors, capture_rng_state, restore_rng_state
 
 from .conftest import tiny_mlp
 
@@ -400,3 +400,220 @@ def test_state_finite_with_adam_counters_on_the_cpu_beside_cuda_weights() -> Non
     with torch.no_grad():
         model.bias[1] = math.inf
     assert not state_finite(model, opt)
+
+
+# ---------------------------------------------------------------------- in-place restore
+_OPTIMIZERS = {
+    "sgd": lambda p: torch.optim.SGD(p, lr=0.1),
+    "sgd-momentum": lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9, nesterov=True),
+    "adam": lambda p: torch.optim.Adam(p, lr=1e-2, foreach=False),
+    "adamw-amsgrad": lambda p: torch.optim.AdamW(p, lr=1e-2, amsgrad=True),
+    "adam-tensor-lr": lambda p: torch.optim.Adam(p, lr=torch.tensor(1e-2)),
+    "rmsprop": lambda p: torch.optim.RMSprop(p, lr=1e-2, momentum=0.5, centered=True),
+    "adagrad": lambda p: torch.optim.Adagrad(p, lr=1e-2),
+    "int-state": lambda p: _Counting(p, lr=0.1, momentum=0.9),
+    "groups": lambda p: torch.optim.SGD(
+        [{"params": list(p)[:2], "lr": 0.1}, {"params": [], "lr": 0.0}], lr=0.05, momentum=0.9
+    ),
+}
+
+
+class _Counting(torch.optim.SGD):
+    """Keeps a plain int in its per-parameter state (the non-tensor values' path)."""
+
+    def step(self, closure=None):  # type: ignore[override]
+        out = super().step(closure)
+        for group in self.param_groups:
+            for p in group["params"]:
+                self.state[p]["count"] = self.state[p].get("count", 0) + 1
+        return out
+
+
+def _bn_model() -> nn.Module:
+    return nn.Sequential(nn.Linear(8, 6), nn.BatchNorm1d(6), nn.ReLU(), nn.Linear(6, 2))
+
+
+def _everything(model: nn.Module, opt: torch.optim.Optimizer) -> dict:
+    """A deep copy of what a restore must bring back (tensors as lists)."""
+
+    def plain(v):
+        if isinstance(v, torch.Tensor):
+            return (str(v.dtype), str(v.device), v.tolist())
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [plain(x) for x in v]
+        return v
+
+    return {"model": plain(model.state_dict()), "opt": plain(opt.state_dict())}
+
+
+def _restore_twice(build, *, in_place: bool, before: int = 2, meddle=None) -> list[dict]:
+    """Train, capture, train, (meddle,) restore, train, restore: the states seen after each."""
+    torch.manual_seed(0)
+    model = _bn_model()
+    opt = build(model.parameters())
+    snap = Snapshot(model, opt)
+    taken: list[bool] = []
+    real = snap._restore_in_place
+
+    def spy() -> bool:
+        taken.append(in_place and real())
+        return taken[-1]
+
+    snap._restore_in_place = spy  # type: ignore[method-assign]
+    real_capture = snap._capture_in_place
+    snap._capture_in_place = lambda: in_place and real_capture()  # type: ignore[method-assign]
+    _train(model, opt, before)
+    snap.capture()
+    _train(model, opt, 3)
+    if meddle is not None:
+        meddle(model, opt)
+    snap.restore()
+    seen = [_everything(model, opt)]
+    _train(model, opt, 2)  # in-place updates must not reach the snapshot
+    snap.restore()
+    seen.append(_everything(model, opt))
+    _train(model, opt, 1)
+    seen.append(_everything(model, opt))
+    snap.capture()  # of the structure held: copied into the held tensors
+    ckpt = snap.state_dict()
+    kept = _everything_of(ckpt)
+    _train(model, opt, 2)
+    snap.capture()
+    assert _everything_of(ckpt) == kept  # a state_dict taken earlier is not written into
+    _train(model, opt, 1)
+    snap.restore()
+    seen.append(_everything(model, opt))
+    seen.append({"in_place": taken})
+    return seen
+
+
+def _everything_of(ckpt: dict) -> list:
+    return [t.tolist() for t in _iter_tensors(ckpt)]
+
+
+def _retune(model: nn.Module, opt: torch.optim.Optimizer) -> None:
+    """Change the groups' hyperparameters after the capture: a restore brings them back."""
+    for g in opt.param_groups:
+        if isinstance(g["lr"], torch.Tensor):
+            g["lr"].mul_(0.5)  # in place, as GroupLRs writes a tensor LR
+        else:
+            g["lr"] *= 0.5
+        g["weight_decay"] = 0.01
+
+
+@pytest.mark.parametrize("name", list(_OPTIMIZERS))
+def test_in_place_restore_equals_load_state_dict(name: str) -> None:
+    build = _OPTIMIZERS[name]
+    fast = _restore_twice(build, in_place=True, meddle=_retune)
+    slow = _restore_twice(build, in_place=False, meddle=_retune)
+    assert fast.pop() == {"in_place": [True, True, True]}
+    assert slow.pop() == {"in_place": [False, False, False]}
+    assert fast == slow
+    assert fast[0] == fast[1]
+
+
+def _module_hook(model: nn.Module, opt: torch.optim.Optimizer) -> None:
+    calls = model.__dict__.setdefault("calls", [])
+    model[0].register_load_state_dict_post_hook(lambda *a: calls.append("module"))
+
+
+def _optimizer_hook(model: nn.Module, opt: torch.optim.Optimizer) -> None:
+    calls = model.__dict__.setdefault("calls", [])
+    opt.register_load_state_dict_pre_hook(lambda *a: calls.append("optimizer"))
+
+
+def _new_group_key(model: nn.Module, opt: torch.optim.Optimizer) -> None:
+    opt.param_groups[0]["extra"] = 1.0
+
+
+@pytest.mark.parametrize(
+    ("before", "meddle"),
+    [(0, None), (2, _module_hook), (2, _optimizer_hook), (2, _new_group_key)],
+    ids=["state-created-after-capture", "module-hook", "optimizer-hook", "group-key-added"],
+)
+def test_what_in_place_cannot_copy_is_loaded(before: int, meddle) -> None:
+    """Anything but the captured structure (or a customised load) takes load_state_dict."""
+    build = _OPTIMIZERS["sgd-momentum"]
+    fast = _restore_twice(build, in_place=True, before=before, meddle=meddle)
+    slow = _restore_twice(build, in_place=False, before=before, meddle=meddle)
+    assert fast.pop()["in_place"][0] is False  # loaded; the second restore may copy
+    slow.pop()
+    assert fast == slow
+
+
+@pytest.mark.parametrize(
+    ("hook", "calls"), [(_module_hook, ["module"]), (_optimizer_hook, ["optimizer"])]
+)
+def test_load_hooks_still_run(hook, calls) -> None:
+    torch.manual_seed(0)
+    model = _bn_model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    hook(model, opt)
+    snap = Snapshot(model, opt)
+    snap.capture()
+    snap.restore()
+    assert model.calls == calls
+
+
+class _WithExtraState(nn.Linear):
+    def __init__(self) -> None:
+        super().__init__(8, 2)
+        self.count = 0
+
+    def get_extra_state(self) -> torch.Tensor:
+        return torch.tensor([self.count])  # a tensor: only set_extra_state can load it
+
+    def set_extra_state(self, state: torch.Tensor) -> None:
+        self.count = int(state[0])
+
+
+def test_module_extra_state_is_restored() -> None:
+    model = _WithExtraState()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    snap = Snapshot(model, opt)
+    model.count = 3
+    snap.capture()
+    model.count = 7
+    _train(model, opt, 1)
+    snap.restore()
+    assert model.count == 3
+
+
+def test_capture_in_place_never_shares_a_mutable_group_value() -> None:
+    model = nn.Linear(8, 2)
+    opt = torch.optim.SGD([{"params": model.parameters(), "tag": 1.0}], lr=0.1)
+    snap = Snapshot(model, opt)
+    snap.capture()
+    opt.param_groups[0]["tag"] = [1.0]  # was a float when captured
+    snap.capture()
+    opt.param_groups[0]["tag"].append(2.0)
+    snap.restore()
+    assert opt.param_groups[0]["tag"] == [1.0]
+
+
+class _Growing:
+    """An extra whose state holds one more tensor at each call."""
+
+    def __init__(self) -> None:
+        self.items: list[torch.Tensor] = []
+
+    def state_dict(self) -> dict:
+        self.items.append(torch.zeros(1))
+        return {"items": list(self.items)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.items = list(state["items"])
+
+
+def test_capture_in_place_keeps_the_device_list_of_changing_extras() -> None:
+    model = nn.Linear(8, 2)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    _train(model, opt, 1)
+    snap = Snapshot(model, opt, extras={"growing": _Growing()})
+    snap.capture()
+    snap.capture()  # in place for model and optimizer, one more extra tensor
+    other = Snapshot(model, opt, extras={"growing": _Growing()})
+    other.load_state_dict(snap.state_dict())
+    other.restore()
