@@ -323,8 +323,9 @@ class Snapshot:
             return False
         pairs, slots = found
         live_t, held_t = [live for live, _ in pairs], [held for _, held in pairs]
-        with torch.no_grad():
-            torch._foreach_copy_(*((live_t, held_t) if to_live else (held_t, live_t)))
+        if live_t:  # (_foreach_copy_ rejects empty lists)
+            with torch.no_grad():
+                torch._foreach_copy_(*((live_t, held_t) if to_live else (held_t, live_t)))
         for live, held, key in slots:
             if to_live:
                 live[key] = held[key]

@@ -617,3 +617,13 @@ def test_capture_in_place_keeps_the_device_list_of_changing_extras() -> None:
     other = Snapshot(model, opt, extras={"growing": _Growing()})
     other.load_state_dict(snap.state_dict())
     other.restore()
+
+
+def test_a_model_without_tensors_restores() -> None:
+    """Nothing to copy (the optimizer's parameters live elsewhere): still a restore."""
+    w = nn.Parameter(torch.zeros(2))
+    opt = torch.optim.SGD([w], lr=0.1)
+    snap = Snapshot(nn.Identity(), opt)
+    snap.capture()
+    snap.capture()
+    snap.restore()
