@@ -551,13 +551,7 @@ def _model_pairs(
     pairs = []
     for name, t in live.items():
         c = saved[name]
-        if not (
-            isinstance(t, torch.Tensor)
-            and isinstance(c, torch.Tensor)
-            and t.shape == c.shape
-            and t.dtype == c.dtype
-            and t.device == c.device
-        ):
+        if not (isinstance(t, torch.Tensor) and isinstance(c, torch.Tensor) and _same_kind(t, c)):
             return None
         pairs.append((t.detach(), c))
     return pairs
@@ -624,7 +618,15 @@ def _plain_value(v: Any) -> bool:
 
 
 def _same_kind(a: torch.Tensor, b: torch.Tensor) -> bool:
-    return a.shape == b.shape and a.dtype == b.dtype and a.device == b.device
+    """Whether ``b`` can be copied into ``a`` as ``load_state_dict`` would leave it."""
+    return (
+        a.shape == b.shape
+        and a.dtype == b.dtype
+        and a.device == b.device
+        and a.layout == b.layout == torch.strided  # sparse and other layouts: load them
+        and not a.is_quantized
+        and a.device.type != "meta"
+    )
 
 
 def state_finite(model: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> bool:

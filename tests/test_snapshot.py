@@ -627,3 +627,21 @@ def test_a_model_without_tensors_restores() -> None:
     snap.capture()
     snap.capture()
     snap.restore()
+
+
+class _SparseBuffer(nn.Linear):
+    def __init__(self) -> None:
+        super().__init__(8, 2)
+        self.register_buffer("mask", torch.eye(3).to_sparse())
+
+
+def test_a_sparse_buffer_is_loaded_not_copied() -> None:
+    model = _SparseBuffer()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    snap = Snapshot(model, opt)
+    snap.capture()
+    model.mask = torch.zeros(3, 3).to_sparse()
+    snap.capture()
+    model.mask = (2 * torch.eye(3)).to_sparse()
+    snap.restore()
+    assert torch.equal(model.mask.to_dense(), torch.zeros(3, 3))
