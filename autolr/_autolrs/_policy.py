@@ -51,12 +51,8 @@ def decayed_lr(lr: float, step: int, *, max_steps: int, decay: int, shape: str) 
     (``shape="linear"``), as the benchmark's linear and WSD schedules do; ``"sqrt"`` is
     ``1 - sqrt(x)``.
     """
-    start = max_steps - decay
-    if decay <= 0 or step < start:
-        return lr
-    x = min(1.0, (step - start) / decay)
-    frac = 1.0 - x if shape == "linear" else 1.0 - math.sqrt(x)
-    return lr * max(frac, 0.0)
+    lrs = decayed_lrs(lr, step, 1, max_steps=max_steps, decay=decay, shape=shape)
+    return lr if lrs is None else lrs[0]
 
 
 def decayed_lrs(
@@ -64,8 +60,7 @@ def decayed_lrs(
 ) -> list[float] | None:
     """:func:`decayed_lr` at steps ``first … first + n - 1`` (``None``: all of them ``lr``).
 
-    The same operations in the same order, so each value is :func:`decayed_lr`'s bit for bit;
-    written out because the tuner plans up to 1024 steps at once.
+    The tuner plans up to 1024 steps at once; :func:`decayed_lr` is this at one step.
     """
     start = max_steps - decay
     if decay <= 0 or first + n - 1 <= start:
