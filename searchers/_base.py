@@ -394,6 +394,14 @@ class Searcher(abc.ABC):
         x = x.detach().to(device=_DEVICE, dtype=_DTYPE).reshape(n, self.dim).clamp(0.0, 1.0)
         return self.unit_to_configs(x)
 
+    def _preload(self) -> None:
+        """Import what suggestions will need; tuners call it at construction.
+
+        A GP's libraries take ~1.5 s to import once per process; inside the first GP
+        suggestion that stalls a training step mid-run.
+        """
+        return None  # nothing to import by default
+
     def _draws_rng(self, n: int, n_pending: int) -> bool:
         """Whether :meth:`_suggest_unit` may use the global RNGs (then they are seeded).
 

@@ -194,3 +194,21 @@ def test_every_public_exception_is_an_autolr_error() -> None:
     from autolr.searchers import LLMError
 
     assert LLMError in found and issubclass(LLMError, AutoLRError)
+
+
+def test_autolrs_imports_its_gp_before_training() -> None:
+    """The GP's one-time imports (botorch, and sympy behind torch.broadcast_shapes) happen in
+    ``AutoLRS(...)``, not inside the training step that makes the first GP suggestion."""
+    code = (
+        "import sys, json, torch\n"
+        "from autolr import AutoLRS\n"
+        "m = torch.nn.Linear(2, 1)\n"
+        "opt = torch.optim.SGD(m.parameters(), lr=0.1)\n"
+        "before = ['botorch' in sys.modules, 'sympy' in sys.modules]\n"
+        "AutoLRS(m, opt, lr_bounds=(1e-3, 1.0), max_steps=200)\n"
+        "print(json.dumps([before, 'botorch' in sys.modules, 'sympy' in sys.modules]))\n"
+    )
+    out = _python(code)
+    assert out.returncode == 0, out.stderr[-3000:]
+    before, botorch, sympy = json.loads(out.stdout.strip().splitlines()[-1])
+    assert before[0] is False and botorch and sympy  # (autolr's own imports may load sympy)
