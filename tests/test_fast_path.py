@@ -197,27 +197,48 @@ def test_resume_inside_a_fast_window_equals_the_uninterrupted_run() -> None:
     assert torch.equal(model3.weight, model.weight)
 
 
-def test_fast_path_is_taken() -> None:
-    """The point of it: most exploitation and candidate steps skip the general path."""
+def _count_calls(tuner: AutoLRS, method: str, steps: int, tensor_until: int = 0) -> int:
+    """Train a linear model ``steps`` steps and count the calls of ``tuner.<method>``; the
+    first ``tensor_until`` losses are reported as tensors, the rest as floats."""
+    calls = 0
+    real = getattr(tuner, method)
+
+    def counted(*a: Any, **k: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        return real(*a, **k)
+
+    setattr(tuner, method, counted)
+    model = tuner.model
+    x, y = torch.randn(32, 4), torch.randn(32, 1)
+    for i in range(steps):
+        loss = nn.functional.mse_loss(model(x), y)
+        tuner.optimizer.zero_grad()
+        loss.backward()
+        tuner.optimizer.step()
+        tuner.step(loss.detach() if i < tensor_until else loss.item())
+    return calls
+
+
+def _linear_tuner() -> AutoLRS:
     torch.manual_seed(0)
     model = nn.Linear(4, 1)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    tuner = AutoLRS(model, opt, lr_bounds=(1e-3, 1.0), max_steps=400, seed=0)
-    general = 0
-    real = tuner._step
+    return AutoLRS(model, opt, lr_bounds=(1e-3, 1.0), max_steps=400, seed=0)
 
-    def counted(*a: Any, **k: Any) -> None:
-        nonlocal general
-        general += 1
-        return real(*a, **k)
 
-    tuner._step = counted  # type: ignore[method-assign]
-    x, y = torch.randn(32, 4), torch.randn(32, 1)
-    for _ in range(400):
-        loss = nn.functional.mse_loss(model(x), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        tuner.step(loss.item())
+def test_fast_path_is_taken() -> None:
+    """The point of it: most exploitation and candidate steps skip the general path."""
+    tuner = _linear_tuner()
+    general = _count_calls(tuner, "_step", 400)
     assert tuner.done and len(tuner.history) == 400
     assert general < 40, general  # stage boundaries, candidate ends, validations only
+
+
+def test_steps_that_decline_the_fast_path_plan_nothing() -> None:
+    """Tensor losses never take the fast path; its window's LRs must then never be planned
+    (up to 1024 of them, which once cost every such step ~0.2 ms)."""
+    tuner = _linear_tuner()
+    plans = _count_calls(tuner, "_plan_fast", 400, tensor_until=300)
+    assert tuner.done
+    assert 0 < plans < 5  # only once float losses (the last 100 steps) take the fast path

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import sys
@@ -351,13 +352,14 @@ class AutoLRS:
         self._line: list[tuple[int, int]] | None = []
         self._lines: dict[int, list[tuple[int, int]] | None] = {}
         self._scale_seen = self._read_scale()
-        # The fast path (see step and _open_fast): steps it may still take,
-        # the losses it took but did not record yet, the LR the first of them used and the
-        # LR to set after each (None: the LR stays).
+        # The fast path (see step and _open_fast): steps it may still take, the losses it
+        # took but did not record yet, the LR the first of them used, the LR to set after
+        # each (None: the LR stays) and what computes those at the window's first fast step.
         self._fast_left = 0
         self._fast_vals: list[float] = []
         self._fast_lr0 = 0.0
         self._fast_lrs: list[float] | None = None
+        self._fast_plan: Callable[[], list[float]] = list
         self._fast_limit = math.inf  # a candidate's loss above it is not a fast step
 
         self._warmup_start = 0
@@ -518,8 +520,11 @@ class AutoLRS:
             vals = self._fast_vals
             vals.append(loss)
             self.global_step += 1
+            i = len(vals) - 1
+            if i == 0:
+                self._plan_fast()
             if self._fast_lrs is not None:
-                lr = self._fast_lrs[len(vals) - 1]
+                lr = self._fast_lrs[i]
                 if lr != self._lr:
                     self._set_lr(lr)
             return None
@@ -556,20 +561,22 @@ class AutoLRS:
         In warm-up, a candidate's window or exploitation, every step up to (not including)
         the next one where the general path acts: the end of the warm-up, the window or the
         phase, a validation, the snapshot before a cooldown, the budget's end. At most 1024
-        at a time. Their LRs are planned here; a candidate's loss above the divergence
-        threshold goes the general way. Not with a scaler or a process group (their checks
-        run on every step). Every phase change happens in the general path, which calls this
-        after each step, so the window never spans one.
+        at a time. A candidate's loss above the divergence threshold goes the general way.
+        Not with a scaler or a process group (their checks run on every step). Every phase
+        change happens in the general path, which calls this after each step, so the window
+        never spans one. The window's LRs are planned only when its first fast step is
+        taken (:meth:`_plan_fast`): steps that keep declining it (tensor losses, tensor LRs,
+        an LR written by someone else) cost no plan each.
         """
         self._fast_left = 0
         if self.scaler is not None or self._sync is not None or self._pending:
             return
         phase, step, s = self.phase, self.global_step, self.search
         limit = math.inf
-        plan: Callable[[int], list[float] | None]  # the LR after each of the next n steps
+        plan: Callable[[int], list[float]]  # the LR after each of the next n steps
         if phase == "exploit" or phase == "final":
             n = self._phase_len - self._phase_steps - 1
-            plan = lambda n: s.exploit_lrs(step + 1, n)  # noqa: E731
+            plan = lambda n: s.exploit_lrs(step + 1, n) or [s.lr] * n  # noqa: E731
         elif phase == "warmup":
             done = step - self._warmup_start
             n = self.warmup_steps - done - 1
@@ -594,16 +601,15 @@ class AutoLRS:
             n = min(n, self.max_steps - step - 1)
         if n <= 0:
             return
-        lrs = plan(n)
-        if lrs is None:
-            if s.exploit_lr(step + 1) != self._lr:
-                return  # the LR held is not the plan's (cannot happen; then no fast path)
-        elif all(x == self._lr for x in lrs):
-            lrs = None
-        self._fast_lrs = lrs
+        self._fast_plan = functools.partial(plan, n)
         self._fast_lr0 = self._lr
         self._fast_limit = limit
         self._fast_left = n
+
+    def _plan_fast(self) -> None:
+        """The window's LRs, at its first fast step (``None`` when the LR stays)."""
+        lrs = self._fast_plan()
+        self._fast_lrs = None if all(x == self._fast_lr0 for x in lrs) else lrs
 
     def _drain_fast(self) -> None:
         """Record the fast path's steps as the general path would have, one by one."""
@@ -615,33 +621,17 @@ class AutoLRS:
         n = len(vals)
         first = self.global_step - n
         stage, phase, lr, lrs = self.search.stage, self.phase, self._fast_lr0, self._fast_lrs
-        if lrs is None:
-            self._records.extend(
-                [HistoryRecord(first + i, stage, phase, lr, v) for i, v in enumerate(vals)]
-            )
-        else:
-            used = [lr, *lrs[: n - 1]]  # the LR before each step
-            self._records.extend(
-                [HistoryRecord(first + i, stage, phase, used[i], v) for i, v in enumerate(vals)]
-            )
-        line = self._line
-        if line is not None:  # as _extend_line once per step
-            if line and line[-1][1] == first:
-                line[-1] = (line[-1][0], first + n)
-            else:
-                line.append((first, first + n))
+        used = [lr] * n if lrs is None else [lr, *lrs[: n - 1]]  # the LR before each step
+        self._records.extend(
+            [HistoryRecord(first + i, stage, phase, used[i], v) for i, v in enumerate(vals)]
+        )
+        self._extend_line(first, n)
         if phase == "search":
             self._cand_losses.extend(vals)
             self._over = 0  # every one was under the divergence threshold
             self._phase_steps += n
             return
-        # As _remember once per value: the list keeps a suffix of 129-256 values once full.
-        recent = self._recent
-        total = len(recent) + n
-        keep = total if total <= 256 else 129 + (total - 257) % 128
-        recent.extend(vals)
-        del recent[: len(recent) - keep]
-        self._nonfinite_streak = 0
+        self._remember(vals)
         if phase != "warmup":
             self._phase_steps += n
 
@@ -670,10 +660,10 @@ class AutoLRS:
             if not math.isfinite(value):
                 self._restart_warmup()
             elif self.global_step - self._warmup_start >= self.warmup_steps:
-                self._remember(value)
+                self._remember([value])
                 self._start_stage()
             else:
-                self._remember(value)
+                self._remember([value])
                 self._set_lr(self._warmup_lr_at(self.global_step - self._warmup_start))
         elif phase == "search":
             self._candidate_step(value)
@@ -683,7 +673,7 @@ class AutoLRS:
                 self._recover()
             else:
                 if math.isfinite(value):
-                    self._remember(value)
+                    self._remember([value])
                 if self._phase_steps >= self._phase_len:
                     self._end_exploit()
                 else:
@@ -933,14 +923,15 @@ class AutoLRS:
         line = self._lines.get(id(snap))
         self._line = None if line is None else list(line)
 
-    def _extend_line(self, step: int) -> None:
+    def _extend_line(self, step: int, n: int = 1) -> None:
+        """The lineage now holds steps ``step … step + n - 1`` too."""
         line = self._line
         if line is None:
             return
         if line and line[-1][1] == step:
-            line[-1] = (line[-1][0], step + 1)
+            line[-1] = (line[-1][0], step + n)
         else:
-            line.append((step, step + 1))
+            line.append((step, step + n))
 
     def _read_scale(self) -> float | None:
         """The GradScaler's current scale (``None``: no scaler, or one that is disabled)."""
@@ -1002,11 +993,15 @@ class AutoLRS:
     def _warmup_lr_at(self, step: int) -> float:
         return warmup_lr(self.warmup_lr, step, self.warmup_steps)
 
-    def _remember(self, value: float) -> None:
+    def _remember(self, values: list[float]) -> None:
+        """Keep finite losses for the stage's reference loss (the last 129-256 of them)."""
         self._nonfinite_streak = 0
-        self._recent.append(value)
-        if len(self._recent) > 256:
-            del self._recent[:128]
+        recent = self._recent
+        # As if appended one by one, cutting the oldest 128 whenever there are over 256.
+        total = len(recent) + len(values)
+        keep = total if total <= 256 else 129 + (total - 257) % 128
+        recent.extend(values)
+        del recent[: len(recent) - keep]
 
     def _validate(self) -> float:
         assert self.val_fn is not None
@@ -1072,7 +1067,7 @@ class AutoLRS:
             r = self._records[i]
             self._records[i] = HistoryRecord(r.step, r.stage, r.phase, r.lr, float(v), r.forecast)
             if math.isfinite(v):
-                self._remember(float(v))
+                self._remember([float(v)])
             else:
                 ok = False
         return ok
