@@ -238,31 +238,30 @@ class Snapshot:
         A capture of the structure already held copies into the held tensors (as
         :meth:`restore` does the other way, under the same conditions).
         """
+        extras = {name: obj.state_dict() for name, obj in self.extras.items()}
         if self._capture_in_place():
-            self._state["extras"] = _map_tensors(  # type: ignore[index]
-                {name: obj.state_dict() for name, obj in self.extras.items()}, _copy
-            )
-            self._rng = _RngState.capture() if self.rng else None
+            # Model and optimizer copied into the held tensors, on their devices.
+            self._state["extras"] = _map_tensors(extras, _copy)  # type: ignore[index]
             self._devices = [t.device for t in _iter_tensors(self._state)]
-            return
-        state = {
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "extras": {name: obj.state_dict() for name, obj in self.extras.items()},
-        }
-        devices: list[torch.device] = []
+        else:
+            state = {
+                "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "extras": extras,
+            }
+            devices: list[torch.device] = []
 
-        def copy(t: torch.Tensor) -> torch.Tensor:
-            devices.append(t.device)
-            # detach + copy: the optimizer's state_dict references its live buffers, which
-            # the next optimizer step would mutate in place.
-            if self.offload == "cpu":
-                return t.detach().to("cpu", copy=True)
-            return t.detach().clone()
+            def copy(t: torch.Tensor) -> torch.Tensor:
+                devices.append(t.device)
+                # detach + copy: the optimizer's state_dict references its live buffers,
+                # which the next optimizer step would mutate in place.
+                if self.offload == "cpu":
+                    return t.detach().to("cpu", copy=True)
+                return t.detach().clone()
 
-        self._state = _map_tensors(state, copy)
+            self._state = _map_tensors(state, copy)
+            self._devices = devices
         self._rng = _RngState.capture() if self.rng else None
-        self._devices = devices
 
     def restore(self) -> None:
         """Load the captured state back into the live objects.
@@ -278,25 +277,23 @@ class Snapshot:
         if self._state is None:
             raise StateError("Snapshot.restore() called before capture()")
         if self._restore_in_place():
-            for name, obj in self.extras.items():
-                if name in self._state["extras"]:
-                    obj.load_state_dict(_map_tensors(self._state["extras"][name], _copy))
-            if self.rng and self._rng is not None:
-                self._rng.restore()
-            return
-        devices = iter(self._devices)
+            extras = _map_tensors(self._state["extras"], _copy)
+        else:
+            devices = iter(self._devices)
 
-        def back(t: torch.Tensor) -> torch.Tensor:
-            # Always copy: load_state_dict may keep the given tensors (the optimizer keeps
-            # 'step' as is), and later in-place updates must not corrupt the snapshot.
-            return t.to(next(devices), copy=True)
+            def back(t: torch.Tensor) -> torch.Tensor:
+                # Always copy: load_state_dict may keep the given tensors (the optimizer
+                # keeps 'step' as is), and later in-place updates must not corrupt the
+                # snapshot.
+                return t.to(next(devices), copy=True)
 
-        live = _map_tensors(self._state, back)
-        self.model.load_state_dict(live["model"])
-        self.optimizer.load_state_dict(live["optimizer"])
+            live = _map_tensors(self._state, back)
+            self.model.load_state_dict(live["model"])
+            self.optimizer.load_state_dict(live["optimizer"])
+            extras = live["extras"]
         for name, obj in self.extras.items():
-            if name in live["extras"]:
-                obj.load_state_dict(live["extras"][name])
+            if name in extras:
+                obj.load_state_dict(extras[name])
         if self.rng and self._rng is not None:
             self._rng.restore()
 
