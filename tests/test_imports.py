@@ -196,16 +196,28 @@ def test_every_public_exception_is_an_autolr_error() -> None:
     assert LLMError in found and issubclass(LLMError, AutoLRError)
 
 
-def test_autolrs_imports_its_gp_before_training() -> None:
-    """The GP's one-time imports (botorch, and sympy behind torch.broadcast_shapes) happen in
-    ``AutoLRS(...)``, not inside the training step that makes the first GP suggestion."""
+@pytest.mark.parametrize(
+    "build",
+    [
+        "AutoLRS(m, opt, lr_bounds=(1e-3, 1.0), max_steps=200)",
+        # The core the Ray scheduler builds in its driver (before any trial reports).
+        "StageSearch.for_variant('budget', max_steps=200, structure={}, policy=None, "
+        "lr_bounds=(1e-3, 1.0))",
+    ],
+    ids=["AutoLRS", "StageSearch"],
+)
+def test_autolrs_imports_its_gp_before_training(build: str) -> None:
+    """The GP's one-time imports (botorch, and sympy behind torch.broadcast_shapes) happen when
+    the decision core is built (``AutoLRS(...)``, the Ray scheduler's ``StageSearch``), not
+    inside the training step or barrier that makes the first GP suggestion."""
     code = (
         "import sys, json, torch\n"
         "from autolr import AutoLRS\n"
+        "from autolr._autolrs._stage import StageSearch\n"
         "m = torch.nn.Linear(2, 1)\n"
         "opt = torch.optim.SGD(m.parameters(), lr=0.1)\n"
         "before = ['botorch' in sys.modules, 'sympy' in sys.modules]\n"
-        "AutoLRS(m, opt, lr_bounds=(1e-3, 1.0), max_steps=200)\n"
+        f"{build}\n"
         "print(json.dumps([before, 'botorch' in sys.modules, 'sympy' in sys.modules]))\n"
     )
     out = _python(code)

@@ -220,6 +220,9 @@ class StageSearch:
         # The searcher's box is the one source of truth for the bounds (see lr_bounds).
         if self.searcher.bounds["lr"] != (lo, hi):
             self.searcher.set_bounds("lr", lo, hi)
+        # The searcher's one-time imports (botorch for the GP) happen here, before training,
+        # not inside the step (or Ray barrier) that makes the first GP suggestion.
+        self.searcher._preload()
         # The box the user gave, lowered only by divergence; trust regions narrow a copy.
         self._box = (lo, hi)
         self.predictor = predictor if predictor is not None else ExponentialPredictor()

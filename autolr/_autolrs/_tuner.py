@@ -279,9 +279,6 @@ class AutoLRS:
             warmup_lr = self.search.initial_lr
         else:
             warmup_lr = check_float("warmup_lr", warmup_lr, minimum=0, min_inclusive=False)
-        # The searcher's one-time imports (botorch for the GP) happen here, before training,
-        # not inside the step that makes the first GP suggestion.
-        self.search.searcher._preload()
         # Said once, here, where the plan is known: a budget that cannot hold the search
         # asked for would otherwise only show in `stages` after the run.
         report = self.search.budget_report(warmup_steps)
