@@ -92,9 +92,31 @@ def _worker(rank: int, world: int, init: str, out: str) -> None:
         dist.destroy_process_group()
 
 
+def _spawn_ranks(tmp_path: pathlib.Path) -> pathlib.Path:
+    """Runs both ranks; returns the folder holding their results.
+
+    A rank process sometimes aborts after its work is done, in gloo's teardown at exit
+    ("terminate called without an active exception", SIGABRT; a known PyTorch issue, seen in
+    about one full-suite run in ten under load). That is not the tuner's failure: it is
+    accepted once the aborted rank has written its results. If the abort cut the other rank
+    short, both run again once. An abort before the aborted rank's results exist fails.
+    """
+    for attempt in range(2):
+        out = tmp_path / f"run{attempt}"
+        out.mkdir()
+        try:
+            mp.spawn(_worker, args=(2, f"file://{out}/rdzv", str(out)), nprocs=2, join=True)
+        except mp.ProcessExitedException as exc:
+            if exc.signal_name != "SIGABRT" or not (out / f"r{exc.error_index}.json").exists():
+                raise
+        if all((out / f"r{i}.json").exists() for i in range(2)):
+            return out
+    raise AssertionError("both attempts lost a rank to gloo's teardown abort")
+
+
 def test_two_ranks_take_one_decision(tmp_path) -> None:
-    mp.spawn(_worker, args=(2, f"file://{tmp_path}/rdzv", str(tmp_path)), nprocs=2, join=True)
-    r0, r1 = (json.loads((tmp_path / f"r{i}.json").read_text()) for i in range(2))
+    out = _spawn_ranks(tmp_path)
+    r0, r1 = (json.loads((out / f"r{i}.json").read_text()) for i in range(2))
     for name in ("budget", "paper"):
         a, b = r0[name], r1[name]
         assert a["local"] != b["local"]  # the ranks saw different data
