@@ -7,7 +7,8 @@ once per *variant*: the default budget variant, and the default with one mechani
 steps counted. Figure of merit: final validation loss / the grid-best cosine's (lower is
 better), reported per task (median over seeds), as a geometric mean over the bench tasks and,
 separately, over the held-out tasks (``tasks.HOLDOUT``), which were never used to choose the
-defaults.
+defaults; the five held-out tasks added after the last default was chosen (``tasks.FRESH``)
+have a column of their own.
 
 ``autolr bench --study autolrs [--quick] [--seeds N] [--jobs N] [--out DIR]``.
 """
@@ -27,7 +28,7 @@ from autolr._progress import Progress
 from ._parallel import imap_jobs
 from ._study import gmean, grid_best, study_meta, study_settings
 from .methods import METHODS, Method, grid_lrs, run_once
-from .tasks import HOLDOUT, TASKS, get_task
+from .tasks import FRESH, HOLDOUT, TASKS, get_task
 
 __all__ = ["HOLDOUT_TASKS", "TASKS_FULL", "VARIANTS", "run"]
 
@@ -149,7 +150,8 @@ def _ratio_table(runs: list[dict[str, Any]], tasks: list[str], variants: list[st
 
 def _markdown(table: dict, tasks: list[str], meta: dict[str, Any]) -> str:
     bench = [t for t in tasks if t in TASKS]
-    held = [t for t in tasks if t in HOLDOUT]
+    held = [t for t in tasks if t in HOLDOUT and t not in FRESH]
+    fresh = [t for t in tasks if t in FRESH]
     lines = [
         "# Study `autolrs`: ablation of the budget-aware AutoLRS",
         "",
@@ -160,10 +162,11 @@ def _markdown(table: dict, tasks: list[str], meta: dict[str, Any]) -> str:
         "Cells: final validation loss / the grid-best cosine's, median over seeds (lower is "
         f"better; ≤ {WITHIN} is the issue's target). `bench` and `held-out`: geometric mean over "
         "tasks and seeds; `≤1.05`: task-seeds within target. Held-out tasks "
-        f"({', '.join(held) or 'none'}) were not used to choose the defaults.",
+        f"({', '.join(held) or 'none'}) were not used to choose the defaults; `fresh`: the "
+        f"held-out tasks added after the last default was chosen ({', '.join(fresh) or 'none'}).",
         "",
     ]
-    head = ["variant", *tasks, "bench", "held-out", "≤1.05", "overhead (median)"]
+    head = ["variant", *tasks, "bench", "held-out", "fresh", "≤1.05", "overhead (median)"]
     lines.append("| " + " | ".join(head) + " |")
     lines.append("|" + "---|" * len(head))
     for v, row in table.items():
@@ -173,9 +176,10 @@ def _markdown(table: dict, tasks: list[str], meta: dict[str, Any]) -> str:
             cells.append("—" if x is None else ("diverged" if not math.isfinite(x) else f"{x:.3f}"))
         allb = [x for t in bench for x in row["ratios"].get(t, [])]
         allh = [x for t in held for x in row["ratios"].get(t, [])]
-        cells.append(f"{gmean(allb):.3f}" if allb else "—")
-        cells.append(f"{gmean(allh):.3f}" if allh else "—")
-        every = allb + allh
+        allf = [x for t in fresh for x in row["ratios"].get(t, [])]
+        for group in (allb, allh, allf):
+            cells.append(f"{gmean(group):.3f}" if group else "—")
+        every = allb + allh + allf
         cells.append(f"{sum(x <= WITHIN for x in every)}/{len(every)}")
         ovs = list(row["overhead"].values())
         cells.append(f"{statistics.median(ovs):.1%}" if ovs else "—")
