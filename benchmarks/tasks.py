@@ -19,7 +19,17 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-__all__ = ["FRESH", "HOLDOUT", "TASKS", "Instance", "Task", "digits", "get_task"]
+__all__ = [
+    "FRESH",
+    "HOLDOUT",
+    "NQM",
+    "TASKS",
+    "Instance",
+    "Task",
+    "digits",
+    "get_task",
+    "nqm_curvatures",
+]
 
 
 @dataclass
@@ -162,9 +172,24 @@ def _nqm(h: torch.Tensor, batch: int) -> Instance:
     return Instance(model, train_loss, val_loss)
 
 
+#: The noisy quadratics: name -> (p, batch) for curvatures h_i = i^-p, i = 1 … 100.
+NQM: dict[str, tuple[float, int]] = {
+    "quadratic": (1.0, 32),
+    "quadratic-steep": (1.5, 8),
+    "quadratic-flat": (0.5, 16),
+}
+
+
+def nqm_curvatures(power: float) -> torch.Tensor:
+    """The curvatures h_i = i^-power of a noisy quadratic (float32, as the tasks use them)."""
+    i = torch.arange(1, _NQM_DIM + 1, dtype=torch.float32)
+    return 1.0 / i if power == 1.0 else i**-power  # 1/i: the bench task's original rounding
+
+
 def _build_nqm(seed: int) -> Instance:
     """The bench's noisy quadratic: h_i = 1/i, batch 32."""
-    return _nqm(1.0 / torch.arange(1, _NQM_DIM + 1, dtype=torch.float32), 32)
+    power, batch = NQM["quadratic"]
+    return _nqm(nqm_curvatures(power), batch)
 
 
 # ---------------------------------------------------------------------- digits
@@ -376,7 +401,8 @@ TASKS: dict[str, Task] = {
 # so that a design that only fits the five bench tasks shows.
 def _build_nqm_steep(seed: int) -> Instance:
     """Noisy quadratic with a steeper spectrum (h_i = i^-1.5) and a smaller batch (8)."""
-    return _nqm(torch.arange(1, _NQM_DIM + 1, dtype=torch.float32) ** -1.5, 8)
+    power, batch = NQM["quadratic-steep"]
+    return _nqm(nqm_curvatures(power), batch)
 
 
 def _build_softmax(seed: int) -> Instance:
@@ -421,7 +447,8 @@ def _build_wine(seed: int) -> Instance:
 
 def _build_nqm_flat(seed: int) -> Instance:
     """Noisy quadratic with a flatter spectrum (h_i = i^-0.5) and batch 16."""
-    return _nqm(torch.arange(1, _NQM_DIM + 1, dtype=torch.float32) ** -0.5, 16)
+    power, batch = NQM["quadratic-flat"]
+    return _nqm(nqm_curvatures(power), batch)
 
 
 def _build_mlp_tanh(seed: int) -> Instance:

@@ -73,3 +73,24 @@ def test_fresh_tasks_have_their_own_column():
     row = next(line for line in md.splitlines() if line.startswith("| `default`"))
     # variant, 2 tasks, bench, held-out (first four: none here), fresh, ≤1.05, overhead
     assert row.split(" | ")[3:6] == ["1.100", "—", "1.200"]
+
+
+def test_nqm_horizon_recursion_and_table():
+    """The exact second-moment recursion reaches SGD's stationary variance, and the table's
+    picks lie in each task's box (the picks are what the README's diagnosis quotes)."""
+    import numpy as np
+
+    from autolr.bench import nqm_horizon
+
+    h = np.array([1.0, 0.1])
+    m = nqm_horizon._moments(np.full((3000, 1), 0.5), h, 4, np.ones((1, 2)))
+    # stationary: m = η² h/B / (1 − (1 − ηh)²) = η / (B (2 − ηh))
+    assert np.allclose(m[0], 0.5 / (4 * (2 - 0.5 * h)), rtol=1e-6)
+    rows = nqm_horizon.horizon_table(points=12)
+    assert [r["task"].split()[0] for r in rows] == list(tasks.NQM)
+    for r in rows:
+        lo, hi = tasks.get_task(r["task"].split()[0]).lr_range
+        for key in ("cosine_best_lr", "schedule_best_lr", "pick", "pick_cooled"):
+            assert lo <= r[key] <= hi
+        assert r["schedule_best_vs_cosine"] >= 1.0  # the tuner's lineage is shorter
+        assert r["schedule_at_pick_vs_cosine"] >= r["schedule_best_vs_cosine"] * 0.999
