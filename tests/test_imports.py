@@ -207,20 +207,28 @@ def test_every_public_exception_is_an_autolr_error() -> None:
     ids=["AutoLRS", "StageSearch"],
 )
 def test_autolrs_imports_its_gp_before_training(build: str) -> None:
-    """The GP's one-time imports (botorch, and sympy behind torch.broadcast_shapes) happen when
-    the decision core is built (``AutoLRS(...)``, the Ray scheduler's ``StageSearch``), not
-    inside the training step or barrier that makes the first GP suggestion."""
+    """The GP's one-time imports (botorch, and sympy behind torch.broadcast_shapes) and one
+    throwaway 1-D GP step happen when the decision core is built (``AutoLRS(...)``, the Ray
+    scheduler's ``StageSearch``), not inside the training step or barrier that makes the
+    first GP suggestion; the caller's random streams are untouched."""
     code = (
-        "import sys, json, torch\n"
+        "import sys, json, random, numpy as np, torch\n"
         "from autolr import AutoLRS\n"
         "from autolr._autolrs._stage import StageSearch\n"
+        "from autolr.searchers import _gp\n"
         "m = torch.nn.Linear(2, 1)\n"
         "opt = torch.optim.SGD(m.parameters(), lr=0.1)\n"
-        "before = ['botorch' in sys.modules, 'sympy' in sys.modules]\n"
+        "before = ['botorch' in sys.modules, 'sympy' in sys.modules, _gp._warmed_1d]\n"
+        "torch.manual_seed(5); np.random.seed(5); random.seed(5)\n"
         f"{build}\n"
-        "print(json.dumps([before, 'botorch' in sys.modules, 'sympy' in sys.modules]))\n"
+        "draws = [torch.rand(1).item(), float(np.random.rand()), random.random()]\n"
+        "torch.manual_seed(5); np.random.seed(5); random.seed(5)\n"
+        "same = draws == [torch.rand(1).item(), float(np.random.rand()), random.random()]\n"
+        "after = ['botorch' in sys.modules, 'sympy' in sys.modules, _gp._warmed_1d]\n"
+        "print(json.dumps([before, after, same]))\n"
     )
     out = _python(code)
     assert out.returncode == 0, out.stderr[-3000:]
-    before, botorch, sympy = json.loads(out.stdout.strip().splitlines()[-1])
-    assert before[0] is False and botorch and sympy  # (autolr's own imports may load sympy)
+    before, after, same = json.loads(out.stdout.strip().splitlines()[-1])
+    # (autolr's own imports may load sympy)
+    assert before[0] is False and before[2] is False and all(after) and same
