@@ -32,6 +32,22 @@ __all__ = ["Param", "Searcher"]
 # problems are tiny and float32 GPs are numerically fragile.
 _DTYPE = torch.float64
 _DEVICE = torch.device("cpu")
+
+
+def _cpu_default_device() -> contextlib.AbstractContextManager:
+    """Keeps the GP on the CPU when the user made another device the default.
+
+    botorch and gpytorch build their modules and constants on the default device; with
+    ``torch.set_default_device("cuda")`` they would meet this package's CPU tensors and every
+    GP step would fail (and fall back to quasi-random points). Entered only when needed: a
+    ``torch.device`` context is a torch-function mode that intercepts every torch call
+    (~20 % of a GP step at 200 observations).
+    """
+    if torch.get_default_device().type == "cpu":
+        return contextlib.nullcontext()
+    return torch.device("cpu")
+
+
 _STATE_VERSION = 1
 # One searcher step at a time in a process: ``suggest`` seeds the process-global RNGs (torch,
 # numpy, random) and restores them afterwards, and the GP step changes torch's thread count;
@@ -473,11 +489,13 @@ class Searcher(abc.ABC):
             "seed": self._seed,
             "n_suggest_calls": self._n_suggest_calls,
             "n_sobol_drawn": self._n_sobol_drawn,
-            "configs": torch.tensor(self._configs, dtype=_DTYPE).reshape(n, self.dim),
-            "values": torch.tensor(self._raw_values, dtype=_DTYPE).reshape(n),
+            "configs": torch.tensor(self._configs, dtype=_DTYPE, device=_DEVICE).reshape(
+                n, self.dim
+            ),
+            "values": torch.tensor(self._raw_values, dtype=_DTYPE, device=_DEVICE).reshape(n),
             # nan encodes "no noise given" so the entry stays a plain tensor.
             "noises": torch.tensor(
-                [math.nan if s is None else s for s in self._noises], dtype=_DTYPE
+                [math.nan if s is None else s for s in self._noises], dtype=_DTYPE, device=_DEVICE
             ).reshape(n),
         }
 
@@ -495,10 +513,10 @@ class Searcher(abc.ABC):
                 raise StateError(f"state {key!r} is not valid: {exc}") from exc
 
         def rows(x: Any) -> torch.Tensor:
-            return torch.as_tensor(x, dtype=_DTYPE).reshape(-1, self.dim)
+            return torch.as_tensor(x, dtype=_DTYPE, device=_DEVICE).reshape(-1, self.dim)
 
         def flat(x: Any) -> torch.Tensor:
-            return torch.as_tensor(x, dtype=_DTYPE).reshape(-1)
+            return torch.as_tensor(x, dtype=_DTYPE, device=_DEVICE).reshape(-1)
 
         version = field("version", lambda x: x)
         names = field("param_names", list)

@@ -15,7 +15,7 @@ import torch
 from autolr._errors import ConfigError, StateError
 from autolr._validate import check_choice, check_float, check_instance, check_int
 
-from ._base import _DEVICE, _DTYPE, _RNG_LOCK, Param, Searcher, _penalised
+from ._base import _DEVICE, _DTYPE, _RNG_LOCK, Param, Searcher, _cpu_default_device, _penalised
 
 if TYPE_CHECKING:
     # Loaded at runtime by _load_gp_libs() on first use (see there).
@@ -448,7 +448,7 @@ class GPSearcher(Searcher):
     ) -> torch.Tensor | None:
         """``n x d`` acquisition maximisers, or ``None`` if the GP step failed."""
         _load_gp_libs()
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _cpu_default_device():
             # botorch/gpytorch warn about standardisation, jitter, restarts... on
             # exactly the small, degenerate data this searcher must tolerate.
             warnings.simplefilter("ignore", BotorchWarning)

@@ -589,3 +589,54 @@ def test_divergence_factor_is_the_argument() -> None:
     _, _, tuner = scripted_tuner(tau=40, tau_prime=8, k=2, divergence_factor=4.0)
     _run_candidates(tuner, [[1.0 - 0.05 * t for t in range(8)], [1.0] + [3.5] * 7])
     assert [x.penalised for x in tuner.stages[0].candidates] == [False, False]
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [{"max_steps": 240}, {"variant": "paper", "tau": 40, "tau_prime": 8, "k": 4, "max_steps": 240}],
+    ids=["budget", "paper"],
+)
+def test_another_default_device_changes_nothing(kw: dict) -> None:
+    """With ``torch.set_default_device`` set elsewhere (``cuda`` in many LLM codebases; ``meta``
+    here, which no CPU tensor can meet) the GP still runs (it used to fail on every step and
+    fall back to quasi-random points, silently), the run is the same as under the CPU
+    default, and the tuner's state holds only CPU tensors."""
+
+    def run(device: str) -> tuple[list[float], torch.Tensor, int, dict]:
+        torch.manual_seed(0)
+        g = torch.Generator().manual_seed(1)
+        w = torch.randn(6, 1, generator=g)
+        xv = torch.randn(32, 6, generator=g)
+        model = nn.Linear(6, 1)
+        opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+        torch.set_default_device(device)
+        try:
+
+            def val() -> float:
+                return (model(xv) - xv @ w).pow(2).mean().item()
+
+            tuner = AutoLRS(model, opt, lr_bounds=(1e-3, 0.3), seed=0, val_fn=val, **kw)
+            while not tuner.done:
+                x = torch.randn(16, 6, generator=g, device="cpu")
+                loss = (model(x) - x @ w).pow(2).mean()
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                tuner.step(loss.item())
+            state = tuner.state_dict()
+        finally:
+            torch.set_default_device("cpu")
+        lrs = [r.lr for r in tuner.history]
+        return lrs, model.weight.detach().clone(), tuner.search.searcher.n_fallbacks, state
+
+    ref, meta = run("cpu"), run("meta")
+    assert meta[2] == ref[2] == 0
+    assert meta[0] == ref[0] and torch.equal(meta[1], ref[1])
+
+    def devices(x: Any) -> set[str]:
+        if isinstance(x, torch.Tensor):
+            return {x.device.type}
+        items = x.values() if isinstance(x, dict) else x if isinstance(x, (list, tuple)) else []
+        return set().union(*(devices(v) for v in items))
+
+    assert devices(meta[3]) == {"cpu"}

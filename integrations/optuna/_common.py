@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import secrets
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-import torch
 from optuna.distributions import BaseDistribution, IntDistribution
 from optuna.samplers import RandomSampler
 from optuna.study import StudyDirection
@@ -76,17 +74,6 @@ def _per_trial_draw(
     """
     trial_seed = _derive_seed(seed, "independent", trial.number, name) % 2**32
     return RandomSampler(seed=trial_seed).sample_independent(study, trial, name, dist)
-
-
-def _cpu_default_device() -> contextlib.AbstractContextManager:
-    """Keeps the GP on the CPU when the user made another device the default.
-
-    Entered only when needed: a ``torch.device`` context is a torch-function mode that
-    intercepts every torch call (~20 % of a GP step at 200 trials).
-    """
-    if torch.get_default_device().type == "cpu":
-        return contextlib.nullcontext()
-    return torch.device("cpu")
 
 
 def _check_single_objective(study: Study, cls: str) -> None:

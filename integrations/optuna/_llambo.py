@@ -16,13 +16,13 @@ from optuna.samplers import BaseSampler
 from optuna.trial import FrozenTrial, TrialState
 
 from autolr._errors import ConfigError
+from autolr.searchers._base import _cpu_default_device
 from autolr.searchers._llm import LLMSearcher
 from autolr.searchers._llm_client import LLMClient, client_or_new
 
 from ._base import _NumericSampler
 from ._common import (
     _check_single_objective,
-    _cpu_default_device,
     _derive_seed,
     _from_param,
     _sign,

@@ -20,11 +20,11 @@ from autolr.predictors import (
     forecast_run,
 )
 from autolr.searchers import GPSearcher
+from autolr.searchers._base import _cpu_default_device
 
 from ._base import _NumericSampler
 from ._common import (
     _check_single_objective,
-    _cpu_default_device,
     _derive_seed,
     _from_param,
     _references,
