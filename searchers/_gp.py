@@ -303,6 +303,7 @@ class GPSearcher(Searcher):
         #: Suggest calls whose GP step fell back to quasi-random points (diagnostic,
         #: not part of ``state_dict``).
         self.n_fallbacks = 0
+        self._gp_error = ""  # why the last GP step fell back (for the warning)
         self.fast_1d = bool(fast_1d)
         self.fit_min_obs = fit_min_obs
         self.log_values = log_values
@@ -424,6 +425,17 @@ class GPSearcher(Searcher):
             gp_x = self._gp_candidates(n_gp, train_x, torch.cat([pending, chosen]))
             if gp_x is None:
                 self.n_fallbacks += 1
+                if self.n_fallbacks == 1:
+                    # Said once: degenerate data can make a fit fail now and then, but a
+                    # GP that never works (a broken install, an environment it cannot run
+                    # in) would otherwise turn the search into random search unnoticed.
+                    warnings.warn(
+                        f"GPSearcher: the GP step failed ({self._gp_error}); this suggestion "
+                        "is a quasi-random point instead. Later failures of this searcher "
+                        "are only counted in n_fallbacks.",
+                        RuntimeWarning,
+                        stacklevel=4,  # the caller of suggest()
+                    )
                 gp_x = self._draw_sobol(n_gp)
             chosen = torch.cat([chosen, gp_x])
         return self._replace_duplicates(chosen, torch.cat([train_x, pending]))
@@ -480,9 +492,10 @@ class GPSearcher(Searcher):
                     raw_samples=self.raw_samples,
                     sequential=n > 1,
                 )
-            except _FIT_ERRORS:
+            except _FIT_ERRORS as exc:
                 # Start the next fit from scratch rather than from what may have caused this.
                 self._clear_warm_start()
+                self._gp_error = f"{type(exc).__name__}: {exc}"
                 return None
         cand = cand.detach().to(device=_DEVICE, dtype=_DTYPE).reshape(n, self.dim)
         return cand

@@ -287,7 +287,15 @@ def test_gp_falls_back_to_quasi_random_when_fitting_fails(
     runs = []
     for _ in range(2):
         s = gp(params, seed=6, n_initial=2)
-        cfgs = run_loop(s, bowl, 5)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            cfgs = run_loop(s, bowl, 5)
+        # Said once per searcher, with the reason; the later failures are only counted.
+        said = [w for w in caught if "GP step failed" in str(w.message)]
+        assert len(said) == 1 and "NotPSDError: matrix not positive definite" in str(
+            said[0].message
+        )
+        assert said[0].filename == __file__  # points at the caller of suggest()
         # in 1-D too: a failed fit leaves no warm start behind to skip the next fit with
         assert s.n_fallbacks == 3
         assert all(in_bounds(params, c) for c in cfgs)
