@@ -100,8 +100,14 @@ def test_paper_variant_is_bit_for_bit_unchanged(name: str) -> None:
     with open(GOLDEN) as fh:
         want = json.load(fh)["cases"][name]
     got = _paper_case(name)
-    for key in ("phases", "stages", "lrs", "history_lr", "forecasts"):
+    for key in ("phases", "stages", "lrs", "history_lr"):
         assert got[key] == want[key], key  # exact floats: the same decisions, step by step
+    # The forecasts' curve fits run through BLAS, whose last bits differ between CPUs (the
+    # same code gives 2.212646763324061 on one machine, 2.21264681211668 on another).
+    fc_got, fc_want = got["forecasts"], want["forecasts"]
+    assert [type(x) for x in fc_got] == [type(x) for x in fc_want], "forecasts"
+    for a, b in zip(fc_got, fc_want):
+        assert a == b if not isinstance(a, float) else a == pytest.approx(b, rel=1e-6, abs=0)
 
 
 # ---------------------------------------------------------------------- the plan

@@ -548,8 +548,11 @@ def test_a_fresh_tuner_state_by_value() -> None:
         "warmup_start": 0, "warmup_lr": mid, "variant": "budget", "val_broken": False,
         "nonfinite_skipped": 0, "nonfinite_streak": 0, "skipped_steps": 0, "scale_seen": None,
         "lineage": {"current": [], "snapshot": [], "best_snapshot": None, "cand_snapshot": None},
-        "history": {"step": [], "stage": [], "phase": [], "lr": [], "loss": [], "forecast": []},
     }  # fmt: skip
     assert {k: state[k] for k in want} == want
+    hist = state["history"]
+    columns = {k: v.tolist() for k, v in hist.items() if k != "forecast"}
+    assert columns == {k: [] for k in ("step", "stage", "phase", "lr", "loss")}
+    assert {k: v.tolist() for k, v in hist["forecast"].items()} == {"index": [], "value": []}
     assert (t.recoveries, t.skipped_losses, t.skipped_steps, t._restores) == (0, 0, 0, 0)
     assert t._pending == [] and t._lr_warned is False

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from autolr import AutoLRS, BudgetPolicy, ConfigTypeError, StateError
+from autolr._autolrs._history import History
 from autolr.searchers import Param, RandomSearcher
 
 BOUNDS = (1e-3, 0.3)
@@ -109,11 +110,11 @@ def rich_state() -> tuple[AutoLRS, dict[str, Any]]:
 def test_a_loaded_state_saves_back_exactly() -> None:
     _, state = rich_state()
     assert state["val_steps"] == [0.0, 1.0] and state["val_losses"] == [0.5, 0.5]
-    assert all(v is not None for v in state["history"]["loss"])
+    assert not state["history"]["loss"].isnan().any()
     _, opt, fresh = build(val_fn=lambda: torch.tensor(0.5), val_every=1)
     fresh.load_state_dict(copy.deepcopy(state))
     assert same(fresh.state_dict(), state)
-    assert [r.loss for r in fresh.history] == state["history"]["loss"]
+    assert [r.loss for r in fresh.history] == state["history"]["loss"].tolist()
     assert opt.param_groups[0]["lr"] == state["lr"]  # the saved LR is set on the optimizer
 
 
@@ -162,12 +163,52 @@ def _set(path: tuple[Any, ...], value: Any) -> Callable[[dict[str, Any]], None]:
     return edit
 
 
+def _old(edit: Callable[[dict[str, Any]], None]) -> Callable[[dict[str, Any]], None]:
+    """``edit`` applied to the state with its history as lists (checkpoints of earlier autolr)."""
+
+    def apply(state: dict[str, Any]) -> None:
+        state["history"] = History.from_state(state["history"]).columns()
+        edit(state)
+
+    return apply
+
+
+_OLD_PHASE = "history.phase={} is not one of ('warmup', 'search', 'exploit', 'final', 'done')"
+
+
+def test_a_state_with_the_history_as_lists_still_loads() -> None:
+    tuner, state = rich_state()
+    _old(lambda s: None)(state)
+    assert isinstance(state["history"]["step"], list)
+    _, _, fresh = build(val_fn=lambda: torch.tensor(0.5), val_every=1)
+    fresh.load_state_dict(state)
+    assert fresh.history == tuner.history and len(fresh.history) == 6
+    assert same(fresh.state_dict(), tuner.state_dict())
+
+
 @pytest.mark.parametrize(
     ("edit", "message"),
     [
-        (_set(("history", "phase", 0), 5), "history.phase=5 is not a string"),
-        (_set(("history", "loss", 1), "x"), "history.loss='x' is not a number"),
-        (_set(("history", "lr"), 5), "history.lr is 5, not a list"),
+        (
+            _set(("history", "phase", 0), 5),
+            "history.phase holds a code >= 5 (phases: ('warmup', 'search', 'exploit', 'final', "
+            "'done'))",
+        ),
+        (_set(("history", "loss"), [1.0]), "history.loss is list, not a tensor"),
+        (
+            _set(("history", "lr"), torch.zeros(3, dtype=torch.int64)),
+            "history.lr is a 1-d torch.int64 tensor, not a 1-d torch.float64 tensor",
+        ),
+        (_set(("history", "stage", 1), -1), "history.stage holds a negative value"),
+        (
+            _set(("history", "forecast", "index"), torch.tensor([0, 0])),
+            "history.forecast's index and value have different lengths",
+        ),
+        (_set(("history", "forecast"), [None]), "history.forecast is list, not a dict of tensors"),
+        (_old(_set(("history", "phase", 0), 5)), _OLD_PHASE.format("5")),
+        (_old(_set(("history", "phase", 0), "stage")), _OLD_PHASE.format("'stage'")),
+        (_old(_set(("history", "loss", 1), "x")), "history.loss='x' is not a number"),
+        (_old(_set(("history", "lr"), 5)), "history.lr is 5, not a list"),
         (_set(("search",), [1]), "its 'search' entry is not a StageSearch state_dict"),
         (
             _set(("phase",), "stage"),

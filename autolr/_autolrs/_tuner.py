@@ -9,7 +9,7 @@ import sys
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import asdict
-from typing import Any, NamedTuple
+from typing import Any
 
 import torch
 from torch import nn
@@ -30,13 +30,14 @@ from .._validate import (
     check_int,
     scalar_value,
 )
+from ._history import PHASES as _PHASES
+from ._history import History, HistoryRecord
 from ._lr import GroupLRs
 from ._policy import BudgetPolicy, DivergenceRule, warmup_lr
 from ._stage import CandidateResult, StageRecord, StageSearch
 
 __all__ = ["AutoLRS", "HistoryRecord"]
 
-_PHASES = ("warmup", "search", "exploit", "final", "done")
 
 # Warnings are attributed to the first frame outside this package (see _warn).
 _HERE = os.path.dirname(os.path.abspath(__file__))
@@ -55,28 +56,6 @@ def _warn(message: str, category: type[Warning]) -> None:
         frame = frame.f_back
         level += 1
     warnings.warn(message, category, stacklevel=level)
-
-
-class HistoryRecord(NamedTuple):
-    """One optimizer step as the tuner saw it (immutable; a named tuple, cheap to build).
-
-    Attributes:
-        step: Index of the optimizer step (0-based, every call to :meth:`AutoLRS.step` but
-            those reporting a skipped step).
-        stage: Stage the step belongs to.
-        phase: ``"warmup"``, ``"search"`` (a candidate's trial step), ``"exploit"`` or
-            ``"final"`` (the winner trains the stage / the remaining budget).
-        lr: The LR the optimizer used for this step.
-        loss: The loss reported for this step (``None`` if not yet synchronised).
-        forecast: On a candidate's last step, its forecast loss at τ (``inf`` if penalised).
-    """
-
-    step: int
-    stage: int
-    phase: str
-    lr: float
-    loss: float | None
-    forecast: float | None = None
 
 
 class AutoLRS:
@@ -333,7 +312,7 @@ class AutoLRS:
         self._recent: list[float] = []
         self._best_forecast = math.inf
         self._pending: list[tuple[int, torch.Tensor]] = []
-        self._records: list[HistoryRecord] = []
+        self._records = History()
         self.recoveries = 0
         self._restores = 0  # snapshot restores so far (not saved: only compared within a step)
         # Non-finite losses skipped because they poisoned nothing (budget variant).
@@ -387,13 +366,13 @@ class AutoLRS:
     def history(self) -> list[HistoryRecord]:
         """Every step seen so far: step, stage, phase, lr, loss and candidate forecasts."""
         self._flush()  # records the fast path's steps too
-        return list(self._records)
+        return self._records.records()
 
     @property
     def schedule(self) -> list[float]:
         """The LR actually used at every optimizer step, search steps included."""
         self._drain_fast()
-        return [r.lr for r in self._records]
+        return self._records.lr.tolist()
 
     @property
     def divergence_factor(self) -> float:
@@ -460,9 +439,10 @@ class AutoLRS:
                 "record which steps the weights kept; the schedule leaves out every search step",
                 RuntimeWarning,
             )
-            lrs = [r.lr for r in self._records if r.phase not in ("search", "done")]
+            h, skip = self._records, {_PHASES.index("search"), _PHASES.index("done")}
+            lrs = [lr for lr, c in zip(h.lr, h.phase) if c not in skip]
         else:
-            lrs = [self._records[i].lr for a, b in self._line for i in range(a, b)]
+            lrs = [lr for a, b in self._line for lr in self._records.lr[a:b]]
         if not lrs:
             raise StateError(
                 "AutoLRS.export_schedule: no optimizer step was taken yet, so there is no "
@@ -619,9 +599,7 @@ class AutoLRS:
         first = self.global_step - n
         stage, phase, lr, lrs = self.search.stage, self.phase, self._fast_lr0, self._fast_lrs
         used = [lr] * n if lrs is None else [lr, *lrs[: n - 1]]  # the LR before each step
-        self._records.extend(
-            [HistoryRecord(first + i, stage, phase, used[i], v) for i, v in enumerate(vals)]
-        )
+        self._records.extend(first, stage, phase, used, vals)
         self._extend_line(first, n)
         if phase == "search":
             self._cand_losses.extend(vals)
@@ -644,7 +622,7 @@ class AutoLRS:
             return self._check_budget()
 
         value = _as_float(loss)
-        self._records.append(HistoryRecord(step, self.stage, phase, used, value))
+        self._records.append(step, self.stage, phase, used, value)
         if phase == "done":
             if step == self.max_steps:  # warn once
                 _warn(
@@ -679,7 +657,7 @@ class AutoLRS:
 
     def _deferred_step(self, step: int, loss: torch.Tensor, used: float) -> None:
         """Exploitation step whose loss stays on the device until the next sync."""
-        self._records.append(HistoryRecord(step, self.stage, self.phase, used, None))
+        self._records.append(step, self.stage, self.phase, used, None)
         self._pending.append((len(self._records) - 1, loss.detach().reshape(())))
         self._phase_steps += 1
         due = len(self._pending) >= self.sync_every or self._phase_steps >= self._phase_len
@@ -778,10 +756,7 @@ class AutoLRS:
                 reason=reason,
                 trained_steps=self._phase_steps,
             )
-        last = self._records[-1]
-        self._records[-1] = HistoryRecord(
-            last.step, last.stage, last.phase, last.lr, last.loss, res.forecast
-        )
+        self._records.set_forecast(-1, res.forecast)
         if (
             self.continue_from == "best"
             and not res.penalised
@@ -1061,8 +1036,7 @@ class AutoLRS:
         self._pending.clear()
         ok = True
         for i, v in zip(idx, values):
-            r = self._records[i]
-            self._records[i] = HistoryRecord(r.step, r.stage, r.phase, r.lr, float(v), r.forecast)
+            self._records.set_loss(i, float(v))
             if math.isfinite(v):
                 self._remember([float(v)])
             else:
@@ -1116,14 +1090,7 @@ class AutoLRS:
                 "best_snapshot": _runs(self._lines.get(id(self._best_snapshot))),
                 "cand_snapshot": _runs(self._lines.get(id(self._cand_snapshot))),
             },
-            "history": {
-                "step": [r.step for r in self._records],
-                "stage": [r.stage for r in self._records],
-                "phase": [r.phase for r in self._records],
-                "lr": [r.lr for r in self._records],
-                "loss": [r.loss for r in self._records],
-                "forecast": [r.forecast for r in self._records],
-            },
+            "history": self._records.to_state(),
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -1205,22 +1172,7 @@ class AutoLRS:
                 raise StateError(f"phase {phase!r} needs the stage snapshot, which is empty")
             if not isinstance(state["search"], Mapping):
                 raise StateError("its 'search' entry is not a StageSearch state_dict")
-            h = state["history"]
-            cols = [_seq(h[c] if isinstance(h, Mapping) and c in h else None, f"history.{c}")
-                    for c in ("step", "stage", "phase", "lr", "loss", "forecast")]  # fmt: skip
-            if len({len(c) for c in cols}) > 1:
-                raise StateError("the history columns have different lengths")
-            records = [
-                HistoryRecord(
-                    _nat(a, "history.step"),
-                    _nat(b, "history.stage"),
-                    _text(c, "history.phase"),
-                    _num(d, "history.lr"),
-                    None if e is None else _num(e, "history.loss"),
-                    None if f is None else _num(f, "history.forecast"),
-                )
-                for a, b, c, d, e, f in zip(*cols)
-            ]
+            records = _parse_history(state["history"])
             nat = lambda k: _nat(state[k], k)  # noqa: E731
             num = lambda k, low=None: _num(state[k], k, low=low)  # noqa: E731
             nums = lambda k: [_num(x, k) for x in _seq(state[k], k)]  # noqa: E731
@@ -1331,6 +1283,31 @@ def _runs(line: list[tuple[int, int]] | None) -> list[list[int]] | None:
     return None if line is None else [[a, b] for a, b in line]
 
 
+def _parse_history(h: Any) -> History:
+    """The history of a state: tensor columns, or one list per field (earlier checkpoints)."""
+    if isinstance(h, Mapping) and isinstance(h.get("step"), torch.Tensor):
+        return History.from_state(h)
+    # Checkpoints written before the history was kept as columns: one list per field.
+    cols = [_seq(h[c] if isinstance(h, Mapping) and c in h else None, f"history.{c}")
+            for c in ("step", "stage", "phase", "lr", "loss", "forecast")]  # fmt: skip
+    if len({len(c) for c in cols}) > 1:
+        raise StateError("the history columns have different lengths")
+    records = History()
+    for a, b, c, d, e, f in zip(*cols):
+        if c not in _PHASES:
+            raise StateError(f"history.phase={c!r} is not one of {_PHASES}")
+        records.append(
+            _nat(a, "history.step"),
+            _nat(b, "history.stage"),
+            c,
+            _num(d, "history.lr"),
+            None if e is None else _num(e, "history.loss"),
+        )
+        if f is not None:
+            records.set_forecast(-1, _num(f, "history.forecast"))
+    return records
+
+
 def _parse_lineage(entry: Any, n_records: int) -> dict[str, list[tuple[int, int]] | None]:
     """The lineage entry of a state (absent before it existed: unknown, ``None``)."""
     keys = ("current", "snapshot", "best_snapshot", "cand_snapshot")
@@ -1402,12 +1379,6 @@ def _num(value: Any, name: str, *, low: float | None = None) -> float:
     if low is not None and not (math.isfinite(value) and value >= low):
         raise StateError(f"{name}={value!r} is not a finite number >= {low}")
     return float(value)
-
-
-def _text(value: Any, name: str) -> str:
-    if not isinstance(value, str):
-        raise StateError(f"{name}={value!r} is not a string")
-    return value
 
 
 def _check_model_optimizer(model: Any, optimizer: Any) -> None:
