@@ -185,6 +185,16 @@ _COLD_REFIT_EVERY = 12
 _PRIOR_LENGTHSCALE = 1.0 / 3.0
 
 
+def log_scaled(value: float, noise: float | None) -> tuple[float, float | None]:
+    """A positive loss and its noise standard deviation on the log scale a GP models.
+
+    A GP on raw losses spends its resolution on the bad configurations (2.2 beside 0.06 makes
+    0.06 and 0.08 look alike), while a search is decided among the good ones, whose
+    differences are relative. The noise follows by the delta method: ``std / value``.
+    """
+    return math.log(value), None if noise is None else noise / value
+
+
 class GPSearcher(Searcher):
     """GP-based Bayesian optimisation (Matérn-5/2 ARD, LogEI or UCB).
 
@@ -330,11 +340,9 @@ class GPSearcher(Searcher):
         finite = [v for v in raw if math.isfinite(v)]
         if not (self.log_values and finite and min(finite) > 0):
             return self._values(), list(self._noises)
-        values = _penalised([math.log(v) if math.isfinite(v) else v for v in raw])
-        noises = [
-            None if n is None or not math.isfinite(v) else n / v for n, v in zip(self._noises, raw)
-        ]
-        return values, noises
+        pairs = zip(raw, self._noises)
+        scaled = [log_scaled(v, n) if math.isfinite(v) else (v, None) for v, n in pairs]
+        return _penalised([v for v, _ in scaled]), [n for _, n in scaled]
 
     # ------------------------------------------------- state of the warm start
     def _clear_warm_start(self) -> None:

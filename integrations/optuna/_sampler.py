@@ -21,6 +21,7 @@ from autolr.predictors import (
 )
 from autolr.searchers import GPSearcher
 from autolr.searchers._base import _cpu_default_device
+from autolr.searchers._gp import log_scaled
 
 from ._base import _NumericSampler
 from ._common import (
@@ -59,30 +60,26 @@ class _Record(NamedTuple):
     noise: float | None
 
 
+def _logged(record: _Record) -> _Record:
+    value, noise = log_scaled(record.value, record.noise)
+    return record._replace(value=value, noise=noise)
+
+
 def _model_values(
     records: list[_Record], min_noise: float, log_values: bool
 ) -> tuple[list[_Record], bool]:
     """The records as the GP sees them: values optionally logged, noise floors applied.
 
-    With ``log_values`` and every complete/forecast value positive, values become their
-    logarithm and forecast stds ``std / value`` (delta method): a GP on raw losses spends its
-    resolution on the bad configurations (a loss of 2.2 beside 0.06 makes 0.06 and 0.08 look
-    alike), while the search is decided among the good ones, whose differences are relative.
+    With ``log_values`` and every complete/forecast value positive, values and forecast stds
+    go to the log scale (``searchers._gp.log_scaled``, the scale ``GPSearcher`` models with
+    ``log_values=True``).
     Complete values are trusted up to ``min_noise`` x their spread; forecasts never more.
     Returns the records and whether the values were logged.
     """
     ys = [r.value for r in records if r.kind in ("complete", "forecast")]
     logged = log_values and bool(ys) and min(ys) > 0.0
     if logged:
-        records = [
-            r._replace(
-                value=math.log(r.value),
-                noise=None if r.noise is None else r.noise / r.value,
-            )
-            if r.kind in ("complete", "forecast")
-            else r
-            for r in records
-        ]
+        records = [_logged(r) if r.kind in ("complete", "forecast") else r for r in records]
     ys = [r.value for r in records if r.kind == "complete"]
     if len(ys) > 1:
         mean = sum(ys) / len(ys)
