@@ -137,6 +137,46 @@ def _load_gp_libs() -> None:
 _warmed_1d = False
 
 
+def _matern_kernel(dim: int) -> ScaleKernel:
+    """The searcher's kernel, with no data: Matérn-5/2 with ARD times an output scale.
+
+    With the priors botorch used as its default for years (lengthscale ~ Gamma(3, 6) on the
+    unit cube); botorch >= 0.12 defaults to an RBF kernel with dimension-scaled priors
+    meant for high-dimensional BO.
+    """
+    return ScaleKernel(
+        MaternKernel(
+            nu=2.5,
+            ard_num_dims=dim,
+            lengthscale_prior=GammaPrior(3.0, 6.0),
+            lengthscale_constraint=GreaterThan(1e-3),
+        ),
+        outputscale_prior=GammaPrior(2.0, 0.15),
+    ).to(dtype=_DTYPE)
+
+
+def _set_prior_hypers(kernel: ScaleKernel) -> None:
+    """The 1-D prior model's hyperparameters: lengthscale a third of the box, outputscale 1."""
+    kernel.base_kernel.lengthscale = torch.full_like(
+        kernel.base_kernel.lengthscale, _PRIOR_LENGTHSCALE
+    )
+    kernel.outputscale = torch.ones_like(kernel.outputscale)
+
+
+@functools.cache
+def _prior_kernel() -> ScaleKernel:
+    """The 1-D prior model's kernel, built once per process (~1 ms a build).
+
+    Never changed after this call, so threads may share it: evaluating a kernel reads its
+    hyperparameters only.
+    """
+    with torch.no_grad():
+        kernel = _matern_kernel(1)
+        _set_prior_hypers(kernel)
+    kernel.requires_grad_(False)
+    return kernel.eval()
+
+
 def _warm_1d_path() -> None:
     """One throwaway 1-D GP step per process (~7 ms), for :meth:`GPSearcher._preload`.
 
@@ -153,7 +193,7 @@ def _warm_1d_path() -> None:
     # The budget variant's first GP step: 3 stratified points, fixed hyperparameters.
     s = GPSearcher([Param("lr", 1e-3, 1.0, log=True)], seed=0, design="stratified", fit_min_obs=6)
     for config in s.suggest(3):
-        s.observe(config, 1.0 + config["lr"])
+        s.observe(config, 1.0 + config["lr"], noise=0.01)  # the tuner gives forecast stds
     s.suggest(1)
 
 
@@ -479,6 +519,10 @@ class GPSearcher(Searcher):
             try:
                 if self.fast_1d and self.dim == 1:
                     with _single_thread():
+                        if n == 1 and not len(pending):
+                            x = self._prior_candidate(train_x)
+                            if x is not None:
+                                return x
                         model = self._fit_model_1d(train_x)
                         # Not inference_mode: botorch caches constant tensors across calls,
                         # and inference tensors among them would break later autograd.
@@ -540,13 +584,54 @@ class GPSearcher(Searcher):
         model = self._fit_model(train_x, refit=False)
         self.fitted_hyperparameters = fitted
         with torch.no_grad():
-            kernel = model.covar_module
-            kernel.base_kernel.lengthscale = torch.full_like(
-                kernel.base_kernel.lengthscale, _PRIOR_LENGTHSCALE
-            )
-            kernel.outputscale = torch.ones_like(kernel.outputscale)
+            _set_prior_hypers(model.covar_module)
             model.mean_module.constant.fill_(0.0)
         return model
+
+    def _prior_candidate(self, train_x: torch.Tensor) -> torch.Tensor | None:
+        """The 1-D prior model's LogEI maximiser without building the model (``1 x 1``).
+
+        ``None`` where it does not apply: a model to fit, UCB, or no observation noise
+        given (the model then infers it). Building the ``SingleTaskGP`` of
+        :meth:`_prior_model` (kernel, priors, likelihood, outcome transform) was ~2.5 ms
+        of a ~4 ms suggestion, the budget variant's one GP step per run. Its posterior is
+        computed from the same pieces (botorch's ``Standardize`` and gpytorch's fixed-noise
+        likelihood on this call's data, and one kernel module with the prior's
+        hyperparameters, built once per process): the same values, bit for bit (tested).
+        """
+        if len(train_x) >= self.fit_min_obs or self.acquisition != "logei":
+            return None
+        train_y, train_yvar = self._targets()
+        if train_yvar is None:
+            return None
+        with torch.no_grad():
+            post = _DirectPosterior.prior(train_x, train_y, train_yvar)
+            if post.stdv is None:
+                return None
+            best_f = post.best_mean_at_train()
+            grid = torch.linspace(0.0, 1.0, _GRID_SIZE, dtype=_DTYPE, device=_DEVICE)
+            values = _DirectLogEI.apply(grid.reshape(-1, 1), post, best_f, True)
+        return torch.tensor([[_refined_argmax(grid, values.reshape(-1))]], dtype=_DTYPE)
+
+    def _targets(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``train_Y`` and ``train_Yvar`` (``n x 1``; ``None`` when no noise was given) of the GP.
+
+        Minimisation is done by maximising -y, the convention botorch is built for.
+        """
+        modelled, noises = self._modelled()
+        values = torch.tensor(modelled, dtype=_DTYPE, device=_DEVICE)
+        train_y = (-values).unsqueeze(-1)
+        if all(s is None for s in noises):
+            return train_y, None
+        var_y = float(values.var()) if len(values) > 1 else 0.0
+        scale = var_y if var_y > 0 else 1.0
+        yvar = [
+            _DEFAULT_REL_NOISE_VAR * scale
+            if s is None or bad
+            else max(s * s, _MIN_REL_NOISE_VAR * scale)
+            for s, bad in zip(noises, self.failed)
+        ]
+        return train_y, torch.tensor(yvar, dtype=_DTYPE, device=_DEVICE).unsqueeze(-1)
 
     def _fit_model(
         self,
@@ -568,35 +653,9 @@ class GPSearcher(Searcher):
                 are overwritten by ``init``); ``None`` builds a new one.
         """
         _load_gp_libs()
-        # Minimisation is done by maximising -y, the convention botorch is built for.
-        modelled, noises = self._modelled()
-        values = torch.tensor(modelled, dtype=_DTYPE, device=_DEVICE)
-        train_y = (-values).unsqueeze(-1)
-        train_yvar = None
-        if any(s is not None for s in noises):
-            var_y = float(values.var()) if len(values) > 1 else 0.0
-            scale = var_y if var_y > 0 else 1.0
-            failed = self.failed
-            yvar = [
-                _DEFAULT_REL_NOISE_VAR * scale
-                if s is None or bad
-                else max(s * s, _MIN_REL_NOISE_VAR * scale)
-                for s, bad in zip(noises, failed)
-            ]
-            train_yvar = torch.tensor(yvar, dtype=_DTYPE, device=_DEVICE).unsqueeze(-1)
+        train_y, train_yvar = self._targets()
         if covar is None:
-            # Matérn-5/2 with ARD and the priors botorch used as its default for years
-            # (lengthscale ~ Gamma(3, 6) on the unit cube); botorch >= 0.12 defaults to
-            # an RBF kernel with dimension-scaled priors meant for high-dimensional BO.
-            covar = ScaleKernel(
-                MaternKernel(
-                    nu=2.5,
-                    ard_num_dims=self.dim,
-                    lengthscale_prior=GammaPrior(3.0, 6.0),
-                    lengthscale_constraint=GreaterThan(1e-3),
-                ),
-                outputscale_prior=GammaPrior(2.0, 0.15),
-            ).to(dtype=_DTYPE)
+            covar = _matern_kernel(self.dim)
         model = SingleTaskGP(
             train_x,
             train_y,
@@ -700,29 +759,67 @@ class _DirectPosterior:
     """
 
     def __init__(self, model: SingleTaskGP, train_x: torch.Tensor) -> None:
-        kernel = model.covar_module
-        self.transform = model.outcome_transform
         with torch.no_grad():  # constants of every call: no graph into the hyperparameters
-            self.k_train = kernel(train_x).to_dense()
-            noise = model.likelihood.noise.reshape(-1).expand(len(train_x))  # fixed or inferred
-            self.chol = psd_safe_cholesky(self.k_train + torch.diag_embed(noise))
-            self.mean = model.mean_module.constant.detach().reshape(())
-            resid = (model.train_targets - self.mean).unsqueeze(-1)
-            self.alpha = torch.cholesky_solve(resid, self.chol)
-            # Standardize's constants (the only outcome transform the searcher builds), for
-            # the written-out LogEI; None leaves botorch's forward in charge.
-            t = self.transform
-            std = isinstance(t, Standardize) and t.means.numel() == 1
-            self.loc = t.means.detach().reshape(()) if std else None
-            self.stdv = t.stdvs.detach().reshape(()) if std else None
-            # This searcher's kernel, Matérn-5/2 (ARD) times an output scale, written out
-            # with its hyperparameters as constants: gpytorch's module call and its
-            # autograd graph through the raw hyperparameters cost ~4x the arithmetic. Only
-            # mean_and_sigma needs them; the incumbent (best_mean_at_train) takes any kernel.
-            if self.supports(model):
-                self.outputscale = kernel.outputscale.detach().reshape(())
-                self.lengthscale = kernel.base_kernel.lengthscale.detach().reshape(-1)
-                self.train_z = train_x / self.lengthscale
+            self._setup(
+                train_x,
+                model.covar_module,
+                model.likelihood.noise,  # fixed or inferred
+                model.mean_module.constant,
+                model.train_targets,
+                model.outcome_transform,
+                written_out=self.supports(model),
+            )
+
+    @classmethod
+    def prior(
+        cls, train_x: torch.Tensor, train_y: torch.Tensor, train_yvar: torch.Tensor
+    ) -> _DirectPosterior:
+        """The posterior of :meth:`GPSearcher._prior_model` on this data, without the model.
+
+        The pieces ``SingleTaskGP`` would build from ``train_y`` and ``train_yvar``
+        (``n x 1``): its ``Standardize`` outcome transform and fixed-noise likelihood, and
+        the prior's kernel (:func:`_prior_kernel`); mean constant 0.
+        """
+        transform = Standardize(m=1)
+        y, yvar = transform(train_y, train_yvar, X=train_x)
+        transform.eval()
+        noise = FixedNoiseGaussianLikelihood(noise=yvar.squeeze(-1)).noise
+        self = cls.__new__(cls)
+        zero = torch.zeros((), dtype=_DTYPE, device=_DEVICE)
+        self._setup(train_x, _prior_kernel(), noise, zero, y.squeeze(-1), transform, True)
+        return self
+
+    def _setup(
+        self,
+        train_x: torch.Tensor,
+        kernel: ScaleKernel,
+        noise: torch.Tensor,
+        constant: torch.Tensor,
+        targets: torch.Tensor,
+        transform: Any,
+        written_out: bool,
+    ) -> None:
+        self.transform = transform
+        self.k_train = kernel(train_x).to_dense()
+        noise = noise.reshape(-1).expand(len(train_x))
+        self.chol = psd_safe_cholesky(self.k_train + torch.diag_embed(noise))
+        self.mean = constant.detach().reshape(())
+        resid = (targets - self.mean).unsqueeze(-1)
+        self.alpha = torch.cholesky_solve(resid, self.chol)
+        # Standardize's constants (the only outcome transform the searcher builds), for
+        # the written-out LogEI; None leaves botorch's forward in charge.
+        t = self.transform
+        std = isinstance(t, Standardize) and t.means.numel() == 1
+        self.loc = t.means.detach().reshape(()) if std else None
+        self.stdv = t.stdvs.detach().reshape(()) if std else None
+        # This searcher's kernel, Matérn-5/2 (ARD) times an output scale, written out
+        # with its hyperparameters as constants: gpytorch's module call and its
+        # autograd graph through the raw hyperparameters cost ~4x the arithmetic. Only
+        # mean_and_sigma needs them; the incumbent (best_mean_at_train) takes any kernel.
+        if written_out:
+            self.outputscale = kernel.outputscale.detach().reshape(())
+            self.lengthscale = kernel.base_kernel.lengthscale.detach().reshape(-1)
+            self.train_z = train_x / self.lengthscale
 
     @staticmethod
     def supports(model: SingleTaskGP) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import random
 
 import pytest
 
@@ -44,6 +45,7 @@ def test_below_fit_min_obs_no_fit_and_prior_hyperparameters(monkeypatch):
         return m
 
     s._prior_model = keep  # type: ignore[method-assign]
+    s._prior_candidate = lambda train_x: None  # type: ignore[method-assign]  # build the model
     _observe(s, 3)  # GP steps with 3, 4 and 5 observations: none may fit
     assert calls == []
     assert len(models) == 3
@@ -76,6 +78,71 @@ def test_prior_model_still_finds_the_minimum_side():
     assert s.n_fallbacks == 0
     assert xs[0] < nxt["x"] < xs[-1]
     assert abs(nxt["x"] - 0.4) < abs(min(xs, key=lambda x: abs(x - 0.4)) - 0.4) + 0.15
+
+
+def _cases(n: int) -> list[tuple[list[float], list[float | None]]]:
+    rng = random.Random(0)
+    out = []
+    for _ in range(n):
+        k = rng.choice([1, 2, 3, 3, 4, 5])
+        vals = [
+            rng.choice([math.inf, math.nan, 1.0]) if rng.random() < 0.15 else rng.uniform(0.01, 3)
+            for _ in range(k)
+        ]
+        noises = [rng.choice([None, 0.0, rng.uniform(0.0, 0.5)]) for _ in range(k)]
+        noises[0] = 0.05  # with a given noise the shortcut applies
+        out.append((vals, noises))
+    return out
+
+
+@pytest.mark.parametrize("log_values", [True, False])
+def test_the_prior_shortcut_suggests_what_the_prior_model_does(log_values):
+    """Below ``fit_min_obs`` a LogEI suggestion reads the prior model's posterior without
+    building the model (``_prior_candidate``): the same point, bit for bit, on bowls, ties,
+    failures (inf, NaN), zero and missing noises and 1-5 observations."""
+    built = []
+
+    def suggest(vals, noises, shortcut):
+        s = GPSearcher(
+            [Param("lr", 1e-3, 1.0, log=True)],
+            seed=len(vals),
+            design="stratified",
+            fit_min_obs=6,
+            log_values=log_values,
+        )
+        for cfg, v, n in zip(s.suggest(len(vals)), vals, noises):
+            s.observe(cfg, v, noise=n)
+        real = s._prior_model
+        s._prior_model = lambda x: built.append(shortcut) or real(x)  # type: ignore[method-assign]
+        if not shortcut:
+            s._prior_candidate = lambda x: None  # type: ignore[method-assign]
+        (cfg,) = s.suggest()
+        assert s.n_fallbacks == 0
+        return cfg["lr"]
+
+    for vals, noises in _cases(40):
+        assert suggest(vals, noises, True) == suggest(vals, noises, False), (vals, noises)
+    # Only the model path built one (below n_initial, or with every value failed, the
+    # suggestion comes from the design).
+    assert len(built) >= 20 and not any(built)
+
+
+def test_the_prior_shortcut_leaves_other_cases_to_the_model():
+    s = GPSearcher([Param("lr", 1e-3, 1.0, log=True)], seed=0, fit_min_obs=6)
+    for cfg in s.suggest(3):
+        s.observe(cfg, 1.0 + cfg["lr"])  # no noise given: the model infers it
+    built = []
+    real = s._prior_model
+    s._prior_model = lambda x: built.append(1) or real(x)  # type: ignore[method-assign]
+    s.suggest()
+    s.suggest(2)  # two points: greedy on the model
+    u = GPSearcher([Param("lr", 1e-3, 1.0, log=True)], seed=0, fit_min_obs=6, acquisition="ucb")
+    for cfg in u.suggest(3):
+        u.observe(cfg, 1.0 + cfg["lr"], noise=0.1)
+    real_u = u._prior_model
+    u._prior_model = lambda x: built.append(2) or real_u(x)  # type: ignore[method-assign]
+    u.suggest()
+    assert built == [1, 1, 2]
 
 
 @pytest.mark.parametrize("bad", [-1, 1.5, "3", True])
