@@ -42,6 +42,7 @@ def _run(
     script: Script | None = None,
     val: bool = True,
     peek_every: int = 0,
+    tensor: bool = False,
     **kw: Any,
 ) -> dict[str, Any]:
     torch.manual_seed(0)
@@ -74,7 +75,8 @@ def _run(
             value = loss.item()
             if script is not None:
                 value = script(i, value, tuner)
-            tuner.step(value)
+            # float64 with bits beyond float32's: read exactly as the general path reads it
+            tuner.step(torch.tensor(value, dtype=torch.float64) + 1e-9 if tensor else value)
             if peek_every and i % peek_every == 0:
                 # Reading the public state mid-window must not change the run.
                 peeks.append((tuner.global_step, tuner.lr, len(tuner.history), tuner.phase))
@@ -113,6 +115,7 @@ def _same(steps: int, **kw: Any) -> dict[str, Any]:
         {"max_steps": 400, "val_every": 5},  # validations inside the windows
         {"variant": "paper", "tau": 40, "tau_prime": 8, "k": 3, "max_steps": 400},
         {"tau": 40, "tau_prime": 8, "k": 3, "tau_max": 80},  # paper variant, no budget
+        {"max_steps": 400, "tensor": True},  # float64 CPU tensors, read as the general path
     ],
     ids=[
         "budget",
@@ -124,6 +127,7 @@ def _same(steps: int, **kw: Any) -> dict[str, Any]:
         "val-every",
         "paper",
         "paper-unbounded",
+        "cpu-tensor",
     ],
 )
 def test_fast_path_changes_nothing(kw: dict[str, Any]) -> None:
@@ -197,9 +201,15 @@ def test_resume_inside_a_fast_window_equals_the_uninterrupted_run() -> None:
     assert torch.equal(model3.weight, model.weight)
 
 
-def _count_calls(tuner: AutoLRS, method: str, steps: int, tensor_until: int = 0) -> int:
+def _count_calls(
+    tuner: AutoLRS,
+    method: str,
+    steps: int,
+    tensor_until: int = 0,
+    shape: tuple[int, ...] | None = None,
+) -> int:
     """Train a linear model ``steps`` steps and count the calls of ``tuner.<method>``; the
-    first ``tensor_until`` losses are reported as tensors, the rest as floats."""
+    first ``tensor_until`` losses are reported as tensors (of ``shape``), the rest as floats."""
     calls = 0
     real = getattr(tuner, method)
 
@@ -216,29 +226,45 @@ def _count_calls(tuner: AutoLRS, method: str, steps: int, tensor_until: int = 0)
         tuner.optimizer.zero_grad()
         loss.backward()
         tuner.optimizer.step()
-        tuner.step(loss.detach() if i < tensor_until else loss.item())
+        if i >= tensor_until:
+            tuner.step(loss.item())
+        else:
+            tuner.step(loss.detach() if shape is None else loss.detach().reshape(shape))
     return calls
 
 
-def _linear_tuner() -> AutoLRS:
+def _linear_tuner(**kw: Any) -> AutoLRS:
     torch.manual_seed(0)
     model = nn.Linear(4, 1)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    return AutoLRS(model, opt, lr_bounds=(1e-3, 1.0), max_steps=400, seed=0)
+    return AutoLRS(model, opt, lr_bounds=(1e-3, 1.0), max_steps=400, seed=0, **kw)
 
 
-def test_fast_path_is_taken() -> None:
-    """The point of it: most exploitation and candidate steps skip the general path."""
+@pytest.mark.parametrize("tensor", [False, True], ids=["float", "cpu-tensor"])
+def test_fast_path_is_taken(tensor: bool) -> None:
+    """The point of it: most exploitation and candidate steps skip the general path, for
+    float losses and for scalar tensors on the CPU (``tuner.step(loss)``)."""
     tuner = _linear_tuner()
-    general = _count_calls(tuner, "_step", 400)
+    general = _count_calls(tuner, "_step", 400, tensor_until=400 if tensor else 0)
     assert tuner.done and len(tuner.history) == 400
     assert general < 40, general  # stage boundaries, candidate ends, validations only
 
 
+def test_a_cpu_tensor_loss_runs_as_its_float() -> None:
+    """``tuner.step(loss)`` with a CPU tensor gives the run of ``tuner.step(loss.item())``."""
+    runs = []
+    for tensor in (False, True):
+        tuner = _linear_tuner()
+        _count_calls(tuner, "_step", 400, tensor_until=400 if tensor else 0)
+        runs.append(([tuple(r) for r in tuner.history], tuner.lr, _plain(tuner.state_dict())))
+    assert runs[0] == runs[1]
+
+
 def test_steps_that_decline_the_fast_path_plan_nothing() -> None:
-    """Tensor losses never take the fast path; its window's LRs must then never be planned
-    (up to 1024 of them, which once cost every such step ~0.2 ms)."""
+    """Losses the fast path leaves to the general path (here one-element tensors that are
+    not 0-d) must never plan its window's LRs (up to 1024 of them, which once cost every
+    such step ~0.2 ms)."""
     tuner = _linear_tuner()
-    plans = _count_calls(tuner, "_plan_fast", 400, tensor_until=300)
+    plans = _count_calls(tuner, "_plan_fast", 400, tensor_until=300, shape=(1,))
     assert tuner.done
     assert 0 < plans < 5  # only once float losses (the last 100 steps) take the fast path

@@ -483,6 +483,17 @@ class AutoLRS:
                 skipped a call, or the tuners were built with different arguments).
         """
         if (
+            type(loss) is torch.Tensor
+            and self._fast_left
+            and self.sync_every == 1
+            and loss.device.type == "cpu"
+            and loss.dim() == 0
+        ):
+            # A CPU loss costs nothing to read (no device to wait for): as the general path
+            # would read it, so the step can take the fast path below. ~14 µs a step less
+            # for the common `tuner.step(loss)` on a CPU model.
+            loss = scalar_value(loss, "loss must be a scalar")
+        if (
             self._fast_left
             and skipped is False
             and type(loss) is float
