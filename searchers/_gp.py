@@ -611,7 +611,8 @@ class GPSearcher(Searcher):
             best_f = post.best_mean_at_train()
             grid = torch.linspace(0.0, 1.0, _GRID_SIZE, dtype=_DTYPE, device=_DEVICE)
             values = _DirectLogEI.apply(grid.reshape(-1, 1), post, best_f, True)
-        return torch.tensor([[_refined_argmax(grid, values.reshape(-1))]], dtype=_DTYPE)
+        x = _refined_argmax(grid, values.reshape(-1))
+        return torch.tensor([[x]], dtype=_DTYPE, device=_DEVICE)
 
     def _targets(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``train_Y`` and ``train_Yvar`` (``n x 1``; ``None`` when no noise was given) of the GP.

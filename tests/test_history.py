@@ -32,10 +32,9 @@ def test_records_read_back_as_written() -> None:
     assert h[-1] == h[3] and len(h) == 4
     h.set_loss(3, 0.75)
     assert h[3].loss == 0.75
-    cols = h.columns()
-    assert cols["forecast"] == [None, None, math.inf, None]
-    assert cols["phase"] == ["warmup", "search", "search", "exploit"]
-    assert cols["loss"][3] == 0.75 and cols["lr"] == [0.1, 0.2, 0.3, 0.3]
+    assert [r.forecast for r in h] == [None, None, math.inf, None]
+    assert [r.phase for r in h] == ["warmup", "search", "search", "exploit"]
+    assert [r.lr for r in h] == [0.1, 0.2, 0.3, 0.3]
     with pytest.raises(IndexError):
         h.set_forecast(4, 1.0)
     with pytest.raises(IndexError):

@@ -167,7 +167,9 @@ def _old(edit: Callable[[dict[str, Any]], None]) -> Callable[[dict[str, Any]], N
     """``edit`` applied to the state with its history as lists (checkpoints of earlier autolr)."""
 
     def apply(state: dict[str, Any]) -> None:
-        state["history"] = History.from_state(state["history"]).columns()
+        records = History.from_state(state["history"]).records()
+        fields = ("step", "stage", "phase", "lr", "loss", "forecast")
+        state["history"] = {f: [getattr(r, f) for r in records] for f in fields}
         edit(state)
 
     return apply

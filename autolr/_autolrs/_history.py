@@ -1,7 +1,7 @@
 """The tuner's per-step record, kept as columns.
 
 A run of a million steps would hold a million named tuples (~180 bytes each, ~180 MB); the
-columns take ~30 bytes a step, and appending the fast path's steps in bulk costs a few
+columns take 33 bytes a step, and appending the fast path's steps in bulk costs a few
 nanoseconds a step instead of building one tuple each. Records are built only when read.
 """
 
@@ -116,34 +116,6 @@ class History:
         unsynced, forecast = self.unsynced, self.forecast
         for i, (a, b, c, d, e) in enumerate(zip(self.step, self.stage, phases, self.lr, self.loss)):
             yield HistoryRecord(a, b, c, d, None if i in unsynced else e, forecast.get(i))
-
-    def columns(self) -> dict[str, list]:
-        """Plain lists, one per field (as :attr:`AutoLRS.history`, by field)."""
-        n = len(self.step)
-        loss: list[float | None] = self.loss.tolist()
-        for i in self.unsynced:
-            loss[i] = None
-        forecast: list[float | None] = [None] * n
-        for i, v in self.forecast.items():
-            forecast[i] = v
-        return {
-            "step": self.step.tolist(),
-            "stage": self.stage.tolist(),
-            "phase": [PHASES[c] for c in self.phase],
-            "lr": self.lr.tolist(),
-            "loss": loss,
-            "forecast": forecast,
-        }
-
-    @classmethod
-    def from_records(cls, records: Sequence[HistoryRecord]) -> History:
-        """The history holding ``records`` (already checked), in order."""
-        h = cls()
-        for r in records:
-            h.append(r.step, r.stage, r.phase, r.lr, r.loss)
-            if r.forecast is not None:
-                h.forecast[len(h) - 1] = r.forecast
-        return h
 
     def to_state(self) -> dict[str, Any]:
         """The columns as CPU tensors (the tuner's ``state_dict`` entry).
