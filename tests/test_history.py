@@ -131,3 +131,28 @@ def test_the_state_holds_tensors_and_is_checked() -> None:
         History.from_state({**state, "step": state["step"].reshape(3, 1)})
     with pytest.raises(StateError, match=r"history\.stage is NoneType, not a tensor"):
         History.from_state({k: v for k, v in state.items() if k != "stage"})
+
+
+def test_reading_the_history_again_builds_only_new_and_changed_records() -> None:
+    h = History()
+    h.extend(0, 0, "search", [0.1, 0.2], [1.0, 0.9])
+    h.append(2, 0, "exploit", 0.2, None)
+    first = h.records()
+    assert first[2].loss is None and first[1].forecast is None
+    h.set_forecast(1, 0.5)  # changed after it was built
+    h.set_loss(2, 0.8)
+    h.append(3, 0, "exploit", 0.2, 0.7)
+    again = h.records()
+    assert again == [
+        HistoryRecord(0, 0, "search", 0.1, 1.0),
+        HistoryRecord(1, 0, "search", 0.2, 0.9, 0.5),
+        HistoryRecord(2, 0, "exploit", 0.2, 0.8),
+        HistoryRecord(3, 0, "exploit", 0.2, 0.7),
+    ]
+    assert again is not h.records()  # a new list each time: the caller may change it
+    assert again[0] is first[0]  # unchanged records are not rebuilt
+    assert first[1].forecast is None and first[2].loss is None  # earlier lists stay as read
+    assert not h._dirty
+    h.append(4, 0, "exploit", 0.2, None)
+    h.set_loss(4, 0.6)  # never built: nothing to rebuild later
+    assert not h._dirty and h.records()[4].loss == 0.6

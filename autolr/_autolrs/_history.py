@@ -51,7 +51,7 @@ class History:
     ``unsynced``; forecasts, set on a candidate's last step only, are a sparse mapping.
     """
 
-    __slots__ = ("forecast", "loss", "lr", "phase", "stage", "step", "unsynced")
+    __slots__ = ("_built", "_dirty", "forecast", "loss", "lr", "phase", "stage", "step", "unsynced")
 
     def __init__(self) -> None:
         self.step = array("q")
@@ -61,6 +61,11 @@ class History:
         self.loss = array("d")
         self.forecast: dict[int, float] = {}
         self.unsynced: set[int] = set()
+        # Records built by records(), kept so that reading the history every step (say its
+        # last record, for logging) costs a list copy, not a rebuild of every record; the
+        # indices changed since they were built are rebuilt on the next read.
+        self._built: list[HistoryRecord] = []
+        self._dirty: set[int] = set()
 
     def __len__(self) -> int:
         return len(self.step)
@@ -89,12 +94,18 @@ class History:
 
     def set_loss(self, i: int, value: float) -> None:
         """Fill in the loss of record ``i`` once it is read back."""
+        i = range(len(self.step))[i]
         self.loss[i] = value
         self.unsynced.discard(i)
+        if i < len(self._built):
+            self._dirty.add(i)
 
     def set_forecast(self, i: int, value: float) -> None:
         """Attach a candidate's forecast to record ``i`` (negative ``i`` counts from the end)."""
-        self.forecast[range(len(self.step))[i]] = value
+        i = range(len(self.step))[i]
+        self.forecast[i] = value
+        if i < len(self._built):
+            self._dirty.add(i)
 
     def __getitem__(self, i: int) -> HistoryRecord:
         i = range(len(self.step))[i]
@@ -108,13 +119,29 @@ class History:
         )
 
     def records(self) -> list[HistoryRecord]:
-        """Every record, built now."""
-        return list(self)
+        """Every record, in a new list (built once, then only the new and changed ones)."""
+        built = self._built
+        for i in self._dirty:
+            if i < len(built):
+                built[i] = self[i]
+        self._dirty.clear()
+        if len(built) < len(self.step):
+            built.extend(self._build(len(built)))
+        return list(built)
 
     def __iter__(self) -> Iterator[HistoryRecord]:
-        phases = [PHASES[c] for c in self.phase]
+        return self._build(0)
+
+    def _build(self, start: int) -> Iterator[HistoryRecord]:
         unsynced, forecast = self.unsynced, self.forecast
-        for i, (a, b, c, d, e) in enumerate(zip(self.step, self.stage, phases, self.lr, self.loss)):
+        cols = zip(
+            self.step[start:],
+            self.stage[start:],
+            [PHASES[c] for c in self.phase[start:]],
+            self.lr[start:],
+            self.loss[start:],
+        )
+        for i, (a, b, c, d, e) in enumerate(cols, start):
             yield HistoryRecord(a, b, c, d, None if i in unsynced else e, forecast.get(i))
 
     def to_state(self) -> dict[str, Any]:
