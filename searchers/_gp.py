@@ -7,7 +7,7 @@ import functools
 import importlib
 import math
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -609,10 +609,11 @@ class GPSearcher(Searcher):
             if post.stdv is None:
                 return None
             best_f = post.best_mean_at_train()
-            grid = torch.linspace(0.0, 1.0, _GRID_SIZE, dtype=_DTYPE, device=_DEVICE)
-            values = _DirectLogEI.apply(grid.reshape(-1, 1), post, best_f, True)
-        x = _refined_argmax(grid, values.reshape(-1))
-        return torch.tensor([[x]], dtype=_DTYPE, device=_DEVICE)
+
+        def log_ei(x: torch.Tensor) -> torch.Tensor:  # the DirectLogEI forward, maximize=True
+            return _DirectLogEI.apply(x.reshape(-1, x.shape[-1]), post, best_f, True)
+
+        return self._maximise_on_grid(log_ei, 1, train_x[:0])
 
     def _targets(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``train_Y`` and ``train_Yvar`` (``n x 1``; ``None`` when no noise was given) of the GP.
@@ -730,7 +731,10 @@ class GPSearcher(Searcher):
         return qLogExpectedImprovement(model, best_f=best_f, X_pending=x_pending)
 
     def _maximise_on_grid(
-        self, acqf: AcquisitionFunction, n: int, pending: torch.Tensor
+        self,
+        acqf: AcquisitionFunction | Callable[[torch.Tensor], torch.Tensor],
+        n: int,
+        pending: torch.Tensor,
     ) -> torch.Tensor:
         """``n x 1`` maximisers of a 1-D acquisition on a dense grid (greedy for ``n > 1``)."""
         grid = torch.linspace(0.0, 1.0, _GRID_SIZE, dtype=_DTYPE, device=_DEVICE)
