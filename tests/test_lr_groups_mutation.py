@@ -58,6 +58,18 @@ def test_a_single_group_is_its_own_reference() -> None:
     assert (g.reference, g.first, g.scales) == (0, 0.3, [1.0])
     g.set(1.5)
     assert g.optimizer.param_groups[0]["lr"] == 1.5 and g.written == [1.5]
+    g.set(math.inf)  # written as given, as the general path writes inf * 1.0
+    assert g.optimizer.param_groups[0]["lr"] == math.inf and g.written == [math.inf]
+
+
+def test_a_single_tensor_lr_is_filled_in_place_too() -> None:
+    # set()'s shortcut for one group is for a float LR only: a tensor stays the same object.
+    opt = sgd(torch.tensor(0.2))
+    held = opt.param_groups[0]["lr"]
+    g = GroupLRs(opt)
+    g.set(0.5)
+    assert opt.param_groups[0]["lr"] is held and held.item() == 0.5
+    assert g.written == [0.5]
 
 
 def test_a_frozen_group_stays_exactly_zero_even_for_an_infinite_lr() -> None:

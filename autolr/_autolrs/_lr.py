@@ -75,6 +75,14 @@ class GroupLRs:
 
     def set(self, lr: float) -> None:
         """Set ``lr`` on the reference group and the scaled LRs on the others."""
+        groups = self.optimizer.param_groups
+        if len(groups) == 1 and type(groups[0]["lr"]) is float:
+            # The common case, once per step in a decay: a single group is the reference,
+            # its scale is 1.0, and the loop below would write lr * 1.0.
+            value = lr * 1.0
+            groups[0]["lr"] = value
+            self.written = [value]
+            return
         written = []
         for group, scale in zip(self.optimizer.param_groups, self.scales):
             value = lr * scale if scale != 0.0 else 0.0
