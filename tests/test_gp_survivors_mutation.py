@@ -99,3 +99,29 @@ def test_grid_maximiser_holds_the_chosen_points_pending_exactly() -> None:
     assert float(torch.tensor(pts[0], dtype=torch.float32)) != pts[0]
     assert [p.dtype for p in seen] == [F64, F64]
     assert [p[:, 0].tolist() for p in seen] == [pts[:1], pts[:2]]
+
+
+# Written for the survivors of the 2026-12-07 run on the prior model's GP step (`_targets`,
+# `log_scaled`, the kernels; mutation/README.md).
+
+
+def test_log_scaled_noise_is_relative_to_the_value() -> None:
+    import math
+
+    assert gp_module.log_scaled(2.0, 0.2) == (math.log(2.0), 0.1)  # delta method: std / value
+    assert gp_module.log_scaled(0.5, None) == (math.log(0.5), None)
+
+
+def test_a_zero_noise_is_floored_relative_to_the_values_spread() -> None:
+    s = GPSearcher([Param("lr", 1e-3, 1.0, log=True)], seed=0, log_values=False)
+    for cfg, v in zip(s.suggest(3), [1.0, 2.0, 4.0]):
+        s.observe(cfg, v, noise=0.0)
+    _, yvar = s._targets()
+    spread = float(torch.tensor([1.0, 2.0, 4.0], dtype=F64).var())  # 7/3, not 1
+    assert yvar.reshape(-1).tolist() == pytest.approx([gp_module._MIN_REL_NOISE_VAR * spread] * 3)
+
+
+def test_the_gp_kernels_hold_double_precision_hyperparameters() -> None:
+    gp_module._load_gp_libs()
+    for kernel in (gp_module._prior_kernel(), gp_module._matern_kernel(2)):
+        assert {p.dtype for p in kernel.parameters()} == {F64}

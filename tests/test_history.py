@@ -156,3 +156,56 @@ def test_reading_the_history_again_builds_only_new_and_changed_records() -> None
     h.append(4, 0, "exploit", 0.2, None)
     h.set_loss(4, 0.6)  # never built: nothing to rebuild later
     assert not h._dirty and h.records()[4].loss == 0.6
+
+
+def test_records_built_in_two_reads_carry_their_own_forecast_and_unread_loss() -> None:
+    # The second read builds records 3-4 only; each must look up its own index.
+    h = History()
+    h.extend(0, 0, "search", [0.1, 0.2, 0.3], [1.0, 0.9, 0.8])
+    h.set_forecast(0, 0.25)  # a forecast on the very first record
+    assert [r.forecast for r in h.records()] == [0.25, None, None]
+    h.append(3, 0, "search", 0.3, 0.7)
+    h.set_forecast(3, 0.5)  # the record right after the built ones
+    h.append(4, 0, "exploit", 0.3, None)
+    recs = h.records()
+    assert [r.forecast for r in recs] == [0.25, None, None, 0.5, None]
+    assert [r.loss for r in recs] == [1.0, 0.9, 0.8, 0.7, None]
+    back = History.from_state(h.to_state())  # a forecast at index 0 loads
+    assert back.forecast == {0: 0.25, 3: 0.5}
+
+
+def test_the_state_is_on_the_cpu_whatever_the_default_device() -> None:
+    h = History()
+    h.append(0, 0, "search", 0.1, 1.0)
+    h.set_forecast(0, 0.5)
+    with torch.device("meta"):  # stands in for a CUDA default device
+        states = [h.to_state(), History().to_state()]
+    for state in states:
+        tensors = [state[k] for k in ("step", "stage", "phase", "lr", "loss")]
+        tensors += [state["forecast"]["index"], state["forecast"]["value"]]
+        assert {t.device.type for t in tensors} == {"cpu"}
+    assert History.from_state(states[0]).records() == h.records()
+
+
+def test_each_refusal_of_a_state_names_what_is_wrong() -> None:
+    h = History()
+    h.extend(0, 0, "search", [0.1, 0.2, 0.3, 0.4], [1.0, 0.9, 0.8, 0.7])
+    state = h.to_state()
+    fc = state["forecast"]
+    # later entries all above the first, but not increasing
+    unordered = {"index": torch.tensor([0, 3, 2]), "value": torch.zeros(3, dtype=torch.float64)}
+    cases = [
+        ({**state, "forecast": unordered}, r"^history\.forecast\.index is not increasing within"),
+        (
+            {**state, "forecast": {**fc, "index": fc["index"].float()}},
+            r"^history\.forecast\.index is",
+        ),
+        (
+            {**state, "forecast": {**fc, "value": fc["value"].float()}},
+            r"^history\.forecast\.value is",
+        ),
+        ({**state, "lr": state["lr"][:3]}, r"^the history columns have different lengths$"),
+    ]
+    for bad, message in cases:
+        with pytest.raises(StateError, match=message):
+            History.from_state(bad)

@@ -59,6 +59,14 @@ def test_below_fit_min_obs_no_fit_and_prior_hyperparameters(monkeypatch):
     assert s.fitted_hyperparameters is not None
 
 
+def test_at_fit_min_obs_the_gp_step_fits(monkeypatch):
+    # The prior shortcut stops where fitting starts: a GP step on exactly fit_min_obs points.
+    calls = _count_fits(monkeypatch)
+    s = GPSearcher([Param("lr", 1e-3, 1.0, log=True)], seed=0, fit_min_obs=3)
+    _observe(s, 4)  # 3 from the design, then the first GP step, on 3 observations
+    assert calls == [3] and s.fitted_hyperparameters is not None
+
+
 def test_default_fits_from_the_first_gp_step(monkeypatch):
     calls = _count_fits(monkeypatch)
     s = GPSearcher([Param("lr", 1e-3, 1.0, log=True)], seed=0)

@@ -121,9 +121,8 @@ class History:
     def records(self) -> list[HistoryRecord]:
         """Every record, in a new list (built once, then only the new and changed ones)."""
         built = self._built
-        for i in self._dirty:
-            if i < len(built):
-                built[i] = self[i]
+        for i in self._dirty:  # only indices already built (set_loss, set_forecast)
+            built[i] = self[i]
         self._dirty.clear()
         if len(built) < len(self.step):
             built.extend(self._build(len(built)))
