@@ -24,7 +24,11 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from autolr import AutoLRS, ConfigTypeError, StateError
 
 
-def _train(rank: int, tuner_kw: dict, *, tensor_loss: bool, val: bool) -> dict:
+def _train(
+    rank: int, tuner_kw: dict, *, tensor_loss: bool, val: bool, skip_at: int | None = None
+) -> dict:
+    """One rank's run. ``skip_at``: at that loop iteration neither rank steps the optimizer,
+    and only rank 0 reports the step as skipped (as a rank-local GradScaler check would)."""
     torch.manual_seed(0)  # same initial weights on every rank (DDP also broadcasts them)
     model = DDP(nn.Linear(4, 1))
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
@@ -45,9 +49,11 @@ def _train(rank: int, tuner_kw: dict, *, tensor_loss: bool, val: bool) -> dict:
         loss = (model(x) - x.sum(1, keepdim=True) * (1 + rank)).pow(2).mean()
         opt.zero_grad()
         loss.backward()
-        opt.step()
+        skip = len(local) == skip_at
+        if not skip:
+            opt.step()
         local.append(loss.item())
-        tuner.step(loss if tensor_loss else loss.item())
+        tuner.step(loss if tensor_loss else loss.item(), skipped=skip and rank == 0)
     h = tuner.history
     return {
         "lrs": [r.lr for r in h],
@@ -60,6 +66,7 @@ def _train(rank: int, tuner_kw: dict, *, tensor_loss: bool, val: bool) -> dict:
         "export": tuner.export_schedule().per_step(),
         "val_calls": val_calls,
         "scores": [c.forecast for st in tuner.stages for c in st.candidates],
+        "skipped_steps": tuner.skipped_steps,
     }
 
 
@@ -78,7 +85,7 @@ def _worker(rank: int, world: int, init: str, out: str) -> None:
                                    "tau_prime": 4, "k": 3, "max_steps": 40, "sync_every": 4},
                             tensor_loss=True, val=True),
             "budget-val": _train(rank, {"lr_bounds": (1e-3, 0.3), "max_steps": 80},
-                                 tensor_loss=False, val=True),
+                                 tensor_loss=False, val=True, skip_at=10),
         }  # fmt: skip
         # Built with other arguments on rank 1: the first step's check must refuse on both.
         try:
@@ -135,6 +142,11 @@ def test_two_ranks_take_one_decision(tmp_path) -> None:
     assert a["val_calls"] != b["val_calls"]  # rank-dependent
     for score, va, vb in zip(a["scores"], a["val_calls"], b["val_calls"]):
         assert score == pytest.approx((va + vb) / 2, rel=1e-6)
+    # A step skipped on rank 0 only is skipped on both (the ranks OR their verdicts): not
+    # counted, so each rank's loop ran one more time than the budget.
+    assert a["skipped_steps"] == b["skipped_steps"] == 1
+    assert len(a["lrs"]) == 80 and len(a["local"]) == 81 and a["weights"] == b["weights"]
+    assert r0["budget"]["skipped_steps"] == 0
     assert r0["budget"]["candidates"] == [4]
     assert r0["paper"]["candidates"][0] == 3
     for r in (r0, r1):

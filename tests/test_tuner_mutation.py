@@ -551,3 +551,34 @@ def test_a_fallback_in_a_later_stage_restores_that_stage_start() -> None:
     assert len(fails) == 4 and "training at the lowest LR" in fails[-1]
     assert tuner.phase == "exploit" and tuner.lr == pytest.approx(tuner.search.lr_bounds[0])
     assert all(torch.equal(p, q) for p, q in zip(model.parameters(), start))
+
+
+@pytest.mark.parametrize(
+    ("kw", "steps", "exploiting"),
+    [({}, 60, "exploit"), ({"max_steps": 300}, 300, "exploit"), ({"max_steps": 30}, 30, "final")],
+    ids=["paper", "budget", "budget-too-small-to-search"],
+)
+def test_tensor_losses_wait_on_the_device_for_sync_every_steps_of_exploitation(
+    kw: dict[str, int], steps: int, exploiting: str
+) -> None:
+    # sync_every=2: each exploitation step's tensor loss ("exploit", or "final" when the
+    # budget has no room for a search) waits for the next one, then both are read together;
+    # search steps read theirs at once. Only the reads (the GPU syncs sync_every saves) tell
+    # this from reading every loss at once, so the test looks at what is pending.
+    model, opt, tuner = build(sync_every=2, **kw)
+    draw = batches()
+    seen: dict[str, set[int]] = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the budget too small for a search says so
+        for _ in range(steps):
+            x, y = draw()
+            loss = (model(x) - y).pow(2).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            phase = tuner.phase
+            tuner.step(loss.detach())
+            if tuner.phase == phase:  # not the step that ends a phase (it reads them all)
+                seen.setdefault(phase, set()).add(len(tuner._pending))
+    assert seen[exploiting] == {0, 1}
+    assert seen.get("search", {0}) == {0} and seen.get("warmup", {0}) == {0}
