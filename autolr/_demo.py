@@ -151,6 +151,7 @@ def _train(
         result["phase"] = [r.phase for r in tuner.history]
         result["stages"] = [s.to_state() for s in tuner.stages]
         result["search_steps"] = sum(p == "search" for p in result["phase"])
+        result["decay_shape"] = tuner.search.policy.decay_shape
     return result
 
 
@@ -207,9 +208,10 @@ def _print_summary(report: dict[str, Any], plot: Path | None) -> None:
         tried = ", ".join(f"{c['lr']:.3g}" for c in s["candidates"])
         print(f"  search at step {s['start']}: tried {tried} -> lr={s['winner_lr']:.3g}")
     if a["stages"]:
+        shape = {"sqrt": "as 1 - sqrt(x)", "linear": "linearly"}[a["decay_shape"]]
         print(
             f"  ({a['search_steps']} search steps of {steps}; then the winner's LR, decayed "
-            "linearly to 0 over the second half)"
+            f"{shape} to 0 over the second half)"
         )
     else:  # the tuner warned: the budget holds no search
         print(f"  no search: {steps} steps are too few for one (see the warning above)")

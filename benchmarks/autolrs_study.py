@@ -41,18 +41,31 @@ WITHIN = 1.05  # the issue's target: final val <= 1.05x the grid-best cosine's
 
 #: variant -> (description, BudgetPolicy.for_budget overrides, AutoLRS overrides, use val_fn)
 VARIANTS: dict[str, tuple[str, dict[str, Any], dict[str, Any], bool]] = {
-    "default": ("budget variant defaults", {}, {}, True),
+    "default": (
+        "budget variant defaults (windows end in a 30 % cooldown, cooled losses compared; "
+        "1 - sqrt final decay)",
+        {},
+        {},
+        True,
+    ),
+    "window-linear": (
+        "uncooled windows compared on the level reached, linear final decay (the default "
+        "until 2026-12-07)",
+        {"cooldown_frac": 0.0, "decay_shape": "linear"},
+        {"compare": "window"},
+        True,
+    ),
+    "no-cooldown": (
+        "uncooled windows compared on the level reached",
+        {"cooldown_frac": 0.0},
+        {"compare": "window"},
+        True,
+    ),
+    "linear-decay": ("linear final decay", {"decay_shape": "linear"}, {}, True),
     "no-val": ("scored on training losses (no val_fn)", {}, {}, False),
     "decay-0.2": ("final decay over the last 20 % (WSD-style)", {"decay_frac": 0.2}, {}, True),
     "no-decay": ("no final decay", {"decay_frac": 0.0}, {}, True),
-    "sqrt-decay": ("1 - sqrt final decay", {"decay_shape": "sqrt"}, {}, True),
     "3-searches": ("three searches, trust region x4", {"searches": 3}, {}, True),
-    "cooled": (
-        "candidate windows end in a 30 % cooldown; cooled losses compared",
-        {"cooldown_frac": 0.3},
-        {"compare": "cooled"},
-        True,
-    ),
     "forecast": (
         "exponential forecast of training losses to the horizon (paper scoring)",
         {},

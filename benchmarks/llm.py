@@ -221,7 +221,11 @@ def _autolrs_run(url: str, cache: str, mode: str | None, steps: int) -> tuple[li
         cache_mode=mode,
         design="stratified",
     )
-    policy = BudgetPolicy.for_budget(steps, searches=3, decay_frac=0.2)
+    # The plan this study was measured with (before the budget variant's defaults became
+    # cooled windows and a 1 - sqrt decay on 2026-12-07): it compares searchers, not plans.
+    policy = BudgetPolicy.for_budget(
+        steps, searches=3, decay_frac=0.2, cooldown_frac=0.0, decay_shape="linear"
+    )
     tuner = AutoLRS(
         inst.model, opt, lr_bounds=task.lr_range, max_steps=steps, searcher=searcher, policy=policy
     )

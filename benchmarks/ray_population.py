@@ -69,11 +69,14 @@ def autolrs_plan(iters: int) -> dict[str, Any]:
 
     The study passes no stage settings: ``max_t`` comes from ``RunConfig(stop=...)``, so the
     scheduler runs the budget variant, ``BudgetPolicy.for_budget(iters, parallel=True,
-    k=POPULATION, k_later=POPULATION)``.
+    k=POPULATION, k_later=POPULATION, **POPULATION_POLICY)``.
     """
     from autolr import BudgetPolicy
+    from autolr.integrations.ray.scheduler import POPULATION_POLICY
 
-    pol = BudgetPolicy.for_budget(iters, parallel=True, k=POPULATION, k_later=POPULATION)
+    pol = BudgetPolicy.for_budget(
+        iters, parallel=True, k=POPULATION, k_later=POPULATION, **POPULATION_POLICY
+    )
     return {"variant": "budget", "policy": asdict(pol)}
 
 

@@ -22,7 +22,11 @@ def test_autolrs_plan_is_the_scheduler_default():
     pol = BudgetPolicy(
         **{k: tuple(v) if isinstance(v, list) else v for k, v in plan["policy"].items()}
     )
-    assert pol == BudgetPolicy.for_budget(200, parallel=True, k=POPULATION, k_later=POPULATION)
+    from autolr.integrations.ray.scheduler import POPULATION_POLICY
+
+    assert pol == BudgetPolicy.for_budget(
+        200, parallel=True, k=POPULATION, k_later=POPULATION, **POPULATION_POLICY
+    )
     json.dumps(autolrs_plan(8))  # plain values, even when no search fits
 
 

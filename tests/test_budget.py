@@ -136,7 +136,7 @@ def test_budget_plan_too_small_says_why() -> None:
 
 
 def test_exploit_lr_decays_linearly_to_zero() -> None:
-    pol = BudgetPolicy.for_budget(1000, decay_frac=0.5)
+    pol = BudgetPolicy.for_budget(1000, decay_frac=0.5, decay_shape="linear")
     assert pol.exploit_lr(0.1, 499) == pol.exploit_lr(0.1, 500) == 0.1
     assert pol.exploit_lr(0.1, 501) == pytest.approx(0.1 * (1 - 1 / 500))
     assert pol.exploit_lr(0.1, 750) == pytest.approx(0.05)
@@ -197,11 +197,11 @@ def test_budget_is_the_default_and_follows_its_plan() -> None:
     assert n_search == k * tp == sum(len(st.candidates) * st.tau_prime for st in tuner.stages)
     # Discarded search steps within the 20 % budget.
     assert (k - 1) * tp <= 0.2 * 400
-    # The winner's LR until the decay, then linearly to (almost) zero.
+    # The winner's LR until the decay, then as 1 - sqrt(x) to (almost) zero.
     win = tuner.stages[0].winner_lr
     start = 400 - pol.decay
     assert used[start - 1] == pytest.approx(win)
-    assert used[-1] == pytest.approx(win / pol.decay)
+    assert used[-1] == pytest.approx(win * (1 - math.sqrt(1 - 1 / pol.decay)))
     assert all(a >= b for a, b in zip(used[start:], used[start + 1 :]))
 
 
@@ -227,7 +227,7 @@ def test_budget_too_small_trains_with_warmup_and_decay_and_says_so() -> None:
     mid = math.sqrt(1e-3 * 0.3)
     pol = tuner.search.policy
     assert used[pol.warmup] == pytest.approx(mid)
-    assert used[-1] == pytest.approx(mid / pol.decay)
+    assert used[-1] == pytest.approx(mid * (1 - math.sqrt(1 - 1 / pol.decay)))
 
 
 def test_cooled_windows_continue_from_before_the_cooldown() -> None:
@@ -316,3 +316,23 @@ def test_budget_all_diverged_searches_lower_and_keeps_training() -> None:
     assert st.note == "retry" or st.winner_lr is not None
     assert tuner.search.lr_bounds[1] < 1.0
     assert tuner.done
+
+
+def test_a_checkpoint_of_the_previous_defaults_resumes_with_them_spelled_out() -> None:
+    # The defaults changed on 2026-12-07 (cooled windows, 1 - sqrt decay). A checkpoint fixes
+    # its plan: a new-default tuner refuses the old one, naming what differs, and a tuner
+    # built with the previous defaults written out takes it.
+    previous = {
+        "policy": BudgetPolicy.for_budget(400, cooldown_frac=0.0, decay_shape="linear"),
+        "compare": "window",
+    }
+    tuner, model, opt = budget_tuner(400, **previous)
+    loop(tuner, model, opt, 150)
+    state = tuner.state_dict()
+    fresh, _, _ = budget_tuner(400)
+    with pytest.raises(StateError, match=r"policy.*compare|compare.*policy") as info:
+        fresh.load_state_dict(state)
+    assert "'cooled'" in str(info.value) and "'window'" in str(info.value)
+    again, _, _ = budget_tuner(400, **previous)
+    again.load_state_dict(state)
+    assert again.global_step == 150 and again.search.compare == "window"

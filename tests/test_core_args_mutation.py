@@ -54,7 +54,7 @@ def test_stage_search_defaults_by_value() -> None:
 
 def test_stage_search_budget_defaults_by_value() -> None:
     s = StageSearch(variant="budget", max_steps=400, seed=5)
-    assert s.compare == "window"  # the budget variant's default
+    assert s.compare == "cooled"  # the budget variant's default
     assert s.policy == BudgetPolicy.for_budget(400)
     g = s.searcher
     assert (g._seed, g.design, g.fit_min_obs) == (5, "stratified", 6)
@@ -399,7 +399,8 @@ def test_autolrs_budget_defaults_by_value() -> None:
     pol = BudgetPolicy.for_budget(400)
     assert (t.variant, t.max_steps, t.continue_from) == ("budget", 400, "best")
     assert t.search.policy == pol and t.warmup_steps == pol.warmup == 20
-    assert (t.search.compare, t.search.continue_best) == ("window", True)
+    assert (t.search.compare, t.search.continue_best) == ("cooled", True)
+    assert (pol.cooldown_frac, pol.decay_shape) == (0.3, "sqrt")  # cooled windows, 1 - √x
     assert t.phase == "warmup" and t.search.records == []
     # The warm-up's first step ramps to the middle of the box: (0 + 1) / 20 of it.
     assert opt.param_groups[0]["lr"] == pytest.approx(math.sqrt(1e-5) / 20)

@@ -89,7 +89,7 @@ def test_budget_variant_without_room_for_a_search_says_so_once_at_construction(
     pol = tuner.search.policy
     assert tuner.done and tuner.stages == [] and len(tuner.schedule) == max_steps
     assert tuner.schedule[pol.warmup] == pytest.approx(mid)
-    assert tuner.schedule[-1] == pytest.approx(mid / pol.decay)
+    assert tuner.schedule[-1] == pytest.approx(mid * (1 - math.sqrt(1 - 1 / pol.decay)))
 
 
 def test_smallest_budget_named_by_the_policy_is_the_first_that_holds_a_search() -> None:
@@ -161,9 +161,9 @@ def test_a_budget_that_holds_its_search_is_not_reported(kw: dict) -> None:
 
 
 # ---------------------------------------------------------------------- val_fn
-def window_level(losses: list[float]) -> float:
-    """The budget variant's score: mean of the last quarter of the window (hand oracle)."""
-    tail = losses[-max(1, len(losses) // 4) :]
+def cooled_level(losses: list[float], tau_prime: int) -> float:
+    """The budget variant's score: mean of the window's cooldown, its last 30 % (hand oracle)."""
+    tail = losses[-round(0.3 * tau_prime) :]
     return sum(tail) / len(tail)
 
 
@@ -175,7 +175,7 @@ def check_training_scores(st: Any, losses: list[float], start: int) -> None:
         if c.penalised:
             assert c.reason.startswith("diverged")  # its own losses, not val_fn
         else:
-            assert c.forecast == pytest.approx(window_level(window), rel=1e-12)
+            assert c.forecast == pytest.approx(cooled_level(window, st.tau_prime), rel=1e-12)
 
 
 @pytest.mark.parametrize(

@@ -120,7 +120,9 @@ def test_for_budget_one_search_by_hand():
     # warm-up 5 % = 50, decay 50 % = 500, waste 20 % = 200 over k - 1 = 3 discarded windows.
     assert (p.max_steps, p.warmup, p.decay) == (1000, 50, 500)
     assert (p.starts, p.ks, p.tau_primes) == ((50,), (4,), (66,))
-    assert p.note == "" and p.parallel is False and p.decay_shape == "linear"
+    assert p.note == "" and p.parallel is False
+    # The defaults: windows cool down over their last 30 %, the final decay is 1 - sqrt(x).
+    assert (p.cooldown_frac, p.decay_shape) == (0.3, "sqrt")
 
 
 def test_for_budget_three_searches_by_hand():
@@ -203,15 +205,17 @@ def test_budget_plan_parallel_window_must_fit():
     # Window 100; at step 401 only 99 steps are left before the decay -> final.
     assert p.plan(401, stage=1, winner_lr=0.3).kind == "final"
     plan = p.plan(275, stage=1, winner_lr=0.3)
-    # Parallel: the search costs one window, so τ = 100 + (1000 - 375).
-    assert plan == StagePlan("search", k=3, tau=725, tau_prime=100, cooldown=0, exploit=None)
+    # Parallel: the search costs one window, so τ = 100 + (1000 - 375); cooldown 30 % of 100.
+    assert plan == StagePlan("search", k=3, tau=725, tau_prime=100, cooldown=30, exploit=None)
 
 
 def test_budget_exploit_and_candidate_lr_delegate_to_the_shapes():
     p = BudgetPolicy.for_budget(1000)
     assert p.exploit_lr(0.4, 499) == 0.4
-    assert p.exploit_lr(0.4, 750) == pytest.approx(0.4 * (1 - 250 / 500))
+    assert p.exploit_lr(0.4, 750) == pytest.approx(0.4 * (1 - math.sqrt(250 / 500)))
     assert p.candidate_lr(0.4, 9, 10, 4) == pytest.approx(0.4 * 0.2)
+    linear = BudgetPolicy.for_budget(1000, decay_shape="linear")
+    assert linear.exploit_lr(0.4, 750) == pytest.approx(0.4 * (1 - 250 / 500))
 
 
 def test_trust_box_by_hand():
@@ -270,7 +274,8 @@ def test_for_budget_accepts_its_boundary_values():
     assert BudgetPolicy.for_budget(1000, trust=1.5).trust == 1.5
     assert BudgetPolicy.for_budget(1000, trust=math.inf).trust == math.inf
     d = BudgetPolicy.for_budget(1000)
-    assert (d.trust, d.cooldown_frac) == (4.0, 0.0)
+    assert (d.trust, d.cooldown_frac) == (4.0, 0.3)
+    assert BudgetPolicy.for_budget(1000, cooldown_frac=0.0).cooldown_frac == 0.0
 
 
 def test_for_budget_single_candidate_and_two_candidates_by_hand():
@@ -328,9 +333,9 @@ def test_budget_final_plans_carry_the_winner_lr():
 def test_budget_plan_of_a_late_search_has_no_negative_exploit():
     p = BudgetPolicy.for_budget(1000, searches=3)
     # Stage 0 pushed to step 190: its search ends at 294, after the next start (200):
-    # exploit 0, compared at τ = max(26 + 0, 26 + 1) = 27.
+    # exploit 0, compared at τ = max(26 + 0, 26 + 1) = 27; cooldown round(0.3 * 26) = 8.
     assert p.plan(190, stage=0, winner_lr=None) == StagePlan(
-        "search", k=4, tau=27, tau_prime=26, cooldown=0, exploit=0
+        "search", k=4, tau=27, tau_prime=26, cooldown=8, exploit=0
     )
 
 

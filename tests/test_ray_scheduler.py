@@ -26,6 +26,7 @@ from autolr.integrations.ray import (
     lr_at,
     scheduled_lr,
 )
+from autolr.integrations.ray.scheduler import POPULATION_POLICY
 from autolr.searchers import GPSearcher, Param
 
 PAUSE, CONTINUE, STOP = "PAUSE", "CONTINUE", "STOP"
@@ -425,7 +426,10 @@ def test_budget_variant_when_max_t_is_known_with_one_candidate_per_trial():
     assert sched.variant == "paper"
     sched.set_search_properties("loss", "min", num_samples=3, stop={"training_iteration": 300})
     assert sched.variant == "budget" and sched.max_t == 300
-    assert sched.search.policy == BudgetPolicy.for_budget(300, parallel=True, k=3, k_later=3)
+    assert sched.search.policy == BudgetPolicy.for_budget(
+        300, parallel=True, k=3, k_later=3, **POPULATION_POLICY
+    )
+    assert POPULATION_POLICY == {"cooldown_frac": 0.0, "decay_shape": "linear"}
     assert AutoLRSScheduler(max_t=100).variant == "budget"
     assert AutoLRSScheduler(max_t=100, variant="paper", tau=20).variant == "paper"
 
@@ -446,7 +450,8 @@ def test_paper_structure_with_the_budget_variant_raises():
 
 
 def test_budget_schedule_is_warm_up_candidates_and_decay_in_the_trial_config():
-    pol = BudgetPolicy.for_budget(200, parallel=True, k=4, k_later=4, searches=2)
+    pol = BudgetPolicy.for_budget(200, parallel=True, k=4, k_later=4, searches=2,
+                                  **POPULATION_POLICY)  # fmt: skip
     sched, tc = make(policy=pol)
     w, start1 = pol.starts
     assert sched.variant == "budget" and sched.stages[0].start == w == pol.warmup
@@ -486,7 +491,7 @@ def test_budget_schedule_is_warm_up_candidates_and_decay_in_the_trial_config():
 
 
 def test_lr_at_follows_the_core_policy():
-    pol = BudgetPolicy.for_budget(100, parallel=True, cooldown_frac=0.5)
+    pol = BudgetPolicy.for_budget(100, parallel=True, cooldown_frac=0.5, decay_shape="linear")
     sch = {"points": [[0, 0.2], [30, 0.1]], "decay": [pol.max_steps, pol.decay, "linear"]}
     assert [lr_at(sch, i) for i in range(100)] == [
         pol.exploit_lr(0.2 if i < 30 else 0.1, i) for i in range(100)

@@ -191,9 +191,13 @@ def test_budget_export_is_the_kept_lineage_winner_window_included() -> None:
     assert tuner.done and len(tuner.stages[0].candidates) == 4
     sched = tuner.export_schedule()
     assert sched.per_step() == model.kept()
-    # independent count: every step but the three discarded candidates' windows
+    # independent count: every step but the three discarded candidates' windows and the
+    # winner's cooldown (it continues from its state before the cooldown)
     cands = tuner.stages[0].candidates
-    assert sched.n_steps == 120 - sum(c.steps for c in cands) + cands[0].steps
+    win = next(c for c in cands if c.lr == tuner.stages[0].winner_lr)
+    cool = round(tuner.search.policy.cooldown_frac * win.steps)
+    assert cool == 2
+    assert sched.n_steps == 120 - sum(c.steps for c in cands) + win.steps - cool
     assert sched.source == "AutoLRS"
     stretched = tuner.export_schedule(steps=120)
     assert stretched.n_steps == 120 and stretched.per_step()[0] == sched.per_step()[0]

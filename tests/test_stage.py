@@ -185,7 +185,9 @@ def test_budget_plan_sets_the_windows_and_the_candidates_cool_down() -> None:
 def test_budget_exploitation_decays_over_the_last_steps_and_runs_to_the_end() -> None:
     s = _budget()
     _first_winner(s, 1.0)
-    assert [s.exploit_lr(t) for t in (100, 800, 900, 999)] == pytest.approx([1, 1, 0.5, 0.005])
+    # The default 1 - sqrt(x) decay over the last 200 steps.
+    want = [1, 1, 1 - math.sqrt(100 / 200), 1 - math.sqrt(199 / 200)]
+    assert [s.exploit_lr(t) for t in (100, 800, 900, 999)] == pytest.approx(want)
     s.end_stage()
     assert s.exploit_length(330, 0) is None  # the last search: exploit to the end
     s = _budget(starts=(0, 800))  # a next search inside the final decay never happens

@@ -119,8 +119,10 @@ def test_a_loaded_state_saves_back_exactly() -> None:
 
 
 def test_the_lineage_of_each_snapshot_is_saved_by_hand() -> None:
-    # Budget plan of 100 steps: warm-up [0, 5), then 4 candidates of 6 steps from step 5.
-    model, opt, tuner = build(max_steps=100)
+    # Budget plan of 100 steps: warm-up [0, 5), then 4 candidates of 6 steps from step 5
+    # (uncooled windows: the snapshot bookkeeping of a cooled window is another test's).
+    uncooled = BudgetPolicy.for_budget(100, cooldown_frac=0.0)
+    model, opt, tuner = build(max_steps=100, policy=uncooled)
     draw = batches()
     train(model, opt, tuner, 12, draw=draw)  # candidate 0 was [5, 11); candidate 1 at 11
     assert tuner.search.results[0].steps == 6 and len(tuner.search.results) == 1
@@ -132,7 +134,7 @@ def test_the_lineage_of_each_snapshot_is_saved_by_hand() -> None:
         "cand_snapshot": None,  # never captured (no cooldown)
     }
     # Resumed, the run exports what the uninterrupted one exports.
-    model2, opt2, resumed = build(max_steps=100)
+    model2, opt2, resumed = build(max_steps=100, policy=uncooled)
     model2.load_state_dict(model.state_dict())
     opt2.load_state_dict(opt.state_dict())
     resumed.load_state_dict(state)
@@ -343,7 +345,7 @@ def test_a_val_fn_blamed_mid_stage_warns_with_the_step_and_restarts() -> None:
 # ---------------------------------------------------------------------- recovery, deferred reads
 def test_a_poisoned_final_phase_continues_at_a_third_of_the_bad_lr() -> None:
     # 40 steps hold no search: warm-up, then the final phase (decaying over its last 20 steps).
-    policy = BudgetPolicy.for_budget(40, searches=0)
+    policy = BudgetPolicy.for_budget(40, searches=0, decay_shape="linear")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model, opt, tuner = build(max_steps=40, policy=policy)

@@ -213,8 +213,9 @@ class BudgetPolicy:
         starts: Global step at which each search begins.
         ks: Candidates of each search.
         tau_primes: Steps per candidate of each search.
-        cooldown_frac: Fraction of each candidate window that decays before scoring.
-        decay_shape: ``"linear"`` (to zero) or ``"sqrt"`` (``1 - sqrt(x)``).
+        cooldown_frac: Fraction of each candidate window that decays before scoring
+            (default 0.3: candidates are compared on cooled losses, see ``compare``).
+        decay_shape: ``"sqrt"`` (``1 - sqrt(x)``, the default) or ``"linear"`` (to zero).
         trust: Later searches look in ``[winner / trust, winner * trust]`` (within the box).
         note: Why the plan has fewer searches than asked (empty when it has them all).
         parallel: Candidates run side by side (a search costs τ' steps of the run).
@@ -226,8 +227,8 @@ class BudgetPolicy:
     starts: tuple[int, ...]
     ks: tuple[int, ...]
     tau_primes: tuple[int, ...]
-    cooldown_frac: float = 0.0
-    decay_shape: str = "linear"
+    cooldown_frac: float = 0.3
+    decay_shape: str = "sqrt"
     trust: float = 4.0
     note: str = ""
     parallel: bool = False
@@ -244,8 +245,8 @@ class BudgetPolicy:
         search_frac: float = 0.2,
         first_share: float = 0.4,
         decay_frac: float = 0.5,
-        decay_shape: str = "linear",
-        cooldown_frac: float = 0.0,
+        decay_shape: str = "sqrt",
+        cooldown_frac: float = 0.3,
         trust: float = 4.0,
         parallel: bool = False,
     ) -> BudgetPolicy:

@@ -128,8 +128,8 @@ class StageSearch:
         policy: A custom :class:`BudgetPolicy` for the budget variant.
         compare: How candidates are scored: ``"forecast"`` (exponential forecast to τ, the
             paper's and its default), ``"window"`` (the level reached: mean of the last
-            quarter of the window; the budget variant's default) or ``"cooled"`` (mean of
-            the cooldown steps, with a policy that cools windows down).
+            quarter of the window) or ``"cooled"`` (mean of the cooldown steps, the budget
+            variant's default; the window's level when the policy does not cool windows).
         divergence: The :class:`DivergenceRule` executors apply to candidates.
         continue_best: The executor continues from the winning candidate's state (the
             exploitation is then shorter by the winner's kept steps).
@@ -172,7 +172,7 @@ class StageSearch:
             check_int("max_steps", max_steps, minimum=1)
         if variant == "budget" and max_steps is None:
             raise ConfigError("variant='budget' plans the run from its budget: pass max_steps")
-        compare = compare or ("forecast" if variant == "paper" else "window")
+        compare = compare or ("forecast" if variant == "paper" else "cooled")
         check_choice("compare", compare, _COMPARES)
         tau_prime = max(1, tau // 10) if tau_prime is None else tau_prime
         for name, val in (("tau", tau), ("tau_prime", tau_prime), ("k", k), ("tau_max", tau_max)):

@@ -105,7 +105,8 @@ class AutoLRS:
         policy: Budget variant: a custom plan, e.g.
             ``BudgetPolicy.for_budget(max_steps, searches=3, decay_frac=0.2)``.
         compare: How candidates are scored (see :class:`~autolr.StageSearch`); default
-            ``"window"`` (budget) or ``"forecast"`` (paper).
+            ``"cooled"`` (budget: the loss after each window's cooldown) or ``"forecast"``
+            (paper).
         searcher: Custom searcher over one log-scale parameter named ``"lr"``.
         predictor: Custom forecaster (default :class:`~autolr.predictors.ExponentialPredictor`).
         seed: Seed of the default searcher (the tuner is deterministic given it).
