@@ -11,6 +11,7 @@ import math
 import time
 import warnings
 from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 
 import torch
@@ -43,7 +44,9 @@ _DEFAULT_POPULATION = 4  # only until Ray reports num_samples
 #: then (cooled windows, 1 - sqrt decay) were adopted by a test of the in-loop tuner; here a
 #: cooled winner would restart from its pre-cooldown checkpoint (one more trial restart per
 #: search), which the Ray study has not measured yet. Pass ``policy=`` to use them.
-POPULATION_POLICY: dict[str, Any] = {"cooldown_frac": 0.0, "decay_shape": "linear"}
+POPULATION_POLICY: Mapping[str, Any] = MappingProxyType(
+    {"cooldown_frac": 0.0, "decay_shape": "linear"}
+)
 _PHASES = ("search", "exploit", "final", "race")
 
 
