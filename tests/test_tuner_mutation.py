@@ -567,20 +567,15 @@ def test_tensor_losses_wait_on_the_device_for_sync_every_steps_of_exploitation(
     # budget has no room for a search) waits for the next one, then both are read together;
     # search steps read theirs at once. Only the reads (the GPU syncs sync_every saves) tell
     # this from reading every loss at once, so the test looks at what is pending.
-    model, opt, tuner = build(sync_every=2, **kw)
-    draw = batches()
-    seen: dict[str, set[int]] = {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the budget too small for a search says so
-        for _ in range(steps):
-            x, y = draw()
-            loss = (model(x) - y).pow(2).mean()
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            phase = tuner.phase
-            tuner.step(loss.detach())
-            if tuner.phase == phase:  # not the step that ends a phase (it reads them all)
-                seen.setdefault(phase, set()).add(len(tuner._pending))
+        model, opt, tuner = build(sync_every=2, **kw)
+    draw = batches()
+    seen: dict[str, set[int]] = {}
+    for _ in range(steps):  # the user's loop, one step at a time
+        phase = tuner.phase
+        train(model, opt, tuner, 1, draw=draw, tensor=True)
+        if tuner.phase == phase:  # not the step that ends a phase (it reads them all)
+            seen.setdefault(phase, set()).add(len(tuner._pending))
     assert seen[exploiting] == {0, 1}
     assert seen.get("search", {0}) == {0} and seen.get("warmup", {0}) == {0}
