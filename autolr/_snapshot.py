@@ -8,6 +8,7 @@ momentum buffers and the random streams that drive dropout and data sampling.
 from __future__ import annotations
 
 import random
+import sys
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol, runtime_checkable
 
@@ -176,7 +177,10 @@ class Snapshot:
     memory and moved back to their original device on restore.
 
     Args:
-        model: The module whose ``state_dict`` is captured.
+        model: The module whose ``state_dict`` is captured. A wrapper that holds no state
+            of its own (``torch.compile``'s module, ``DistributedDataParallel``,
+            ``DataParallel``) is seen through: the state is kept under the wrapped module's
+            names, so a checkpoint taken with the wrapper loads without it and the other way.
         optimizer: The optimizer whose ``state_dict`` is captured.
         extras: Extra stateful objects by name.
         offload: ``None`` (keep tensors where they are) or ``"cpu"``.
@@ -208,6 +212,8 @@ class Snapshot:
         if offload not in (None, "cpu"):
             raise ConfigError(f"offload must be None or 'cpu', got {offload!r}")
         self.model = model
+        # The module whose state_dict is kept: names without the wrappers' prefixes.
+        self._module = _inner_module(model)
         self.optimizer = optimizer
         self.extras: dict[str, Stateful] = {}
         for name, obj in (extras or {}).items():
@@ -245,7 +251,7 @@ class Snapshot:
             self._devices = [t.device for t in _iter_tensors(self._state)]
         else:
             state = {
-                "model": self.model.state_dict(),
+                "model": self._module.state_dict(),
                 "optimizer": self.optimizer.state_dict(),
                 "extras": extras,
             }
@@ -288,7 +294,7 @@ class Snapshot:
                 return t.to(next(devices), copy=True)
 
             live = _map_tensors(self._state, back)
-            self.model.load_state_dict(live["model"])
+            self._module.load_state_dict(live["model"])
             self.optimizer.load_state_dict(live["optimizer"])
             extras = live["extras"]
         for name, obj in self.extras.items():
@@ -334,7 +340,7 @@ class Snapshot:
         """The tensors and plain values to copy between live objects and snapshot, if safe."""
         if self.offload is not None or self._state is None:
             return None
-        model = _model_pairs(self.model, self._state["model"])
+        model = _model_pairs(self._module, self._state["model"])
         if model is None:
             return None
         opt = _optimizer_pairs(self.optimizer, self._state["optimizer"])
@@ -388,6 +394,7 @@ class Snapshot:
             parts = {k: raw[k] for k in ("model", "optimizer", "extras")}
         except (KeyError, TypeError, ValueError, RuntimeError) as exc:
             raise StateError(f"not a Snapshot state_dict: {exc!r}") from exc
+        parts["model"] = _without_wrappers(parts["model"], self._module.state_dict())
         self._check_parts(parts)
         count = sum(1 for _ in _iter_tensors(parts))
         if count != len(devices):
@@ -412,7 +419,7 @@ class Snapshot:
 
     def _check_parts(self, parts: Mapping[str, Any]) -> None:
         """Raise StateError unless ``parts`` fits this model, optimizer and extras."""
-        saved, live = parts["model"], self.model.state_dict()
+        saved, live = parts["model"], self._module.state_dict()
         if not isinstance(saved, Mapping):
             raise StateError("Snapshot state_dict: its 'model' entry is not a state_dict")
         missing = [k for k in live if k not in saved]
@@ -451,7 +458,7 @@ class Snapshot:
             )
         params = [p for g in live_groups for p in g["params"]]
         index = dict(zip((i for g in groups for i in g["params"]), params))
-        names = {id(p): n for n, p in self.model.named_parameters()}
+        names = {id(p): n for n, p in self._module.named_parameters()}
         for key, entry in state.items():
             p = index.get(key)
             if p is None:
@@ -484,6 +491,54 @@ class Snapshot:
                 f"extras= or register() them before load_state_dict); registered: "
                 f"{sorted(self.extras)}"
             )
+
+
+def _inner_module(model: nn.Module) -> nn.Module:
+    """The module inside wrappers that hold no state and only prefix its ``state_dict`` keys.
+
+    ``torch.compile``'s ``OptimizedModule`` (``_orig_mod.``), ``DistributedDataParallel`` and
+    ``DataParallel`` (``module.``), nested in any order. A run usually compiles or wraps its
+    model only to train; its snapshots must still fit the bare model (resuming without
+    ``torch.compile``, evaluating on one process).
+    """
+    while True:
+        if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
+            model = model.module
+        elif _compiled(model):
+            model = model._orig_mod
+        else:
+            return model
+
+
+def _compiled(model: nn.Module) -> bool:
+    # torch._dynamo is loaded once anything was compiled: checking costs no import.
+    frame = sys.modules.get("torch._dynamo.eval_frame")
+    return frame is not None and isinstance(model, frame.OptimizedModule)
+
+
+_WRAPPER_PREFIXES = ("_orig_mod.", "module.")
+
+
+def _without_wrappers(saved: Any, live: Mapping[str, Any]) -> Any:
+    """``saved`` with wrapper prefixes taken off its keys where that makes them ``live``'s.
+
+    Snapshots from before :func:`_inner_module` (autolr before 2026-12-07) kept the
+    wrappers' prefixes. Only a prefix on every key is taken off, and only when the result
+    is exactly this model's names; anything else is left for the check to report.
+    """
+    if not isinstance(saved, Mapping) or saved.keys() == live.keys():
+        return saved
+    keys = list(saved)
+    while keys:
+        prefix = next(
+            (p for p in _WRAPPER_PREFIXES if all(str(k).startswith(p) for k in keys)), None
+        )
+        if prefix is None:
+            return saved
+        keys = [str(k)[len(prefix) :] for k in keys]
+        if set(keys) == live.keys():
+            return dict(zip(keys, saved.values()))
+    return saved
 
 
 # Per-parameter buffers of torch's optimizers that always have the parameter's shape.

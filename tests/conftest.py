@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import os
+from typing import Any
 
 import pytest
 import torch
@@ -24,6 +26,15 @@ def make_regression(n: int = 512, d: int = 8, seed: int = 0) -> tuple[torch.Tens
     w = torch.randn(d, 1, generator=g)
     y = torch.tanh(x @ w) + 0.05 * torch.randn(n, 1, generator=g)
     return x, y
+
+
+def round_trip(state: Any) -> Any:
+    """``state`` through ``torch.save`` and ``torch.load(..., weights_only=True)``: what a
+    checkpoint gives back."""
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    buf.seek(0)
+    return torch.load(buf, weights_only=True)
 
 
 def tiny_mlp(d: int = 8, seed: int = 0) -> nn.Module:

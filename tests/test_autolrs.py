@@ -14,7 +14,7 @@ from autolr import AutoLRS, ConfigError, ConfigTypeError, StageSearch, StateErro
 from autolr.predictors import ExponentialPredictor
 from autolr.searchers import Param, RandomSearcher
 
-from .conftest import make_regression, tiny_mlp
+from .conftest import make_regression, round_trip, tiny_mlp
 
 X, Y = make_regression()
 
@@ -640,3 +640,21 @@ def test_another_default_device_changes_nothing(kw: dict) -> None:
         return set().union(*(devices(v) for v in items))
 
     assert devices(meta[3]) == {"cpu"}
+
+
+def test_compiled_model_tunes_like_the_bare_one_and_its_checkpoint_fits_both() -> None:
+    """``torch.compile`` wraps the model (``_orig_mod.`` names); the tuner sees through it:
+    the same decisions, and a checkpoint taken while compiled resumes without compiling."""
+    kw: dict[str, Any] = {"max_steps": 150, "seed": 0, "stop_when_done": True}
+    _, _, bare, used = run(150, model=tiny_mlp(), **kw)
+    compiled = torch.compile(tiny_mlp(), backend="eager")
+    _, _, tuner, used_c = run(150, model=compiled, **kw)
+    assert used_c == used
+    assert [r.loss for r in tuner.history] == [r.loss for r in bare.history]
+    state = round_trip(tuner.state_dict())
+    model = tiny_mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    resumed = AutoLRS(model, opt, lr_bounds=(1e-3, 1.0), searcher=rand_searcher(), max_steps=150)
+    resumed.load_state_dict(state)
+    assert resumed.done and resumed.global_step == tuner.global_step
+

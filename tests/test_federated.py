@@ -3,7 +3,6 @@ to bad replies, state round-trips and a short simulation."""
 
 from __future__ import annotations
 
-import io
 import math
 
 import pytest
@@ -20,14 +19,9 @@ from autolr.federated import (
 )
 from autolr.federated import _simulate as sim_mod
 
+from .conftest import round_trip
+
 T = torch.tensor
-
-
-def _roundtrip(state):
-    buf = io.BytesIO()
-    torch.save(state, buf)
-    buf.seek(0)
-    return torch.load(buf, weights_only=True)
 
 
 def _replies(g: torch.Generator, params, n: int, scale: float = 0.1):
@@ -368,7 +362,7 @@ def test_server_state_roundtrip_resumes_identically():
         for rep in rounds[:2]:
             full.step([[p - q + r for p, q, r in zip(a, init, c)] for c in rep])
             first.step([[p - q + r for p, q, r in zip(b, init, c)] for c in rep])
-        state = _roundtrip(first.state_dict())
+        state = round_trip(first.state_dict())
         c = [p.clone() for p in b]
         second = FedHyperServer(c, adapt_local_lr=True, **kwargs)
         second.load_state_dict(state)
@@ -392,7 +386,7 @@ def test_client_state_roundtrip():
     for _ in range(2):
         _sgd_step(w, opt, T([-1.0, -0.5]))
         client.step()
-    state = _roundtrip(client.state_dict())
+    state = round_trip(client.state_dict())
     w2 = torch.nn.Parameter(w.detach().clone())
     opt2 = torch.optim.SGD([w2], lr=0.5)
     other = FedHyperClient(opt2, hypergrad_lr=5.0)
@@ -511,7 +505,7 @@ def test_simulation_result_serialises(tmp_path):
     data = json.loads((tmp_path / "r.json").read_text())
     back = type(res).from_dict(data)
     assert back.histories["fedhyper-g"].accuracy == res.histories["fedhyper-g"].accuracy
-    assert _roundtrip(res.to_dict())["config"]["rounds"] == 2
+    assert round_trip(res.to_dict())["config"]["rounds"] == 2
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
@@ -521,7 +515,7 @@ def test_cuda_server_client_and_simulate():
     server.step([[torch.ones(3, device="cuda")]])
     server.step([[x + 1.0]])
     assert x.device.type == "cuda" and server.previous_update[0].device.type == "cuda"
-    state = _roundtrip(server.state_dict())
+    state = round_trip(server.state_dict())
     FedHyperServer([torch.zeros(3, device="cuda")], rule="gm").load_state_dict(state)
     res = simulate(
         "fedhyper-gm+cl", rounds=2, num_clients=4, fraction=0.5, device="cuda", progress=False
@@ -578,7 +572,7 @@ def test_client_state_mid_round_continues_from_the_last_local_step():
     w2 = torch.nn.Parameter(w.detach().clone())
     opt2 = torch.optim.SGD([w2], lr=0.5)
     other = FedHyperClient(opt2, hypergrad_lr=1.0, global_coef=0.0)
-    other.load_state_dict(_roundtrip(client.state_dict()))
+    other.load_state_dict(round_trip(client.state_dict()))
     for c, ww, oo in ((client, w, opt), (other, w2, opt2)):
         _sgd_step(ww, oo, T([0.0, -0.1]))  # δ3 = (0, 0.0101): compared with δ2, not Δ
         c.step()
@@ -601,7 +595,7 @@ def test_state_keys_are_the_saved_format_and_a_fresh_client_round_trips():
                                     "initial_local_lr", "adapt_local_lr", "local_hyper_lr",
                                     "local_lr_bounds", "normalize", "numel", "shapes"}  # fmt: skip
     w, opt, client = _client()
-    state = _roundtrip(client.state_dict())  # before any round: no buffers yet
+    state = round_trip(client.state_dict())  # before any round: no buffers yet
     assert (state["version"], state["kind"]) == (2, "FedHyperClient")
     assert set(state) == {"version", "kind", "config", "base_lr", "scale", "steps",
                           "steps_skipped", "last", "prev_step", "global"}  # fmt: skip
@@ -614,7 +608,7 @@ def test_state_keys_are_the_saved_format_and_a_fresh_client_round_trips():
     client.begin_round(0.1, [T([1.0, 1.0])])
     _sgd_step(w, opt, T([math.nan, 0.0]))
     client.step()
-    other.load_state_dict(_roundtrip(client.state_dict()))
+    other.load_state_dict(round_trip(client.state_dict()))
     assert (other.steps, other.skipped_hyper_steps) == (1, 1)
 
 
@@ -761,7 +755,7 @@ def test_each_bad_server_state_entry_is_named_with_its_value(path, value, messag
 def test_server_state_round_trip_keeps_the_counters():
     server = _gm_server()
     other = FedHyperServer([T([0.0, 0.0]), torch.zeros(3, 1)], rule="gm", adapt_local_lr=True)
-    other.load_state_dict(_roundtrip(server.state_dict()))
+    other.load_state_dict(round_trip(server.state_dict()))
     assert (other.round, other.skipped_rounds, other.dropped_updates) == (3, 1, 1)
     assert other.momentum_coef == server.momentum_coef and other.local_lr == server.local_lr
     assert torch.equal(other.state_dict()["momentum_buf"], server.state_dict()["momentum_buf"])

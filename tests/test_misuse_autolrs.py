@@ -14,7 +14,6 @@ exactly as a twin run that never saw it.
 from __future__ import annotations
 
 import copy
-import io
 import math
 import os
 import re
@@ -40,7 +39,7 @@ from autolr import (
 from autolr._autolrs._lr import GroupLRs
 from autolr.searchers import Param, RandomSearcher
 
-from .conftest import make_regression, tiny_mlp
+from .conftest import make_regression, round_trip, tiny_mlp
 
 X, Y = make_regression()
 LR_MSG = "changed outside the tuner"
@@ -95,13 +94,6 @@ def lr_warnings(caught: list[warnings.WarningMessage]) -> list[str]:
 
 def same_weights(a: nn.Module, b: nn.Module) -> bool:
     return all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
-
-
-def round_trip(state: dict[str, Any]) -> dict[str, Any]:
-    buf = io.BytesIO()
-    torch.save(state, buf)
-    buf.seek(0)
-    return torch.load(buf, weights_only=True)
 
 
 # ---------------------------------------------------------------------- 1. LR behind its back

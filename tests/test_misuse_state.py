@@ -4,7 +4,6 @@ point of misuse, and a refused load leaves the object exactly as it was."""
 
 from __future__ import annotations
 
-import io
 import re
 from typing import Any
 
@@ -24,6 +23,8 @@ from autolr import (
 from autolr._hypergrad import DEFAULT_TRACE_STEPS
 from autolr.federated import FedHyperClient, FedHyperServer
 
+from .conftest import round_trip
+
 KINDS = ("hd", "stn", "server", "client")
 CLASS = {
     "hd": "HypergradientLR",
@@ -31,13 +32,6 @@ CLASS = {
     "server": "FedHyperServer",
     "client": "FedHyperClient",
 }
-
-
-def _roundtrip(state: Any) -> Any:
-    buf = io.BytesIO()
-    torch.save(state, buf)
-    buf.seek(0)
-    return torch.load(buf, weights_only=True)
 
 
 def _flat(values: Any) -> list[float]:
@@ -228,7 +222,7 @@ def _later(kind: str) -> dict[str, Any]:
 @pytest.mark.parametrize("kind", KINDS)
 def test_state_survives_weights_only_and_resumes_identically(kind: str) -> None:
     a = _make(kind)
-    state = _roundtrip(a.obj.state_dict())
+    state = round_trip(a.obj.state_dict())
     assert state["version"] >= 1 and state["kind"] == CLASS[kind]
     b = _make(kind, steps=0)
     b.copy_weights(a)
@@ -265,7 +259,7 @@ def test_old_states_still_load(kind: str) -> None:
     b = _make(kind, steps=0)
     b.copy_weights(a)
     b.t = a.t
-    b.obj.load_state_dict(_roundtrip(state))
+    b.obj.load_state_dict(round_trip(state))
     assert b.run(4) == a.run(4)
 
 
@@ -292,7 +286,7 @@ def test_state_of_another_tuner_says_what_it_is(kind: str, source: str) -> None:
     state, what = _foreign(source)
     expected = f"expected one from {CLASS[kind]}.state_dict()"
     _refuse(h, state, f"got {what}" if source in ("autolrs", "optimizer", "model") else what)
-    _refuse(h, _roundtrip(state), expected)
+    _refuse(h, round_trip(state), expected)
     _refuse(h, [state], "got a list", expected)
     _refuse(h, None, "got None", expected)
     _unchanged(h, twin)
@@ -385,7 +379,7 @@ def _other_model(kind: str, variant: int) -> tuple[dict[str, Any], dict[str, Any
 def test_state_of_another_model_names_the_tensor_and_both_shapes(kind: str, variant: int) -> None:
     kwargs, state, needles = _other_model(kind, variant)
     h, twin = _make(kind, **kwargs), _make(kind, **kwargs)
-    _refuse(h, _roundtrip(state), *needles, "another model")
+    _refuse(h, round_trip(state), *needles, "another model")
     _unchanged(h, twin)
 
 
@@ -435,7 +429,7 @@ def test_other_arguments_are_all_listed_with_both_values(
     saved = _make(kind).obj.state_dict()
     h, twin = _make(kind, **kwargs), _make(kind, **kwargs)
     cls = CLASS[kind]
-    msg = _refuse(h, _roundtrip(saved), "the state_dict was saved with different arguments")
+    msg = _refuse(h, round_trip(saved), "the state_dict was saved with different arguments")
     for arg, (old, new) in diffs.items():
         assert f"{arg}: saved {old}, this {cls} has {new}" in msg, msg
     # the same wording in every tuner: only the listed arguments, nothing else
@@ -450,7 +444,7 @@ def test_hyperspace_load_is_checked_and_atomic() -> None:
     h = _make("stn")
     space: stn.HyperSpace = h.space  # type: ignore[attr-defined]
     before = {k: v.clone() for k, v in space.state_dict().items() if torch.is_tensor(v)}
-    good = _roundtrip(space.state_dict())
+    good = round_trip(space.state_dict())
     bad_rho = _edit(good, ("rho",), torch.zeros(3))
     with pytest.raises(StateError, match=r"'rho' has shape \(3,\) in the state_dict but \(2,\)"):
         space.load_state_dict(bad_rho)
@@ -469,7 +463,7 @@ def test_hyperspace_load_is_checked_and_atomic() -> None:
 
 def test_schedule_state_is_checked() -> None:
     sched = stn.Schedule(["a", "b"], [0, 5], [[0.1, 1.0], [0.2, 2.0]], ["b"])
-    state = _roundtrip(sched.state_dict())
+    state = round_trip(sched.state_dict())
     assert state["version"] == 1 and stn.Schedule.from_state_dict(state) == sched
     old = {k: v for k, v in state.items() if k not in ("version", "kind")}
     assert stn.Schedule.from_state_dict(old) == sched  # written before "version" existed
@@ -502,7 +496,7 @@ def test_hd_trace_is_bounded_and_keeps_the_last_steps() -> None:
     assert _make("hd", 0).obj.trace == DEFAULT_TRACE_STEPS == 10_000  # trace=True: bounded
     # a longer saved trace loads into a shorter one: its last steps
     resumed = _make("hd", 0, trace=2)
-    resumed.obj.load_state_dict(_roundtrip(full.obj.state_dict()))
+    resumed.obj.load_state_dict(round_trip(full.obj.state_dict()))
     assert resumed.obj.lr_trace == full.obj.lr_trace[-2:]
     with pytest.raises(ConfigError, match="trace must be a bool or an int >= 0"):
         _make("hd", 0, trace=-1)

@@ -13,7 +13,7 @@ from torch import nn
 from autolr import ConfigError, ConfigTypeError, Snapshot, StateError
 from autolr._snapshot import _iter_tensors, capture_rng_state, restore_rng_state
 
-from .conftest import tiny_mlp
+from .conftest import round_trip, tiny_mlp
 
 
 def _train(model: nn.Module, opt: torch.optim.Optimizer, steps: int, scaler=None) -> None:
@@ -645,3 +645,83 @@ def test_a_sparse_buffer_is_loaded_not_copied() -> None:
     model.mask = (2 * torch.eye(3)).to_sparse()
     snap.restore()
     assert torch.equal(model.mask.to_dense(), torch.zeros(3, 3))
+
+
+@pytest.mark.parametrize(
+    "wrap",
+    [
+        pytest.param(lambda m: torch.compile(m, backend="eager"), id="compile"),
+        pytest.param(nn.DataParallel, id="data-parallel"),
+        pytest.param(lambda m: nn.DataParallel(torch.compile(m, backend="eager")), id="nested"),
+    ],
+)
+def test_wrappers_are_seen_through(wrap) -> None:
+    """A snapshot of a wrapped model is kept under the bare model's names: taken with the
+    wrapper it loads without it and the other way, and restores through the wrapper."""
+    model = tiny_mlp()
+    wrapped = wrap(model)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    _train(wrapped, opt, 2)
+    snap = Snapshot(wrapped, opt)
+    snap.capture()
+    w0 = _flat(model)
+    state = round_trip(snap.state_dict())
+    assert list(state["state"]["model"]) == list(model.state_dict())
+    _train(wrapped, opt, 3)
+    snap.restore()  # in place, through the wrapper
+    assert torch.equal(_flat(model), w0)
+
+    bare = Snapshot(model, opt)
+    bare.load_state_dict(state)
+    _train(model, opt, 1)
+    bare.restore()
+    assert torch.equal(_flat(model), w0)
+    bare.capture()
+    again = Snapshot(wrapped, opt)
+    again.load_state_dict(round_trip(bare.state_dict()))
+    _train(wrapped, opt, 1)
+    again.restore()
+    assert torch.equal(_flat(model), w0)
+
+
+@pytest.mark.parametrize("prefix", ["_orig_mod.", "module.", "module._orig_mod."])
+def test_state_with_wrapper_prefixes_still_loads(prefix: str) -> None:
+    """Snapshots from before the wrappers were seen through kept their key prefixes."""
+    model = tiny_mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    _train(model, opt, 2)
+    snap = Snapshot(model, opt)
+    snap.capture()
+    w0 = _flat(model)
+    state = round_trip(snap.state_dict())
+    state["state"]["model"] = {prefix + k: v for k, v in state["state"]["model"].items()}
+    old = Snapshot(torch.compile(model, backend="eager"), opt)
+    old.load_state_dict(state)
+    _train(model, opt, 2)
+    old.restore()
+    assert torch.equal(_flat(model), w0)
+
+
+def test_prefix_is_taken_off_only_when_it_makes_the_names_fit() -> None:
+    model = tiny_mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    snap = Snapshot(model, opt)
+    snap.capture()
+    state = round_trip(snap.state_dict())
+    # A prefix that does not give this model's names is another model, named as such.
+    state["state"]["model"] = {"module.x." + k: v for k, v in state["state"]["model"].items()}
+    with pytest.raises(StateError, match=r"another model: this model has no 'module\.x\.0\."):
+        Snapshot(model, opt).load_state_dict(state)
+
+    class Holder(nn.Module):  # a real submodule called "module": its names stay as they are
+        def __init__(self) -> None:
+            super().__init__()
+            self.module = nn.Linear(2, 1)
+
+    held = Holder()
+    hopt = torch.optim.SGD(held.parameters(), lr=0.1)
+    hsnap = Snapshot(held, hopt)
+    hsnap.capture()
+    hstate = round_trip(hsnap.state_dict())
+    assert list(hstate["state"]["model"]) == ["module.weight", "module.bias"]
+    Snapshot(held, hopt).load_state_dict(hstate)
