@@ -658,3 +658,29 @@ def test_compiled_model_tunes_like_the_bare_one_and_its_checkpoint_fits_both() -
     resumed.load_state_dict(state)
     assert resumed.done and resumed.global_step == tuner.global_step
 
+
+def test_a_float_loss_after_deferred_tensor_ones_reads_them_first() -> None:
+    """``sync_every`` defers tensor losses while exploiting; a float loss after some (a loop
+    that passes ``loss.item()`` on some steps) reads them first, in order, as a sync would:
+    a non-finite one among them is acted on at that step, not ignored until the budget ends."""
+    tau, tp, k = 40, 4, 3
+    model = tiny_mlp()
+    torch.manual_seed(1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    tuner = AutoLRS(
+        model, opt, tau=tau, tau_prime=tp, k=k, sync_every=8, searcher=rand_searcher(),
+        lr_bounds=(1e-3, 1.0),
+    )  # fmt: skip
+    run(k * tp, model=model, opt=opt, tuner=tuner)
+    assert tuner.phase == "exploit"
+    with torch.no_grad():
+        loss = nn.functional.mse_loss(model(X[:32]), Y[:32])
+    tuner.step(loss)  # deferred
+    tuner.step(torch.tensor(float("nan")))  # deferred
+    assert tuner.recoveries == 0  # not read yet
+    with pytest.warns(RuntimeWarning, match="non-finite loss at step 14 with lr="):
+        tuner.step(float(loss))  # the paper variant recovers from any non-finite loss
+    assert tuner.recoveries == 1 and tuner.phase == "search"
+    assert [r.loss for r in tuner.history[12:15]] == pytest.approx(
+        [float(loss), math.nan, float(loss)], nan_ok=True
+    )

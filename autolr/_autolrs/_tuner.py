@@ -656,7 +656,10 @@ class AutoLRS:
             self._candidate_step(value)
         else:
             self._phase_steps += 1
-            if not math.isfinite(value) and not self._harmless_nonfinite():
+            # Deferred tensor losses before this one (a loop that passes a float now and
+            # then): read them first, in order, and act on a non-finite one as a sync would.
+            read = self._flush() if self._pending else True
+            if (not read or not math.isfinite(value)) and not self._harmless_nonfinite():
                 self._recover()
             else:
                 if math.isfinite(value):
