@@ -69,14 +69,12 @@ def autolrs_plan(iters: int) -> dict[str, Any]:
 
     The study passes no stage settings: ``max_t`` comes from ``RunConfig(stop=...)``, so the
     scheduler runs the budget variant, ``BudgetPolicy.for_budget(iters, parallel=True,
-    k=POPULATION, k_later=POPULATION, **POPULATION_POLICY)``.
+    k=POPULATION, k_later=POPULATION)`` (a population's defaults: uncooled windows, a linear
+    final decay).
     """
     from autolr import BudgetPolicy
-    from autolr.integrations.ray.scheduler import POPULATION_POLICY
 
-    pol = BudgetPolicy.for_budget(
-        iters, parallel=True, k=POPULATION, k_later=POPULATION, **POPULATION_POLICY
-    )
+    pol = BudgetPolicy.for_budget(iters, parallel=True, k=POPULATION, k_later=POPULATION)
     return {"variant": "budget", "policy": asdict(pol)}
 
 

@@ -22,11 +22,12 @@ def test_autolrs_plan_is_the_scheduler_default():
     pol = BudgetPolicy(
         **{k: tuple(v) if isinstance(v, list) else v for k, v in plan["policy"].items()}
     )
-    from autolr.integrations.ray.scheduler import POPULATION_POLICY
+    from autolr.integrations.ray import AutoLRSScheduler
 
-    assert pol == BudgetPolicy.for_budget(
-        200, parallel=True, k=POPULATION, k_later=POPULATION, **POPULATION_POLICY
-    )
+    sched = AutoLRSScheduler(lr_bounds=(1e-3, 0.3), max_t=200)
+    sched.set_search_properties("loss", "min", num_samples=POPULATION)
+    assert pol == sched.search.policy
+    assert (pol.decay_shape, pol.cooldown_frac) == ("linear", 0.0)  # a population's defaults
     json.dumps(autolrs_plan(8))  # plain values, even when no search fits
 
 

@@ -125,6 +125,18 @@ def test_for_budget_one_search_by_hand():
     assert (p.cooldown_frac, p.decay_shape) == (0.3, "sqrt")
 
 
+def test_for_budget_defaults_differ_by_mode_and_give_way_to_given_values():
+    """A population (Ray) decays linearly and does not cool its windows: measured there."""
+    pop = BudgetPolicy.for_budget(1000, parallel=True)
+    assert (pop.cooldown_frac, pop.decay_shape) == (0.0, "linear")
+    given = BudgetPolicy.for_budget(1000, parallel=True, cooldown_frac=0.3, decay_shape="sqrt")
+    assert (given.cooldown_frac, given.decay_shape) == (0.3, "sqrt")
+    one = BudgetPolicy.for_budget(1000, cooldown_frac=0.0, decay_shape="linear")
+    assert (one.cooldown_frac, one.decay_shape) == (0.0, "linear")
+    tiny = BudgetPolicy.for_budget(8, parallel=True)  # no search fits: the same defaults
+    assert tiny.starts == () and (tiny.cooldown_frac, tiny.decay_shape) == (0.0, "linear")
+
+
 def test_for_budget_three_searches_by_hand():
     p = BudgetPolicy.for_budget(1000, searches=3)
     # shares 0.4 / 0.3 / 0.3 of 200: first k=4 -> int(80/3)=26; later k=3 -> int(60/2)=30;
@@ -201,11 +213,12 @@ def test_budget_plan_shrinks_a_late_search():
 
 
 def test_budget_plan_parallel_window_must_fit():
-    p = BudgetPolicy.for_budget(1000, searches=2, parallel=True)
+    p = BudgetPolicy.for_budget(1000, searches=2, parallel=True, cooldown_frac=0.3)
     # Window 100; at step 401 only 99 steps are left before the decay -> final.
     assert p.plan(401, stage=1, winner_lr=0.3).kind == "final"
     plan = p.plan(275, stage=1, winner_lr=0.3)
-    # Parallel: the search costs one window, so τ = 100 + (1000 - 375); cooldown 30 % of 100.
+    # Parallel: the search costs one window, so τ = 100 + (1000 - 375); cooldown 30 % of 100
+    # (as given: a population's default is none).
     assert plan == StagePlan("search", k=3, tau=725, tau_prime=100, cooldown=30, exploit=None)
 
 

@@ -26,7 +26,6 @@ from autolr.integrations.ray import (
     lr_at,
     scheduled_lr,
 )
-from autolr.integrations.ray.scheduler import POPULATION_POLICY
 from autolr.searchers import GPSearcher, Param
 
 PAUSE, CONTINUE, STOP = "PAUSE", "CONTINUE", "STOP"
@@ -426,10 +425,9 @@ def test_budget_variant_when_max_t_is_known_with_one_candidate_per_trial():
     assert sched.variant == "paper"
     sched.set_search_properties("loss", "min", num_samples=3, stop={"training_iteration": 300})
     assert sched.variant == "budget" and sched.max_t == 300
-    assert sched.search.policy == BudgetPolicy.for_budget(
-        300, parallel=True, k=3, k_later=3, **POPULATION_POLICY
-    )
-    assert POPULATION_POLICY == {"cooldown_frac": 0.0, "decay_shape": "linear"}
+    assert sched.search.policy == BudgetPolicy.for_budget(300, parallel=True, k=3, k_later=3)
+    # A population's plan: uncooled windows and a linear decay (the core's defaults for it).
+    assert (sched.search.policy.cooldown_frac, sched.search.policy.decay_shape) == (0.0, "linear")
     assert AutoLRSScheduler(max_t=100).variant == "budget"
     assert AutoLRSScheduler(max_t=100, variant="paper", tau=20).variant == "paper"
 
@@ -450,8 +448,7 @@ def test_paper_structure_with_the_budget_variant_raises():
 
 
 def test_budget_schedule_is_warm_up_candidates_and_decay_in_the_trial_config():
-    pol = BudgetPolicy.for_budget(200, parallel=True, k=4, k_later=4, searches=2,
-                                  **POPULATION_POLICY)  # fmt: skip
+    pol = BudgetPolicy.for_budget(200, parallel=True, k=4, k_later=4, searches=2)
     sched, tc = make(policy=pol)
     w, start1 = pol.starts
     assert sched.variant == "budget" and sched.stages[0].start == w == pol.warmup

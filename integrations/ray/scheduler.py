@@ -11,7 +11,6 @@ import math
 import time
 import warnings
 from collections.abc import Mapping
-from types import MappingProxyType
 from typing import Any
 
 import torch
@@ -34,19 +33,11 @@ _tune = require("ray.tune", "ray")
 _result = require("ray.tune.result", "ray")
 TrialScheduler = require("ray.tune.schedulers", "ray").TrialScheduler
 
-__all__ = ["POPULATION_POLICY", "STATE_FILE", "AutoLRSScheduler"]
+__all__ = ["STATE_FILE", "AutoLRSScheduler"]
 
 #: File in the experiment folder holding the scheduler's state (``AutoLRSScheduler.restore``).
 STATE_FILE = "autolrs_scheduler_state.pt"
 _DEFAULT_POPULATION = 4  # only until Ray reports num_samples
-#: The budget plan's settings that the population's default keeps from before 2026-12-07:
-#: uncooled candidate windows and a linear final decay. The in-loop tuner's defaults since
-#: then (cooled windows, 1 - sqrt decay) were adopted by a test of the in-loop tuner; here a
-#: cooled winner would restart from its pre-cooldown checkpoint (one more trial restart per
-#: search), which the Ray study has not measured yet. Pass ``policy=`` to use them.
-POPULATION_POLICY: Mapping[str, Any] = MappingProxyType(
-    {"cooldown_frac": 0.0, "decay_shape": "linear"}
-)
 _PHASES = ("search", "exploit", "final", "race")
 
 
@@ -60,11 +51,11 @@ class AutoLRSScheduler(_StageMixin, _RaceMixin, _TrialMixin, TrialScheduler):
 
     **Variants.** ``variant="budget"`` (the default whenever ``max_t`` is known: passed, or
     read from ``RunConfig(stop={time_attr: T})``) plans the run from its budget with
-    ``BudgetPolicy.for_budget(max_t, parallel=True, k=num_samples, k_later=num_samples,
-    **POPULATION_POLICY)`` (uncooled windows, a linear final decay: see
-    :data:`POPULATION_POLICY`): a linear warm-up, the searches (one candidate per trial),
-    and a final decay of the winner's LR to zero that every trial follows iteration by
-    iteration (through the schedule in its config, see :class:`TuneCheckpointer`).
+    ``BudgetPolicy.for_budget(max_t, parallel=True, k=num_samples, k_later=num_samples)``
+    (a population's defaults there: uncooled windows, a linear final decay): a linear
+    warm-up, the searches (one candidate per trial), and a final decay of the winner's LR
+    to zero that every trial follows iteration by iteration (through the schedule in its
+    config, see :class:`TuneCheckpointer`).
     ``variant="paper"`` keeps the published stage structure (τ, τ', doubling, constant LR
     per stage; the default without ``max_t``).
 
@@ -250,9 +241,7 @@ class AutoLRSScheduler(_StageMixin, _RaceMixin, _TrialMixin, TrialScheduler):
         policy = self._policy_arg
         budget = variant == "budget" and self.max_t is not None
         if budget and policy is None:
-            policy = BudgetPolicy.for_budget(
-                self.max_t, parallel=True, k=pop, k_later=pop, **POPULATION_POLICY
-            )
+            policy = BudgetPolicy.for_budget(self.max_t, parallel=True, k=pop, k_later=pop)
         structure = dict(self._structure)
         waiting = variant == "budget" and not budget
         if waiting:
