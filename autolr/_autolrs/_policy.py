@@ -214,10 +214,11 @@ class BudgetPolicy:
         ks: Candidates of each search.
         tau_primes: Steps per candidate of each search.
         cooldown_frac: Fraction of each candidate window that decays before scoring
-            (0.3 for one run: candidates are compared on cooled losses, see ``compare``;
-            0.0 for a population; see :meth:`for_budget`).
-        decay_shape: ``"sqrt"`` (``1 - sqrt(x)``, one run's default) or ``"linear"`` (to
-            zero, a population's).
+            (candidates are then compared on cooled losses, see ``compare``).
+            :meth:`for_budget`'s default: 0.3 for one run, 0.0 for a population.
+        decay_shape: ``"sqrt"`` (``1 - sqrt(x)``) or ``"linear"`` (to zero).
+            :meth:`for_budget`'s default: ``"sqrt"`` for one run, ``"linear"`` for a
+            population.
         trust: Later searches look in ``[winner / trust, winner * trust]`` (within the box).
         note: Why the plan has fewer searches than asked (empty when it has them all).
         parallel: Candidates run side by side (a search costs τ' steps of the run).
