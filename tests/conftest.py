@@ -28,6 +28,13 @@ def make_regression(n: int = 512, d: int = 8, seed: int = 0) -> tuple[torch.Tens
     return x, y
 
 
+# For tests that script the tuner's losses without training: tuner.step() with no
+# optimizer.step() in between is what they do on purpose, and the tuner says so once.
+scripted_losses = pytest.mark.filterwarnings(
+    r"ignore:AutoLRS\.step\(\) at step \d+ came without:RuntimeWarning"
+)
+
+
 def round_trip(state: Any) -> Any:
     """``state`` through ``torch.save`` and ``torch.load(..., weights_only=True)``: what a
     checkpoint gives back."""

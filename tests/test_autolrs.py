@@ -14,7 +14,7 @@ from autolr import AutoLRS, ConfigError, ConfigTypeError, StageSearch, StateErro
 from autolr.predictors import ExponentialPredictor
 from autolr.searchers import Param, RandomSearcher
 
-from .conftest import make_regression, round_trip, tiny_mlp
+from .conftest import make_regression, round_trip, scripted_losses, tiny_mlp
 
 X, Y = make_regression()
 
@@ -449,6 +449,7 @@ def slow_steady(t: int) -> float:
 _B_SLOW = math.log(0.55 / 0.25) / 20  # slow_steady(20) = 0.70
 
 
+@scripted_losses
 @pytest.mark.parametrize("slow_first", [False, True])
 def test_candidates_compared_by_forecast_at_tau_not_at_tau_prime(slow_first: bool) -> None:
     tau, tp = 200, 21  # candidate losses at t = 0..20
@@ -494,6 +495,7 @@ def test_exploitation_starts_from_stage_start_momentum() -> None:
     assert all(torch.equal(a, b) for a, b in zip(model.parameters(), w_saved))
 
 
+@scripted_losses
 def test_every_candidate_diverged_retries_below_lowest_lr() -> None:
     _, _, tuner = scripted_tuner(tau=20, tau_prime=4, k=2)
     with pytest.warns(RuntimeWarning, match="every candidate diverged; searching again"):
@@ -528,6 +530,7 @@ def test_repeated_failure_falls_back_to_the_lowest_lr() -> None:
     assert tuner.lr == pytest.approx(tuner.search.lr_bounds[0])
 
 
+@scripted_losses
 def test_nan_during_warmup_restarts_it_from_the_initial_state() -> None:
     model, opt, tuner = scripted_tuner(tau=20, tau_prime=4, k=2, warmup_steps=5, warmup_lr=0.05)
     w0 = [p.detach().clone() for p in model.parameters()]
@@ -560,6 +563,7 @@ def _run_candidates(tuner: AutoLRS, curves: list[list[float]]) -> None:
                 break
 
 
+@scripted_losses
 def test_divergence_factor_abandons_a_finite_candidate() -> None:
     # Reference: the stage-start loss 1.0 (the first candidate's first loss). factor=3 puts the
     # threshold at 3.0; patience=3 abandons on the third consecutive loss above it.
@@ -584,6 +588,7 @@ def test_divergence_factor_abandons_a_finite_candidate() -> None:
     assert tuner.history[12].lr == c[2].lr
 
 
+@scripted_losses
 def test_divergence_factor_is_the_argument() -> None:
     # The same losses with factor=4 (threshold 4.0) keep the candidate.
     _, _, tuner = scripted_tuner(tau=40, tau_prime=8, k=2, divergence_factor=4.0)
@@ -659,6 +664,7 @@ def test_compiled_model_tunes_like_the_bare_one_and_its_checkpoint_fits_both() -
     assert resumed.done and resumed.global_step == tuner.global_step
 
 
+@scripted_losses
 def test_a_float_loss_after_deferred_tensor_ones_reads_them_first() -> None:
     """``sync_every`` defers tensor losses while exploiting; a float loss after some (a loop
     that passes ``loss.item()`` on some steps) reads them first, in order, as a sync would:

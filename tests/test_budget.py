@@ -24,7 +24,7 @@ from autolr import (
 )
 from autolr.searchers import Param, RandomSearcher
 
-from .conftest import make_regression, tiny_mlp
+from .conftest import make_regression, scripted_losses, tiny_mlp
 
 X, Y = make_regression()
 GOLDEN = os.path.join(os.path.dirname(__file__), "data", "autolrs_paper_golden.json")
@@ -299,6 +299,7 @@ def test_budget_resume_equals_uninterrupted(kw: dict[str, Any], cut: int | None)
         ).load_state_dict(ck["t"])
 
 
+@scripted_losses
 def test_budget_all_diverged_searches_lower_and_keeps_training() -> None:
     # Every LR of the first box blows up (a loss that grows with the LR): the stage is
     # searched again below the box, and training goes on without an exception.

@@ -14,6 +14,8 @@ from torch import nn
 from autolr import AutoLRS, HistoryRecord, StateError
 from autolr._autolrs._history import History
 
+from .conftest import scripted_losses
+
 
 def test_records_read_back_as_written() -> None:
     h = History()
@@ -81,6 +83,7 @@ def test_a_runs_history_survives_a_weights_only_checkpoint() -> None:
     assert again.schedule == tuner.schedule == [r.lr for r in hist]
 
 
+@scripted_losses
 def test_history_costs_tens_of_bytes_a_step() -> None:
     # As named tuples a step cost ~180 bytes (a million-step run held ~180 MB).
     model = nn.Linear(4, 1)

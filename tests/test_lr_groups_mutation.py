@@ -199,10 +199,11 @@ def test_take_unchanged_is_true_only_for_exactly_the_written_floats() -> None:
     g = GroupLRs(opt)
     g.watch()
     g.set(0.4)
-    assert g.take_unchanged()  # no step yet, groups hold what was written
+    assert not g.take_unchanged()  # no step yet: for the caller to judge
     opt.step()
     assert g.take_unchanged()
     assert g.take_used() is None  # the step's record was consumed
+    assert not g.take_unchanged()  # and no step since
 
     opt.step()
     opt.param_groups[1]["lr"] = 0.7  # changed after the step
@@ -222,10 +223,14 @@ def test_take_unchanged_is_true_only_for_exactly_the_written_floats() -> None:
     assert not g.take_unchanged()
     assert g.drift(g.take_used()) == [(0, 0.4, 0.1)]
 
-    opt.param_groups[0]["lr"] = 2  # an int: not a float, the slow path reads it
-    assert not g.take_unchanged()
-    opt.param_groups[0]["lr"] = math.nan
-    assert not g.take_unchanged()
+    for odd in (2, math.nan):  # an int, a NaN after a clean step: the slow path reads them
+        opt.step()
+        opt.param_groups[0]["lr"] = odd
+        assert not g.take_unchanged()
+        assert g.take_used() == [0.4, 0.2]
+        opt.param_groups[0]["lr"] = 0.4
+    opt.step()
+    assert g.take_unchanged()
 
 
 def test_take_unchanged_leaves_tensor_lrs_to_the_slow_path() -> None:

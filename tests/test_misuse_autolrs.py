@@ -516,7 +516,7 @@ def test_group_lrs_hook_holds_the_tuner_weakly() -> None:
 
 def _warnings_of_one_run(
     n: int, *, bad: Callable[[AutoLRS], bool], poison: bool = False, drift_at: int = -1,
-    val_fn_nan_at: int = -1, **kw: Any,
+    val_fn_nan_at: int = -1, no_step_at: int = -1, **kw: Any,
 ) -> list[warnings.WarningMessage]:  # fmt: skip
     """Train a tiny model ``n`` steps; every warning raised inside ``tuner.step``."""
     torch.manual_seed(0)
@@ -541,7 +541,8 @@ def _warnings_of_one_run(
         loss.backward()
         if i == drift_at:
             opt.param_groups[0]["lr"] = 0.5
-        opt.step()
+        if i != no_step_at:
+            opt.step()
         value = loss.item()
         if bad(tuner):
             value = math.nan
@@ -557,8 +558,9 @@ def _warnings_of_one_run(
 
 @pytest.mark.parametrize(
     "case",
-    ["recover", "harmless", "warmup", "all-diverged", "drift", "after-max-steps", "val_fn"],
-)
+    ["recover", "harmless", "warmup", "all-diverged", "drift", "after-max-steps", "val_fn",
+     "no-step"],
+)  # fmt: skip
 def test_every_step_warning_points_at_the_callers_line(case: str) -> None:
     """A warning raised however deep inside ``tuner.step`` names the line that called it."""
     kw: dict[str, Any] = {"max_steps": 100, "bad": lambda t: False}
@@ -575,6 +577,8 @@ def test_every_step_warning_points_at_the_callers_line(case: str) -> None:
         kw["drift_at"] = 30
     elif case == "val_fn":
         kw["val_fn_nan_at"] = 1
+    elif case == "no-step":
+        kw["no_step_at"] = 30
     n = 45 if case == "after-max-steps" else 60
     if case == "after-max-steps":
         kw["max_steps"] = 40
@@ -586,6 +590,41 @@ def test_every_step_warning_points_at_the_callers_line(case: str) -> None:
         assert os.path.dirname(os.path.abspath(w.filename)) != tuner_dir, where
         if "mutmut" not in w.filename:  # under `make mutate` its trampoline calls the tuner
             assert w.filename == __file__, where
+
+
+# ---------------------------------------------------------------------- 4. one call per step
+UNSTEPPED = "without an optimizer.step"
+
+
+def test_a_call_per_micro_batch_is_warned_once() -> None:
+    """Gradient accumulation with ``tuner.step`` per micro-batch spends the budget k times too
+    fast and moves the LR between micro-batches: said once, at the first such call."""
+    model, opt, tuner = make(max_steps=200, variant="budget")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for i in range(40):
+            idx = torch.randint(0, X.shape[0], (16,))
+            loss = nn.functional.mse_loss(model(X[idx]), Y[idx]) / 2
+            loss.backward()
+            if i % 2 == 1:  # two micro-batches per optimizer step
+                opt.step()
+                opt.zero_grad()
+            tuner.step(loss.item())
+    said = [str(w.message) for w in caught if UNSTEPPED in str(w.message)]
+    assert len(said) == 1 and said[0].startswith("AutoLRS.step() at step 0 came without"), said
+    assert "once per optimizer step" in said[0] and "skipped=True" in said[0]
+    assert tuner.global_step == 40  # still counted: the warning changes nothing else
+
+
+def test_no_step_warning_for_real_steps_skipped_steps_and_non_finite_losses() -> None:
+    model, opt, tuner = make(max_steps=200, variant="budget")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        train(tuner, model, opt, 10)
+        tuner.step(1.0, skipped=True)  # a GradScaler skipped the optimizer step: told so
+        tuner.step(math.nan)  # a loop that skips a non-finite update: handled as such
+        train(tuner, model, opt, 10)
+    assert not [w for w in caught if UNSTEPPED in str(w.message)]
 
 
 _B = {"lr_bounds": (1e-3, 0.1)}

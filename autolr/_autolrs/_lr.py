@@ -114,19 +114,20 @@ class GroupLRs:
         handle = self.optimizer.register_step_pre_hook(hook)
 
     def take_unchanged(self) -> bool:
-        """Whether the last step's LRs and the groups' LRs now are exactly what was written.
+        """Whether a step ran since the last take, with the groups' LRs exactly as written.
 
         The per-step fast path of the drift check: plain floats compared exactly, no list
         built. On ``True`` the last step's LRs are consumed, as :meth:`take_used` would;
-        anything else (a tensor LR, a changed or nearly equal value) returns ``False`` and
-        leaves them for :meth:`take_used` and :meth:`drift`.
+        anything else (no step since, a tensor LR, a changed or nearly equal value) returns
+        ``False`` and leaves them for :meth:`take_used` and :meth:`drift`.
         """
         written = self.written
         used = self._used
-        if used is not None:
-            for u, w in zip(used, written):
-                if type(u) is not float or u != w:
-                    return False
+        if used is None:
+            return False  # no optimizer.step() since the last take: for the caller to judge
+        for u, w in zip(used, written):
+            if type(u) is not float or u != w:
+                return False
         for group, w in zip(self.optimizer.param_groups, written):
             v = group["lr"]
             if type(v) is not float or v != w:

@@ -292,6 +292,8 @@ class AutoLRS:
         # Sees the LRs each optimizer.step() really runs with (a scheduler may change them).
         self._group_lrs.watch()
         self._lr_warned = False
+        self._unstepped = False  # no optimizer.step() since the previous tuner.step()
+        self._unstepped_warned = False
         # The arguments a checkpoint must agree on (see load_state_dict).
         self._config = _config_of(
             self.search, variant, max_steps, continue_from, warmup_steps, float(warmup_lr)
@@ -634,6 +636,8 @@ class AutoLRS:
             return self._check_budget()
 
         value = _as_float(loss)
+        if self._unstepped and not self._unstepped_warned and math.isfinite(value):
+            self._warn_unstepped(step)
         self._records.append(step, self.stage, phase, used, value)
         if phase == "done":
             if step == self.max_steps:  # warn once
@@ -948,9 +952,11 @@ class AutoLRS:
         ``optimizer.step()`` never takes effect, and the history records what really ran.
         """
         g = self._group_lrs
+        self._unstepped = False
         if g.take_unchanged():  # the common case, checked without building lists
             return self._lr
         used = g.take_used(sync=sync)
+        self._unstepped = used is None
         bad = g.drift(used) if used is not None else []
         late = g.drift(g.read(sync=sync))
         if not bad and not late:
@@ -976,6 +982,23 @@ class AutoLRS:
         if bad and used is not None and any(d[0] == ref for d in bad):
             return float(used[ref])  # type: ignore[arg-type]
         return self._lr
+
+    def _warn_unstepped(self, step: int) -> None:
+        """Once: a finite loss came with no optimizer step since the previous call.
+
+        Most likely ``tuner.step`` is called per micro-batch under gradient accumulation,
+        which spends the budget k times too fast and moves the LR between micro-batches. A
+        non-finite loss without a step is a loop skipping a bad update: handled as such.
+        """
+        self._unstepped_warned = True
+        _warn(
+            f"AutoLRS.step() at step {step} came without an optimizer.step() since the "
+            "previous call. Call it once per optimizer step (after gradient accumulation, "
+            "with that step's loss): every call counts toward the budget and may change the "
+            "LR. Pass a step the optimizer skipped (a GradScaler's inf/NaN check) as "
+            "step(loss, skipped=True), or give scaler= at construction",
+            RuntimeWarning,
+        )
 
     def _warmup_lr_at(self, step: int) -> float:
         return warmup_lr(self.warmup_lr, step, self.warmup_steps)
