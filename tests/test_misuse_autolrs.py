@@ -612,8 +612,23 @@ def test_a_call_per_micro_batch_is_warned_once() -> None:
             tuner.step(loss.item())
     said = [str(w.message) for w in caught if UNSTEPPED in str(w.message)]
     assert len(said) == 1 and said[0].startswith("AutoLRS.step() at step 0 came without"), said
-    assert "once per optimizer step" in said[0] and "skipped=True" in said[0]
+    assert "right after each optimizer.step()" in said[0] and "skipped=True" in said[0]
     assert tuner.global_step == 40  # still counted: the warning changes nothing else
+
+
+def test_tuner_step_before_optimizer_step_is_warned_once() -> None:
+    model, opt, tuner = make(max_steps=200, variant="budget")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(30):
+            idx = torch.randint(0, X.shape[0], (16,))
+            loss = nn.functional.mse_loss(model(X[idx]), Y[idx])
+            opt.zero_grad()
+            loss.backward()
+            tuner.step(loss.item())  # the wrong order: the LR it sets comes one step late
+            opt.step()
+    said = [str(w.message) for w in caught if UNSTEPPED in str(w.message)]
+    assert len(said) == 1 and "at step 0" in said[0], said
 
 
 def test_no_step_warning_for_real_steps_skipped_steps_and_non_finite_losses() -> None:

@@ -993,10 +993,10 @@ class AutoLRS:
         self._unstepped_warned = True
         _warn(
             f"AutoLRS.step() at step {step} came without an optimizer.step() since the "
-            "previous call. Call it once per optimizer step (after gradient accumulation, "
-            "with that step's loss): every call counts toward the budget and may change the "
-            "LR. Pass a step the optimizer skipped (a GradScaler's inf/NaN check) as "
-            "step(loss, skipped=True), or give scaler= at construction",
+            "previous call. Call it right after each optimizer.step() (once per step, after "
+            "gradient accumulation) with that step's loss: every call counts toward the "
+            "budget and may change the LR. Pass a step the optimizer skipped (a GradScaler's "
+            "inf/NaN check) as step(loss, skipped=True), or give scaler= at construction",
             RuntimeWarning,
         )
 
