@@ -25,10 +25,12 @@ from autolr import AutoLRS, ConfigTypeError, StateError
 
 
 def _train(
-    rank: int, tuner_kw: dict, *, tensor_loss: bool, val: bool, skip_at: int | None = None
-) -> dict:
+    rank: int, tuner_kw: dict, *, tensor_loss: bool, val: bool, skip_at: int | None = None,
+    save: str | None = None,
+) -> dict:  # fmt: skip
     """One rank's run. ``skip_at``: at that loop iteration neither rank steps the optimizer,
-    and only rank 0 reports the step as skipped (as a rank-local GradScaler check would)."""
+    and only rank 0 reports the step as skipped (as a rank-local GradScaler check would).
+    ``save``: rank 0 saves its tuner's state there at the end."""
     torch.manual_seed(0)  # same initial weights on every rank (DDP also broadcasts them)
     model = DDP(nn.Linear(4, 1))
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
@@ -54,6 +56,8 @@ def _train(
             opt.step()
         local.append(loss.item())
         tuner.step(loss if tensor_loss else loss.item(), skipped=skip and rank == 0)
+    if save is not None and rank == 0:
+        torch.save(tuner.state_dict(), save)
     h = tuner.history
     return {
         "lrs": [r.lr for r in h],
@@ -80,7 +84,7 @@ def _worker(rank: int, world: int, init: str, out: str) -> None:
     try:
         res = {
             "budget": _train(rank, {"lr_bounds": (1e-3, 0.3), "max_steps": 80},
-                             tensor_loss=True, val=False),
+                             tensor_loss=True, val=False, save=f"{out}/budget_tuner.pt"),
             "paper": _train(rank, {"lr_bounds": (1e-3, 0.3), "variant": "paper", "tau": 20,
                                    "tau_prime": 4, "k": 3, "max_steps": 40, "sync_every": 4},
                             tensor_loss=True, val=True),
@@ -151,6 +155,15 @@ def test_two_ranks_take_one_decision(tmp_path) -> None:
     assert r0["paper"]["candidates"][0] == 3
     for r in (r0, r1):
         assert "ranks of the process group disagree" in r["mismatch"]
+    # A tuner checkpoint taken under DDP resumes in one process on the bare model: the
+    # snapshots keep the module's own names, without DDP's "module." prefix.
+    state = torch.load(out / "budget_tuner.pt", weights_only=True)
+    assert list(state["snapshot"]["state"]["model"]) == ["weight", "bias"]
+    model = nn.Linear(4, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    alone = AutoLRS(model, opt, lr_bounds=(1e-3, 0.3), max_steps=80)
+    alone.load_state_dict(state)
+    assert alone.done and alone.schedule == r0["budget"]["lrs"]
 
 
 def test_process_group_misuse() -> None:
