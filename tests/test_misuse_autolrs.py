@@ -639,6 +639,10 @@ def test_no_step_warning_for_real_steps_skipped_steps_and_non_finite_losses() ->
         tuner.step(1.0, skipped=True)  # a GradScaler skipped the optimizer step: told so
         tuner.step(math.nan)  # a loop that skips a non-finite update: handled as such
         train(tuner, model, opt, 10)
+        train(tuner, model, opt, 200 - tuner.global_step - 1)
+        tuner.step(math.nan)  # the budget's last step skipped its update
+        train(tuner, model, opt, 2)  # past the budget: said by the done warning alone
+    assert tuner.done
     assert not [w for w in caught if UNSTEPPED in str(w.message)]
 
 

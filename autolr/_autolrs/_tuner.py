@@ -628,8 +628,11 @@ class AutoLRS:
         step = self.global_step
         self.global_step += 1
         phase = self.phase
-        used = self._lr if phase == "done" else self._lr_used(sync=not deferred)
-        if phase != "done":
+        if phase == "done":
+            used = self._lr
+            self._unstepped = False  # after the budget nothing counts: the done warning says so
+        else:
+            used = self._lr_used(sync=not deferred)
             self._extend_line(step)
         if deferred:
             self._deferred_step(step, loss, used)  # type: ignore[arg-type]
