@@ -646,6 +646,27 @@ def test_no_step_warning_for_real_steps_skipped_steps_and_non_finite_losses() ->
     assert not [w for w in caught if UNSTEPPED in str(w.message)]
 
 
+@pytest.mark.parametrize("steps", [30, 150])  # inside a candidate's window; exploiting
+def test_a_param_group_added_later_is_refused_at_the_next_step(steps: int) -> None:
+    """A group added after the tuner was built could not be restored by its snapshots (torch
+    would raise inside load_state_dict at the next candidate switch): said at once."""
+    model = nn.Sequential(nn.Linear(8, 16), nn.Tanh(), nn.Linear(16, 1))
+    opt = torch.optim.SGD(model[0].parameters(), lr=0.01, momentum=0.9)
+    tuner = AutoLRS(model, opt, lr_bounds=(1e-3, 0.3), max_steps=200, seed=0)
+    train(tuner, model, opt, steps)
+    opt.add_param_group({"params": model[2].parameters(), "lr": 0.005})
+    before = (tuner.global_step, tuner.phase, tuner.lr)  # (reading history would end a fast run)
+    idx = torch.randint(0, X.shape[0], (32,))
+    loss = nn.functional.mse_loss(model(X[idx]), Y[idx])
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    with pytest.raises(ConfigError, match=r"now has 2 parameter group\(s\); it had 1 .*"
+                       r"requires_grad=False"):  # fmt: skip
+        tuner.step(loss.item())
+    assert (tuner.global_step, tuner.phase, tuner.lr) == before and len(tuner.history) == steps
+
+
 _B = {"lr_bounds": (1e-3, 0.1)}
 
 

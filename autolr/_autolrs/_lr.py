@@ -125,15 +125,35 @@ class GroupLRs:
         used = self._used
         if used is None:
             return False  # no optimizer.step() since the last take: for the caller to judge
+        groups = self.optimizer.param_groups
+        if len(groups) != len(written):
+            return False  # a group added or removed: for check_groups
         for u, w in zip(used, written):
             if type(u) is not float or u != w:
                 return False
-        for group, w in zip(self.optimizer.param_groups, written):
+        for group, w in zip(groups, written):
             v = group["lr"]
             if type(v) is not float or v != w:
                 return False
         self._used = None
         return True
+
+    def check_groups(self) -> None:
+        """Raise if parameter groups were added to or removed from the optimizer since.
+
+        Raises:
+            ConfigError: The optimizer has another number of groups than it was built with.
+        """
+        n, built = len(self.optimizer.param_groups), len(self.scales)
+        if n != built:
+            raise ConfigError(
+                f"the optimizer now has {n} parameter group(s); it had {built} when the tuner "
+                "was built. The tuner sets each group's LR in proportion to the LRs it was "
+                "built with and restores the optimizer from snapshots of those groups, so it "
+                "cannot take a group added later (add_param_group): give the optimizer every "
+                "group before building the tuner (parameters to train later can start with "
+                "requires_grad=False)"
+            )
 
     def take_used(self, *, sync: bool = True) -> list[float | None] | None:
         """The LRs the last ``optimizer.step()`` ran with (``None``: no step since last call).

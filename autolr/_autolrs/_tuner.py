@@ -482,6 +482,8 @@ class AutoLRS:
 
         Raises:
             ConfigTypeError: ``skipped`` is not a bool.
+            ConfigError: Parameter groups were added to (or removed from) the optimizer after
+                the tuner was built; raised before the step changes anything.
             StateError: Under ``torch.distributed``, the ranks' tuners disagree (a rank
                 skipped a call, or the tuners were built with different arguments).
         """
@@ -522,6 +524,7 @@ class AutoLRS:
         self._drain_fast()
         if not isinstance(skipped, bool):
             raise ConfigTypeError(f"skipped must be a bool, got {skipped!r}")
+        self._group_lrs.check_groups()  # before a restore would fail inside torch
         scale = None if self.scaler is None else self._read_scale()
         if self._scale_seen is not None and scale is not None and scale < self._scale_seen:
             skipped = True  # the scaler backed off: it found inf/NaN gradients and skipped
