@@ -254,6 +254,29 @@ def test_configured_scheduler_is_an_error_at_fit_start() -> None:
     assert module.losses == []  # raised before any step
 
 
+class _Backbone(Reg):
+    """``BackboneFinetuning``'s contract: a ``backbone``, an optimizer of trainable params."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            lambda m: torch.optim.SGD([p for p in m.parameters() if p.requires_grad], lr=0.01)
+        )
+        self.backbone = self.net[0]
+
+
+def test_a_param_group_added_during_the_fit_is_refused_at_the_next_step() -> None:
+    """BackboneFinetuning unfreezes by ``optimizer.add_param_group``; the tuner's snapshots
+    cannot restore a group added after they were taken: refused at once, not inside torch."""
+    from lightning.pytorch.callbacks import BackboneFinetuning
+
+    module = _Backbone()
+    unfreeze = BackboneFinetuning(unfreeze_backbone_at_epoch=1)
+    cb = AutoLRSCallback(lr_bounds=BOUNDS)
+    with pytest.raises(ConfigError, match=r"now has 2 parameter group\(s\); it had 1"):
+        _trainer(cb, unfreeze, max_steps=200).fit(module, _loader())
+    assert cb.tuner.global_step == len(X) // 8  # the first epoch, then the refusal
+
+
 def test_budget_comes_from_max_steps() -> None:
     with pytest.raises(ConfigError, match="needs a budget"):
         L.Trainer(
