@@ -217,6 +217,21 @@ def test_cl_rule_matches_hand_computation():
     assert client.scale == pytest.approx(1.1 * (1 - 2.0 * 1.21e-4))
 
 
+def test_cl_refuses_a_param_group_added_after_it_was_built():
+    """The client sets every group's LR from its scale; a group added later would keep its
+    own LR unnoticed: refused at the next step and at the next round, nothing changed."""
+    w, opt, client = _client()
+    client.begin_round(0.1)
+    _sgd_step(w, opt, T([1.0, 1.0]))
+    client.step()
+    opt.add_param_group({"params": [torch.nn.Parameter(torch.zeros(1))], "lr": 0.5})
+    state = (client.scale, client.steps, client.lr)
+    for call in (client.step, lambda: client.begin_round(0.1)):
+        with pytest.raises(ConfigError, match=r"now has 2 parameter group\(s\); it had 1"):
+            call()
+    assert (client.scale, client.steps, client.lr) == state
+
+
 def test_cl_global_term_sign_and_magnitude_below_the_cap():
     # Steps small enough that γ stays under γ_max = 1.1, so c·⟨δ, Δ⟩ shows in the scale.
     w, opt, client = _client(hypergrad_lr=1.0, global_coef=0.5)

@@ -149,10 +149,10 @@ class GroupLRs:
             raise ConfigError(
                 f"the optimizer now has {n} parameter group(s); it had {built} when the tuner "
                 "was built. The tuner sets each group's LR in proportion to the LRs it was "
-                "built with and restores the optimizer from snapshots of those groups, so it "
-                "cannot take a group added later (add_param_group): give the optimizer every "
-                "group before building the tuner (parameters to train later can start with "
-                "requires_grad=False)"
+                "built with (and AutoLRS restores the optimizer from snapshots of those "
+                "groups), so it cannot take a group added later (add_param_group): give the "
+                "optimizer every group before building the tuner (parameters to train later "
+                "can start with requires_grad=False)"
             )
 
     def take_used(self, *, sync: bool = True) -> list[float | None] | None:

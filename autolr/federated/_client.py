@@ -138,9 +138,11 @@ class FedHyperClient:
             global_update: Δ_{t−1} shaped like the optimizer's parameters, or None (round 0).
 
         Raises:
-            ConfigError: ``global_update`` does not match the parameters (count, shapes).
+            ConfigError: ``global_update`` does not match the parameters (count, shapes), or
+                parameter groups were added to the optimizer after the client was built.
             ConfigTypeError: ``global_update`` is not a sequence of tensors.
         """
+        self._group_lrs.check_groups()
         if base_lr is not None:
             self.base_lr = check_float("base_lr", base_lr, minimum=0.0, min_inclusive=False)
         self.scale = 1.0
@@ -160,10 +162,12 @@ class FedHyperClient:
         """Adapt the LR after one ``optimizer.step()``; returns the LR for the next step.
 
         Raises:
-            ConfigError: called before :meth:`begin_round`.
+            ConfigError: called before :meth:`begin_round`, or parameter groups were added to
+                the optimizer after the client was built.
         """
         if self._last is None:
             raise ConfigError("call begin_round() before step()")
+        self._group_lrs.check_groups()  # a group added later would be left untuned
         now = self._flat()
         delta = now - self._last
         self._last = now
