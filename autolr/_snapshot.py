@@ -394,8 +394,9 @@ class Snapshot:
             parts = {k: raw[k] for k in ("model", "optimizer", "extras")}
         except (KeyError, TypeError, ValueError, RuntimeError) as exc:
             raise StateError(f"not a Snapshot state_dict: {exc!r}") from exc
-        parts["model"] = _without_wrappers(parts["model"], self._module.state_dict())
-        self._check_parts(parts)
+        live = self._module.state_dict()
+        parts["model"] = _without_wrappers(parts["model"], live)
+        self._check_parts(parts, live)
         count = sum(1 for _ in _iter_tensors(parts))
         if count != len(devices):
             raise StateError(
@@ -417,9 +418,10 @@ class Snapshot:
                 raise StateError(f"Snapshot state_dict: invalid 'rng' entry: {exc!r}") from exc
         return body, rng, devices
 
-    def _check_parts(self, parts: Mapping[str, Any]) -> None:
-        """Raise StateError unless ``parts`` fits this model, optimizer and extras."""
-        saved, live = parts["model"], self._module.state_dict()
+    def _check_parts(self, parts: Mapping[str, Any], live: Mapping[str, Any]) -> None:
+        """Raise StateError unless ``parts`` fits this model (``live``: its state_dict),
+        optimizer and extras."""
+        saved = parts["model"]
         if not isinstance(saved, Mapping):
             raise StateError("Snapshot state_dict: its 'model' entry is not a state_dict")
         missing = [k for k in live if k not in saved]

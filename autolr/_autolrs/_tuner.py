@@ -292,7 +292,6 @@ class AutoLRS:
         # Sees the LRs each optimizer.step() really runs with (a scheduler may change them).
         self._group_lrs.watch()
         self._lr_warned = False
-        self._unstepped = False  # no optimizer.step() since the previous tuner.step()
         self._unstepped_warned = False
         # The arguments a checkpoint must agree on (see load_state_dict).
         self._config = _config_of(
@@ -631,18 +630,18 @@ class AutoLRS:
         step = self.global_step
         self.global_step += 1
         phase = self.phase
+        stepped = True  # past the budget nothing counts: the done warning says so
         if phase == "done":
             used = self._lr
-            self._unstepped = False  # after the budget nothing counts: the done warning says so
         else:
-            used = self._lr_used(sync=not deferred)
+            used, stepped = self._lr_used(sync=not deferred)
             self._extend_line(step)
         if deferred:
             self._deferred_step(step, loss, used)  # type: ignore[arg-type]
             return self._check_budget()
 
         value = _as_float(loss)
-        if self._unstepped and not self._unstepped_warned and math.isfinite(value):
+        if not stepped and not self._unstepped_warned and math.isfinite(value):
             self._warn_unstepped(step)
         self._records.append(step, self.stage, phase, used, value)
         if phase == "done":
@@ -950,23 +949,23 @@ class AutoLRS:
         self._lr = float(lr)
         self._group_lrs.set(self._lr)
 
-    def _lr_used(self, *, sync: bool) -> float:
-        """The LR the step just taken really used; warns once if something else set it.
+    def _lr_used(self, *, sync: bool) -> tuple[float, bool]:
+        """The LR the step just taken really used, and whether an ``optimizer.step()`` ran
+        since the previous call; warns once if something else set the LR.
 
         Compares every group's LR at ``optimizer.step()`` (and now) with what the tuner wrote.
         On a difference the tuner writes its own LR again, so a scheduler stepped after
         ``optimizer.step()`` never takes effect, and the history records what really ran.
         """
         g = self._group_lrs
-        self._unstepped = False
         if g.take_unchanged():  # the common case, checked without building lists
-            return self._lr
+            return self._lr, True
         used = g.take_used(sync=sync)
-        self._unstepped = used is None
+        stepped = used is not None
         bad = g.drift(used) if used is not None else []
         late = g.drift(g.read(sync=sync))
         if not bad and not late:
-            return self._lr
+            return self._lr, stepped
         if not self._lr_warned:
             self._lr_warned = True
             i, want, got = (bad or late)[0]
@@ -986,8 +985,8 @@ class AutoLRS:
         g.set(self._lr)
         ref = g.reference
         if bad and used is not None and any(d[0] == ref for d in bad):
-            return float(used[ref])  # type: ignore[arg-type]
-        return self._lr
+            return float(used[ref]), stepped  # type: ignore[arg-type]
+        return self._lr, stepped
 
     def _warn_unstepped(self, step: int) -> None:
         """Once: a finite loss came with no optimizer step since the previous call.
