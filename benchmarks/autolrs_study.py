@@ -92,6 +92,14 @@ VARIANTS: dict[str, tuple[str, dict[str, Any], dict[str, Any], bool]] = {
         {"log_values": False},
         True,
     ),
+    "box-x3": (
+        "the LR box 3x wider on each side (a user's looser guess; the cosine grid keeps the "
+        "task's box)",
+        {},
+        {"box_scale": 3.0},
+        True,
+    ),
+    "box-x10": ("the LR box 10x wider on each side", {}, {"box_scale": 10.0}, True),
     "paper": ("paper variant (tau = budget/10, k = 10)", {}, {}, False),
 }
 
@@ -112,6 +120,9 @@ def _worker(job: tuple[str, str, int, int, float | None]) -> dict[str, Any]:
             r = run_once(task, METHODS["autolrs-paper"], seed, budget, use_val=False)
         else:
             kw = dict(kw)
+            if "box_scale" in kw:
+                m, (lo, hi) = kw.pop("box_scale"), task.lr_range
+                kw["lr_bounds"] = (lo / m, hi * m)
             changes = {k: kw.pop(k) for k in ("design", "fit_min_obs", "log_values") if k in kw}
             if changes:
                 from autolr._autolrs._stage import _default_searcher

@@ -205,6 +205,25 @@ def test_budget_is_the_default_and_follows_its_plan() -> None:
     assert all(a >= b for a, b in zip(used[start:], used[start + 1 :]))
 
 
+def test_a_wide_box_gets_more_candidates_and_tries_them_all() -> None:
+    """The plan's k follows the box (one candidate per 0.75 decades, at least 4)."""
+    model = tiny_mlp()
+    torch.manual_seed(1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    searcher = RandomSearcher([Param("lr", 1e-6, 1.0, log=True)], seed=0)
+    tuner = AutoLRS(model, opt, lr_bounds=(1e-6, 1.0), max_steps=800, searcher=searcher)
+    assert tuner.search.policy == BudgetPolicy.for_budget(800, lr_bounds=(1e-6, 1.0))
+    assert tuner.search.policy.ks == (7,)  # 8 asked, 7 windows of 26 steps fit
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the box's top diverges on this model
+        loop(tuner, model, opt, 800)
+    (stage,) = tuner.stages
+    assert stage.k == 7 and len(stage.candidates) == 7 and tuner.done
+    # The tuner's default box keeps the plan it had.
+    small, _, _ = budget_tuner(800)
+    assert small.search.policy.ks == (4,)
+
+
 def test_budget_arguments_are_checked() -> None:
     model = tiny_mlp()
     opt = torch.optim.SGD(model.parameters(), lr=0.01)

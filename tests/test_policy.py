@@ -12,6 +12,7 @@ from autolr._autolrs._policy import (
     DivergenceRule,
     PaperPolicy,
     StagePlan,
+    candidates_for_box,
     cooled_lr,
     decayed_lr,
     warmup_lr,
@@ -123,6 +124,46 @@ def test_for_budget_one_search_by_hand():
     assert p.note == "" and p.parallel is False
     # The defaults: windows cool down over their last 30 %, the final decay is 1 - sqrt(x).
     assert (p.cooldown_frac, p.decay_shape) == (0.3, "sqrt")
+
+
+def test_candidates_for_box_one_per_three_quarter_decade_at_least_four():
+    assert candidates_for_box(None) == 4
+    # Up to ~3.4 decades (every bench task's box, the tuner's default box): 4.
+    assert candidates_for_box((1e-4, 1e-1)) == 4
+    assert candidates_for_box((1.0, 10**3.37)) == 4
+    assert candidates_for_box((1.0, 10**3.38)) == 5  # 3.38 / 0.75 = 4.51
+    assert candidates_for_box((1e-6, 1.0)) == 8
+    assert candidates_for_box((1e-5, 3.0)) == 7  # 5.48 decades
+    with pytest.raises(ConfigError, match="lr_bounds"):
+        candidates_for_box((1e-2, 1e-3))
+
+
+def test_for_budget_k_follows_the_box_unless_given():
+    # A 6-decade box: 8 candidates, the same discarded share over 7 windows.
+    wide = BudgetPolicy.for_budget(2000, lr_bounds=(1e-6, 1.0))
+    assert (wide.ks, wide.tau_primes) == ((8,), (57,))  # int(400 / 7)
+    # A box of up to ~3.4 decades, or none, plans exactly what it did.
+    for box in (None, (1e-4, 1e-1), (0.02, 1.9)):
+        assert BudgetPolicy.for_budget(2000, lr_bounds=box) == BudgetPolicy.for_budget(2000)
+    assert BudgetPolicy.for_budget(2000).ks == (4,)
+    # A given k wins over the box.
+    assert BudgetPolicy.for_budget(2000, k=3, lr_bounds=(1e-6, 1.0)).ks == (3,)
+    # Later searches keep k_later.
+    three = BudgetPolicy.for_budget(4000, searches=3, lr_bounds=(1e-6, 1.0))
+    assert three.ks[0] > 4 and three.ks[1:] == (3, 3)
+
+
+def test_for_budget_box_candidates_give_way_to_windows_of_25_steps():
+    box = (1e-6, 1.0)  # asks for 8
+    # 800 steps: 160 discarded steps hold 7 windows of 26 (8 would be 22).
+    assert BudgetPolicy.for_budget(800, lr_bounds=box).ks == (7,)
+    assert BudgetPolicy.for_budget(800, lr_bounds=box).tau_primes == (26,)
+    # 400 steps: even 5 windows would be 20 steps: back to 4, as without the box.
+    assert BudgetPolicy.for_budget(400, lr_bounds=box) == BudgetPolicy.for_budget(400)
+    # Too small for any search: the same note as without the box.
+    assert BudgetPolicy.for_budget(60, lr_bounds=box) == BudgetPolicy.for_budget(60)
+    # A given k is not reduced for the window length.
+    assert BudgetPolicy.for_budget(400, k=8, lr_bounds=box).ks == (8,)
 
 
 def test_for_budget_defaults_differ_by_mode_and_give_way_to_given_values():

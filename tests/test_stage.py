@@ -485,6 +485,14 @@ def test_budget_variant_starts_at_the_box_middle_then_its_quarters() -> None:
         s.propose(0)
 
 
+def test_budget_variant_plans_its_candidates_from_its_box() -> None:
+    wide = StageSearch(lr_bounds=(1e-6, 1.0), variant="budget", max_steps=2000, seed=0)
+    assert wide.policy == BudgetPolicy.for_budget(2000, lr_bounds=(1e-6, 1.0))
+    assert wide.policy.ks == (8,)
+    narrow = StageSearch(lr_bounds=(1e-4, 1e-1), variant="budget", max_steps=2000, seed=0)
+    assert narrow.policy.ks == (4,)
+
+
 # ---------------------------------------------------------------------- state
 def _saved() -> dict:
     """A state with a scored candidate, a record, a retry and a pending provisional cut."""

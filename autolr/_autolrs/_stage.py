@@ -196,7 +196,7 @@ class StageSearch:
             self.policy = (
                 policy
                 if policy is not None
-                else BudgetPolicy.for_budget(max_steps, parallel=self.parallel)
+                else BudgetPolicy.for_budget(max_steps, parallel=self.parallel, lr_bounds=(lo, hi))
             )
             if self.policy.max_steps != max_steps:
                 raise ConfigError(

@@ -91,7 +91,9 @@ class AutoLRS:
             anything else (an LR scheduler, a ``param_group["lr"]`` write) gives one
             warning, the tuner's LR is written back, and :attr:`history` records the LR
             each step really ran with.
-        lr_bounds: ``(low, high)`` LR search box, searched in log space.
+        lr_bounds: ``(low, high)`` LR search box, searched in log space. The budget
+            variant's first search tries 4 candidates in a box of up to ~3.4 decades and
+            one per 0.75 decades in a wider one.
         max_steps: Total budget of optimizer steps, search included; selects the budget
             variant unless ``variant`` says otherwise. After the budget ``done`` is True.
         variant: ``"budget"`` or ``"paper"`` (default: ``"budget"`` with ``max_steps``).
@@ -103,7 +105,8 @@ class AutoLRS:
         tau_max: Cap on τ; τ and τ' double after each stage while ``tau_prime < tau_max/10``.
         double: Whether τ and τ' grow.
         policy: Budget variant: a custom plan, e.g.
-            ``BudgetPolicy.for_budget(max_steps, searches=3, decay_frac=0.2)``.
+            ``BudgetPolicy.for_budget(max_steps, searches=3, decay_frac=0.2)`` (default:
+            ``BudgetPolicy.for_budget(max_steps, lr_bounds=lr_bounds)``).
         compare: How candidates are scored (see :class:`~autolr.StageSearch`); default
             ``"cooled"`` (budget: the loss after each window's cooldown) or ``"forecast"``
             (paper).
@@ -228,7 +231,9 @@ class AutoLRS:
             if warmup_steps is not None:
                 check_int("warmup_steps", warmup_steps, minimum=0)
             if policy is None:
-                policy = BudgetPolicy.for_budget(max_steps, warmup=warmup_steps)
+                policy = BudgetPolicy.for_budget(
+                    max_steps, warmup=warmup_steps, lr_bounds=lr_bounds
+                )
             else:
                 check_instance("policy", policy, BudgetPolicy)
             warmup_steps = policy.warmup
