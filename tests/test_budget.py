@@ -224,6 +224,20 @@ def test_a_wide_box_gets_more_candidates_and_tries_them_all() -> None:
     assert small.search.policy.ks == (4,)
 
 
+def test_a_wide_box_checkpoint_with_four_candidates_resumes_with_k_spelled_out() -> None:
+    # Before 2026-12-07 every box planned 4 candidates; a checkpoint fixes its plan.
+    def wide(**kw: Any) -> AutoLRS:
+        model = tiny_mlp()
+        opt = torch.optim.SGD(model.parameters(), lr=0.01)
+        return AutoLRS(model, opt, lr_bounds=(1e-6, 1.0), max_steps=2000, **kw)
+
+    four = {"policy": BudgetPolicy.for_budget(2000, k=4)}
+    state = wide(**four).state_dict()
+    with pytest.raises(StateError, match=r"policy\.ks: saved \[4\], given \[8\]"):
+        wide().load_state_dict(state)
+    wide(**four).load_state_dict(state)
+
+
 def test_budget_arguments_are_checked() -> None:
     model = tiny_mlp()
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
