@@ -351,13 +351,12 @@ class BudgetPolicy:
                     return w, d, n, plan
             return None
 
+        def short(fitted: tuple[int, int, int, list[tuple[int, int]]] | None) -> bool:
+            """No plan, or the first search's windows (``plan[0] = (k, τ')``) too short."""
+            return fitted is None or fitted[3][0][1] < BOX_K_MIN_WINDOW
+
         b = max_steps
         got = fit(b)
-
-        def short(got: tuple[int, int, int, list[tuple[int, int]]] | None) -> bool:
-            # No plan, or the first search's windows (plan[0] = (k, τ')) below the floor.
-            return got is None or got[3][0][1] < BOX_K_MIN_WINDOW
-
         while box_k and k > MIN_FIRST_K and short(got):
             k -= 1  # the box asked for more candidates than the budget holds
             got = fit(b)
