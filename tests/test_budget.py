@@ -210,15 +210,16 @@ def test_a_wide_box_gets_more_candidates_and_tries_them_all() -> None:
     model = tiny_mlp()
     torch.manual_seed(1)
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    searcher = RandomSearcher([Param("lr", 1e-6, 1.0, log=True)], seed=0)
-    tuner = AutoLRS(model, opt, lr_bounds=(1e-6, 1.0), max_steps=800, searcher=searcher)
+    # The default searcher: 3 stratified points, then 4 GP steps (fitted from the 6th).
+    tuner = AutoLRS(model, opt, lr_bounds=(1e-6, 1.0), max_steps=800)
     assert tuner.search.policy == BudgetPolicy.for_budget(800, lr_bounds=(1e-6, 1.0))
     assert tuner.search.policy.ks == (7,)  # 8 asked, 7 windows of 26 steps fit
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the box's top diverges on this model
-        loop(tuner, model, opt, 800)
+    loop(tuner, model, opt, 800)
     (stage,) = tuner.stages
     assert stage.k == 7 and len(stage.candidates) == 7 and tuner.done
+    lrs = [c.lr for c in stage.candidates]
+    assert len(set(lrs)) == 7 and all(1e-6 <= lr <= 1.0 for lr in lrs)
+    assert stage.winner_lr in lrs
     # The tuner's default box keeps the plan it had.
     small, _, _ = budget_tuner(800)
     assert small.search.policy.ks == (4,)
