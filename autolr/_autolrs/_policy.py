@@ -232,7 +232,7 @@ class BudgetPolicy:
         warmup: Steps of linear warm-up before the first search.
         decay: Steps of the final decay (the last ``decay`` steps of the budget).
         starts: Global step at which each search begins.
-        ks: Candidates of each search.
+        ks: Candidates of each search (:meth:`for_budget` sizes the first from the LR box).
         tau_primes: Steps per candidate of each search.
         cooldown_frac: Fraction of each candidate window that decays before scoring
             (candidates are then compared on cooled losses, see ``compare``).
