@@ -67,9 +67,10 @@ class AutoLRS:
 
     **Budget variant** (``variant="budget"``, the default whenever ``max_steps`` is given): the
     run is planned from the budget by a :class:`~autolr.BudgetPolicy`: a linear warm-up over
-    5 % of it, one search of 4 candidates that each train a window from the same snapshot
-    (the discarded windows cost at most 20 % of the budget), then the winner continues from
-    its own state at its LR, which decays linearly to zero over the last half of the budget.
+    5 % of it, one search of 4 candidates (more in a box wider than ~3.4 decades) that each
+    train a window from the same snapshot, ending in a short cooldown (the discarded windows
+    cost at most 20 % of the budget), then the winner continues from its own state before the
+    cooldown at its LR, which decays to zero as 1 - sqrt(x) over the last half of the budget.
 
     **Paper variant** (``variant="paper"``, the default without ``max_steps``): each stage, the
     tuner snapshots the training state, trains ``k`` candidate LRs for ``tau_prime`` steps each
