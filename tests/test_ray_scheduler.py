@@ -430,6 +430,10 @@ def test_budget_variant_when_max_t_is_known_with_one_candidate_per_trial():
     assert (sched.search.policy.cooldown_frac, sched.search.policy.decay_shape) == (0.0, "linear")
     assert AutoLRSScheduler(max_t=100).variant == "budget"
     assert AutoLRSScheduler(max_t=100, variant="paper", tau=20).variant == "paper"
+    # A wide box does not add candidates to a population: its k is the trials.
+    wide = AutoLRSScheduler(lr_bounds=(1e-6, 1.0), metric="loss", mode="min")
+    wide.set_search_properties("loss", "min", num_samples=3, stop={"training_iteration": 3000})
+    assert wide.search.policy.ks == (3,)
 
 
 def test_paper_structure_with_the_budget_variant_raises():
