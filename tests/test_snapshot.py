@@ -29,6 +29,13 @@ def _flat(model: nn.Module) -> torch.Tensor:
     return torch.cat([p.detach().flatten() for p in model.state_dict().values()])
 
 
+def _saved(model: nn.Module, opt: torch.optim.Optimizer) -> tuple[torch.Tensor, dict]:
+    """The weights now and a snapshot's state of them after a ``weights_only`` round trip."""
+    snap = Snapshot(model, opt)
+    snap.capture()
+    return _flat(model), round_trip(snap.state_dict())
+
+
 def _opt_state(opt: torch.optim.Optimizer) -> dict[int, dict[str, object]]:
     """Deep copy of the optimizer's per-parameter state (momentum, Adam moments, step)."""
     return {
@@ -124,10 +131,7 @@ def test_state_dict_round_trip_weights_only() -> None:
     model = tiny_mlp()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
     _train(model, opt, 2)
-    snap = Snapshot(model, opt)
-    snap.capture()
-    w0 = _flat(model)
-    state = round_trip(snap.state_dict())
+    w0, state = _saved(model, opt)
     snap2 = Snapshot(model, opt)
     snap2.load_state_dict(state)
     _train(model, opt, 3)
@@ -687,10 +691,7 @@ def test_state_with_wrapper_prefixes_still_loads(prefix: str) -> None:
     model = tiny_mlp()
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     _train(model, opt, 2)
-    snap = Snapshot(model, opt)
-    snap.capture()
-    w0 = _flat(model)
-    state = round_trip(snap.state_dict())
+    w0, state = _saved(model, opt)
     state["state"]["model"] = {prefix + k: v for k, v in state["state"]["model"].items()}
     old = Snapshot(torch.compile(model, backend="eager"), opt)
     old.load_state_dict(state)
@@ -702,9 +703,7 @@ def test_state_with_wrapper_prefixes_still_loads(prefix: str) -> None:
 def test_prefix_is_taken_off_only_when_it_makes_the_names_fit() -> None:
     model = tiny_mlp()
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    snap = Snapshot(model, opt)
-    snap.capture()
-    state = round_trip(snap.state_dict())
+    _, state = _saved(model, opt)
     # A prefix that does not give this model's names is another model, named as such.
     state["state"]["model"] = {"module.x." + k: v for k, v in state["state"]["model"].items()}
     with pytest.raises(StateError, match=r"another model: this model has no 'module\.x\.0\."):
