@@ -46,20 +46,6 @@ __all__ = ["run"]
 QUICK_TASKS = ("logreg",)
 FULL_TASKS = ("logreg", "mlp")
 FAULT_MIX = {"garbage": 0.3, "timeout": 0.1, "http_5xx": 0.1}
-SINGLE_FAULTS = (
-    "garbage",
-    "prose",
-    "nan",
-    "out_of_bounds",
-    "duplicates",
-    "too_few",
-    "timeout",
-    "trickle",
-    "http_4xx",
-    "http_5xx",
-    "rate_limit",
-    "refused",
-)
 TIMEOUT = 0.5  # seconds per suggestion in the fault runs (the server's "timeout" sleeps 2x)
 
 
@@ -187,7 +173,9 @@ def _faults(srv_mod: ModuleType, n_mix: int, n_single: int) -> dict[str, Any]:
         out["mix"] = _fault_run(srv_mod, srv.base_url, n_mix, 0)
         out["mix"]["served"] = dict(collections.Counter(b for b, _ in srv.log))
     singles = {}
-    for b in SINGLE_FAULTS:
+    # Each fault the loopback server can serve on its own, then a port with no listener.
+    faults = [b for b in srv_mod.BEHAVIOURS if b != "healthy"] + ["refused"]
+    for b in faults:
         if b == "refused":
             singles[b] = _fault_run(srv_mod, srv_mod.closed_port_url(), n_single, 1, 4)
             continue
