@@ -173,14 +173,13 @@ def _faults(srv_mod: ModuleType, n_mix: int, n_single: int) -> dict[str, Any]:
         out["mix"] = _fault_run(srv_mod, srv.base_url, n_mix, 0)
         out["mix"]["served"] = dict(collections.Counter(b for b, _ in srv.log))
     singles = {}
-    # Each fault the loopback server can serve on its own, then a port with no listener.
-    faults = [b for b in srv_mod.BEHAVIOURS if b != "healthy"] + ["refused"]
-    for b in faults:
-        if b == "refused":
-            singles[b] = _fault_run(srv_mod, srv_mod.closed_port_url(), n_single, 1, 4)
+    for b in srv_mod.BEHAVIOURS:  # each fault the loopback server can serve on its own
+        if b == "healthy":
             continue
         with srv_mod.LLMServer(behaviour=b, sleep=2 * TIMEOUT, retry_after=0.05) as srv:
             singles[b] = _fault_run(srv_mod, srv.base_url, n_single, 1, 4)
+    # A port with no listener: the connection is refused.
+    singles["refused"] = _fault_run(srv_mod, srv_mod.closed_port_url(), n_single, 1, 4)
     out["single"] = singles
     return out
 
