@@ -390,7 +390,7 @@ def test_without_lightning_the_import_error_names_the_extra() -> None:
 
 
 _DDP_SCRIPT = """
-import json, sys
+import json, os, sys
 import torch, lightning as L
 from torch import nn
 from autolr.integrations.lightning import AutoLRSCallback
@@ -428,10 +428,15 @@ with open(f"{sys.argv[1]}/rank{tr.global_rank}.json", "w") as f:
     json.dump({"schedule": t.schedule, "seen": [r.loss for r in t.history], "own": m.losses,
                "stages": len(t.stages), "done": t.done,
                "w": [p.detach().flatten().tolist() for p in m.parameters()]}, f)
-# Lightning leaves the process group alive; gloo's worker threads must stop before the
-# interpreter does, or the process may abort at exit ("terminate called without an active
-# exception", SIGABRT), a known PyTorch issue seen here once in CI-like runs.
+# Both files are written before either rank leaves. Lightning leaves the process group alive,
+# and C++ destructors at interpreter exit may abort ("terminate called without an active
+# exception", SIGABRT, seen in CI even after destroy_process_group), a known PyTorch teardown
+# issue unrelated to the tuner: leave with os._exit once the results are on disk.
+torch.distributed.barrier()
 torch.distributed.destroy_process_group()
+sys.stdout.flush()
+sys.stderr.flush()
+os._exit(0)
 """
 
 
