@@ -144,11 +144,21 @@ def _spike(at: set[int], value: float) -> Script:
     [
         _spike({250, 251}, math.nan),  # skipped losses while exploiting
         _spike({250, 251, 252}, math.inf),  # a streak: recovered from
+        _spike({250}, -math.inf),  # below every threshold, but not finite
+        _spike({40}, math.inf),  # inside a candidate window
         _spike({30, 31, 32, 33}, 1e6),  # a candidate over the divergence threshold
         _spike({31}, 1e6),  # one loss over it, then back under
         _spike({5}, math.nan),  # during warm-up
     ],
-    ids=["nan-exploit", "inf-streak", "diverging-candidate", "one-spike", "nan-warmup"],
+    ids=[
+        "nan-exploit",
+        "inf-streak",
+        "neg-inf-exploit",
+        "inf-candidate",
+        "diverging-candidate",
+        "one-spike",
+        "nan-warmup",
+    ],
 )
 def test_fast_path_hands_every_event_to_the_general_path(script: Script) -> None:
     _same(403, script=script, max_steps=400)

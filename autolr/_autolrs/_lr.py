@@ -121,11 +121,18 @@ class GroupLRs:
         anything else (no step since, a tensor LR, a changed or nearly equal value) returns
         ``False`` and leaves them for :meth:`take_used` and :meth:`drift`.
         """
-        written = self.written
         used = self._used
         if used is None:
             return False  # no optimizer.step() since the last take: for the caller to judge
+        written = self.written
         groups = self.optimizer.param_groups
+        if len(groups) == 1 == len(written) == len(used):
+            # One group, the common case, without the loops (this runs on every step).
+            w, u, v = written[0], used[0], groups[0]["lr"]
+            if type(u) is float and type(v) is float and u == w and v == w:
+                self._used = None
+                return True
+            return False
         if len(groups) != len(written):
             return False  # a group added or removed: for check_groups
         for u, w in zip(used, written):

@@ -41,6 +41,7 @@ __all__ = ["AutoLRS", "HistoryRecord"]
 
 # Warnings are attributed to the first frame outside this package (see _warn).
 _HERE = os.path.dirname(os.path.abspath(__file__))
+_FLOAT_MAX = sys.float_info.max
 
 
 def _warn(message: str, category: type[Warning]) -> None:
@@ -344,7 +345,7 @@ class AutoLRS:
         self._fast_lr0 = 0.0
         self._fast_lrs: list[float] | None = None
         self._fast_plan: Callable[[], list[float]] = list
-        self._fast_limit = math.inf  # a candidate's loss above it is not a fast step
+        self._fast_limit = _FLOAT_MAX  # a candidate's loss above it is not a fast step
 
         self._warmup_start = 0
         if warmup_steps > 0:
@@ -492,40 +493,37 @@ class AutoLRS:
             StateError: Under ``torch.distributed``, the ranks' tuners disagree (a rank
                 skipped a call, or the tuners were built with different arguments).
         """
-        if (
-            type(loss) is torch.Tensor
-            and self._fast_left
-            and self.sync_every == 1
-            and loss.device.type == "cpu"
-            and loss.dim() == 0
-        ):
-            # A CPU loss costs nothing to read (no device to wait for): as the general path
-            # would read it, so the step can take the fast path below. ~14 µs a step less
-            # for the common `tuner.step(loss)` on a CPU model.
-            loss = scalar_value(loss, "loss must be a scalar")
-        if (
-            self._fast_left
-            and skipped is False
-            and type(loss) is float
-            and loss - loss == 0.0  # finite (inf - inf and NaN give NaN)
-            and loss <= self._fast_limit
-            and self._group_lrs.take_unchanged()
-        ):
-            # A step with nothing to decide (see _open_fast): count it, keep its loss for
-            # the records (written by _drain_fast) and set the planned LR. The general
-            # path's Python was 5 % of a millisecond step (issue 11's overhead target).
-            self._fast_left -= 1
-            vals = self._fast_vals
-            vals.append(loss)
-            self.global_step += 1
-            i = len(vals) - 1
-            if i == 0:
-                self._plan_fast()
-            if self._fast_lrs is not None:
-                lr = self._fast_lrs[i]
-                if lr != self._lr:
-                    self._set_lr(lr)
-            return None
+        if self._fast_left and skipped is False:
+            if type(loss) is not float and (
+                type(loss) is torch.Tensor
+                and self.sync_every == 1
+                and loss.device.type == "cpu"
+                and loss.dim() == 0
+            ):
+                # A CPU loss costs nothing to read (no device to wait for): as the general
+                # path would read it, so the step can take the fast path below. ~14 µs a
+                # step less for the common `tuner.step(loss)` on a CPU model.
+                loss = scalar_value(loss, "loss must be a scalar")
+            if (
+                type(loss) is float
+                and -_FLOAT_MAX <= loss <= self._fast_limit  # finite (NaN fails), not over
+                and self._group_lrs.take_unchanged()
+            ):
+                # A step with nothing to decide (see _open_fast): count it, keep its loss
+                # for the records (written by _drain_fast) and set the planned LR. The
+                # general path's Python was 5 % of a millisecond step (issue 11's overhead
+                # target).
+                self._fast_left -= 1
+                vals = self._fast_vals
+                vals.append(loss)
+                self.global_step += 1
+                i = len(vals) - 1
+                if i == 0:
+                    self._plan_fast()
+                lrs = self._fast_lrs
+                if lrs is not None and lrs[i] != self._lr:
+                    self._set_lr(lrs[i])
+                return None
         self._drain_fast()
         if not isinstance(skipped, bool):
             raise ConfigTypeError(f"skipped must be a bool, got {skipped!r}")
@@ -571,7 +569,7 @@ class AutoLRS:
         if self.scaler is not None or self._sync is not None or self._pending:
             return
         phase, step, s = self.phase, self.global_step, self.search
-        limit = math.inf
+        limit = _FLOAT_MAX  # no limit, but an infinite loss still goes the general way
         plan: Callable[[int], list[float]]  # the LR after each of the next n steps
         if phase == "exploit" or phase == "final":
             n = self._phase_len - self._phase_steps - 1
@@ -592,7 +590,7 @@ class AutoLRS:
             plan = lambda n: [s.candidate_lr(self._cand_lr, t + 1 + i) for i in range(n)]  # noqa: E731
             ref, factor = self._ref_loss, s.divergence.factor
             if math.isfinite(ref):  # DivergenceRule.over's threshold, the same expression
-                limit = ref + (factor - 1.0) * max(abs(ref), 1e-12)
+                limit = min(ref + (factor - 1.0) * max(abs(ref), 1e-12), _FLOAT_MAX)
         else:
             return
         n = min(n, 1024)
