@@ -86,6 +86,20 @@ def restore_rng_state(state: Mapping[str, Any]) -> None:
     _RngState.from_plain(state).restore()
 
 
+def _copy_all(dst: list[torch.Tensor], src: list[torch.Tensor]) -> None:
+    """``dst[i].copy_(src[i])`` for every pair, as one fused call where torch has it.
+
+    ``torch._foreach_copy_`` is private API (present from torch 2.1 to at least 2.14): a
+    torch without it gets the plain loop, the same copies one call at a time.
+    """
+    fused = getattr(torch, "_foreach_copy_", None)
+    if fused is not None:
+        fused(dst, src)
+        return
+    for d, s in zip(dst, src):
+        d.copy_(s)
+
+
 class _RngState:
     """The RNG states as the libraries give them, restored without conversion.
 
@@ -326,9 +340,10 @@ class Snapshot:
             return False
         pairs, slots = found
         live_t, held_t = [live for live, _ in pairs], [held for _, held in pairs]
-        if live_t:  # (_foreach_copy_ rejects empty lists)
+        dst, src = (live_t, held_t) if to_live else (held_t, live_t)
+        if dst:  # (_foreach_copy_ rejects empty lists)
             with torch.no_grad():
-                torch._foreach_copy_(*((live_t, held_t) if to_live else (held_t, live_t)))
+                _copy_all(dst, src)
         for live, held, key in slots:
             if to_live:
                 live[key] = held[key]

@@ -515,6 +515,16 @@ def test_in_place_restore_equals_load_state_dict(name: str) -> None:
     assert fast[0] == fast[1]
 
 
+def test_in_place_copies_without_torch_foreach_copy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A torch without the private ``_foreach_copy_`` gets the same copies from a loop."""
+    build = _OPTIMIZERS["adamw-amsgrad"]
+    fused = _restore_twice(build, in_place=True, meddle=_retune)
+    monkeypatch.delattr(torch, "_foreach_copy_")
+    looped = _restore_twice(build, in_place=True, meddle=_retune)
+    assert looped.pop() == fused.pop() == {"in_place": [True, True, True]}
+    assert looped == fused
+
+
 def _module_hook(model: nn.Module, opt: torch.optim.Optimizer) -> None:
     calls = model.__dict__.setdefault("calls", [])
     model[0].register_load_state_dict_post_hook(lambda *a: calls.append("module"))
