@@ -156,13 +156,15 @@ class DivergenceRule:
         check_float("divergence_factor", self.factor, minimum=1, min_inclusive=False, finite=False)
         check_int("divergence_patience", self.patience, minimum=1)
 
+    def threshold(self, ref: float | None) -> float:
+        """The finite loss above which a loss is over (``inf`` without a finite ``ref``)."""
+        if ref is None or not math.isfinite(ref):
+            return math.inf
+        return ref + (self.factor - 1.0) * max(abs(ref), 1e-12)
+
     def over(self, value: float, ref: float | None) -> bool:
         """Whether one loss is over the divergence threshold."""
-        if not math.isfinite(value):
-            return True
-        if ref is None or not math.isfinite(ref):
-            return False
-        return value > ref + (self.factor - 1.0) * max(abs(ref), 1e-12)
+        return not math.isfinite(value) or value > self.threshold(ref)
 
     def update(self, over_count: int, value: float, ref: float | None) -> tuple[int, bool]:
         """Count consecutive over losses; returns ``(new count, diverged)``."""

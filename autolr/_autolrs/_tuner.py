@@ -588,9 +588,7 @@ class AutoLRS:
                 end = min(end, s.cooldown_start)  # type: ignore[type-var]
             n = end - t - 1
             plan = lambda n: [s.candidate_lr(self._cand_lr, t + 1 + i) for i in range(n)]  # noqa: E731
-            ref, factor = self._ref_loss, s.divergence.factor
-            if math.isfinite(ref):  # DivergenceRule.over's threshold, the same expression
-                limit = min(ref + (factor - 1.0) * max(abs(ref), 1e-12), _FLOAT_MAX)
+            limit = min(s.divergence.threshold(self._ref_loss), _FLOAT_MAX)
         else:
             return
         n = min(n, 1024)
