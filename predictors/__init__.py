@@ -1,7 +1,8 @@
 """Loss-curve forecasters: predict the loss at a later step from a short window.
 
 :func:`forecast_run` is the forecast -> calibrate -> adjust pipeline that judges an
-unfinished run (used by the Optuna sampler and pruner).
+unfinished run (used by the Optuna sampler and pruner); :func:`regress_final` forecasts from
+finished runs' values at the same step.
 
 Example:
     >>> from autolr.predictors import ExponentialPredictor
@@ -23,6 +24,7 @@ from ._pipeline import (
     final_step,
     forecast_final,
     forecast_run,
+    regress_final,
 )
 
 __all__ = [
@@ -37,4 +39,5 @@ __all__ = [
     "final_step",
     "forecast_final",
     "forecast_run",
+    "regress_final",
 ]

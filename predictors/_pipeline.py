@@ -10,7 +10,10 @@ One pipeline for every caller that judges an unfinished run by where its curve i
 3. :func:`adjust` applies that correction, or, without enough references, widens the std by
    a fraction of the extrapolated change.
 
-:func:`forecast_run` chains the three. Nothing here keeps state beyond a
+:func:`forecast_run` chains the three. With ``same_step_refs`` it then prefers
+:func:`regress_final` once that many references reported the curve's last step: their finals
+regressed on their values at that step rank unfinished runs far better than any curve fit
+(`benchmarks/results/optuna/pruning_screen.md`). Nothing here keeps state beyond a
 :class:`ForecastCache` of forecasts of *finished* curves, which can no longer change.
 
 Example:
@@ -28,7 +31,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass, replace
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from ._base import Predictor
 
@@ -73,7 +76,8 @@ class ReferenceRun(NamedTuple):
 
 
 class ForecastCache:
-    """Thread-safe LRU of forecasts of finished runs, keyed by everything they depend on.
+    """Thread-safe LRU of what finished runs give (forecasts, calibration errors, same-step
+    fits), keyed by everything each depends on.
 
     Example:
         >>> cache = ForecastCache(size=1)
@@ -83,10 +87,10 @@ class ForecastCache:
 
     def __init__(self, size: int = _CACHE_SIZE) -> None:
         self._size = size
-        self._data: OrderedDict[tuple, FinalForecast | None] = OrderedDict()
+        self._data: OrderedDict[tuple, Any] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, key: tuple) -> tuple[bool, FinalForecast | None]:
+    def get(self, key: tuple) -> tuple[bool, Any]:
         """``(hit, value)`` for ``key``; a hit becomes the most recently used entry."""
         with self._lock:
             if key in self._data:
@@ -94,7 +98,7 @@ class ForecastCache:
                 return True, self._data[key]
         return False, None
 
-    def put(self, key: tuple, value: FinalForecast | None) -> None:
+    def put(self, key: tuple, value: Any) -> None:
         """Stores ``value``, dropping the least recently used entries beyond ``size``."""
         with self._lock:
             self._data[key] = value
@@ -227,6 +231,92 @@ def calibrate(
     return bias, spread
 
 
+class _SameStepFit(NamedTuple):
+    """Least-squares line ``log(final) = a + b·log(value)`` over ``n`` references."""
+
+    n: int
+    xm: float
+    sxx: float
+    a: float
+    b: float
+    s: float
+
+
+def _fit_same_step(
+    references: Iterable[ReferenceRun], step: int, target: int
+) -> _SameStepFit | None:
+    """The line through the references that reported ``step`` and reached ``target``."""
+    pts = []
+    for ref in references:
+        if ref.value is None or not math.isfinite(ref.value) or ref.value <= 0:
+            continue
+        if step not in ref.curve or max(ref.curve) < target:
+            continue
+        rv = float(ref.curve[step])
+        if not math.isfinite(rv) or rv <= 0:
+            continue
+        pts.append((math.log(rv), math.log(float(ref.value))))
+    n = len(pts)
+    if n == 0:
+        return None
+    xm = sum(p[0] for p in pts) / n
+    ym = sum(p[1] for p in pts) / n
+    sxx = sum((p[0] - xm) ** 2 for p in pts)
+    if sxx <= 0:  # every reference at the same value: no slope to fit
+        return None
+    b = sum((p[0] - xm) * (p[1] - ym) for p in pts) / sxx
+    a = ym - b * xm
+    s = math.sqrt(sum((p[1] - a - b * p[0]) ** 2 for p in pts) / max(1, n - 2))
+    return _SameStepFit(n, xm, sxx, a, b, s)
+
+
+def regress_final(
+    curve: Mapping[int, float],
+    target: int,
+    references: Iterable[ReferenceRun],
+    *,
+    min_runs: int,
+    cache: ForecastCache | None = None,
+) -> FinalForecast | None:
+    """Forecasts the final value from finished runs' values at the curve's last step.
+
+    Over the references that reported the curve's last step and reached ``target``, fits
+    ``log(final) = a + b·log(value at that step)`` by least squares and evaluates it at the
+    curve's last value. The std is the prediction error of the regression (residual std,
+    leverage included), relative to the forecast. ``None`` with fewer than ``min_runs`` such
+    references, when the curve already reached ``target``, or when a value involved is not
+    positive (the fit is on logarithms, as for losses). With ``cache``, the fit is kept
+    under the references' keys (finished runs: their curves no longer change), so the many
+    unfinished runs stopped at one step share it.
+
+    Example:
+        >>> refs = [ReferenceRun(i, {0: 2.0 * v, 9: v}, v) for i, v in enumerate([1.0, 2.0, 4.0])]
+        >>> round(regress_final({0: 6.0}, 9, refs, min_runs=3).value, 6)
+        3.0
+    """
+    if not curve:
+        return None
+    last = max(curve)
+    v = float(curve[last])
+    if not math.isfinite(v) or v <= 0 or last >= target:
+        return None
+    if cache is None:
+        fit = _fit_same_step(references, last, target)
+    else:
+        refs = references if isinstance(references, (list, tuple)) else list(references)
+        key = ("same-step", tuple(ref.key for ref in refs), last, target)
+        hit, fit = cache.get(key)
+        if not hit:
+            fit = _fit_same_step(refs, last, target)
+            cache.put(key, fit)
+    if fit is None or fit.n < min_runs:
+        return None
+    x0 = math.log(v)
+    se = fit.s * math.sqrt(1 + 1 / fit.n + (x0 - fit.xm) ** 2 / fit.sxx)
+    value = math.exp(fit.a + fit.b * x0)
+    return FinalForecast(value, value * se, last, v, False, False)
+
+
 def forecast_run(
     curve: Mapping[int, float],
     target: int,
@@ -237,8 +327,13 @@ def forecast_run(
     references: Iterable[ReferenceRun] | None = None,
     cache: ForecastCache | None = None,
     key: Hashable | None = None,
+    same_step_refs: int | None = None,
 ) -> FinalForecast | None:
     """The whole pipeline: :func:`forecast_final`, then :func:`calibrate`, then :func:`adjust`.
+
+    With ``same_step_refs`` and references, :func:`regress_final` replaces the calibrated
+    forecast once at least ``same_step_refs`` references qualify for it (a curve too short
+    or diverged for :func:`forecast_final` stays ``None`` or diverged).
 
     Args:
         curve: The run's ``{step: value}`` so far.
@@ -251,6 +346,8 @@ def forecast_run(
             cache when ``None``).
         key: Identifies ``curve`` when it can no longer change (a finished run), so its
             raw forecast is cached; ``None`` for a running one.
+        same_step_refs: Fewest references for the same-step regression (``>= 3``);
+            ``None`` never regresses.
 
     Returns:
         The forecast, a ``diverged`` one when the last value is non-finite, or ``None``
@@ -270,6 +367,14 @@ def forecast_run(
         return raw
     calibration = None
     if references is not None:
+        if same_step_refs is not None:
+            if not isinstance(references, (list, tuple)):
+                references = list(references)  # an iterator would be spent by the regression
+            regressed = regress_final(
+                curve, target, references, min_runs=same_step_refs, cache=cache
+            )
+            if regressed is not None:
+                return regressed
         calibration = calibrate(
             references, len(curve), target, predictor, cache, min_points=min_points
         )

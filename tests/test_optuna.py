@@ -523,6 +523,48 @@ def test_pruner_rejects_bad_arguments(kwargs):
         ForecastPruner(**kwargs)
 
 
+# ------------------------------------------------------------ same-step regression
+def _late_winners_study(n_complete: int):
+    """Complete trials flat at x until the last step, then ending at 1/x: the higher a
+    trial's curve, the better its final (a late anneal), which no curve fit can see."""
+    study = optuna.create_study()
+    for i, x in enumerate([1.0, 1.1, 1.2, 1.3, 1.4, 1.5][:n_complete]):
+        add(study, 0.01 * (i + 1), {**{s: x for s in range(N_STEPS - 1)}, N_STEPS - 1: 1 / x})
+    return study
+
+
+FLAT = {s: 2.0 for s in range(8)}  # worse than every complete trial so far; its final: 0.5
+
+
+def test_pruner_keeps_a_late_winner_once_the_same_step_regression_applies():
+    study = _late_winners_study(6)
+    assert not any(_decisions(ForecastPruner(), study, FLAT))  # 0.5 < the best final, 1/1.5
+    assert any(_decisions(ForecastPruner(same_step_refs=None), study, FLAT))
+    assert any(_decisions(ForecastPruner(same_step_refs=7), study, FLAT))  # 6 of 7 references
+    # calibrate_forecasts=False turns it off too: both learn from the complete trials
+    assert any(_decisions(ForecastPruner(calibrate_forecasts=False), study, FLAT))
+    assert any(_decisions(ForecastPruner(), _late_winners_study(5), FLAT))
+
+
+def test_sampler_forecasts_pruned_trials_by_the_same_step_regression():
+    study = _late_winners_study(6)
+    add(study, 0.5, FLAT, state=TrialState.PRUNED)
+    fc = AutoLRSSampler(seed=0).gp_data(study)[-1]
+    assert fc["kind"] == "forecast" and fc["value"] == pytest.approx(0.5, rel=1e-9)
+    old = AutoLRSSampler(seed=0, same_step_refs=None).gp_data(study)[-1]
+    assert old["kind"] == "forecast" and old["value"] > 1.0
+    assert AutoLRSSampler(seed=0, same_step_refs=7).gp_data(study)[-1] == old
+
+
+@pytest.mark.parametrize("cls", [AutoLRSSampler, ForecastPruner])
+def test_same_step_refs_is_validated(cls):
+    with pytest.raises(ConfigError, match="same_step_refs"):
+        cls(same_step_refs=2)
+    with pytest.raises(ConfigTypeError, match="same_step_refs"):
+        cls(same_step_refs="6")
+    cls(same_step_refs=None)
+
+
 # ------------------------------------------------------------------ schedules
 def test_schedule_shapes_and_warmup():
     s = LRSchedule(peak_lr=0.1, total_steps=101, warmup_frac=0.1, shape="cosine")

@@ -340,3 +340,103 @@ def test_forecast_run_with_the_exponential_predictor() -> None:
     assert fc.value == pytest.approx(1.0 + 2.0 * 0.7**40, abs=1e-3) and fc.last_step == 7
     # std >= the extrapolation term 0.5 * |forecast - last|
     assert fc.std >= 0.5 * abs(fc.value - curve[7]) - 1e-12
+
+
+# ---------------------------------------------------------------------- regress_final
+def _ref(key: str, at: dict[int, float], final: float | None, last: int = 9) -> pl.ReferenceRun:
+    """A finished run reporting ``at`` and ``final`` at step ``last`` (its final value)."""
+    return pl.ReferenceRun(key, {**at, last: final if final is not None else math.nan}, final)
+
+
+def test_regress_final_by_hand() -> None:
+    # log(final) = log(value at step 2) + log(0.5) on every reference: slope 1, no residuals.
+    refs = [_ref(f"r{i}", {2: 2 * v}, v) for i, v in enumerate([1.0, 2.0, 4.0, 8.0])]
+    fc = pl.regress_final({0: 9.0, 2: 6.0}, 9, refs, min_runs=3)
+    assert fc == pl.FinalForecast(pytest.approx(3.0), pytest.approx(0.0, abs=1e-12), 2, 6.0,
+                                  False, False)  # fmt: skip
+    # With residuals: least squares on the logs, std = exp(fit) * prediction error.
+    pts = [(1.0, 0.5), (2.0, 0.6), (4.0, 1.5), (8.0, 2.0)]
+    refs = [_ref(f"r{i}", {2: x}, y) for i, (x, y) in enumerate(pts)]
+    xs, ys = [math.log(x) for x, _ in pts], [math.log(y) for _, y in pts]
+    n, xm, ym = 4, sum(xs) / 4, sum(ys) / 4
+    sxx = sum((x - xm) ** 2 for x in xs)
+    b = sum((x - xm) * (y - ym) for x, y in zip(xs, ys)) / sxx
+    a = ym - b * xm
+    s = math.sqrt(sum((y - a - b * x) ** 2 for x, y in zip(xs, ys)) / (n - 2))
+    x0 = math.log(3.0)
+    value = math.exp(a + b * x0)
+    se = s * math.sqrt(1 + 1 / n + (x0 - xm) ** 2 / sxx)
+    fc = pl.regress_final({2: 3.0}, 9, refs, min_runs=4)
+    assert fc.value == pytest.approx(value, rel=1e-12)
+    assert fc.std == pytest.approx(value * se, rel=1e-12)
+    assert (fc.last_step, fc.last_value, fc.degenerate, fc.diverged) == (2, 3.0, False, False)
+    # The std grows with the distance from the references' mean (leverage).
+    far = pl.regress_final({2: 100.0}, 9, refs, min_runs=4)
+    assert far.std / far.value > fc.std / fc.value
+
+
+def test_regress_final_which_references_count() -> None:
+    good = [_ref(f"g{i}", {2: 2 * v}, v) for i, v in enumerate([1.0, 2.0, 4.0])]
+    skipped = [
+        _ref("no-step", {1: 5.0}, 1.0),  # did not report the curve's last step
+        _ref("short", {2: 5.0}, 1.0, last=8),  # did not reach the target
+        _ref("no-value", {2: 5.0}, None),
+        _ref("nan", {2: 5.0}, math.nan),
+        _ref("zero", {2: 5.0}, 0.0),  # logs need positive values
+        _ref("neg-at-step", {2: -1.0}, 1.0),
+        _ref("inf-at-step", {2: math.inf}, 1.0),
+    ]
+    curve = {2: 6.0}
+    assert pl.regress_final(curve, 9, good + skipped, min_runs=3).value == pytest.approx(3.0)
+    assert pl.regress_final(curve, 9, good[:2] + skipped, min_runs=3) is None
+    # Nothing to forecast, or nothing to fit.
+    assert pl.regress_final({}, 9, good, min_runs=3) is None
+    assert pl.regress_final({9: 1.0}, 9, good, min_runs=3) is None  # reached the target
+    assert pl.regress_final({2: 0.0}, 9, good, min_runs=3) is None
+    assert pl.regress_final({2: math.nan}, 9, good, min_runs=3) is None
+    same = [_ref(f"s{i}", {2: 5.0}, v) for i, v in enumerate([1.0, 2.0, 3.0])]
+    assert pl.regress_final(curve, 9, same, min_runs=3) is None  # no spread at the step
+
+
+def test_forecast_run_prefers_the_same_step_regression_once_it_has_enough_references() -> None:
+    curve = {0: 3.0, 1: 2.5, 2: 2.0}
+    refs = [_ref(f"r{i}", {0: 4 * v, 1: 3 * v, 2: 2 * v}, v) for i, v in enumerate([1.0, 2.0, 4.0])]
+    kw = dict(extrapolation_std=0.0, min_points=3)
+    plain = pl.forecast_run(curve, 9, _Line(), references=refs, **kw)
+    assert plain.value != pytest.approx(1.0)  # the line (and its calibration) say otherwise
+    assert pl.forecast_run(curve, 9, _Line(), references=refs, same_step_refs=None, **kw) == plain
+    fc = pl.forecast_run(curve, 9, _Line(), references=refs, same_step_refs=3, **kw)
+    assert fc == pl.regress_final(curve, 9, refs, min_runs=3)
+    assert fc.value == pytest.approx(1.0)
+    # An iterator of references works as a list does.
+    assert pl.forecast_run(curve, 9, _Line(), references=iter(refs), same_step_refs=3, **kw) == fc
+    # Too few references at the step: the calibrated forecast, as without the option.
+    assert pl.forecast_run(curve, 9, _Line(), references=refs, same_step_refs=4, **kw) == plain
+    # No references, a curve too short, or a diverged one: as before.
+    assert pl.forecast_run(curve, 9, _Line(), same_step_refs=3, **kw) == pl.forecast_run(
+        curve, 9, _Line(), **kw
+    )
+    assert pl.forecast_run({2: 2.0}, 9, _Line(), references=refs, same_step_refs=3, **kw) is None
+    diverged = pl.forecast_run(
+        {0: 3.0, 1: 2.5, 2: math.inf}, 9, _Line(), references=refs, same_step_refs=3, **kw
+    )
+    assert diverged.diverged
+
+
+def test_regress_final_caches_the_fit_by_reference_keys_step_and_target() -> None:
+    refs = [_ref(f"r{i}", {1: 3 * v, 2: 2 * v}, v) for i, v in enumerate([1.0, 2.0, 4.0])]
+    cache = pl.ForecastCache()
+    fc = pl.regress_final({2: 6.0}, 9, refs, min_runs=3, cache=cache)
+    assert fc.value == pytest.approx(3.0)
+    # Same keys (finished runs cannot change): the fit is not redone, even from other data.
+    lies = [r._replace(value=100 * r.value, curve={**r.curve, 9: 100 * r.value}) for r in refs]
+    assert pl.regress_final({2: 8.0}, 9, lies, min_runs=3, cache=cache).value == pytest.approx(4.0)
+    assert pl.regress_final({2: 8.0}, 9, iter(lies), min_runs=3, cache=cache).value == (
+        pytest.approx(4.0)
+    )
+    # Another step, another target or another set of references: fitted afresh.
+    assert pl.regress_final({1: 6.0}, 9, lies, min_runs=3, cache=cache).value == pytest.approx(200)
+    two = pl.regress_final({2: 8.0}, 9, lies[:2], min_runs=2, cache=cache)
+    assert two.value == pytest.approx(400.0)
+    # The cached fit still answers min_runs for each call.
+    assert pl.regress_final({2: 8.0}, 9, lies, min_runs=4, cache=cache) is None

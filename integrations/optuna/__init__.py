@@ -3,7 +3,8 @@
 * :class:`AutoLRSSampler` -- GP Bayesian optimisation (the shared
   :class:`~autolr.searchers.GPSearcher`) over a study's numeric parameters that also learns
   from pruned and running trials: their intermediate values are extrapolated to the final
-  step (:func:`autolr.predictors.forecast_run`) and enter the GP with the forecast's
+  step, or regressed on the complete trials' values at the same step once six of those
+  exist (:func:`autolr.predictors.forecast_run`), and enter the GP with the forecast's
   (larger) noise.
 * :class:`ForecastPruner` -- prunes a trial once its forecast final value is worse than the
   best complete trial with a stated confidence.

@@ -49,6 +49,12 @@ def optional_steps(n_steps: Any) -> int | None:
     return None if n_steps is None else check_int("n_steps", n_steps, minimum=1)
 
 
+def optional_same_step_refs(n: Any) -> int | None:
+    """``same_step_refs``: complete trials the same-step regression needs (``>= 3``: a line
+    through two points has no residuals to size its error), or ``None`` for never."""
+    return None if n is None else check_int("same_step_refs", n, minimum=3)
+
+
 # ------------------------------------------------------------------------- seeds, study
 def _derive_seed(seed: int, *parts: int | str) -> int:
     """Deterministic 63-bit seed from ``(seed, *parts)``: blake2b of

@@ -16,6 +16,7 @@ from ._common import (
     _check_single_objective,
     _references,
     _sign,
+    optional_same_step_refs,
     optional_steps,
     predictor_or_default,
 )
@@ -39,7 +40,10 @@ class ForecastPruner(BasePruner):
     std with ``extrapolation_std`` × (forecast − last value). A trial whose last reported value is
     NaN/inf (diverged) is pruned at once. Nothing is pruned before ``n_startup_trials``
     trials are complete, before step ``n_warmup_steps``, or with fewer than ``min_points``
-    finite values.
+    finite values. With ``same_step_refs`` (default 6), once that many complete trials
+    reported the trial's last step and the final step, the forecast is instead the
+    regression of their final values on their values at that step (in logs; std from the
+    regression's residuals, :func:`~autolr.predictors.regress_final`).
 
     Args:
         n_steps: Final step of a complete trial; ``None`` infers it from complete trials.
@@ -50,8 +54,11 @@ class ForecastPruner(BasePruner):
         min_points: Fewest finite intermediate values a decision needs (``>= 2``).
         extrapolation_std: Forecast noise per unit of extrapolated change (``>= 0``) while
             uncalibrated; larger values prune later.
-        calibrate_forecasts: Correct forecasts with their errors on the complete trials.
+        calibrate_forecasts: Correct forecasts with their errors on the complete trials
+            (``False`` also turns off the same-step regression: both learn from them).
         predictor: Curve forecaster (default :class:`~autolr.predictors.ExponentialPredictor`).
+        same_step_refs: Complete trials at a step needed before the same-step regression
+            replaces the curve forecast there (``>= 3``; ``None``: never).
 
     Raises:
         ConfigError, ConfigTypeError: On invalid arguments.
@@ -85,8 +92,10 @@ class ForecastPruner(BasePruner):
         extrapolation_std: float = 0.5,
         calibrate_forecasts: bool = True,
         predictor: Predictor | None = None,
+        same_step_refs: int | None = 6,
     ) -> None:
         self._n_steps = optional_steps(n_steps)
+        self._same_step_refs = optional_same_step_refs(same_step_refs)
         self._calibrate = bool(calibrate_forecasts)
         self._cache = ForecastCache()
         self._confidence = check_float(
@@ -137,6 +146,7 @@ class ForecastPruner(BasePruner):
             min_points=self._min_points,
             references=_references(study, complete) if self._calibrate else None,
             cache=self._cache,
+            same_step_refs=self._same_step_refs,
         )
         if fc is None:
             return False

@@ -31,6 +31,7 @@ from ._common import (
     _references,
     _sign,
     _to_param,
+    optional_same_step_refs,
     optional_steps,
     predictor_or_default,
     seed_or_random,
@@ -117,7 +118,10 @@ class AutoLRSSampler(_NumericSampler):
       values) makes on the complete trials' curves, and its noise combines the predictor's
       std with the RMS of those errors -- this learns, e.g., the late loss drop of a
       decaying LR schedule. Otherwise the noise combines the predictor's std with
-      ``extrapolation_std`` × (forecast − last value);
+      ``extrapolation_std`` × (forecast − last value). Once ``same_step_refs`` complete
+      trials reported the trial's last step, the forecast is instead the regression of
+      their final values on their values at that step (in logs; noise from the
+      regression's residuals, :func:`~autolr.predictors.regress_final`);
     * trials whose last intermediate value is non-finite (diverged) and, with
       ``penalize_failed``, FAIL trials: scored with the searcher's failure penalty (worse
       than every finite value), which steers the search away from diverging LRs;
@@ -154,7 +158,8 @@ class AutoLRSSampler(_NumericSampler):
             trusted less.
         min_noise: Noise std of complete trials relative to the std of the complete values.
         use_forecasts: ``False`` fits complete (and failed) trials only, like GPSampler.
-        calibrate_forecasts: Correct forecasts with their errors on the complete trials.
+        calibrate_forecasts: Correct forecasts with their errors on the complete trials
+            (``False`` also turns off the same-step regression: both learn from them).
         penalize_failed: Score FAIL trials (with all searched params) as failures.
         independent_sampler: Sampler of categorical/other params. Default: uniform draws
             seeded by ``(seed, trial number, parameter name)``. A sampler given here keeps
@@ -167,6 +172,9 @@ class AutoLRSSampler(_NumericSampler):
             positive, as losses are; otherwise, and with ``False``, the values themselves.
             A loss of 2.3 beside 0.06 and 0.08 makes the last two look alike to a GP on raw
             values, while the search is decided among the good ones.
+        same_step_refs: Complete trials at a step needed before the same-step regression
+            replaces the curve forecast there (``>= 3``; ``None``: never). Use the same
+            value as the :class:`ForecastPruner` beside it.
 
     Raises:
         ConfigError, ConfigTypeError: On invalid arguments.
@@ -197,8 +205,10 @@ class AutoLRSSampler(_NumericSampler):
         num_restarts: int = 4,
         raw_samples: int = 256,
         log_values: bool = True,
+        same_step_refs: int | None = 6,
     ) -> None:
         self._seed = seed_or_random(seed)
+        self._same_step_refs = optional_same_step_refs(same_step_refs)
         self._n_startup_trials = check_int("n_startup_trials", n_startup_trials, minimum=1)
         self._n_steps = optional_steps(n_steps)
         self._predictor = predictor_or_default(predictor)
@@ -417,4 +427,5 @@ class AutoLRSSampler(_NumericSampler):
             cache=self._cache,
             # A finished trial's curve is final: its raw forecast is cached.
             key=(study._study_id, t._trial_id) if t.state.is_finished() else None,
+            same_step_refs=self._same_step_refs,
         )
