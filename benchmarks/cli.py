@@ -50,7 +50,7 @@ USES: dict[str, frozenset[str]] = {
     "schedules": frozenset({"tasks", "methods", "grid", "jobs", "rerender"}),
     "autolrs": frozenset({"tasks", "variants", "grid", "jobs"}),
     "fedhyper": frozenset({"jobs", "rerender"}),
-    "optuna": frozenset({"jobs"}),
+    "optuna": frozenset({"tasks", "jobs"}),
     "hd": frozenset(),
     "stn": frozenset(),
     "ray": frozenset(),
@@ -162,10 +162,23 @@ def _check(args: argparse.Namespace) -> str | None:
         return f"argument --{name}: not used by --study {study} (used by: {where})"
     if args.tasks:
         known = list(TASKS)
-        if study == "autolrs":
+        if study in ("autolrs", "optuna"):
             from .tasks import HOLDOUT
 
             known += list(HOLDOUT)
+        if study == "optuna":
+            # Its trials train with SGD + a searched momentum, in the task's LR range: an
+            # AdamW task's range does not fit that optimizer.
+            from .tasks import get_task
+
+            sgd = [n for n in known if get_task(n).family == "sgd"]
+            if other := [n for n in args.tasks if n in known and n not in sgd]:
+                return (
+                    f"argument --tasks: --study optuna trains with SGD, and {', '.join(other)} "
+                    f"{'is an AdamW task' if len(other) == 1 else 'are AdamW tasks'}; "
+                    f"choose from {', '.join(sgd)}"
+                )
+            known = sgd
         if bad := _unknown("tasks", "task", args.tasks, known):
             return bad
     if args.methods and (bad := _unknown("methods", "method", args.methods, list(METHODS))):

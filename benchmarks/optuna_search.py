@@ -1,8 +1,9 @@
 """``autolr bench --study optuna``: AutoLRSSampler + ForecastPruner against Optuna's samplers
 and pruners.
 
-Part 1 (search): on training tasks of the suite (``TASK_NAMES``) each method searches
-an LR *schedule* (peak LR, warm-up fraction; cosine decay to 0) plus SGD momentum with
+Part 1 (search): on training tasks of the suite (``TASK_NAMES``; ``--tasks`` names others,
+any SGD task of the suite or of ``tasks.HOLDOUT``) each method searches an LR *schedule*
+(peak LR, warm-up fraction; cosine decay to 0) plus SGD momentum with
 :func:`~autolr.integrations.optuna.suggest_lr_schedule`, under a fixed total budget of
 training steps (``BUDGET_RUNS`` full runs' worth; pruned trials use fewer, so pruning methods
 run more trials). Every trial trains from the same initial weights (one training seed per
@@ -110,12 +111,12 @@ def run_study(task_name: str, method: str, seed: int, steps: int, budget_runs: i
     import optuna
     import torch
 
-    from autolr.bench.tasks import TASKS
+    from autolr.bench.tasks import get_task
     from autolr.integrations.optuna import suggest_lr_schedule
 
     torch.set_num_threads(1)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    task = TASKS[task_name]
+    task = get_task(task_name)  # a held-out task too (`--tasks`)
     eval_every = steps // N_REPORTS
     budget = budget_runs * steps
     train_seed = 1000 + seed
@@ -432,7 +433,8 @@ def run(args: argparse.Namespace) -> int:
     repeats = QUICK_TIMING_REPEATS if quick else TIMING_REPEATS
     jobs: list[tuple] = []
     steps = QUICK_STEPS_PER_RUN if quick else STEPS_PER_RUN
-    for name in TASK_NAMES:
+    names = list(args.tasks or TASK_NAMES)
+    for name in names:
         for seed in range(seeds):
             jobs.extend(("study", name, m, seed, steps, budget_runs) for m in METHODS)
     for objective in TIMING_OBJECTIVES:
@@ -476,10 +478,14 @@ def run(args: argparse.Namespace) -> int:
         },
     }
     meta = {
-        "command": "autolr bench --study optuna " + ("--quick" if quick else ""),
+        "command": " ".join(
+            ["autolr bench --study optuna"]
+            + (["--quick"] if quick else [])
+            + ([f"--tasks {','.join(names)}"] if args.tasks else [])
+        ),
         "quick": quick,
         "seeds": seeds,
-        "tasks": list(TASK_NAMES),
+        "tasks": names,
         "methods": list(METHODS),
         "baselines": list(BASELINES),
         "ours": list(OURS),

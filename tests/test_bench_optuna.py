@@ -91,3 +91,36 @@ def test_same_target_holds_every_method_to_the_others_best():
     assert got["b"]["ratio_median"] == pytest.approx(2.5)
     assert got["b"]["matched_seeds"] == 2 and got["b"]["half_seeds"] == 0
     assert got["c"]["matched_seeds"] == 0 and got["c"]["n_seeds"] == 2
+
+
+def test_optuna_study_tasks_flag(tmp_path, capsys):
+    """``--tasks`` takes any SGD task, held-out ones included; AdamW tasks and unknown names
+    are refused before any training, naming the tasks it accepts."""
+    out = str(tmp_path / "o")
+    assert cli.main(["--study", "optuna", "--tasks", "cnn", "--out", out]) == 2
+    err = capsys.readouterr().err
+    assert "cnn is an AdamW task" in err and "wine" in err and "cnn," not in err
+    assert cli.main(["--study", "optuna", "--tasks", "nope", "--out", out]) == 2
+    assert "unknown task nope" in capsys.readouterr().err
+    assert not os.path.exists(out) or not os.listdir(out)
+
+    # A held-out task trains as the bench tasks do.
+    res = study.run_study("wine", "tpe-median", 0, 40, 2)
+    assert res["task"] == "wine" and res["steps_used"] >= 80
+    assert math.isfinite(res["best_value"])
+
+
+def test_optuna_study_runs_the_named_tasks(tmp_path, monkeypatch):
+    monkeypatch.setattr(study, "QUICK_BUDGET_RUNS", 2)
+    monkeypatch.setattr(study, "QUICK_STEPS_PER_RUN", 40)
+    monkeypatch.setattr(study, "QUICK_TIMING_SIZES", (6,))
+    monkeypatch.setattr(study, "QUICK_TIMING_REPEATS", 1)
+    out = tmp_path / "optuna"
+    argv = ["--study", "optuna", "--quick", "--tasks", "wine", "--no-progress", "--no-plots"]
+    assert cli.main([*argv, "--out", str(out)]) == 0
+    with open(out / "results.json") as fh:
+        data = json.load(fh)
+    assert {s["task"] for s in data["studies"]} == {"wine"}
+    assert data["meta"]["tasks"] == ["wine"]
+    assert data["meta"]["command"] == "autolr bench --study optuna --quick --tasks wine"
+    assert "## wine" in (out / "results.md").read_text()
