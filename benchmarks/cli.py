@@ -78,7 +78,8 @@ def _configure(p: argparse.ArgumentParser) -> None:
         "--tasks",
         type=_csv,
         default=None,
-        help=f"comma-separated tasks (default: all: {','.join(TASKS)})",
+        help=f"comma-separated tasks (default: all: {','.join(TASKS)}; a study: its own; "
+        "--study autolrs and optuna also take the held-out tasks)",
     )
     p.add_argument(
         "--methods",

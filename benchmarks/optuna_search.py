@@ -433,7 +433,7 @@ def run(args: argparse.Namespace) -> int:
     repeats = QUICK_TIMING_REPEATS if quick else TIMING_REPEATS
     jobs: list[tuple] = []
     steps = QUICK_STEPS_PER_RUN if quick else STEPS_PER_RUN
-    names = list(args.tasks or TASK_NAMES)
+    names = list(getattr(args, "tasks", None) or TASK_NAMES)
     for name in names:
         for seed in range(seeds):
             jobs.extend(("study", name, m, seed, steps, budget_runs) for m in METHODS)
@@ -481,7 +481,7 @@ def run(args: argparse.Namespace) -> int:
         "command": " ".join(
             ["autolr bench --study optuna"]
             + (["--quick"] if quick else [])
-            + ([f"--tasks {','.join(names)}"] if args.tasks else [])
+            + ([f"--tasks {','.join(names)}"] if names != list(TASK_NAMES) else [])
         ),
         "quick": quick,
         "seeds": seeds,
