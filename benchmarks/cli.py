@@ -50,7 +50,7 @@ USES: dict[str, frozenset[str]] = {
     "schedules": frozenset({"tasks", "methods", "grid", "jobs", "rerender"}),
     "autolrs": frozenset({"tasks", "variants", "grid", "jobs"}),
     "fedhyper": frozenset({"jobs", "rerender"}),
-    "optuna": frozenset({"tasks", "jobs"}),
+    "optuna": frozenset({"tasks", "jobs", "workers"}),
     "hd": frozenset(),
     "stn": frozenset(),
     "ray": frozenset(),
@@ -116,6 +116,13 @@ def _configure(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--jobs", type=int_at_least(1), default=None, help="worker processes (default: 1)"
     )
+    p.add_argument(
+        "--workers",
+        type=int_at_least(1),
+        default=None,
+        help="--study optuna: processes sharing each study and its step budget through one "
+        "JournalFileStorage, as parallel Optuna workers (default: 1, no storage)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     p.add_argument(
@@ -155,12 +162,19 @@ def _check(args: argparse.Namespace) -> str | None:
     study = getattr(args, "study", "schedules")
     given = {
         name
-        for name in ("tasks", "methods", "variants", "grid", "jobs", "rerender")
+        for name in ("tasks", "methods", "variants", "grid", "jobs", "workers", "rerender")
         if getattr(args, name, None) not in (None, False)
     }
     for name in sorted(given - USES[study]):
         where = ", ".join(s for s, used in USES.items() if name in used)
         return f"argument --{name}: not used by --study {study} (used by: {where})"
+    if (getattr(args, "workers", None) or 1) > 1 and (args.jobs or 1) > 1:
+        # A study's workers are processes of their own; the --jobs pool's processes are
+        # daemonic and may not start any.
+        return (
+            f"argument --workers: runs each study on {args.workers} processes, one study at a "
+            "time; leave --jobs out (or give --jobs 1)"
+        )
     if args.tasks:
         known = list(TASKS)
         if study in ("autolrs", "optuna"):
@@ -225,7 +239,7 @@ def _jobs(args: argparse.Namespace) -> list[tuple[str, str, int, int, float | No
 def run(args: argparse.Namespace) -> int:
     """Run the benchmark described by ``args`` (from :func:`add_parser`); returns 0 on success."""
     study = getattr(args, "study", "schedules")
-    for name in ("tasks", "methods", "variants", "grid", "jobs", "rerender"):
+    for name in ("tasks", "methods", "variants", "grid", "jobs", "workers", "rerender"):
         if not hasattr(args, name):  # a Namespace built by hand: the parser's defaults
             setattr(args, name, None if name != "rerender" else False)
     if args.out is None:

@@ -16,6 +16,10 @@ after its full step budget. Methods:
   HyperbandPruner (rungs on the report grid), GPSampler (no pruner), RandomSampler +
   MedianPruner, TPESampler + WilcoxonPruner.
 
+``--workers N``: each study runs on N spawned processes that share one JournalFileStorage
+and one step budget (a study's parallel workers, as Optuna users run them); its trace orders
+the trials by when they ended.
+
 Metrics per (task, seed): best validation loss of a complete trial; **target** = the best
 value any baseline found; **steps to match** = training steps a method spent until its
 best-so-far came within ``MATCH_TOL`` (relative) of the target. The issue's target: AutoLRS
@@ -106,25 +110,19 @@ def _make(method: str, seed: int, steps: int):
     raise ValueError(f"unknown method {method!r}; known: {', '.join(METHODS)}")
 
 
-def run_study(task_name: str, method: str, seed: int, steps: int, budget_runs: int) -> dict:
-    """One study: ``method`` searches a schedule for ``task_name`` within the step budget."""
+def _objective(task, steps: int, train_seed: int, count, sampling_time: dict):
+    """The study's objective: a schedule trained from the task's seed-``train_seed`` weights.
+
+    ``count(n)`` adds ``n`` training steps to the study's budget and returns the new total
+    (in-process or shared between worker processes); the total when a trial ends is stored
+    as its ``steps_used`` user attr.
+    """
     import optuna
     import torch
 
-    from autolr.bench.tasks import get_task
     from autolr.integrations.optuna import suggest_lr_schedule
 
-    torch.set_num_threads(1)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    task = get_task(task_name)  # a held-out task too (`--tasks`)
     eval_every = steps // N_REPORTS
-    budget = budget_runs * steps
-    train_seed = 1000 + seed
-    used = {"steps": 0}
-    trace: list[list[float]] = []  # [cumulative steps, best-so-far] after each trial
-    best = {"v": math.inf}
-    sampler, pruner = _make(method, seed, steps)
-    sampling_time = {"s": 0.0}
 
     def objective(trial: optuna.Trial) -> float:
         t0 = time.perf_counter()
@@ -143,10 +141,11 @@ def run_study(task_name: str, method: str, seed: int, steps: int, budget_runs: i
         )
         lr_sched = sched.scheduler(opt)
         val = math.nan
+        uncounted = 0  # counted at each report (a shared counter is not touched every step)
         try:
             for step in range(steps):
                 loss = inst.train_loss()
-                used["steps"] += 1
+                uncounted += 1
                 if not torch.isfinite(loss):
                     return math.nan  # diverged: a FAIL trial
                 opt.zero_grad(set_to_none=True)
@@ -154,6 +153,8 @@ def run_study(task_name: str, method: str, seed: int, steps: int, budget_runs: i
                 opt.step()
                 lr_sched.step()
                 if (step + 1) % eval_every == 0:
+                    count(uncounted)
+                    uncounted = 0
                     val = inst.val_loss()
                     if not math.isfinite(val):
                         return math.nan
@@ -162,39 +163,171 @@ def run_study(task_name: str, method: str, seed: int, steps: int, budget_runs: i
                         raise optuna.TrialPruned()
             return val
         finally:
-            trial.set_user_attr("steps_used", used["steps"])
+            trial.set_user_attr("steps_used", count(uncounted))
 
-    def after(study: optuna.Study, ft: optuna.trial.FrozenTrial) -> None:
-        if ft.state == optuna.trial.TrialState.COMPLETE and ft.value is not None:
-            best["v"] = min(best["v"], ft.value)
-        trace.append([used["steps"], best["v"]])
-        if used["steps"] >= budget:
-            study.stop()
+    return objective
 
-    study = optuna.create_study(sampler=sampler, pruner=pruner)
+
+def run_study(
+    task_name: str, method: str, seed: int, steps: int, budget_runs: int, workers: int = 1
+) -> dict:
+    """One study: ``method`` searches a schedule for ``task_name`` within the step budget.
+
+    ``workers`` > 1: that many processes share the study (a JournalFileStorage in a temporary
+    folder) and its step budget, as parallel workers of one study would (:func:`_run_workers`).
+    """
+    import optuna
+    import torch
+
+    from autolr.bench.tasks import get_task
+
+    torch.set_num_threads(1)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    task = get_task(task_name)  # a held-out task too (`--tasks`)
+    budget = budget_runs * steps
+    train_seed = 1000 + seed
+    sampling_time = {"s": 0.0}
     start = time.perf_counter()
-    while used["steps"] < budget:
-        study.optimize(objective, n_trials=1, callbacks=[after], catch=())
+    if workers > 1:
+        trials, trace = _run_workers(task_name, method, seed, steps, budget, workers)
+        used = max((t.user_attrs.get("steps_used", 0) for t in trials), default=0)
+        sampling_time["s"] = math.nan  # spent in the workers
+    else:
+        total = {"steps": 0}
+        trace = []  # [cumulative steps, best-so-far] after each trial
+        best = {"v": math.inf}
+
+        def count(n: int) -> int:
+            total["steps"] += n
+            return total["steps"]
+
+        def after(study: optuna.Study, ft: optuna.trial.FrozenTrial) -> None:
+            if ft.state == optuna.trial.TrialState.COMPLETE and ft.value is not None:
+                best["v"] = min(best["v"], ft.value)
+            trace.append([total["steps"], best["v"]])
+            if total["steps"] >= budget:
+                study.stop()
+
+        sampler, pruner = _make(method, seed, steps)
+        study = optuna.create_study(sampler=sampler, pruner=pruner)
+        objective = _objective(task, steps, train_seed, count, sampling_time)
+        while total["steps"] < budget:
+            study.optimize(objective, n_trials=1, callbacks=[after], catch=())
+        trials, used = study.trials, total["steps"]
     elapsed = time.perf_counter() - start
-    states = [t.state.name for t in study.trials]
-    best_trial = study.best_trial if any(s == "COMPLETE" for s in states) else None
+    states = [t.state.name for t in trials]
+    complete = [t for t in trials if t.state.name == "COMPLETE" and t.value is not None]
+    best_trial = min(complete, key=lambda t: t.value) if complete else None
     return {
         "task": task_name,
         "method": method,
         "seed": seed,
+        "workers": workers,
         "steps_per_run": steps,
         "budget_steps": budget,
-        "steps_used": used["steps"],
+        "steps_used": used,
         "n_trials": len(states),
         "n_complete": states.count("COMPLETE"),
         "n_pruned": states.count("PRUNED"),
         "n_failed": states.count("FAIL"),
-        "best_value": best["v"],
+        "best_value": trace[-1][1] if trace else math.inf,
         "best_params": best_trial.params if best_trial else None,
         "trace": trace,
         "elapsed_s": elapsed,
         "sampling_s": sampling_time["s"],
     }
+
+
+def _worker_seed(method: str, seed: int, worker: int) -> int:
+    """The sampler seed of worker ``worker``. AutoLRSSampler derives every draw from
+    ``(seed, trial number)``, so its workers share the study's seed (as its docs say); Optuna's
+    samplers draw from one RNG stream per instance, so each worker gets its own seed (equal
+    seeds would propose the same start-up trials)."""
+    return seed if method in OURS else seed * 1000 + worker
+
+
+def _study_worker(
+    task_name: str,
+    method: str,
+    seed: int,
+    worker: int,
+    steps: int,
+    budget: int,
+    path: str,
+    name: str,
+    counter,
+    lock,
+) -> None:
+    """One worker process of a parallel study: trials until the shared budget is spent."""
+    import optuna
+    import torch
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    from autolr.bench.tasks import get_task
+
+    torch.set_num_threads(1)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    sampler, pruner = _make(method, _worker_seed(method, seed, worker), steps)
+    storage = JournalStorage(JournalFileBackend(path))
+    study = optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner)
+
+    def count(n: int) -> int:
+        with lock:
+            counter.value += n
+            return counter.value
+
+    objective = _objective(get_task(task_name), steps, 1000 + seed, count, {"s": 0.0})
+    while count(0) < budget:
+        study.optimize(objective, n_trials=1, catch=())
+
+
+def _run_workers(
+    task_name: str, method: str, seed: int, steps: int, budget: int, workers: int
+) -> tuple[list[Any], list[list[float]]]:
+    """``workers`` spawned processes share one study and one step budget; returns its trials
+    and its trace ([steps used when a trial ended, best-so-far], in the order trials ended).
+    """
+    import multiprocessing as mp
+    import tempfile
+
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    ctx = mp.get_context("spawn")
+    counter, lock = ctx.Value("q", 0, lock=False), ctx.Lock()
+    name = f"{task_name}-{method}-{seed}"
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "journal.log")
+        storage = JournalStorage(JournalFileBackend(path))
+        optuna.create_study(study_name=name, storage=storage)
+        args = (task_name, method, seed, steps, budget, path, name, counter, lock)
+        procs = [
+            ctx.Process(target=_study_worker, args=(*args[:3], w, *args[3:]))
+            for w in range(workers)
+        ]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join()
+        if bad := [w for w, p in enumerate(procs) if p.exitcode != 0]:
+            raise RuntimeError(
+                f"optuna study {name}: worker(s) {bad} exited with codes "
+                f"{[procs[w].exitcode for w in bad]} (their traceback is above)"
+            )
+        # Read while the journal exists (the storage rereads it on every access).
+        trials = optuna.load_study(study_name=name, storage=storage).trials
+    ended = sorted(
+        (t for t in trials if t.state.is_finished()),
+        key=lambda t: t.user_attrs.get("steps_used", math.inf),
+    )
+    trace, best = [], math.inf
+    for t in ended:
+        if t.state == optuna.trial.TrialState.COMPLETE and t.value is not None:
+            best = min(best, t.value)
+        trace.append([t.user_attrs["steps_used"], best])
+    return trials, trace
 
 
 def _steps_to(trace: list[list[float]], target: float) -> float | None:
@@ -434,9 +567,10 @@ def run(args: argparse.Namespace) -> int:
     jobs: list[tuple] = []
     steps = QUICK_STEPS_PER_RUN if quick else STEPS_PER_RUN
     names = list(getattr(args, "tasks", None) or TASK_NAMES)
+    workers = getattr(args, "workers", None) or 1
     for name in names:
         for seed in range(seeds):
-            jobs.extend(("study", name, m, seed, steps, budget_runs) for m in METHODS)
+            jobs.extend(("study", name, m, seed, steps, budget_runs, workers) for m in METHODS)
     for objective in TIMING_OBJECTIVES:
         jobs.extend(("timing", n, repeats, 0, objective) for n in sizes)
     jobs.append(("timing", max(sizes), repeats, max(sizes) // 2, "bump"))
@@ -482,10 +616,12 @@ def run(args: argparse.Namespace) -> int:
             ["autolr bench --study optuna"]
             + (["--quick"] if quick else [])
             + ([f"--tasks {','.join(names)}"] if names != list(TASK_NAMES) else [])
+            + ([f"--workers {workers}"] if workers > 1 else [])
         ),
         "quick": quick,
         "seeds": seeds,
         "tasks": names,
+        "workers": workers,
         "methods": list(METHODS),
         "baselines": list(BASELINES),
         "ours": list(OURS),
@@ -557,7 +693,15 @@ def _markdown(meta: dict, summary: dict) -> str:
         f"study {meta['budget_runs']} full runs of training steps; {meta['n_reports']} "
         f"validation reports per run; 'matched' = within {meta['match_tol']:.0%} of the target "
         "(the best value any baseline found). "
-        f"Elapsed {meta['elapsed_s']:.0f} s (optuna {meta['optuna']}, torch {meta['torch']}).",
+        f"Elapsed {meta['elapsed_s']:.0f} s (optuna {meta['optuna']}, torch {meta['torch']})."
+        + (
+            f" Each study ran on {meta['workers']} worker processes sharing one "
+            "JournalFileStorage and its step budget; steps are counted when a trial ends "
+            "(AutoLRSSampler's workers share the study's seed, Optuna's samplers get one seed "
+            "each)."
+            if meta.get("workers", 1) > 1
+            else ""
+        ),
         "",
         "Search space per trial: peak LR (log, task range), warm-up fraction [0, 0.3] (cosine "
         "decay to 0, via `suggest_lr_schedule`), SGD momentum [0, 0.95]. Baselines: "

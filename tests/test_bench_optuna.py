@@ -124,3 +124,28 @@ def test_optuna_study_runs_the_named_tasks(tmp_path, monkeypatch):
     assert data["meta"]["tasks"] == ["wine"]
     assert data["meta"]["command"] == "autolr bench --study optuna --quick --tasks wine"
     assert "## wine" in (out / "results.md").read_text()
+
+
+def test_optuna_study_workers_share_one_budget(capsys, tmp_path):
+    """``--workers``: the processes of one study share its step budget through one storage
+    (each worker overruns it by at most the trial it is in); a failing worker is an error."""
+    res = study.run_study("logreg", "autolrs", 0, 40, 4, workers=2)
+    budget = 4 * 40
+    assert res["workers"] == 2
+    # Separate budgets would train >= 2 x 160 steps; a shared one stops below 160 + 2 x 40.
+    assert budget <= res["steps_used"] < budget + 2 * 40
+    steps = [s for s, _ in res["trace"]]
+    best = [b for _, b in res["trace"]]
+    assert (
+        len(steps) == res["n_trials"] and steps == sorted(steps) and steps[-1] == res["steps_used"]
+    )
+    assert best == sorted(best, reverse=True) and math.isfinite(res["best_value"])
+    assert res["best_value"] == best[-1]
+    with pytest.raises(RuntimeError, match=r"worker\(s\) \[0, 1\] exited"):
+        study.run_study("logreg", "no-such-method", 0, 40, 1, workers=2)
+
+    out = str(tmp_path / "o")
+    assert cli.main(["--study", "optuna", "--workers", "2", "--jobs", "2", "--out", out]) == 2
+    assert "leave --jobs out" in capsys.readouterr().err
+    assert cli.main(["--study", "autolrs", "--workers", "2", "--out", out]) == 2
+    assert "--workers: not used by --study autolrs (used by: optuna)" in capsys.readouterr().err
