@@ -189,22 +189,17 @@ def run_study(
     sampling_time = {"s": 0.0}
     start = time.perf_counter()
     if workers > 1:
-        trials, trace = _run_workers(task_name, method, seed, steps, budget, workers)
+        trials = _run_workers(task_name, method, seed, steps, budget, workers)
         used = max((t.user_attrs.get("steps_used", 0) for t in trials), default=0)
         sampling_time["s"] = math.nan  # spent in the workers
     else:
         total = {"steps": 0}
-        trace = []  # [cumulative steps, best-so-far] after each trial
-        best = {"v": math.inf}
 
         def count(n: int) -> int:
             total["steps"] += n
             return total["steps"]
 
         def after(study: optuna.Study, ft: optuna.trial.FrozenTrial) -> None:
-            if ft.state == optuna.trial.TrialState.COMPLETE and ft.value is not None:
-                best["v"] = min(best["v"], ft.value)
-            trace.append([total["steps"], best["v"]])
             if total["steps"] >= budget:
                 study.stop()
 
@@ -215,6 +210,7 @@ def run_study(
             study.optimize(objective, n_trials=1, callbacks=[after], catch=())
         trials, used = study.trials, total["steps"]
     elapsed = time.perf_counter() - start
+    trace = _trace(trials)
     states = [t.state.name for t in trials]
     complete = [t for t in trials if t.state.name == "COMPLETE" and t.value is not None]
     best_trial = min(complete, key=lambda t: t.value) if complete else None
@@ -284,10 +280,9 @@ def _study_worker(
 
 def _run_workers(
     task_name: str, method: str, seed: int, steps: int, budget: int, workers: int
-) -> tuple[list[Any], list[list[float]]]:
-    """``workers`` spawned processes share one study and one step budget; returns its trials
-    and its trace ([steps used when a trial ended, best-so-far], in the order trials ended).
-    """
+) -> list[Any]:
+    """``workers`` spawned processes share one study and one step budget; returns its
+    trials."""
     import multiprocessing as mp
     import tempfile
 
@@ -318,16 +313,22 @@ def _run_workers(
             )
         # Read while the journal exists (the storage rereads it on every access).
         trials = optuna.load_study(study_name=name, storage=storage).trials
+    return trials
+
+
+def _trace(trials: list[Any]) -> list[list[float]]:
+    """[training steps used when the trial ended, best value so far] per finished trial, in
+    the order trials ended (the ``steps_used`` a trial stored; in one process, trial order)."""
     ended = sorted(
         (t for t in trials if t.state.is_finished()),
         key=lambda t: t.user_attrs.get("steps_used", math.inf),
     )
     trace, best = [], math.inf
     for t in ended:
-        if t.state == optuna.trial.TrialState.COMPLETE and t.value is not None:
+        if t.state.name == "COMPLETE" and t.value is not None:
             best = min(best, t.value)
         trace.append([t.user_attrs["steps_used"], best])
-    return trials, trace
+    return trace
 
 
 def _steps_to(trace: list[list[float]], target: float) -> float | None:
