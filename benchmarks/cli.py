@@ -58,6 +58,9 @@ USES: dict[str, frozenset[str]] = {
     "llm": frozenset(),
 }
 
+# The options whose use depends on the study (checked against USES).
+_STUDY_FLAGS = ("tasks", "methods", "variants", "grid", "jobs", "workers", "rerender")
+
 
 def _csv(value: str) -> list[str]:
     names = [v.strip() for v in value.split(",") if v.strip()]
@@ -160,11 +163,7 @@ def _unknown(flag: str, what: str, given: list[str], known: list[str]) -> str | 
 def _check(args: argparse.Namespace) -> str | None:
     """What is wrong with ``args`` for its study (``None`` when nothing), before any work."""
     study = getattr(args, "study", "schedules")
-    given = {
-        name
-        for name in ("tasks", "methods", "variants", "grid", "jobs", "workers", "rerender")
-        if getattr(args, name, None) not in (None, False)
-    }
+    given = {name for name in _STUDY_FLAGS if getattr(args, name, None) not in (None, False)}
     for name in sorted(given - USES[study]):
         where = ", ".join(s for s, used in USES.items() if name in used)
         return f"argument --{name}: not used by --study {study} (used by: {where})"
@@ -239,7 +238,7 @@ def _jobs(args: argparse.Namespace) -> list[tuple[str, str, int, int, float | No
 def run(args: argparse.Namespace) -> int:
     """Run the benchmark described by ``args`` (from :func:`add_parser`); returns 0 on success."""
     study = getattr(args, "study", "schedules")
-    for name in ("tasks", "methods", "variants", "grid", "jobs", "workers", "rerender"):
+    for name in _STUDY_FLAGS:
         if not hasattr(args, name):  # a Namespace built by hand: the parser's defaults
             setattr(args, name, None if name != "rerender" else False)
     if args.out is None:
