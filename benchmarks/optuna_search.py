@@ -189,8 +189,7 @@ def run_study(
     sampling_time = {"s": 0.0}
     start = time.perf_counter()
     if workers > 1:
-        trials = _run_workers(task_name, method, seed, steps, budget, workers)
-        used = max((t.user_attrs.get("steps_used", 0) for t in trials), default=0)
+        trials = _run_workers(task_name, method, seed, train_seed, steps, budget, workers)
         sampling_time["s"] = math.nan  # spent in the workers
     else:
         total = {"steps": 0}
@@ -208,9 +207,10 @@ def run_study(
         objective = _objective(task, steps, train_seed, count, sampling_time)
         while total["steps"] < budget:
             study.optimize(objective, n_trials=1, callbacks=[after], catch=())
-        trials, used = study.trials, total["steps"]
+        trials = study.trials
     elapsed = time.perf_counter() - start
     trace = _trace(trials)
+    used = trace[-1][0] if trace else 0  # the steps used when the last trial ended
     states = [t.state.name for t in trials]
     complete = [t for t in trials if t.state.name == "COMPLETE" and t.value is not None]
     best_trial = min(complete, key=lambda t: t.value) if complete else None
@@ -246,6 +246,7 @@ def _study_worker(
     task_name: str,
     method: str,
     seed: int,
+    train_seed: int,
     worker: int,
     steps: int,
     budget: int,
@@ -273,13 +274,13 @@ def _study_worker(
             counter.value += n
             return counter.value
 
-    objective = _objective(get_task(task_name), steps, 1000 + seed, count, {"s": 0.0})
+    objective = _objective(get_task(task_name), steps, train_seed, count, {"s": 0.0})
     while count(0) < budget:
         study.optimize(objective, n_trials=1, catch=())
 
 
 def _run_workers(
-    task_name: str, method: str, seed: int, steps: int, budget: int, workers: int
+    task_name: str, method: str, seed: int, train_seed: int, steps: int, budget: int, workers: int
 ) -> list[Any]:
     """``workers`` spawned processes share one study and one step budget; returns its
     trials."""
@@ -297,9 +298,23 @@ def _run_workers(
         path = os.path.join(tmp, "journal.log")
         storage = JournalStorage(JournalFileBackend(path))
         optuna.create_study(study_name=name, storage=storage)
-        args = (task_name, method, seed, steps, budget, path, name, counter, lock)
         procs = [
-            ctx.Process(target=_study_worker, args=(*args[:3], w, *args[3:]))
+            ctx.Process(
+                target=_study_worker,
+                args=(
+                    task_name,
+                    method,
+                    seed,
+                    train_seed,
+                    w,
+                    steps,
+                    budget,
+                    path,
+                    name,
+                    counter,
+                    lock,
+                ),
+            )
             for w in range(workers)
         ]
         for p in procs:
@@ -320,8 +335,7 @@ def _trace(trials: list[Any]) -> list[list[float]]:
     """[training steps used when the trial ended, best value so far] per finished trial, in
     the order trials ended (the ``steps_used`` a trial stored; in one process, trial order)."""
     ended = sorted(
-        (t for t in trials if t.state.is_finished()),
-        key=lambda t: t.user_attrs.get("steps_used", math.inf),
+        (t for t in trials if t.state.is_finished()), key=lambda t: t.user_attrs["steps_used"]
     )
     trace, best = [], math.inf
     for t in ended:
