@@ -393,3 +393,60 @@ def test_recovery_state_survives_weights_only_load() -> None:
     with pytest.raises(StateError, match="recovery"):
         StageSearch._parse_recovery_state({"restore_box": [1.0, 0.1], "healthy": True,
                                            "restored": 0})  # fmt: skip
+
+
+def test_budget_variant_skips_a_glitch_in_warmup_and_in_a_window() -> None:
+    # A bad batch the loop skipped is not the LR's fault. In warm-up and in a candidate's
+    # window it comes back after every restore (the RNG is restored): treating it as
+    # divergence restarted the warm-up until the budget ended, or failed every candidate
+    # alike and cut the box by 1000x per retry.
+    ref, ref_model, pol, _, losses0, boxes0 = _budget_run(set())
+    window = pol.starts[0] + 1  # the first candidate's 2nd step (its cooldown: steps 7-9)
+    # Isolated glitches, one finite step apart: not a streak.
+    tuner, model, _, said, losses, boxes = _budget_run({2, window, window + 2, window + 4})
+    assert len(said) == 1 and "skipped it" in said[0], said
+    assert tuner.skipped_losses == 4 and tuner.recoveries == 0
+    # Nothing was lost: the same candidates, scores, winners and run, step for step.
+    assert [s.candidates for s in tuner.stages] == [s.candidates for s in ref.stages]
+    assert [s.winner_lr for s in tuner.stages] == [s.winner_lr for s in ref.stages]
+    assert losses == losses0 and boxes == boxes0
+    assert [r.lr for r in tuner.history] == [r.lr for r in ref.history]
+    for p, q in zip(model.parameters(), ref_model.parameters()):
+        assert torch.equal(p, q)
+
+
+def test_a_streak_in_a_window_still_fails_the_candidate() -> None:
+    _, _, pol, _, _, _ = _budget_run(set())
+    at = pol.starts[0] + 3
+    tuner, _, _, said, _, _ = _budget_run({at, at + 1, at + 2})
+    first = tuner.stages[0].candidates[0]
+    assert first.penalised and first.steps == 6, first
+    assert tuner.skipped_losses == 2 and len(said) == 1, said
+
+
+def test_a_loss_non_finite_at_every_lr_warns_four_times_in_warm_up() -> None:
+    # A NaN batch that poisons the weights comes back at the same warm-up step after every
+    # restore; the LR cannot fix it. Three restarts are said one by one, the fourth says the
+    # LR is not the cause, and later ones are only counted.
+    torch.manual_seed(0)
+    tuner, model, opt, _ = build(max_steps=400)
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        for _ in range(200):
+            idx = torch.randint(0, X.shape[0], (32,))
+            bad = torch.rand(()) < 0.2  # replayed after every restore of the RNG
+            loss = nn.functional.mse_loss(model(X[idx]), Y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            if bad:
+                with torch.no_grad():
+                    for p in model.parameters():
+                        p.fill_(math.nan)
+            tuner.step(math.nan if bad else loss.item())
+    said = [str(w.message) for w in rec if "AutoLRS" in str(w.message)]
+    assert tuner.phase == "warmup" and tuner.recoveries > 10
+    assert len(said) == 4, said
+    assert all("restarting warm-up" in s for s in said[:3])
+    assert "does not come from the LR" in said[3] and "Skip optimizer.step()" in said[3]
+    assert all(torch.isfinite(p).all() for p in model.parameters())

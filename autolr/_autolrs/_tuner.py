@@ -42,6 +42,8 @@ __all__ = ["AutoLRS", "HistoryRecord"]
 # Warnings are attributed to the first frame outside this package (see _warn).
 _HERE = os.path.dirname(os.path.abspath(__file__))
 _FLOAT_MAX = sys.float_info.max
+# Warm-up restarts warned about one by one; the next says the loss does not depend on the LR.
+_WARMUP_WARNINGS = 3
 
 
 def _warn(message: str, category: type[Warning]) -> None:
@@ -472,7 +474,9 @@ class AutoLRS:
 
         May restore the model and optimizer to the stage snapshot (between candidates and
         before exploitation). Never raises on non-finite losses: a candidate is penalised, an
-        exploitation step triggers a restore and a new search below the offending LR.
+        exploitation step triggers a restore and a new search below the offending LR. In the
+        budget variant a non-finite loss that left the weights and optimizer state finite (a
+        bad batch the loop skipped) is skipped in every phase, up to two in a row.
 
         Under ``torch.distributed`` (see ``process_group``) call it on every rank with that
         rank's loss: the tuner averages the losses across ranks and every rank takes the same
@@ -622,6 +626,7 @@ class AutoLRS:
         if phase == "search":
             self._cand_losses.extend(vals)
             self._over = 0  # every one was under the divergence threshold
+            self._nonfinite_streak = 0  # and finite
             self._phase_steps += n
             return
         self._remember(vals)
@@ -655,14 +660,15 @@ class AutoLRS:
                 )
             return None
         if phase == "warmup":
-            if not math.isfinite(value):
+            if not math.isfinite(value) and not self._harmless_nonfinite():
                 self._restart_warmup()
-            elif self.global_step - self._warmup_start >= self.warmup_steps:
-                self._remember([value])
-                self._start_stage()
             else:
-                self._remember([value])
-                self._set_lr(self._warmup_lr_at(self.global_step - self._warmup_start))
+                if math.isfinite(value):
+                    self._remember([value])
+                if self.global_step - self._warmup_start >= self.warmup_steps:
+                    self._start_stage()
+                else:
+                    self._set_lr(self._warmup_lr_at(self.global_step - self._warmup_start))
         elif phase == "search":
             self._candidate_step(value)
         else:
@@ -734,15 +740,18 @@ class AutoLRS:
     def _candidate_step(self, value: float) -> None:
         self._phase_steps += 1
         n = self._phase_steps
-        if not math.isfinite(value):
+        if math.isfinite(value):
+            self._nonfinite_streak = 0
+            self._cand_losses.append(value)
+            if self._ref_loss is None:
+                self._ref_loss = value
+            rule = self.search.divergence
+            self._over, diverged = rule.update(self._over, value, self._ref_loss)
+            if diverged:
+                reason = rule.reason(value, self._ref_loss)
+                return self._finish_candidate(penalised=True, reason=reason)
+        elif not self._harmless_nonfinite():
             return self._finish_candidate(penalised=True, reason="non-finite training loss")
-        self._cand_losses.append(value)
-        if self._ref_loss is None:
-            self._ref_loss = value
-        rule = self.search.divergence
-        self._over, diverged = rule.update(self._over, value, self._ref_loss)
-        if diverged:
-            return self._finish_candidate(penalised=True, reason=rule.reason(value, self._ref_loss))
         if self.val_fn is not None and not self._val_broken:
             every = self.val_every or self._default_val_every()
             if n % every == 0 or n == self.search.tau_prime:
@@ -843,10 +852,14 @@ class AutoLRS:
     def _harmless_nonfinite(self) -> bool:
         """Budget variant: skip a non-finite loss that left weights and optimizer finite.
 
-        There the winner trains on from its own state for most of the run, so rolling back
-        to the search's snapshot would throw away everything since (a bad batch at step 250
-        of 300 ended at loss 10.8 instead of 1e-4). A streak of such losses is not a bad
-        batch: from the third in a row on, it is recovered from as any divergence.
+        Such a loss is a bad batch the loop skipped (or a metric glitch), not the LR's fault.
+        While exploiting, the winner trains on from its own state for most of the run, so
+        rolling back to the search's snapshot would throw away everything since (a bad batch
+        at step 250 of 300 ended at loss 10.8 instead of 1e-4). In warm-up and in a
+        candidate's window the same batch comes back after every restore (the RNG is
+        restored), so treating it as divergence restarted the warm-up forever or failed
+        every candidate alike. A streak of such losses is not a bad batch: from the third in
+        a row on, it is recovered from as any divergence.
         """
         if self.variant == "paper" or self._nonfinite_streak >= 2:
             return False
@@ -898,11 +911,26 @@ class AutoLRS:
         self._restore(self._snapshot)
         self.warmup_lr /= 10.0
         self._warmup_start = self.global_step
-        _warn(
-            f"AutoLRS: non-finite loss during warm-up; restored the initial state and "
-            f"restarting warm-up with peak lr {self.warmup_lr:.3g}",
-            RuntimeWarning,
-        )
+        # Warm-up is the run's first phase, so `recoveries` counts its restarts. Three 10x
+        # cuts that all fail say the loss is non-finite whatever the LR (a NaN batch that
+        # poisons the weights comes back after every restore of the RNG): say so once and
+        # stop warning, rather than once per restart until the budget ends.
+        if self.recoveries <= _WARMUP_WARNINGS:
+            _warn(
+                f"AutoLRS: non-finite loss during warm-up; restored the initial state and "
+                f"restarting warm-up with peak lr {self.warmup_lr:.3g}",
+                RuntimeWarning,
+            )
+        elif self.recoveries == _WARMUP_WARNINGS + 1:
+            _warn(
+                f"AutoLRS: the loss is still non-finite in warm-up after {_WARMUP_WARNINGS} "
+                f"restarts at a 10x lower LR each (peak lr now {self.warmup_lr:.3g}), so it "
+                "does not come from the LR: a batch with NaN/inf, or a bug in the loss. Skip "
+                "optimizer.step() on a non-finite loss (AutoLRS then skips that loss and "
+                "keeps the LR) or fix the data. Later restarts are counted in `recoveries` "
+                "without a warning",
+                RuntimeWarning,
+            )
         self._set_lr(self._warmup_lr_at(0))
 
     def _check_budget(self) -> None:
