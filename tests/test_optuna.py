@@ -7,6 +7,7 @@ import io
 import math
 import statistics
 import threading
+import warnings
 
 import pytest
 import torch
@@ -752,3 +753,29 @@ def test_rewritten_chunked_value_does_not_read_stale_chunks():
     mod._write_chunked(study, trial, "k", "x" * 5000)  # three chunks
     mod._write_chunked(study, trial, "k", "short", terminate=True)
     assert mod._read_chunked(study._storage.get_trial(trial._trial_id), "k") == "short"
+
+
+# ------------------------------------------------------------- n_steps in the wrong unit
+def test_reports_past_n_steps_are_said_once_by_sampler_and_pruner():
+    # A common slip: n_steps counted in evaluations while trial.report's step is the
+    # optimizer step. Forecasts then aim at the wrong step and nothing is pruned past it.
+    study = optuna.create_study()
+    long = {s * 10: v for s, v in curve(0.2).items()}  # steps 0, 10, ..., 190
+    add(study, 0.1, long)
+    sampler, pruner = AutoLRSSampler(seed=0, n_steps=N_STEPS), ForecastPruner(n_steps=N_STEPS)
+    with pytest.warns(RuntimeWarning, match=r"AutoLRSSampler\(n_steps=20\): trial 0 reported"):
+        sampler.gp_data(study)
+    with pytest.warns(RuntimeWarning, match=r"ForecastPruner\(n_steps=20\).*step 30, past"):
+        _decisions(pruner, study, {0: 1.0, 10: 0.9, 20: 0.8, 30: 0.7})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # once each
+        sampler.gp_data(study)
+        _decisions(pruner, study, {0: 1.0, 10: 0.9, 20: 0.8, 30: 0.7})
+        # n_steps=None takes the final step from the complete trials: nothing to say
+        AutoLRSSampler(seed=0).gp_data(study)
+        _decisions(ForecastPruner(), study, long)
+        # reports up to n_steps are what n_steps means
+        short = optuna.create_study()
+        add(short, 0.1, curve(0.2))
+        AutoLRSSampler(seed=0, n_steps=N_STEPS - 1).gp_data(short)
+        _decisions(ForecastPruner(n_steps=N_STEPS - 1), short, curve(0.3))

@@ -49,6 +49,17 @@ def optional_steps(n_steps: Any) -> int | None:
     return None if n_steps is None else check_int("n_steps", n_steps, minimum=1)
 
 
+def past_steps_message(cls: str, n_steps: int, step: int, number: int, effect: str) -> str:
+    """The one warning for a trial that reports a step past ``n_steps`` (``effect``: what
+    goes wrong in ``cls``)."""
+    return (
+        f"{cls}(n_steps={n_steps}): trial {number} reported step {step}, past n_steps, the "
+        f"final step a complete trial reports, so {effect}. Pass the step of your last "
+        "trial.report (in the unit of its `step`: evaluations or optimizer steps), or "
+        "n_steps=None to take it from the complete trials"
+    )
+
+
 def optional_same_step_refs(n: Any) -> int | None:
     """``same_step_refs``: complete trials the same-step regression needs (``>= 3``: a line
     through two points has no residuals to size its error), or ``None`` for never."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from statistics import NormalDist
 from typing import TYPE_CHECKING
 
@@ -18,6 +19,7 @@ from ._common import (
     _sign,
     optional_same_step_refs,
     optional_steps,
+    past_steps_message,
     predictor_or_default,
 )
 
@@ -98,6 +100,7 @@ class ForecastPruner(BasePruner):
         self._same_step_refs = optional_same_step_refs(same_step_refs)
         self._calibrate = bool(calibrate_forecasts)
         self._cache = ForecastCache()
+        self._warned_steps = False  # a report past n_steps is said once
         self._confidence = check_float(
             "confidence",
             confidence,
@@ -126,6 +129,19 @@ class ForecastPruner(BasePruner):
         if not values:
             return False
         last_step = max(values)
+        if self._n_steps is not None and last_step > self._n_steps and not self._warned_steps:
+            self._warned_steps = True
+            warnings.warn(
+                past_steps_message(
+                    type(self).__name__,
+                    self._n_steps,
+                    last_step,
+                    trial.number,
+                    f"its forecasts aim at step {self._n_steps} and it prunes nothing past it",
+                ),
+                RuntimeWarning,
+                stacklevel=2,
+            )
         if not math.isfinite(float(values[last_step])):
             return True  # diverged: nothing useful can come of it
         if last_step < self._n_warmup_steps:

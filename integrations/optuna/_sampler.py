@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import torch
@@ -33,6 +34,7 @@ from ._common import (
     _to_param,
     optional_same_step_refs,
     optional_steps,
+    past_steps_message,
     predictor_or_default,
     seed_or_random,
 )
@@ -224,6 +226,7 @@ class AutoLRSSampler(_NumericSampler):
         # The GP step needs no lock: GPSearcher takes the searchers' process-wide RNG lock.
         self._init_space(independent_sampler)
         self._cache = ForecastCache()
+        self._warned_steps = False  # a complete trial's report past n_steps is said once
         #: Diagnostics of the last ``sample_relative`` call (not state; per process).
         self.last_info: dict[str, Any] = {}
 
@@ -233,6 +236,20 @@ class AutoLRSSampler(_NumericSampler):
             f"n_steps={self._n_steps}, use_forecasts={self._use_forecasts}, "
             f"log_values={self._log_values})"
         )
+
+    def _check_steps(self, complete: list[FrozenTrial]) -> None:
+        """Warn once if a complete trial reported past ``n_steps`` (forecasts aim there)."""
+        assert self._n_steps is not None
+        for t in complete:
+            if t.intermediate_values and (last := max(t.intermediate_values)) > self._n_steps:
+                self._warned_steps = True
+                effect = (
+                    f"it forecasts pruned and running trials at step {self._n_steps}, not at "
+                    "the step whose values it compares them with"
+                )
+                msg = past_steps_message(type(self).__name__, self._n_steps, last, t.number, effect)
+                warnings.warn(msg, RuntimeWarning, stacklevel=4)
+                return
 
     # -------------------------------------------------------------- sampling
     def sample_relative(
@@ -366,6 +383,8 @@ class AutoLRSSampler(_NumericSampler):
         trials = study.get_trials(deepcopy=False)
         complete = [t for t in trials if t.state == TrialState.COMPLETE]
         target = final_step((t.intermediate_values for t in complete), self._n_steps)
+        if self._n_steps is not None and not self._warned_steps:
+            self._check_steps(complete)
         refs = _references(study, complete) if self._calibrate else None
 
         records: list[_Record] = []
