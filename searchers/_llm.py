@@ -37,6 +37,7 @@ import torch
 
 from autolr._errors import ConfigTypeError, StateError
 from autolr._forward import keyword_only, set_forwarding_signature
+from autolr._stats import std_dev
 from autolr._validate import check_float, check_int
 
 from ._base import Param, Searcher, _derive_seed
@@ -564,7 +565,7 @@ class LLMSearcher(Searcher):
         out = []
         for p in preds:
             mu = sum(p) / len(p)
-            sd = math.sqrt(sum((v - mu) ** 2 for v in p) / len(p))
+            sd = std_dev(p, mu, len(p))
             out.append((mu, max(sd, floor)))
         return out
 

@@ -619,3 +619,19 @@ def test_bench_fault_run_and_skipped_quality(srv, monkeypatch) -> None:
     }
     md = bench._markdown(res)
     assert "**Skipped**: no endpoint configured" in md and "| garbage | 3 | 100% | 100% | 0 |" in md
+
+
+def test_predictions_past_the_float_square_range_are_scored(srv) -> None:
+    # A broken reply with huge (finite) predictions: their spread went through (v - mu) ** 2,
+    # which raises OverflowError past ~1e154 and ended the suggestion with a crash.
+    s = make(srv.base_url, n_candidates=3, n_samples=2)
+    srv.replies.extend(
+        [
+            '{"configs": [{"lr": 0.003}, {"lr": 0.03}, {"lr": 0.005}]}',
+            '{"predictions": [0.9, 1e200, 0.95]}',
+            '{"predictions": [0.9, -1e200, 0.95]}',
+        ]
+    )
+    cfgs = s.suggest(1)
+    assert s.last_source == "llm" and len(cfgs) == 1
+    assert LR.low <= cfgs[0]["lr"] <= LR.high

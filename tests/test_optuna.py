@@ -779,3 +779,13 @@ def test_reports_past_n_steps_are_said_once_by_sampler_and_pruner():
         add(short, 0.1, curve(0.2))
         AutoLRSSampler(seed=0, n_steps=N_STEPS - 1).gp_data(short)
         _decisions(ForecastPruner(n_steps=N_STEPS - 1), short, curve(0.3))
+
+
+def test_sampler_survives_objective_values_past_the_float_square_range():
+    # Values the GP cannot log (negative) went through (y - mean) ** 2, which raises
+    # OverflowError past ~1e154: every trial after the start-up failed inside the sampler.
+    study = optuna.create_study(sampler=AutoLRSSampler(seed=0, n_startup_trials=3))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # the GP step falls back (said once)
+        study.optimize(lambda t: -1e200 * (1 + (t.suggest_float("x", 0, 1) - 0.3) ** 2), n_trials=6)
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 6

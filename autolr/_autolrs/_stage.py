@@ -19,6 +19,7 @@ from autolr.predictors import ExponentialPredictor, Forecast, Predictor
 from autolr.searchers import GPSearcher, Param, Searcher
 
 from .._errors import ConfigError, StateError
+from .._stats import std_dev
 from .._validate import check_bounds, check_choice, check_int
 from ._policy import BudgetPolicy, DivergenceRule, PaperPolicy, StagePlan
 
@@ -629,8 +630,7 @@ class StageSearch:
             # Every candidate saw the same batches (restored RNG), so levels are paired.
             tail = vals[-max(1, len(vals) // 4) :]
         mean = sum(tail) / len(tail)
-        var = sum((v - mean) ** 2 for v in tail) / max(1, len(tail) - 1)
-        std = math.sqrt(var / len(tail))
+        std = std_dev(tail, mean, max(1, len(tail) - 1), len(tail))
         return Forecast(mean, std, False, "", None, len(tail))
 
     @property

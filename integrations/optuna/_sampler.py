@@ -11,6 +11,7 @@ from optuna.distributions import BaseDistribution
 from optuna.samplers import BaseSampler
 from optuna.trial import FrozenTrial, TrialState
 
+from autolr._stats import std_dev
 from autolr._validate import check_float, check_instance, check_int
 from autolr.predictors import (
     FinalForecast,
@@ -86,7 +87,7 @@ def _model_values(
     ys = [r.value for r in records if r.kind == "complete"]
     if len(ys) > 1:
         mean = sum(ys) / len(ys)
-        spread = math.sqrt(sum((y - mean) ** 2 for y in ys) / (len(ys) - 1))
+        spread = std_dev(ys, mean, len(ys) - 1)
     else:
         spread = 0.0
     floor = min_noise * spread if spread > 0 else 1e-6
