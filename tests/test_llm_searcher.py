@@ -101,14 +101,17 @@ def test_retry_after_header_forms() -> None:
 
 
 # ------------------------------------------------------------------------ healthy path
-def test_choice_by_expected_improvement_uses_the_spread(srv) -> None:
+def _scored(srv, *predictions: str):
+    """A searcher whose next suggestion proposes 0.003, 0.03 and 0.005 and gets these
+    two scoring replies."""
     s = make(srv.base_url, n_candidates=3, n_samples=2)
-    srv.replies.extend(
-        [
-            '{"configs": [{"lr": 0.003}, {"lr": 0.03}, {"lr": 0.005}]}',
-            "Predictions: [0.9, 0.5, 0.95]",
-            '```json\n{"predictions": [0.9, 1.5, 0.95]}\n```',
-        ]
+    srv.replies.extend(['{"configs": [{"lr": 0.003}, {"lr": 0.03}, {"lr": 0.005}]}', *predictions])
+    return s
+
+
+def test_choice_by_expected_improvement_uses_the_spread(srv) -> None:
+    s = _scored(
+        srv, "Predictions: [0.9, 0.5, 0.95]", '```json\n{"predictions": [0.9, 1.5, 0.95]}\n```'
     )
     cfgs = s.suggest(2)
     # best = 1.0; spread floor 1e-3 * (3 - 1) = 0.002. EI: 0.003 -> 0.1 (mean 0.9, sd floor),
@@ -624,14 +627,7 @@ def test_bench_fault_run_and_skipped_quality(srv, monkeypatch) -> None:
 def test_predictions_past_the_float_square_range_are_scored(srv) -> None:
     # A broken reply with huge (finite) predictions: their spread went through (v - mu) ** 2,
     # which raises OverflowError past ~1e154 and ended the suggestion with a crash.
-    s = make(srv.base_url, n_candidates=3, n_samples=2)
-    srv.replies.extend(
-        [
-            '{"configs": [{"lr": 0.003}, {"lr": 0.03}, {"lr": 0.005}]}',
-            '{"predictions": [0.9, 1e200, 0.95]}',
-            '{"predictions": [0.9, -1e200, 0.95]}',
-        ]
-    )
+    s = _scored(srv, '{"predictions": [0.9, 1e200, 0.95]}', '{"predictions": [0.9, -1e200, 0.95]}')
     cfgs = s.suggest(1)
     assert s.last_source == "llm" and len(cfgs) == 1
     assert LR.low <= cfgs[0]["lr"] <= LR.high
