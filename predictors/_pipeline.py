@@ -33,6 +33,8 @@ from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, NamedTuple
 
+from autolr._stats import std_dev
+
 from ._base import Predictor
 
 # Forecasts of finished runs kept per cache (a finished run's curve is immutable).
@@ -227,7 +229,7 @@ def calibrate(
     errors.sort()
     mid = len(errors) // 2
     bias = errors[mid] if len(errors) % 2 else 0.5 * (errors[mid - 1] + errors[mid])
-    spread = math.sqrt(sum((e - bias) ** 2 for e in errors) / len(errors))
+    spread = std_dev(errors, bias, len(errors))  # raw errors: may pass the squares' range
     return bias, spread
 
 

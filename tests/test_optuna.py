@@ -789,3 +789,22 @@ def test_sampler_survives_objective_values_past_the_float_square_range():
         warnings.simplefilter("ignore", RuntimeWarning)  # the GP step falls back (said once)
         study.optimize(lambda t: -1e200 * (1 + (t.suggest_float("x", 0, 1) - 0.3) ** 2), n_trials=6)
     assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 6
+
+
+def test_calibration_survives_curves_past_the_float_square_range():
+    # Calibration errors (final minus forecast) are raw values: their spread raised
+    # OverflowError past ~1e154 and ended study.optimize.
+    def objective(trial):
+        x = trial.suggest_float("x", 0, 1)
+        for s in range(N_STEPS):
+            trial.report(1e200 * ((x - 0.3) ** 2 + 1 + 5 * math.exp(-0.3 * s)), s)
+            if trial.should_prune():
+                raise optuna.TrialPruned()
+        return 1e200 * ((x - 0.3) ** 2 + 0.5)  # not the last report: the forecasts are biased
+
+    sampler = AutoLRSSampler(seed=0, n_steps=N_STEPS - 1, n_startup_trials=3)
+    study = optuna.create_study(sampler=sampler, pruner=ForecastPruner(n_steps=N_STEPS - 1))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        study.optimize(objective, n_trials=8)
+    assert all(t.state != TrialState.FAIL for t in study.trials) and len(study.trials) == 8
