@@ -926,9 +926,9 @@ class AutoLRS:
                 f"AutoLRS: the loss is still non-finite in warm-up after {_WARMUP_WARNINGS} "
                 f"restarts at a 10x lower LR each (peak lr now {self.warmup_lr:.3g}), so it "
                 "does not come from the LR: a batch with NaN/inf, or a bug in the loss. Skip "
-                "optimizer.step() on a non-finite loss (AutoLRS then skips that loss and "
-                "keeps the LR) or fix the data. Later restarts are counted in `recoveries` "
-                "without a warning",
+                "optimizer.step() on a non-finite loss and report it as "
+                "tuner.step(loss, skipped=True), or fix the data. Later restarts are counted "
+                "in `recoveries` without a warning",
                 RuntimeWarning,
             )
         self._set_lr(self._warmup_lr_at(0))
