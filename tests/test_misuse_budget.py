@@ -92,6 +92,17 @@ def test_budget_variant_without_room_for_a_search_says_so_once_at_construction(
     assert tuner.schedule[-1] == pytest.approx(mid * (1 - math.sqrt(1 - 1 / pol.decay)))
 
 
+def test_a_plan_without_a_search_names_its_real_cause() -> None:
+    # searches=0 asked for no search: nothing to say. Fractions that no budget can hold
+    # are named as such; "raise max_steps" would be wrong advice there.
+    *_, said = build(max_steps=400, policy=BudgetPolicy.for_budget(400, searches=0))
+    assert said == []
+    for kw, fix in (({"search_frac": 0.0}, "search_frac=0"), ({"decay_frac": 1.0}, "lower")):
+        *_, said = build(max_steps=400, policy=BudgetPolicy.for_budget(400, **kw))
+        assert len(said) == 1 and "no room for a search" in said[0] and fix in said[0], said
+        assert "too small" not in said[0] and "Raise max_steps" not in said[0]
+
+
 def test_smallest_budget_named_by_the_policy_is_the_first_that_holds_a_search() -> None:
     assert BudgetPolicy.for_budget(74).starts == ()
     assert "75 steps or more" in BudgetPolicy.for_budget(74).note

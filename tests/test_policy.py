@@ -357,7 +357,18 @@ def test_for_budget_window_must_fit_its_gap():
     # search_frac 0.5, one search: window int(500 / 3) = 166, and 4 * 166 = 664 >= 450 steps
     # between warm-up and decay: no search fits (a window alone would).
     p = BudgetPolicy.for_budget(1000, search_frac=0.5)
-    assert p.starts == () and "too small" in p.note
+    # Windows and gap both grow with the budget: no budget holds it, so the note names the
+    # fractions rather than a budget.
+    assert p.starts == () and p.note == (
+        "the plan leaves no room for a search at any budget: the windows of k=4 candidates "
+        "(search_frac=0.5) do not fit between the warm-up and the final decay (decay_frac=0.5); "
+        "lower search_frac or decay_frac"
+    )
+    zero = BudgetPolicy.for_budget(1000, search_frac=0.0)
+    assert (
+        zero.note
+        == "the plan leaves no room for a search: search_frac=0 gives its candidates no steps"
+    )
     # Parallel: a window costs itself only: 300 < 450 fits (2 * 300 would not).
     q = BudgetPolicy.for_budget(1000, search_frac=0.3, parallel=True)
     assert (q.starts, q.tau_primes) == ((50,), (300,))
@@ -371,8 +382,9 @@ def test_for_budget_too_small_keeps_every_other_setting():
     assert (p.max_steps, p.warmup, p.decay, p.starts) == (20, 3, 10, ())
     assert (p.cooldown_frac, p.decay_shape, p.trust, p.parallel) == (0.3, "sqrt", 3.0, True)
     assert p.note.endswith("steps or more holds one)")
-    # No search asked for: no hint, and the note closes right after the window length.
-    assert BudgetPolicy.for_budget(40, searches=0).note.endswith(f"{MIN_TAU_PRIME} steps)")
+    # No search asked for: nothing was dropped, so nothing to say (at any budget).
+    assert BudgetPolicy.for_budget(40, searches=0).note == ""
+    assert BudgetPolicy.for_budget(4000, searches=0).note == ""
 
 
 def test_budget_final_plans_carry_the_winner_lr():

@@ -34,6 +34,9 @@ __all__ = [
     "warmup_lr",
 ]
 
+# How a plan that no budget can hold says so (the tuner's warning then names the fractions).
+NO_ROOM = "the plan leaves no room for a search"
+
 # The smallest candidate window worth forecasting: below this a handful of noisy losses
 # ranks candidates no better than chance (measured in the ``autolrs`` study).
 MIN_TAU_PRIME = 5
@@ -379,15 +382,30 @@ class BudgetPolicy:
                 bool(parallel),
             )
         # Not even one search of two 5-step candidates: train at the initial LR. Name the
-        # smallest budget that holds one, so the warning can say what to change.
-        need = _smallest(fit, b) if searches > 0 else None
-        hint = "" if need is None else f"; a budget of {need} steps or more holds one"
+        # smallest budget that holds one, so the warning can say what to change; when no
+        # budget does, name the fractions that leave no room. No search asked for: nothing
+        # was dropped, nothing to say.
+        note = ""
+        if searches > 0:
+            need = _smallest(fit, b)
+            if need is None and search_frac == 0:
+                note = f"{NO_ROOM}: search_frac=0 gives its candidates no steps"
+            elif need is None:
+                # Windows and gap both scale with the budget: their ratio is the problem.
+                note = (
+                    f"{NO_ROOM} at any budget: the windows of k={k} candidates (search_frac="
+                    f"{search_frac:g}) do not fit between the warm-up and the final decay "
+                    f"(decay_frac={decay_frac:g}); lower search_frac or decay_frac"
+                )
+            else:
+                note = (
+                    f"budget of {b} steps is too small for any search (each candidate needs "
+                    f"at least {MIN_TAU_PRIME} steps; a budget of {need} steps or more holds one)"
+                )
         w = round(0.05 * b) if warmup is None else int(warmup)
         return cls(
             b, w, round(decay_frac * b), (), (), (), float(cooldown_frac), decay_shape,
-            float(trust),
-            f"budget of {b} steps is too small for any search (each candidate needs at "
-            f"least {MIN_TAU_PRIME} steps{hint})", bool(parallel),
+            float(trust), note, bool(parallel),
         )  # fmt: skip
 
     def plan(self, step: int, *, stage: int, winner_lr: float | None) -> StagePlan:

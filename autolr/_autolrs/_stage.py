@@ -21,7 +21,7 @@ from autolr.searchers import GPSearcher, Param, Searcher
 from .._errors import ConfigError, StateError
 from .._stats import std_dev
 from .._validate import check_bounds, check_choice, check_int
-from ._policy import BudgetPolicy, DivergenceRule, PaperPolicy, StagePlan
+from ._policy import NO_ROOM, BudgetPolicy, DivergenceRule, PaperPolicy, StagePlan
 
 __all__ = ["CandidateResult", "StageRecord", "StageSearch"]
 
@@ -384,6 +384,8 @@ class StageSearch:
             note = self.policy.note
             if not note:
                 return ""
+            if searches == 0 and note.startswith(NO_ROOM):
+                return f"{note}; the run trains at {lr} with the planned warm-up and decay"
             if searches == 0:
                 return (
                     f"{note}; the run trains at {lr} with the planned warm-up and decay. Raise "
