@@ -444,7 +444,7 @@ class HypergradientLR(torch.optim.Optimizer):
             )
         lrs = [row[group] for row in self._trace]
         sched = Schedule.from_lrs(lrs, start=start, source="HypergradientLR")
-        return sched if steps is None else sched.stretch(steps, kind=kind)
+        return sched._exported(steps, kind)
 
     @property
     def last_hypergradients(self) -> list[float | None]:

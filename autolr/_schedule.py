@@ -166,6 +166,17 @@ class Schedule:
         return self.names.index(name)
 
     # ------------------------------------------------------------------ transforming
+    def _exported(self, steps: int | None, kind: str) -> Schedule:
+        """What a tuner's ``export_schedule(steps, kind=kind)`` returns from this schedule.
+
+        ``kind`` is checked even without ``steps`` (a typo is not ignored), and an invalid
+        ``steps`` is named as the exporter's argument.
+        """
+        check_choice("kind", kind, _KINDS)
+        if steps is None:
+            return self
+        return self.stretch(check_int("steps", steps, minimum=1), kind=kind)
+
     def stretch(self, n_steps: int, *, kind: str = "linear") -> Schedule:
         """The same schedule over ``n_steps`` steps (one record per step).
 

@@ -316,6 +316,10 @@ def test_final_phase_when_no_search_fits_continues_the_winner_and_stops_the_rest
     assert exported.per_step() == sched.schedule and exported.source == "AutoLRSScheduler"
     assert exported.stretch(60).per_step() == [sched.winner_lr] * 60
     assert sched.export_schedule(60).per_step() == [sched.winner_lr] * 60
+    with pytest.raises(ConfigError, match="kind must be one of"):
+        sched.export_schedule(kind="cubic")  # checked even without steps
+    with pytest.raises(ConfigError, match=r"^steps must be an int >= 1"):
+        sched.export_schedule(0)
 
 
 def _complete(tc: FakeController, trial: Trial, loss: float) -> None:

@@ -403,3 +403,19 @@ def test_scaler_skip_detection_survives_a_resume() -> None:
     one_step(again, torch.ones(2))  # not skipped although 512 < 65536
     one_step(again, torch.full((2,), math.inf))  # skipped: 512 -> 256
     assert (again.skipped_steps, again.global_step) == (2, 2)
+
+
+def test_exporters_check_their_own_arguments_even_without_steps() -> None:
+    # kind was ignored without steps, and a bad steps was named after Schedule.stretch's
+    # n_steps, an argument the caller never wrote.
+    tuner, _ = _run(120, _decaying, max_steps=120)
+    model = nn.Linear(2, 1)
+    hd = HypergradientLR(torch.optim.SGD(model.parameters(), lr=0.1))
+    model(torch.ones(3, 2)).pow(2).mean().backward()
+    hd.step()
+    for export in (tuner.export_schedule, hd.export_schedule):
+        with pytest.raises(ConfigError, match="kind must be one of 'linear', 'previous'"):
+            export(kind="cubic")
+        with pytest.raises(ConfigError, match=r"^steps must be an int >= 1, got 0"):
+            export(steps=0)
+        assert export(steps=5, kind="previous").n_steps == 5

@@ -460,7 +460,7 @@ class AutoLRS:
                 "schedule to export; call it after training (or after some tuner.step() calls)"
             )
         sched = Schedule.from_lrs(lrs, source="AutoLRS")
-        return sched if steps is None else sched.stretch(steps, kind=kind)
+        return sched._exported(steps, kind)
 
     def register(self, name: str, obj: Stateful) -> None:
         """Save and restore ``obj`` (GradScaler, EMA, ...) with the model from now on."""

@@ -344,7 +344,7 @@ class AutoLRSScheduler(_StageMixin, _RaceMixin, _TrialMixin, TrialScheduler):
                 "call it after Tuner.fit() (or restore() the scheduler first)"
             )
         sched = Schedule.from_lrs(lrs, source="AutoLRSScheduler")
-        return sched if steps is None else sched.stretch(steps, kind=kind)
+        return sched._exported(steps, kind)
 
     # ------------------------------------------------------------------ Ray hooks
     def set_search_properties(self, metric: str | None, mode: str | None, **spec: Any) -> bool:
