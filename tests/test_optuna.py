@@ -524,6 +524,22 @@ def test_pruner_rejects_bad_arguments(kwargs):
         ForecastPruner(**kwargs)
 
 
+def test_pruner_that_could_never_prune_is_said():
+    # No pruning before n_warmup_steps, none at the final step: at or past n_steps, never.
+    with pytest.raises(ConfigError, match="n_warmup_steps=19 is not below n_steps=19"):
+        ForecastPruner(n_steps=19, n_warmup_steps=19)
+    ForecastPruner(n_steps=19, n_warmup_steps=18)
+    # Whole trials with fewer values before their final step than min_points: never pruned.
+    study = _pruner_study()  # three complete trials with 19 values before step 19
+    never = ForecastPruner(min_points=20)
+    with pytest.warns(RuntimeWarning, match=r"min_points=20\): trial 0 reported only 19 values"):
+        assert not any(_decisions(never, study, curve(1.0)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # once
+        _decisions(never, study, curve(1.0))
+        assert any(_decisions(ForecastPruner(min_points=19), study, curve(1.0)))
+
+
 # ------------------------------------------------------------ same-step regression
 def _late_winners_study(n_complete: int):
     """Complete trials flat at x until the last step, then ending at 1/x: the higher a

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from optuna.pruners import BasePruner
 from optuna.trial import FrozenTrial, TrialState
 
+from autolr._errors import ConfigError
 from autolr._validate import check_float, check_int
 from autolr.predictors import ForecastCache, Predictor, final_step, forecast_run
 
@@ -52,8 +53,11 @@ class ForecastPruner(BasePruner):
         confidence: Required confidence that the trial ends worse than the best, in
             ``(0.5, 1)``.
         n_startup_trials: Complete trials needed before anything is pruned (``>= 1``).
-        n_warmup_steps: No pruning before this step.
-        min_points: Fewest finite intermediate values a decision needs (``>= 2``).
+        n_warmup_steps: No pruning before this step (below ``n_steps``: else nothing is
+            ever pruned, a ``ConfigError``).
+        min_points: Fewest finite intermediate values a decision needs (``>= 2``; complete
+            trials with fewer before their final step are said once: such trials are never
+            pruned).
         extrapolation_std: Forecast noise per unit of extrapolated change (``>= 0``) while
             uncalibrated; larger values prune later.
         calibrate_forecasts: Correct forecasts with their errors on the complete trials
@@ -112,7 +116,14 @@ class ForecastPruner(BasePruner):
         self._z = NormalDist().inv_cdf(self._confidence)
         self._n_startup_trials = check_int("n_startup_trials", n_startup_trials, minimum=1)
         self._n_warmup_steps = check_int("n_warmup_steps", n_warmup_steps, minimum=0)
+        if self._n_steps is not None and self._n_warmup_steps >= self._n_steps:
+            raise ConfigError(
+                f"n_warmup_steps={self._n_warmup_steps} is not below n_steps={self._n_steps}: "
+                "ForecastPruner would never prune; lower n_warmup_steps (optuna's NopPruner "
+                "prunes nothing, if that is the intent)"
+            )
         self._min_points = check_int("min_points", min_points, minimum=2)
+        self._checked_points = 0  # complete trials checked against min_points (said once)
         self._extrapolation_std = check_float("extrapolation_std", extrapolation_std, minimum=0.0)
         self._predictor = predictor_or_default(predictor)
 
@@ -121,6 +132,24 @@ class ForecastPruner(BasePruner):
             f"ForecastPruner(n_steps={self._n_steps}, confidence={self._confidence}, "
             f"n_startup_trials={self._n_startup_trials}, n_warmup_steps={self._n_warmup_steps})"
         )
+
+    def _check_points(self, complete: list[FrozenTrial], target: int) -> None:
+        """Warn once if whole trials report fewer than ``min_points`` values (never pruned)."""
+        for t in complete[self._checked_points :]:
+            values = t.intermediate_values
+            before = sum(1 for step in values if step < target)
+            if values and max(values) >= target and before < self._min_points:
+                self._checked_points = -1  # said
+                warnings.warn(
+                    f"ForecastPruner(min_points={self._min_points}): trial {t.number} reported "
+                    f"only {before} values before its final step {target}, so a trial like it "
+                    "is never pruned (a decision needs min_points of them); lower min_points "
+                    "or report more often",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
+                return
+        self._checked_points = len(complete)
 
     def prune(self, study: Study, trial: FrozenTrial) -> bool:
         """Whether ``trial`` should stop now (see the class docstring)."""
@@ -154,6 +183,8 @@ class ForecastPruner(BasePruner):
         target = final_step((t.intermediate_values for t in complete), self._n_steps)
         if target is None or last_step >= target:
             return False
+        if self._checked_points >= 0 and len(complete) > self._checked_points:
+            self._check_points(complete, target)
         fc = forecast_run(
             values,
             target,
