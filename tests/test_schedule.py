@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import warnings
 
 import pytest
 import torch
@@ -297,6 +298,15 @@ def test_skipped_steps_neither_count_nor_feed_candidates() -> None:
         tuner.step(0.1, skipped=1)  # type: ignore[arg-type]
 
 
+def _amp_step(tuner: AutoLRS, opt: torch.optim.Optimizer, scaler, loss: torch.Tensor) -> None:
+    """One step of a mixed-precision loop, reported to the tuner (which sees skips itself)."""
+    opt.zero_grad()
+    scaler.scale(loss).backward()
+    scaler.step(opt)
+    scaler.update()
+    tuner.step(loss.item())
+
+
 def test_grad_scaler_skips_are_detected_from_the_scale() -> None:
     torch.manual_seed(0)
     w = nn.Parameter(torch.ones(2))
@@ -311,11 +321,7 @@ def test_grad_scaler_skips_are_detected_from_the_scale() -> None:
     while not tuner.done:
         x = torch.full((2,), math.inf) if calls in bad else torch.randn(2)
         loss = (w * x).sum().pow(2) if calls not in bad else (w * x).sum()
-        opt.zero_grad()
-        scaler.scale(loss).backward()
-        scaler.step(opt)
-        scaler.update()
-        tuner.step(loss.item())
+        _amp_step(tuner, opt, scaler, loss)
         calls += 1
     assert tuner.skipped_steps == 4 and calls == 104
     assert len(tuner.history) == 100 and tuner.recoveries == 0
@@ -324,6 +330,36 @@ def test_grad_scaler_skips_are_detected_from_the_scale() -> None:
     assert len(tuner.stages[0].candidates) == 4
     with pytest.raises(ConfigTypeError, match=r"scaler must be a torch\.amp\.GradScaler"):
         AutoLRS(model, opt, scaler=object())
+
+
+@pytest.mark.parametrize("in_extras", [True, False])
+def test_a_diverged_model_under_a_grad_scaler_is_recovered_not_skipped(in_extras: bool) -> None:
+    # A box whose middle diverges in warm-up: the weights blow up, every later loss is NaN,
+    # and the scaler skips every step, halving its scale to 0. Those steps were counted as
+    # skips: 166 of them, then the run ended with NaN weights and no search.
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(10, 32), nn.ReLU(), nn.Linear(32, 1))
+    w = torch.randn(10, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    scaler = torch.amp.GradScaler("cpu")
+    extras = {"scaler": scaler} if in_extras else None
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        tuner = AutoLRS(model, opt, lr_bounds=(1e-3, 1e3), max_steps=300, scaler=scaler,
+                        extras=extras)  # fmt: skip
+        calls = 0
+        while not tuner.done and calls < 400:
+            x = torch.randn(32, 10)
+            loss = nn.functional.mse_loss(model(x), x @ w)
+            _amp_step(tuner, opt, scaler, loss)
+            calls += 1
+    assert tuner.done and calls - tuner.skipped_steps == 300 and tuner.skipped_steps < 20
+    assert tuner.recoveries >= 1 and scaler.get_scale() > 1.0
+    assert any("restarting warm-up" in str(r.message) for r in rec)
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    assert tuner.stages and tuner.stages[0].winner_lr is not None
+    x = torch.randn(512, 10)
+    assert nn.functional.mse_loss(model(x), x @ w).item() < 0.1  # ~5.6 untrained
 
 
 # ---------------------------------------------------------------------- HypergradientLR

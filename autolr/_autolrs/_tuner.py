@@ -488,7 +488,9 @@ class AutoLRS:
                 gradients and skipped ``optimizer.step()``): the step is not counted (not in
                 :attr:`history`, the plan, a candidate's window or a forecast; no divergence),
                 only tallied in :attr:`skipped_steps`, and the LR stays. With ``scaler=``
-                given at construction skips are also detected from the scale.
+                given at construction skips are also detected from the scale. A skipped
+                step whose loss is non-finite with non-finite weights or optimizer state, or
+                the third such in a row, is a diverged model and handled as a non-finite loss.
 
         Raises:
             ConfigTypeError: ``skipped`` is not a bool.
@@ -543,7 +545,7 @@ class AutoLRS:
         if self._sync is not None:
             check = (self.global_step, _PHASES.index(self.phase), self.stage, self._lr)
             loss, skipped = self._sync.step(loss, skipped, check, read=not deferred)
-        if skipped:
+        if skipped and (math.isfinite(_as_float(loss)) or not self._broken_on_skip()):
             self.skipped_steps += 1
             self._group_lrs.take_used()  # a step hook that fired says nothing: no update
             self._scale_seen = scale
@@ -848,6 +850,20 @@ class AutoLRS:
         self.search.update_record(end=self.global_step)
         self.search.end_stage()
         self._start_stage()
+
+    def _broken_on_skip(self) -> bool:
+        """A skipped step whose own loss is non-finite: is the model broken?
+
+        Yes when the weights or optimizer state are non-finite, or on the third such step in
+        a row. A GradScaler skips every step of a diverged model and halves its scale towards
+        0, so counting those as skips hid the divergence: the run ended with NaN weights,
+        having searched nothing. A broken model's step is then handled as the non-finite
+        loss of a step (restore, search lower); an isolated one stays a skip.
+        """
+        if self._nonfinite_streak >= 2 or not self._model_finite(optimizer=True):
+            return True
+        self._nonfinite_streak += 1
+        return False
 
     def _harmless_nonfinite(self) -> bool:
         """Budget variant: skip a non-finite loss that left weights and optimizer finite.
