@@ -101,6 +101,10 @@ def test_a_plan_without_a_search_names_its_real_cause() -> None:
         *_, said = build(max_steps=400, policy=BudgetPolicy.for_budget(400, **kw))
         assert len(said) == 1 and "no room for a search" in said[0] and fix in said[0], said
         assert "too small" not in said[0] and "Raise max_steps" not in said[0]
+    # A warm-up that, with the decay, fills the budget: the warm-up is named, not the budget.
+    *_, said = build(max_steps=400, warmup_steps=399)
+    assert len(said) == 1 and "the warm-up of 399 steps and the final decay of 200" in said[0]
+    assert "lower warmup_steps or decay_frac" in said[0] and "Raise max_steps" not in said[0]
 
 
 def test_smallest_budget_named_by_the_policy_is_the_first_that_holds_a_search() -> None:

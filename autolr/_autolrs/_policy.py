@@ -386,7 +386,14 @@ class BudgetPolicy:
         # budget does, name the fractions that leave no room. No search asked for: nothing
         # was dropped, nothing to say.
         note = ""
-        if searches > 0:
+        w = round(0.05 * b) if warmup is None else int(warmup)
+        if searches > 0 and w + round(decay_frac * b) >= b:
+            note = (
+                f"{NO_ROOM}: the warm-up of {w} steps and the final decay of "
+                f"{round(decay_frac * b)} leave none of the {b} steps for one; lower "
+                "warmup_steps" + (" or decay_frac" if decay_frac > 0 else "")
+            )
+        elif searches > 0:
             need = _smallest(fit, b)
             if need is None and search_frac == 0:
                 note = f"{NO_ROOM}: search_frac=0 gives its candidates no steps"
@@ -402,7 +409,6 @@ class BudgetPolicy:
                     f"budget of {b} steps is too small for any search (each candidate needs "
                     f"at least {MIN_TAU_PRIME} steps; a budget of {need} steps or more holds one)"
                 )
-        w = round(0.05 * b) if warmup is None else int(warmup)
         return cls(
             b, w, round(decay_frac * b), (), (), (), float(cooldown_frac), decay_shape,
             float(trust), note, bool(parallel),
