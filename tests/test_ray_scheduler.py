@@ -21,6 +21,7 @@ from autolr.integrations import _ray_compat as compat
 from autolr.integrations.ray import (
     SCHEDULE_KEY,
     STATE_FILE,
+    STATE_FINITE_KEY,
     AutoLRSScheduler,
     TuneCheckpointer,
     lr_at,
@@ -493,6 +494,52 @@ def test_budget_schedule_is_warm_up_candidates_and_decay_in_the_trial_config():
     last = sched.stages[1].winner_lr
     assert len(lineage) == 200 and lineage[-1] == pol.exploit_lr(last, 199) < 0.02 * last
     assert lineage[0] == pytest.approx(peak / w) and lineage[w] == win
+
+
+def test_budget_variant_skips_a_bad_batch_that_left_the_state_finite_as_in_loop():
+    # The trials restore their RNG with the stage checkpoint, so a bad batch comes back in
+    # every candidate's window: penalising it failed every candidate alike and cut the box.
+    # The core's rule (StageSearch.skips_nonfinite) is the in-loop AutoLRS's: skip up to two
+    # in a row when the trial says its state stayed finite.
+    pol = BudgetPolicy.for_budget(200, parallel=True, k=4, k_later=4, searches=2)
+    w = pol.starts[0]
+    sched, tc = make(policy=pol)
+    tc.start_all()
+    loss = curve(0.05)
+    finite = {STATE_FINITE_KEY: True}
+
+    def step(bad_at: set[int]) -> None:
+        for t in tc.trials:
+            if t.status == Trial.RUNNING:
+                i = tc.iters[t.trial_id]
+                if i in bad_at:
+                    tc.report(t, math.nan, **finite)
+                else:
+                    tc.report(t, loss(tc.lr(t), i), **finite)
+
+    with pytest.warns(RuntimeWarning, match="left the trial's weights and optimizer state finite"):
+        for _ in range(w + pol.tau_primes[0]):
+            step({2, w + 1, w + 3})  # once in warm-up, twice in every window (not in a row)
+    cands = sched.stages[0].candidates
+    assert len(cands) == 4 and not any(c.penalised for c in cands), cands
+    assert sched.phase == "exploit" and sched.skipped_losses == 3 * len(tc.trials)
+    assert sched.recoveries == 0 and sched.search.lr_bounds == (1e-3, 1.0)
+    # While exploiting: one skipped, then three in a row are divergence (a provisional cut).
+    owner = next(t for t in tc.trials if t.trial_id == sched.stage_trials[0]["winner_trial"])
+    at = tc.iters[owner.trial_id]
+    tc.report(owner, math.nan, **finite)
+    assert sched.recoveries == 0 and sched.skipped_losses == 3 * len(tc.trials) + 1
+    tc.report(owner, loss(tc.lr(owner), at + 1), **finite)
+    with pytest.warns(RuntimeWarning, match="searching again"):
+        for _ in range(3):
+            tc.report(owner, math.nan, **finite)
+    assert sched.recoveries == 1 and sched.search.pending_restore is not None
+    # Without the key (a trainable that does not say), nothing is skipped: as before.
+    sched2, tc2 = make(policy=pol)
+    tc2.start_all()
+    tc2.rounds(w, loss)
+    assert tc2.report(tc2.trials[0], math.nan) == PAUSE
+    assert sched2.skipped_losses == 0
 
 
 def test_lr_at_follows_the_core_policy():

@@ -25,6 +25,10 @@ from ._policy import NO_ROOM, BudgetPolicy, DivergenceRule, PaperPolicy, StagePl
 
 __all__ = ["CandidateResult", "StageRecord", "StageSearch"]
 
+#: Non-finite losses in a row that leave the state finite and are skipped (a bad batch); the
+#: next one is divergence (see :meth:`StageSearch.skips_nonfinite`).
+MAX_SKIPPED_IN_A_ROW = 2
+
 _VARIANTS = ("paper", "budget")
 #: The paper variant's stage structure where an executor's caller gives none.
 PAPER_STRUCTURE = {"tau": 1000, "tau_prime": None, "k": 10, "tau_max": 8000, "double": True}
@@ -603,6 +607,8 @@ class StageSearch:
             vals = [float(v) for v in losses]
             if any(not math.isfinite(v) for v in vals):
                 penalised, reason = True, reason or "non-finite loss"
+            elif not vals:  # every loss of its window was skipped (non-finite, state finite)
+                penalised, reason = True, reason or "no finite loss in its window"
         if penalised and (reason.startswith(NONFINITE) or not all(map(math.isfinite, losses))):
             self._healthy = False  # keeps a provisional cut (see recover)
         if penalised:
@@ -634,6 +640,17 @@ class StageSearch:
         mean = sum(tail) / len(tail)
         std = std_dev(tail, mean, max(1, len(tail) - 1), len(tail))
         return Forecast(mean, std, False, "", None, len(tail))
+
+    def skips_nonfinite(self, streak: int) -> bool:
+        """Whether a non-finite loss that left the weights and optimizer state finite is
+        skipped, after ``streak`` such losses in a row.
+
+        Such a loss is a bad batch the loop skipped, not the LR's fault, and the same batch
+        comes back after every restore (RNG restored). The budget variant skips up to
+        :data:`MAX_SKIPPED_IN_A_ROW` in a row; the paper variant, and a longer streak, treat
+        it as divergence. Every executor asks this (the in-loop tuner, the Ray scheduler).
+        """
+        return self.variant == "budget" and streak < MAX_SKIPPED_IN_A_ROW
 
     @property
     def target_step(self) -> float:

@@ -34,7 +34,7 @@ from ._history import PHASES as _PHASES
 from ._history import History, HistoryRecord
 from ._lr import GroupLRs
 from ._policy import BudgetPolicy, DivergenceRule, warmup_lr
-from ._stage import CandidateResult, StageRecord, StageSearch
+from ._stage import MAX_SKIPPED_IN_A_ROW, CandidateResult, StageRecord, StageSearch
 
 __all__ = ["AutoLRS", "HistoryRecord"]
 
@@ -860,7 +860,7 @@ class AutoLRS:
         having searched nothing. A broken model's step is then handled as the non-finite
         loss of a step (restore, search lower); an isolated one stays a skip.
         """
-        if self._nonfinite_streak >= 2 or not self._model_finite(optimizer=True):
+        if self._nonfinite_streak >= MAX_SKIPPED_IN_A_ROW or not self._model_finite(optimizer=True):
             return True
         self._nonfinite_streak += 1
         return False
@@ -877,7 +877,7 @@ class AutoLRS:
         every candidate alike. A streak of such losses is not a bad batch: from the third in
         a row on, it is recovered from as any divergence.
         """
-        if self.variant == "paper" or self._nonfinite_streak >= 2:
+        if not self.search.skips_nonfinite(self._nonfinite_streak):
             return False
         if not self._model_finite(optimizer=True):
             return False

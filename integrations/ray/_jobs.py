@@ -36,6 +36,7 @@ class Job:
     spec_end: int | None = None  # a scored candidate keeps training until this iteration
     warmup: bool = False  # starts from the initial weights and warms up until ``start``
     over: int = 0  # consecutive losses over the divergence threshold
+    skips: int = 0  # consecutive non-finite losses skipped (the trial's state stayed finite)
     ref: float | None = None  # stage-start loss the divergence rule compares with
     select: float | None = None  # a racer's last finite ``select_metric`` value
     source: list[Any] | None = None  # [path, metrics] it resumes from (None: initial state)

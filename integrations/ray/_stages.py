@@ -165,10 +165,32 @@ class _StageMixin:
         self._set_wave("lineage", trial=None, job=lineage.to_state(), mode="source", source=src)
 
     # ------------------------------------------------------------------ results
-    def _warmup_result(self, tid: str, job: Job, it: int, loss: float) -> str:
+    def _skip(self, job: Job, it: int, loss: float, transient: bool) -> bool:
+        """Whether ``loss`` is skipped: non-finite, but the trial says its state stayed finite
+        (a bad batch), and the core skips it (:meth:`StageSearch.skips_nonfinite`, the rule
+        of the in-loop AutoLRS). A finite loss ends the streak."""
+        if math.isfinite(loss):
+            job.skips = 0
+            return False
+        if not transient or not self.search.skips_nonfinite(job.skips):
+            return False
+        job.skips += 1
+        job.losses.pop(it - job.start - 1, None)  # nothing to score or replay
+        self.skipped_losses += 1
+        if self.skipped_losses == 1:
+            self._warn_event(
+                f"stage {self.search.stage}: non-finite {self._metric} at iteration {it} left "
+                "the trial's weights and optimizer state finite; skipped it (a bad batch). "
+                "Later such losses are counted in skipped_losses without a warning"
+            )
+        return True
+
+    def _warmup_result(
+        self, tid: str, job: Job, it: int, loss: float, *, transient: bool = False
+    ) -> str:
         """A result of the warm-up that precedes the first stage's candidates."""
         self._remember(it, loss)
-        if math.isfinite(loss) or job.finished:
+        if job.finished or self._skip(job, it, loss, transient) or math.isfinite(loss):
             return TrialScheduler.CONTINUE
         job.penalised, job.reason = True, f"non-finite {self._metric} in the warm-up"
         self.events.append(f"stage {self.stage}: trial {tid} {job.reason} (lr={job.lr:.3g})")
@@ -194,14 +216,20 @@ class _StageMixin:
             job.penalised, job.reason = True, rule.reason(loss, job.ref)
         return diverged
 
-    def _candidate_result(self, tid: str, job: Job, it: int, offset: int, loss: float) -> str:
+    def _candidate_result(
+        self, tid: str, job: Job, it: int, offset: int, loss: float, *, transient: bool = False
+    ) -> str:
         if job.finished:  # scored: trains on as the winner would, or waits
             if not math.isfinite(loss) and offset >= (job.length or 0):
                 job.spec_end = None  # its continuation diverged: it pauses
             return self._verdict(tid, it)
         if offset >= (job.length or 0):
             return TrialScheduler.PAUSE  # a late result past the window (restored trial)
-        if self._diverged(job, loss):
+        if self._skip(job, it, loss, transient):
+            if offset + 1 < job.length:  # type: ignore[operator]
+                return TrialScheduler.CONTINUE
+            self._finish_candidate(job)
+        elif self._diverged(job, loss):
             self.events.append(f"stage {self.stage}: trial {tid} {job.reason} (lr={job.lr:.3g})")
             self._finish_candidate(job)
         elif offset + 1 >= job.length:
@@ -267,6 +295,9 @@ class _StageMixin:
 
         ``transient``: the result says the trial's state stayed finite (see :meth:`_recover`).
         """
+        if self._skip(job, it, loss, transient):
+            self._extend_lineage(it)  # its update (a skipped batch) is the lineage's
+            return self._verdict(tid, it)
         if not math.isfinite(loss):
             return self._recover(tid, job, it, transient=transient)
         self._remember(it, loss)

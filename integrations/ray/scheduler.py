@@ -70,8 +70,11 @@ class AutoLRSScheduler(_StageMixin, _RaceMixin, _TrialMixin, TrialScheduler):
     penalised, the stage is searched again below them (:meth:`StageSearch.resolve_failure`);
     a non-finite loss while exploiting searches the stage again below that LR
     (:meth:`StageSearch.recover`; provisionally when the result says the trial's state stayed
-    finite, :data:`STATE_FINITE_KEY`, as the in-loop AutoLRS does). When no search fits any
-    more, the winner trains to the end and the waiting trials are stopped.
+    finite, :data:`STATE_FINITE_KEY`, as the in-loop AutoLRS does). In the budget variant such
+    a loss with the state finite (a bad batch) is skipped instead, in warm-up, candidate
+    windows and exploitation, up to two in a row (:meth:`StageSearch.skips_nonfinite`, the
+    in-loop AutoLRS's rule; counted in ``skipped_losses``). When no search fits any more, the
+    winner trains to the end and the waiting trials are stopped.
 
     **The last stage** (``final="race"``, the default, when ``max_t`` is known and there is
     one candidate per trial): nothing is cloned; every trial trains its own candidate to the
@@ -290,6 +293,8 @@ class AutoLRSScheduler(_StageMixin, _RaceMixin, _TrialMixin, TrialScheduler):
         self.stage_trials: list[dict[str, Any]] = []  # per record: scheduler-only facts
         self.events: list[str] = []  # errors, penalties, recoveries (for reports)
         self.recoveries = 0
+        #: Non-finite losses skipped because the trial's state stayed finite (budget variant).
+        self.skipped_losses = 0
 
     # ------------------------------------------------------------------ public view
     @property
@@ -438,18 +443,18 @@ class AutoLRSScheduler(_StageMixin, _RaceMixin, _TrialMixin, TrialScheduler):
         loss = as_loss(result.get(self._metric))
         if job.kind == "race":
             self._record_select(job, result)
+        transient = bool(result.get(STATE_FINITE_KEY, False))
         offset = it - job.start - 1
         if offset < 0:
             if job.warmup:
-                return self._warmup_result(tid, job, it, loss)
+                return self._warmup_result(tid, job, it, loss, transient=transient)
             return TrialScheduler.CONTINUE  # a stale result from before the assignment
         job.losses[offset] = loss
         if job.kind == "candidate":
-            decision = self._candidate_result(tid, job, it, offset, loss)
+            decision = self._candidate_result(tid, job, it, offset, loss, transient=transient)
         elif job.kind == "race":
             decision = self._race_result(tid, job, it, offset, loss)
         else:
-            transient = bool(result.get(STATE_FINITE_KEY, False))
             decision = self._lineage_result(tid, job, it, loss, transient=transient)
         self._save(force=decision != TrialScheduler.CONTINUE)
         return decision
@@ -528,6 +533,7 @@ class AutoLRSScheduler(_StageMixin, _RaceMixin, _TrialMixin, TrialScheduler):
             "stage_trials": [dict(s) for s in self.stage_trials],
             "events": list(self.events),
             "recoveries": self.recoveries,
+            "skipped_losses": self.skipped_losses,
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -575,6 +581,7 @@ class AutoLRSScheduler(_StageMixin, _RaceMixin, _TrialMixin, TrialScheduler):
             self.stage_trials = [dict(s) for s in state["stage_trials"]]
             self.events = [str(e) for e in state["events"]]
             self.recoveries = int(state["recoveries"])
+            self.skipped_losses = int(state.get("skipped_losses", 0))  # absent before it existed
         except (KeyError, TypeError, ValueError) as exc:
             raise StateError(f"not an AutoLRSScheduler state_dict: {exc}") from exc
         if self.phase not in _PHASES:
