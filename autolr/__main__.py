@@ -8,7 +8,7 @@ import os
 import sys
 from collections.abc import Callable
 
-__all__ = ["HelpFormatter", "float_above", "int_at_least", "main", "out_dir"]
+__all__ = ["HelpFormatter", "float_above", "int_at_least", "main", "make_out_dir", "out_dir"]
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -68,6 +68,21 @@ def out_dir(text: str) -> str:
     return text
 
 
+def make_out_dir(path: str) -> str | None:
+    """Create the output folder ``path`` before any work; the ``--out`` error, or ``None``.
+
+    A folder that cannot be created or written to would otherwise end the command with a
+    traceback.
+    """
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as exc:
+        return f"argument --out: cannot create {path!r}: {exc.strerror or exc}"
+    if not os.access(path, os.W_OK):
+        return f"argument --out: {path!r} is not writable"
+    return None
+
+
 def _device(text: str) -> str:
     import torch
 
@@ -125,6 +140,8 @@ def main(argv: list[str] | None = None) -> int:
             demo.error(
                 f"argument --lr-min: must be below --lr-max, got {args.lr_min:g} >= {args.lr_max:g}"
             )
+        if problem := make_out_dir(args.out):
+            demo.error(problem)
         from ._demo import DemoConfig, run_demo
         from ._errors import AutoLRError
 

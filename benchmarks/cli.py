@@ -15,7 +15,7 @@ import sys
 import time
 from typing import Any
 
-from autolr.__main__ import HelpFormatter, int_at_least, out_dir
+from autolr.__main__ import HelpFormatter, int_at_least, make_out_dir, out_dir
 from autolr._jsonio import write_json
 
 from ._parallel import imap_jobs
@@ -243,7 +243,7 @@ def run(args: argparse.Namespace) -> int:
             setattr(args, name, None if name != "rerender" else False)
     if args.out is None:
         args.out = "bench-results" if study == "schedules" else os.path.join("bench-results", study)
-    problem = _check(args)
+    problem = _check(args) or make_out_dir(args.out)
     if problem is not None:
         return _error(problem)
     args.jobs = args.jobs or 1

@@ -117,6 +117,16 @@ def test_demo_out_is_checked_before_training(capsys, tmp_path) -> None:
     assert line == f"autolr demo: error: argument --out: {str(afile)!r} exists and is not a folder"
 
 
+def test_an_out_folder_that_cannot_be_created_is_an_error_before_any_work(capsys, tmp_path):
+    # A folder under a file cannot be made (as root too): it ended in a raw traceback.
+    afile = tmp_path / "f"
+    afile.write_text("")
+    out = str(afile / "sub")
+    for cmd in (["demo"], ["bench", "--quick"], ["bench", "--study", "autolrs", "--quick"]):
+        line = _misuse([*cmd, "--out", out], capsys)
+        assert line.startswith(f"autolr {cmd[0]}: error: argument --out: cannot create {out!r}: ")
+
+
 def test_demo_config_checked_for_programmatic_callers() -> None:
     import autolr
     from autolr._demo import DemoConfig
