@@ -799,7 +799,7 @@ def test_reports_past_n_steps_are_said_once_by_sampler_and_pruner():
 
 def test_sampler_survives_objective_values_past_the_float_square_range():
     # Values the GP cannot log (negative) went through (y - mean) ** 2, which raises
-    # OverflowError past ~1e154: every trial after the start-up failed inside the sampler.
+    # OverflowError past ~1e154: the first GP step ended study.optimize.
     study = optuna.create_study(sampler=AutoLRSSampler(seed=0, n_startup_trials=3))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # the GP step falls back (said once)
