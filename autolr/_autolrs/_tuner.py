@@ -545,7 +545,11 @@ class AutoLRS:
         if self._sync is not None:
             check = (self.global_step, _PHASES.index(self.phase), self.stage, self._lr)
             loss, skipped = self._sync.step(loss, skipped, check, read=not deferred)
-        if skipped and (math.isfinite(_as_float(loss)) or not self._broken_on_skip()):
+        # A skipped step whose own loss is non-finite with poisoned weights, or the third in a
+        # row, is a diverged model, not an overflow: a GradScaler skips every step of one and
+        # halves its scale towards 0, so counted as skips it ended runs with NaN weights and
+        # no search. It is handled as the non-finite loss of a step instead.
+        if skipped and (math.isfinite(_as_float(loss)) or self._isolated_nonfinite()):
             self.skipped_steps += 1
             self._group_lrs.take_used()  # a step hook that fired says nothing: no update
             self._scale_seen = scale
@@ -851,19 +855,13 @@ class AutoLRS:
         self.search.end_stage()
         self._start_stage()
 
-    def _broken_on_skip(self) -> bool:
-        """A skipped step whose own loss is non-finite: is the model broken?
-
-        Yes when the weights or optimizer state are non-finite, or on the third such step in
-        a row. A GradScaler skips every step of a diverged model and halves its scale towards
-        0, so counting those as skips hid the divergence: the run ended with NaN weights,
-        having searched nothing. A broken model's step is then handled as the non-finite
-        loss of a step (restore, search lower); an isolated one stays a skip.
-        """
+    def _isolated_nonfinite(self) -> bool:
+        """A non-finite loss that left weights and optimizer finite and is not the third in a
+        row: counted in the streak. The test both a skipped step and a harmless skip make."""
         if self._nonfinite_streak >= MAX_SKIPPED_IN_A_ROW or not self._model_finite(optimizer=True):
-            return True
+            return False
         self._nonfinite_streak += 1
-        return False
+        return True
 
     def _harmless_nonfinite(self) -> bool:
         """Budget variant: skip a non-finite loss that left weights and optimizer finite.
@@ -879,9 +877,8 @@ class AutoLRS:
         """
         if not self.search.skips_nonfinite(self._nonfinite_streak):
             return False
-        if not self._model_finite(optimizer=True):
+        if not self._isolated_nonfinite():
             return False
-        self._nonfinite_streak += 1
         self.skipped_losses += 1
         if self.skipped_losses == 1:
             _warn(
