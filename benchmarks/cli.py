@@ -243,7 +243,7 @@ def run(args: argparse.Namespace) -> int:
             setattr(args, name, None if name != "rerender" else False)
     if args.out is None:
         args.out = "bench-results" if study == "schedules" else os.path.join("bench-results", study)
-    problem = _check(args) or make_out_dir(args.out)
+    problem = _check(args) or make_out_dir(args.out)  # the folder exists from here on
     if problem is not None:
         return _error(problem)
     args.jobs = args.jobs or 1
@@ -253,7 +253,6 @@ def run(args: argparse.Namespace) -> int:
     if study != "schedules":
         import importlib
 
-        os.makedirs(args.out, exist_ok=True)
         module = importlib.import_module(f".{STUDIES[study]}", __package__)
         return int(module.run(args))
     from autolr._progress import Progress
@@ -274,7 +273,6 @@ def run(args: argparse.Namespace) -> int:
 
     torch.set_num_threads(1)
     jobs = _jobs(args)
-    os.makedirs(args.out, exist_ok=True)
     start = time.perf_counter()
     bar = Progress(len(jobs), desc="bench", enabled=not args.no_progress)
     runs: list[dict[str, Any]] = []
