@@ -387,11 +387,12 @@ class BudgetPolicy:
         # was dropped, nothing to say.
         note = ""
         w = round(0.05 * b) if warmup is None else int(warmup)
-        if searches > 0 and w + round(decay_frac * b) >= b:
+        d = round(decay_frac * b)
+        if searches > 0 and w + d >= b:
             note = (
-                f"{NO_ROOM}: the warm-up of {w} steps and the final decay of "
-                f"{round(decay_frac * b)} leave none of the {b} steps for one; lower "
-                "warmup_steps" + (" or decay_frac" if decay_frac > 0 else "")
+                f"{NO_ROOM}: the warm-up of {w} steps and the final decay of {d} leave none of "
+                f"the {b} steps for one; lower warmup_steps"
+                + (" or decay_frac" if decay_frac > 0 else "")
             )
         elif searches > 0:
             need = _smallest(fit, b)
@@ -410,8 +411,8 @@ class BudgetPolicy:
                     f"at least {MIN_TAU_PRIME} steps; a budget of {need} steps or more holds one)"
                 )
         return cls(
-            b, w, round(decay_frac * b), (), (), (), float(cooldown_frac), decay_shape,
-            float(trust), note, bool(parallel),
+            b, w, d, (), (), (), float(cooldown_frac), decay_shape, float(trust), note,
+            bool(parallel),
         )  # fmt: skip
 
     def plan(self, step: int, *, stage: int, winner_lr: float | None) -> StagePlan:
