@@ -542,6 +542,32 @@ def test_budget_variant_skips_a_bad_batch_that_left_the_state_finite_as_in_loop(
     assert sched2.skipped_losses == 0
 
 
+def test_budget_race_skips_a_bad_batch_and_stops_a_racer_on_a_third_in_a_row():
+    # The final race follows the same core rule: a racer whose state stayed finite loses
+    # nothing to a bad batch (its losses around it still rank it); a longer streak stops it.
+    pol = BudgetPolicy.for_budget(200, parallel=True, k=4, k_later=4, searches=2)
+    sched, tc = make(policy=pol)
+    loss = curve(0.05)
+    tc.start_all()
+    tc.rounds(pol.warmup + pol.tau_primes[0], loss)
+    owner = sched.stage_trials[0]["winner_trial"]
+    while tc.iters[owner] < pol.starts[1]:
+        tc.round(loss)
+    tc.resume_all()
+    assert sched.phase == "race"
+    finite = {STATE_FINITE_KEY: True}
+    t0, t1 = tc.trials[:2]
+    with pytest.warns(RuntimeWarning, match="left the trial's weights and optimizer state finite"):
+        assert tc.report(t0, math.nan, **finite) == CONTINUE
+    assert tc.report(t0, loss(tc.lr(t0), tc.iters[t0.trial_id]), **finite) == CONTINUE
+    assert sched.skipped_losses == 1 and not sched._jobs[t0.trial_id].penalised
+    decisions = [tc.report(t1, math.nan, **finite) for _ in range(3)]
+    assert decisions == [CONTINUE, CONTINUE, STOP] and sched.skipped_losses == 3
+    assert sched._jobs[t1.trial_id].penalised
+    # Without the key a racer's non-finite loss stops it at once, as before.
+    assert tc.report(tc.trials[2], math.nan) == STOP
+
+
 def test_lr_at_follows_the_core_policy():
     pol = BudgetPolicy.for_budget(100, parallel=True, cooldown_frac=0.5, decay_shape="linear")
     sch = {"points": [[0, 0.2], [30, 0.1]], "decay": [pol.max_steps, pol.decay, "linear"]}

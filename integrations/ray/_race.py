@@ -22,10 +22,17 @@ TrialScheduler = require("ray.tune.schedulers", "ray").TrialScheduler
 class _RaceMixin:
     """The raced last stage (``final="race"``) of AutoLRSScheduler."""
 
-    def _race_result(self, tid: str, job: Job, it: int, offset: int, loss: float) -> str:
+    def _race_result(
+        self, tid: str, job: Job, it: int, offset: int, loss: float, *, transient: bool = False
+    ) -> str:
         if job.finished:
             return TrialScheduler.PAUSE
         n = self._candidate_len()
+        if self._skip(job, it, loss, transient):  # a bad batch: the core's rule, as elsewhere
+            if not job.scored and offset + 1 >= n:
+                self._score(job)
+            self._race_pick()
+            return TrialScheduler.CONTINUE
         if offset < n and not job.scored:
             self._diverged(job, loss)
         elif not math.isfinite(loss):

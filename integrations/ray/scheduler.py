@@ -72,9 +72,10 @@ class AutoLRSScheduler(_StageMixin, _RaceMixin, _TrialMixin, TrialScheduler):
     (:meth:`StageSearch.recover`; provisionally when the result says the trial's state stayed
     finite, :data:`STATE_FINITE_KEY`, as the in-loop AutoLRS does). In the budget variant such
     a loss with the state finite (a bad batch) is skipped instead, in warm-up, candidate
-    windows and exploitation, up to two in a row (:meth:`StageSearch.skips_nonfinite`, the
-    in-loop AutoLRS's rule; counted in ``skipped_losses``). When no search fits any more, the
-    winner trains to the end and the waiting trials are stopped.
+    windows, exploitation and the final race, up to two in a row
+    (:meth:`StageSearch.skips_nonfinite`, the in-loop AutoLRS's rule; counted in
+    ``skipped_losses``). When no search fits any more, the winner trains to the end and the
+    waiting trials are stopped.
 
     **The last stage** (``final="race"``, the default, when ``max_t`` is known and there is
     one candidate per trial): nothing is cloned; every trial trains its own candidate to the
@@ -453,7 +454,7 @@ class AutoLRSScheduler(_StageMixin, _RaceMixin, _TrialMixin, TrialScheduler):
         if job.kind == "candidate":
             decision = self._candidate_result(tid, job, it, offset, loss, transient=transient)
         elif job.kind == "race":
-            decision = self._race_result(tid, job, it, offset, loss)
+            decision = self._race_result(tid, job, it, offset, loss, transient=transient)
         else:
             decision = self._lineage_result(tid, job, it, loss, transient=transient)
         self._save(force=decision != TrialScheduler.CONTINUE)
