@@ -18,7 +18,7 @@ import pytest
 import torch
 from torch import nn
 
-from autolr import AutoLRS, BudgetPolicy, ConfigTypeError, StateError
+from autolr import AutoLRS, BudgetPolicy, ConfigError, ConfigTypeError, StateError
 from autolr._autolrs._history import History
 from autolr.searchers import Param, RandomSearcher
 
@@ -484,11 +484,14 @@ def test_a_scale_that_drops_is_a_skipped_step_and_one_that_grows_is_not() -> Non
     assert tuner.skipped_steps == 1 and tuner.global_step == 6
 
 
-def test_a_scale_restored_with_the_snapshot_is_not_a_skip() -> None:
-    # Registered as an extra, the scaler goes back to the stage start's scale with every
-    # restore: the next step must compare with that scale, not the one before the restore.
+@pytest.mark.parametrize("extras", [None, "scaler", "grad_scaler"])
+def test_a_scale_restored_with_the_snapshot_is_not_a_skip(extras: str | None) -> None:
+    # The scaler goes back to the stage start's scale with every restore (registered as
+    # "grad_scaler" when extras does not hold it): the next step must compare with that
+    # scale, not the one before the restore.
     scaler = FakeScaler()
-    model, opt, tuner = build(scaler=scaler, extras={"scaler": scaler})
+    model, opt, tuner = build(scaler=scaler, extras=extras and {extras: scaler})
+    assert list(tuner._snapshot.extras.items()) == [(extras or "grad_scaler", scaler)]
     draw = batches()
     train(model, opt, tuner, 3, draw=draw)
     scaler.scale = 64.0  # grew during candidate 0's last step
@@ -496,6 +499,11 @@ def test_a_scale_restored_with_the_snapshot_is_not_a_skip() -> None:
     assert scaler.scale == 8.0 and len(tuner.search.results) == 1
     train(model, opt, tuner, 30, draw=draw)
     assert tuner.skipped_steps == 0 and tuner.global_step == 34
+
+
+def test_another_object_named_grad_scaler_beside_scaler_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match=r"extras\['grad_scaler'\] is not the scaler= given"):
+        build(scaler=FakeScaler(), extras={"grad_scaler": FakeScaler()})
 
 
 def test_the_lr_changed_behind_the_tuner_warns_once_with_the_exact_text() -> None:

@@ -19,7 +19,7 @@ from autolr.searchers import Searcher
 
 from .._deprecate import RenamedAttribute
 from .._distributed import RankZeroPredictor, resolve_group
-from .._errors import ConfigTypeError, StateError
+from .._errors import ConfigError, ConfigTypeError, StateError
 from .._schedule import Schedule
 from .._snapshot import Snapshot, Stateful, _RngState, state_finite
 from .._validate import (
@@ -59,6 +59,30 @@ def _warn(message: str, category: type[Warning]) -> None:
         frame = frame.f_back
         level += 1
     warnings.warn(message, category, stacklevel=level)
+
+
+def _with_scaler(
+    extras: Mapping[str, Stateful] | None, scaler: Any | None
+) -> Mapping[str, Stateful] | None:
+    """``extras`` with ``scaler`` registered as ``"grad_scaler"`` unless it is there already.
+
+    A candidate that diverges under a GradScaler halves the scale with every skipped step;
+    unrestored, the next candidate (and the rest of the run) starts from that smaller scale,
+    where fp16 gradients underflow to zero. The Lightning and HF callbacks use the same name.
+    """
+    if scaler is None or not isinstance(scaler, Stateful):
+        return extras
+    extras = dict(extras or {})
+    if any(obj is scaler for obj in extras.values()):
+        return extras
+    if "grad_scaler" in extras:
+        raise ConfigError(
+            "extras['grad_scaler'] is not the scaler= given; the tuner registers scaler= "
+            "under that name so that restores bring its scale back: pass the same object, "
+            "or register your other object under another name"
+        )
+    extras["grad_scaler"] = scaler
+    return extras
 
 
 class AutoLRS:
@@ -145,7 +169,8 @@ class AutoLRS:
         scaler: The ``torch.amp.GradScaler`` of a mixed-precision loop: a step after which
             its scale dropped (it found inf/NaN gradients and skipped ``optimizer.step()``)
             counts as ``step(loss, skipped=True)``. Reads the scale once per step (a host
-            sync on GPU). Also pass it in ``extras`` to restore it with the snapshots.
+            sync on GPU). Restored with the snapshots as the extra ``"grad_scaler"`` (unless
+            ``extras`` already holds it under another name).
         process_group: ``torch.distributed`` synchronisation. ``None`` (default): the default
             group when ``torch.distributed`` is initialised, else none; ``False``: none (each
             process tunes alone); or a ``ProcessGroup``. Every rank then calls
@@ -224,6 +249,7 @@ class AutoLRS:
                 "scaler must be a torch.amp.GradScaler (anything with get_scale() and "
                 f"is_enabled()), got {type(scaler).__name__}"
             )
+        extras = _with_scaler(extras, scaler)
         sync = resolve_group(process_group)
         if max_steps is not None:
             check_int("max_steps", max_steps, minimum=1)
