@@ -76,6 +76,16 @@ FULL_SEEDS = 8
 
 
 # ------------------------------------------------------------------------------ search part
+def _worker_setup() -> None:
+    """One torch thread and Optuna's warnings only, in each process that runs studies (the
+    pool's workers call the entry points directly, so each of them sets it)."""
+    import optuna
+    import torch
+
+    torch.set_num_threads(1)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
 def _make(method: str, seed: int, steps: int):
     import optuna
 
@@ -177,12 +187,10 @@ def run_study(
     folder) and its step budget, as parallel workers of one study would (:func:`_run_workers`).
     """
     import optuna
-    import torch
 
     from autolr.bench.tasks import get_task
 
-    torch.set_num_threads(1)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    _worker_setup()
     task = get_task(task_name)  # a held-out task too (`--tasks`)
     budget = budget_runs * steps
     train_seed = 1000 + seed
@@ -257,14 +265,12 @@ def _study_worker(
 ) -> None:
     """One worker process of a parallel study: trials until the shared budget is spent."""
     import optuna
-    import torch
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
 
     from autolr.bench.tasks import get_task
 
-    torch.set_num_threads(1)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    _worker_setup()
     sampler, pruner = _make(method, _worker_seed(method, seed, worker), steps)
     storage = JournalStorage(JournalFileBackend(path))
     study = optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner)
@@ -528,11 +534,8 @@ def time_sampling(
     """Median seconds of ``study.ask`` (3-d relative sampling) after ``n_complete`` trials,
     AutoLRSSampler and GPSampler interleaved call by call so both see the same machine load
     (AutoLRSSampler alone when ``n_pruned`` > 0: GPSampler ignores pruned trials)."""
-    import optuna
-    import torch
 
-    torch.set_num_threads(1)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    _worker_setup()
     names = ["autolrs"] if n_pruned else ["autolrs", "gp"]
     fn = TIMING_OBJECTIVES[objective]
     studies = {name: _timing_study(name, n_complete, n_pruned, fn) for name in names}
