@@ -4,6 +4,7 @@ to bad replies, state round-trips and a short simulation."""
 from __future__ import annotations
 
 import math
+import warnings
 
 import pytest
 import torch
@@ -575,6 +576,51 @@ def test_skipped_round_reports_the_unchanged_lrs_and_counts_every_skip():
     assert server.skipped_rounds == 2 and server.dropped_updates == 4 and server.round == 4
 
 
+@pytest.mark.parametrize(
+    "kw, dtype, huge",
+    [
+        ({"rule": "g", "global_lr": 3.0, "normalize": True}, torch.float32, 2e38),
+        ({"rule": "gm", "global_lr": 2.0}, torch.float32, 3e38),
+        ({"rule": "g", "server_optimizer": "adam", "global_lr": 0.1}, torch.float64, 1e200),
+    ],
+    ids=["g-model-overflows", "gm-model-overflows", "adam-v-overflows"],
+)
+def test_an_update_that_would_overflow_is_skipped_and_nothing_is_lost(kw, dtype, huge):
+    # Once applied: the model went to inf (every later reply dropped, every round skipped) or
+    # FedAdam's v went to inf (every later step 0), for good and silently.
+    x = torch.zeros(3, dtype=dtype)
+    server = FedHyperServer([x], **kw)
+    server.step([[x + 1.0]])
+    before, state = x.clone(), server.state_dict()
+    with pytest.warns(RuntimeWarning, match="finite but too large"):
+        report = server.step([[x + huge]])
+    assert report.skipped and report.dropped == () and torch.equal(x, before)
+    assert (server.overflowed_rounds, server.skipped_rounds, server.round) == (1, 1, 2)
+    after = server.state_dict()
+    for k in ("global_lr", "momentum_coef", "local_lr", "prev_delta", "momentum_buf", "adam_v"):
+        a, b = state[k], after[k]
+        assert (torch.equal(a, b) if isinstance(a, torch.Tensor) else a == b), k
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # one warning; later overflows are only counted
+        assert server.step([[x + huge]]).skipped and server.overflowed_rounds == 2
+    moved = server.step([[x + 1.0]])
+    assert not moved.skipped and torch.isfinite(x).all() and not torch.equal(x, before)
+    other = FedHyperServer([torch.zeros(3, dtype=dtype)], **kw)
+    other.load_state_dict(round_trip(server.state_dict()))
+    assert other.overflowed_rounds == 2
+    old = server.state_dict()
+    del old["overflowed_rounds"]  # saved before the counter existed
+    other.load_state_dict(old)
+    assert other.overflowed_rounds == 0
+
+
+def test_huge_finite_client_weights_keep_their_ratios():
+    x = T([0.0, 0.0])
+    server = FedHyperServer([x], rule="none")
+    report = server.step([[T([1.0, 1.0])], [T([3.0, 3.0])]], weights=[1e308, 1e308])
+    assert not report.skipped and torch.equal(x, T([2.0, 2.0]))
+
+
 def test_client_state_mid_round_continues_from_the_last_local_step():
     # Small steps: γ stays below the growth cap, so which previous step is compared shows.
     w, opt, client = _client(hypergrad_lr=1.0, global_coef=0.0)
@@ -604,7 +650,8 @@ def test_state_keys_are_the_saved_format_and_a_fresh_client_round_trips():
     assert (state["version"], state["kind"]) == (2, "FedHyperServer")
     assert set(state) == {"version", "kind", "config", "round", "global_lr", "momentum_coef",
                           "local_lr", "rounds_skipped", "updates_dropped", "prev_delta",
-                          "prev_dir", "momentum_buf", "adam_m", "adam_v"}  # fmt: skip
+                          "prev_dir", "momentum_buf", "adam_m", "adam_v",
+                          "overflowed_rounds"}  # fmt: skip
     assert set(state["config"]) == {"rule", "server_optimizer", "initial_global_lr", "hyper_lr",
                                     "global_lr_bounds", "momentum", "adam_betas", "adam_tau",
                                     "initial_local_lr", "adapt_local_lr", "local_hyper_lr",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
@@ -37,7 +38,9 @@ class RoundReport:
         update_norm: ‖Δ_t‖ of the averaged client update (``nan`` when skipped).
         num_clients: replies received.
         dropped: indices (into this round's replies) of non-finite updates, never averaged in.
-        skipped: True when no reply was usable; the model and the LRs were left unchanged.
+        skipped: True when no reply was usable, or when the averaged update (finite itself)
+            would have made the model or the server's buffers non-finite; the model and the
+            LRs were left unchanged.
     """
 
     round: int
@@ -110,7 +113,10 @@ class FedHyperServer:
     Attributes:
         round: rounds stepped, skipped ones included.
         global_lr: η_g (G) or η_0 (GM); ``local_lr``: the clients' SL-adapted LR.
-        skipped_rounds: rounds with no finite client update (formerly ``rounds_skipped``).
+        skipped_rounds: rounds with no finite client update, or whose update would overflow
+            (formerly ``rounds_skipped``).
+        overflowed_rounds: of those, the rounds whose update would overflow the model or the
+            server's buffers (one warning, at the first).
         dropped_updates: non-finite client updates dropped (formerly ``updates_dropped``).
 
     Raises:
@@ -240,6 +246,7 @@ class FedHyperServer:
         self.local_lr = self.initial_local_lr
         self.skipped_rounds = 0
         self.dropped_updates = 0
+        self.overflowed_rounds = 0  # skipped because the update would overflow (in skipped_rounds)
         self._prev_delta: torch.Tensor | None = None  # Δ_{t−1} (raw average)
         self._prev_dir: torch.Tensor | None = None  # G with Adam: previous Adam direction
         self._momentum_buf: torch.Tensor | None = None  # GM: m_{t−1}
@@ -320,6 +327,10 @@ class FedHyperServer:
                 dropped.append(i)
         self.dropped_updates += len(dropped)
         total = sum(kept_w)
+        if math.isinf(total):  # huge finite weights: their ratios still hold
+            top = max(kept_w)
+            kept_w = [wi / top for wi in kept_w]
+            total = sum(kept_w)
         if not deltas or total <= 0.0:
             return self._skip(len(client_params), tuple(dropped))
         delta = torch.zeros_like(global_flat)
@@ -356,61 +367,67 @@ class FedHyperServer:
         return lr * (1.0 + beta * h) if self.normalize else lr + beta * scale * h
 
     def _apply(self, delta: torch.Tensor, n: int, dropped: tuple[int, ...]) -> RoundReport:
+        # Everything is computed out of place and committed only when the new weights and
+        # buffers are finite: one huge finite client update once pushed the model to inf (every
+        # later round dropped) or FedAdam's v to inf (every later step 0), for good.
         hyper = math.nan
         prev = self._prev_delta
+        local_lr, global_lr, coef = self.local_lr, self.global_lr, self.momentum_coef
+        prev_dir, buf = self._prev_dir, self._momentum_buf
+        adam_m, adam_v = self._adam_m, self._adam_v
         # SL: the clients' LR, driven by ⟨Δ_{t−1}, Δ_t⟩ whatever the global rule.
         if self.adapt_local_lr and prev is not None:
             h = self._hypergradient(prev, delta)
             if math.isfinite(h):
                 lo, hi = self.local_lr_bounds
-                moved = self._moved(
-                    self.local_lr, self.local_hypergrad_lr, h, self.initial_local_lr
-                )
-                self.local_lr = min(hi, max(lo, moved))
+                moved = self._moved(local_lr, self.local_hypergrad_lr, h, self.initial_local_lr)
+                local_lr = min(hi, max(lo, moved))
                 hyper = h
         lo, hi = self.global_lr_bounds
         if self.server_optimizer == "adam":
-            if self.rule == "g" and self._prev_dir is not None:
-                h = self._hypergradient(self._prev_dir, delta)
+            if self.rule == "g" and prev_dir is not None:
+                h = self._hypergradient(prev_dir, delta)
                 if math.isfinite(h):
-                    moved = self._moved(self.global_lr, self.hypergrad_lr, h, 1.0)
-                    self.global_lr = min(hi, max(lo, moved))
+                    global_lr = min(hi, max(lo, self._moved(global_lr, self.hypergrad_lr, h, 1.0)))
                     hyper = h
             b1, b2 = self.adam_betas
-            if self._adam_m is None:
-                self._adam_m = torch.zeros_like(delta)
-                self._adam_v = torch.zeros_like(delta)
-            assert self._adam_v is not None
-            self._adam_m.mul_(b1).add_(delta, alpha=1.0 - b1)
-            self._adam_v.mul_(b2).addcmul_(delta, delta, value=1.0 - b2)
-            direction = self._adam_m / (self._adam_v.sqrt() + self.adam_tau)
-            update = direction * self.global_lr
-            self._prev_dir = direction if self.rule == "g" else None
+            if adam_m is None or adam_v is None:
+                adam_m, adam_v = torch.zeros_like(delta), torch.zeros_like(delta)
+            adam_m = adam_m.mul(b1).add_(delta, alpha=1.0 - b1)
+            adam_v = adam_v.mul(b2).addcmul_(delta, delta, value=1.0 - b2)
+            direction = adam_m / (adam_v.sqrt() + self.adam_tau)
+            update = direction * global_lr
+            prev_dir = direction if self.rule == "g" else None
+            moments: tuple[torch.Tensor, ...] = (adam_m, adam_v)
         elif self.rule == "gm":
-            buf = self._momentum_buf
             if buf is not None:
                 h = self._hypergradient(buf, delta)
                 if math.isfinite(h):
                     a_lo, a_hi = lo - self.initial_global_lr, hi - self.initial_global_lr
                     # a starts at 0, so it always moves additively (by β·η_0·cos if normalized)
                     scale = self.initial_global_lr if self.normalize else 1.0
-                    a = self.momentum_coef + self.hypergrad_lr * scale * h
-                    self.momentum_coef = min(a_hi, max(a_lo, a))
+                    coef = min(a_hi, max(a_lo, coef + self.hypergrad_lr * scale * h))
                     hyper = h
-                buf.mul_(self.momentum).add_(delta)  # m_t = Δ_t + μ m_{t−1}
+                buf = buf.mul(self.momentum).add_(delta)  # m_t = Δ_t + μ m_{t−1}
             else:
-                buf = self._momentum_buf = delta.clone()  # m_0 = Δ_0
+                buf = delta.clone()  # m_0 = Δ_0
             update = delta * self.initial_global_lr
-            if self.momentum_coef != 0.0:  # keeps hypergrad_lr=0 bit-identical to FedAvg
-                update.add_(buf, alpha=self.momentum_coef)
+            if coef != 0.0:  # keeps hypergrad_lr=0 bit-identical to FedAvg
+                update.add_(buf, alpha=coef)
+            moments = (buf,)
         else:
             if self.rule == "g" and prev is not None:
                 h = self._hypergradient(prev, delta)
                 if math.isfinite(h):
-                    moved = self._moved(self.global_lr, self.hypergrad_lr, h, 1.0)
-                    self.global_lr = min(hi, max(lo, moved))
+                    global_lr = min(hi, max(lo, self._moved(global_lr, self.hypergrad_lr, h, 1.0)))
                     hyper = h
-            update = delta * self.global_lr
+            update = delta * global_lr
+            moments = ()
+        if not self._finite_after(update, moments):
+            return self._overflowed(n, dropped)
+        self.local_lr, self.global_lr, self.momentum_coef = local_lr, global_lr, coef
+        self._prev_dir, self._momentum_buf = prev_dir, buf
+        self._adam_m, self._adam_v = adam_m, adam_v
         report = RoundReport(
             round=self.round,
             global_lr=self.effective_global_lr,
@@ -429,6 +446,34 @@ class FedHyperServer:
         self._prev_delta = delta
         self.round += 1
         return report
+
+    def _finite_after(self, update: torch.Tensor, moments: tuple[torch.Tensor, ...]) -> bool:
+        """Whether the server's buffers and every parameter after ``update`` stay finite."""
+        if not all(bool(torch.isfinite(m).all()) for m in moments):
+            return False
+        offset = 0
+        for p in self.params:
+            u = update[offset : offset + p.numel()].view_as(p)
+            if not bool(torch.isfinite(p + u).all()):
+                return False
+            offset += p.numel()
+        return True
+
+    def _overflowed(self, n: int, dropped: tuple[int, ...]) -> RoundReport:
+        """A round whose averaged update, finite itself, would overflow the model or the
+        server's buffers: skipped (nothing changes), counted in ``overflowed_rounds``."""
+        self.overflowed_rounds += 1
+        if self.overflowed_rounds == 1:
+            warnings.warn(
+                f"FedHyperServer: round {self.round}'s averaged client update is finite but "
+                "too large: applied, it would make the global model or the server's buffers "
+                f"non-finite in {self.params[0].dtype}. The round is skipped (nothing changed); "
+                "later such rounds are counted in overflowed_rounds without a warning. Lower "
+                "global_lr or the clients' LR, or clip the client updates",
+                RuntimeWarning,
+                stacklevel=4,
+            )
+        return self._skip(n, dropped)
 
     # ------------------------------------------------------------------ persistence
     _BUFFERS = ("_prev_delta", "_prev_dir", "_momentum_buf", "_adam_m", "_adam_v")
@@ -468,6 +513,7 @@ class FedHyperServer:
         """
         state: dict[str, Any] = {"version": _STATE_VERSION, "kind": "FedHyperServer"}
         state.update({k: getattr(self, a) for k, a in self._SCALARS.items()})
+        state["overflowed_rounds"] = self.overflowed_rounds
         for k in self._BUFFERS:
             buf = getattr(self, k)
             state[k.lstrip("_")] = None if buf is None else buf.detach().clone()
@@ -532,6 +578,8 @@ class FedHyperServer:
         round_ = _sc._state_int(owner, "round", state["round"])
         skipped = _sc._state_int(owner, "rounds_skipped", state["rounds_skipped"])
         dropped = _sc._state_int(owner, "updates_dropped", state["updates_dropped"])
+        # Absent from states saved before it existed.
+        overflowed = _sc._state_int(owner, "overflowed_rounds", state.get("overflowed_rounds", 0))
         global_lr = _sc._state_float(owner, "global_lr", state["global_lr"], positive=True)
         momentum_coef = _sc._state_float(owner, "momentum_coef", state["momentum_coef"])
         local_lr = _sc._state_float(owner, "local_lr", state["local_lr"], positive=True)
@@ -541,6 +589,7 @@ class FedHyperServer:
             flat = None if buf is None else buf.detach().to(ref.device, ref.dtype).reshape(-1)
             setattr(self, k, None if flat is None else flat.clone())
         self.round, self.skipped_rounds, self.dropped_updates = round_, skipped, dropped
+        self.overflowed_rounds = overflowed
         self.global_lr = global_lr  # type: ignore[assignment]
         self.momentum_coef = momentum_coef  # type: ignore[assignment]
         self.local_lr = local_lr  # type: ignore[assignment]
