@@ -599,7 +599,7 @@ def test_an_update_that_would_overflow_is_skipped_and_nothing_is_lost(kw, dtype,
     after = server.state_dict()
     for k in ("global_lr", "momentum_coef", "local_lr", "prev_delta", "momentum_buf", "adam_v"):
         a, b = state[k], after[k]
-        assert (torch.equal(a, b) if isinstance(a, torch.Tensor) else a == b), k
+        assert torch.equal(a, b) if isinstance(a, torch.Tensor) else a == b, k
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # one warning; later overflows are only counted
         assert server.step([[x + huge]]).skipped and server.overflowed_rounds == 2
@@ -793,6 +793,12 @@ BAD_SERVER_STATES = [
     (("global_lr",), 0.0, "'global_lr' must be a finite number > 0, got 0.0"),
     (("local_lr",), 0.0, "'local_lr' must be a finite number > 0, got 0.0"),
     (("local_lr",), -1.0, "'local_lr' must be a finite number > 0, got -1.0"),
+    # Values the rules' clipping never leaves, and buffers that would poison the next round.
+    (("local_lr",), 0.5, "'local_lr' is 0.5, outside its bounds (0.001, 0.1) on this server"),
+    (("momentum_coef",), 9.0, "'momentum_coef' is 9, outside its bounds (-0.2, 4) on this server"),
+    (("global_lr",), 2.0, "'global_lr' is 2, outside its bounds (1, 1) on this server"),
+    (("momentum_buf",), torch.full((5,), math.inf), "'momentum_buf' holds NaN/inf values"),
+    (("prev_delta",), torch.full((5,), math.nan), "'prev_delta' holds NaN/inf values"),
 ]  # fmt: skip
 
 
@@ -812,6 +818,32 @@ def test_each_bad_server_state_entry_is_named_with_its_value(path, value, messag
         server.load_state_dict(_corrupt(server.state_dict(), path, value))
     assert str(err.value) == SERVER + message
     assert server.round == before[1] and server.local_lr == before[2]
+
+
+def test_bad_adam_buffers_and_a_config_without_numel_are_state_errors():
+    def server():
+        x = torch.zeros(3)
+        srv = FedHyperServer([x], rule="g", server_optimizer="adam", global_lr=0.1)
+        srv.step([[x + 1.0]])
+        return srv
+
+    cases = [
+        ("adam_v", None, "'adam_m' and 'adam_v' must both be tensors or both None"),
+        ("adam_v", -torch.ones(3), "'adam_v' (a mean of squares) holds negative values"),
+        ("adam_m", torch.full((3,), math.nan), "'adam_m' holds NaN/inf values"),
+    ]
+    for key, value, message in cases:
+        srv, state = server(), server().state_dict()
+        before = srv.state_dict()
+        state[key] = value
+        with pytest.raises(StateError) as err:
+            srv.load_state_dict(state)
+        assert str(err.value) == SERVER + message
+        assert torch.equal(srv.state_dict()["adam_v"], before["adam_v"])
+    state = server().state_dict()
+    del state["config"]["numel"]  # was a raw KeyError
+    with pytest.raises(StateError, match="numel"):
+        server().load_state_dict(state)
 
 
 def test_server_state_round_trip_keeps_the_counters():

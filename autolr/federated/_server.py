@@ -541,7 +541,8 @@ class FedHyperServer:
         if not isinstance(config, Mapping):
             raise _sc._state_error(owner, f"'config' must be a dict, got {_sc._short(config)}")
         mine = self._config()
-        _sc._state_keys(owner, config, [*mine, "shapes"] if version >= 2 else ["numel"], "config")
+        need = [*mine, "shapes", "numel"] if version >= 2 else ["numel"]
+        _sc._state_keys(owner, config, need, "config")
         _sc._state_config(owner, config, mine)
         if "shapes" in config:
             shapes = _sc._state_list(owner, "config['shapes']", config["shapes"])
@@ -574,7 +575,14 @@ class FedHyperServer:
                 buf = _sc._state_tensor(
                     owner, key, buf, (self._numel,), "this server's flat parameters"
                 )
+                # A NaN/inf (or negative v) would reach the global model at the next round.
+                if not bool(torch.isfinite(buf).all()):
+                    raise _sc._state_error(owner, f"{key!r} holds NaN/inf values")
             buffers[k] = buf
+        if (buffers["_adam_m"] is None) != (buffers["_adam_v"] is None):
+            raise _sc._state_error(owner, "'adam_m' and 'adam_v' must both be tensors or both None")
+        if buffers["_adam_v"] is not None and bool((buffers["_adam_v"] < 0).any()):
+            raise _sc._state_error(owner, "'adam_v' (a mean of squares) holds negative values")
         round_ = _sc._state_int(owner, "round", state["round"])
         skipped = _sc._state_int(owner, "rounds_skipped", state["rounds_skipped"])
         dropped = _sc._state_int(owner, "updates_dropped", state["updates_dropped"])
@@ -583,6 +591,23 @@ class FedHyperServer:
         global_lr = _sc._state_float(owner, "global_lr", state["global_lr"], positive=True)
         momentum_coef = _sc._state_float(owner, "momentum_coef", state["momentum_coef"])
         local_lr = _sc._state_float(owner, "local_lr", state["local_lr"], positive=True)
+        lo, hi = self.global_lr_bounds
+        eta0 = self.initial_global_lr
+        # The rules clip to these bounds (GM's a as in _apply), so a saved state never leaves them.
+        for key, value, (low, high) in (
+            ("global_lr", global_lr, (lo, hi) if self.rule != "gm" else (eta0, eta0)),
+            (
+                "momentum_coef",
+                momentum_coef,
+                (lo - eta0, hi - eta0) if self.rule == "gm" else (0, 0),
+            ),
+            ("local_lr", local_lr, self.local_lr_bounds),
+        ):
+            if not low <= value <= high:
+                raise _sc._state_error(
+                    owner,
+                    f"{key!r} is {value:g}, outside its bounds ({low:g}, {high:g}) on this server",
+                )
         # Everything checked: from here on nothing can fail half-way.
         ref = self.params[0]
         for k, buf in buffers.items():
