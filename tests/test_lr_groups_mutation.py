@@ -15,7 +15,7 @@ import pytest
 import torch
 from torch import nn
 
-from autolr import ConfigError
+from autolr import AutoLRS, ConfigError
 from autolr._autolrs._lr import GroupLRs
 
 
@@ -163,7 +163,7 @@ def test_the_step_hook_reads_tensor_lrs_as_floats() -> None:
     assert used == [0.25, 0.5] and all(type(v) is float for v in used)
 
 
-def test_a_dead_watcher_removes_its_hook_and_leaves_others() -> None:
+def test_a_dead_watcher_does_nothing_and_the_next_watch_removes_its_hook() -> None:
     opt = sgd(0.1)
     keep = GroupLRs(opt)
     keep.watch()
@@ -173,10 +173,34 @@ def test_a_dead_watcher_removes_its_hook_and_leaves_others() -> None:
     del gone
     gc.collect()
     opt.step()
-    assert len(opt._optimizer_step_pre_hooks) == 1
     assert keep.take_used() == [0.1]  # the survivor still records
+    # Removed by the next watch (outside optimizer.step()), not by the hook itself.
+    new = GroupLRs(opt)
+    new.watch()
+    assert len(opt._optimizer_step_pre_hooks) == 2
     opt.step()
-    assert len(opt._optimizer_step_pre_hooks) == 1
+    assert keep.take_used() == [0.1] and new.take_used() == [0.1]
+
+
+def test_a_new_tuner_on_the_optimizer_of_a_discarded_one_steps() -> None:
+    # The discarded watcher's hook, first in torch's hook dict, removed itself while torch
+    # iterated over the dict: "OrderedDict mutated during iteration" inside optimizer.step()
+    # (a second HF trainer.train(), or any new run on the same optimizer).
+    model = nn.Linear(4, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    tuner = AutoLRS(model, opt, lr_bounds=(1e-3, 1.0), max_steps=100)
+    for _ in range(2):
+        for _ in range(3):
+            opt.zero_grad()
+            loss = model(torch.randn(8, 4)).pow(2).mean()
+            loss.backward()
+            opt.step()
+            tuner.step(loss.item())
+        tuner = AutoLRS(model, opt, lr_bounds=(1e-3, 1.0), max_steps=100)
+        gc.collect()  # the replaced tuner is gone: its hook stays, first in the dict
+    assert tuner.global_step == 0
+    # Only the live tuner's hook and the one replaced last (removed by the next watch) remain.
+    assert len(opt._optimizer_step_pre_hooks) == 2
 
 
 def test_drift_tolerates_float32_rounding_only() -> None:

@@ -129,6 +129,15 @@ def test_scheduler_after_optimizer_step_is_undone_and_warned_once(make_sched: An
     assert same_weights(m_a, m_b)
 
 
+def test_a_hypergradient_lr_optimizer_is_refused_at_construction() -> None:
+    # Two LR controllers fought, then the first restore crashed with a raw KeyError.
+    model = nn.Linear(2, 1)
+    hd = HypergradientLR(torch.optim.SGD(model.parameters(), lr=0.1))
+    with pytest.raises(ConfigError, match=r"HypergradientLR.*\(hd\.optimizer\)"):
+        AutoLRS(model, hd, lr_bounds=(1e-3, 1.0), max_steps=100)
+    AutoLRS(model, hd.optimizer, lr_bounds=(1e-3, 1.0), max_steps=100)  # the wrapped one works
+
+
 def test_scheduler_before_optimizer_step_is_recorded_as_used() -> None:
     # sched.step(); o.step(): the scheduler's LR really trains each step. The history must
     # say so (it used to report the tuner's LR), and the warning comes once.
@@ -510,8 +519,9 @@ def test_group_lrs_hook_holds_the_tuner_weakly() -> None:
     assert g.take_used() == [0.1] and g.take_used() is None
     n = len(opt._optimizer_step_pre_hooks)
     del g
-    opt.step()  # the dead watcher's hook removes itself
-    assert len(opt._optimizer_step_pre_hooks) == n - 1
+    opt.step()  # the dead watcher's hook does nothing; the next watch removes it
+    GroupLRs(opt).watch()
+    assert len(opt._optimizer_step_pre_hooks) == n
 
 
 def _warnings_of_one_run(

@@ -15,6 +15,10 @@ __all__ = ["GroupLRs"]
 
 # A tensor LR holds the written float rounded to its dtype (float32: ~6e-8 relative).
 _REL_TOL = 1e-6
+# Per optimizer, the step hooks of GroupLRs.watch with the (weak) object each one serves.
+_WATCHED: weakref.WeakKeyDictionary[Any, list[tuple[weakref.ref[Any], Any]]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 class GroupLRs:
@@ -96,22 +100,28 @@ class GroupLRs:
     def watch(self) -> None:
         """Record the groups' LRs at every ``optimizer.step()`` (see :meth:`take_used`).
 
-        The hook holds this object weakly and removes itself once it is gone.
+        The hook holds this object weakly; once it is gone the hook does nothing, and the
+        next ``watch`` on the same optimizer removes it.
         """
         me = weakref.ref(self)
-        handle: Any = None
 
         def hook(opt: Any, args: Any, kwargs: Any) -> None:
             obj = me()
             if obj is None:
-                handle.remove()
+                # Not removed here: torch is iterating over its hooks (removing one raised
+                # "OrderedDict mutated during iteration" inside optimizer.step()).
                 return
             # Runs inside every optimizer.step(): plain floats are kept as they are.
             obj._used = [
                 g["lr"] if type(g["lr"]) is float else _keep(g["lr"]) for g in opt.param_groups
             ]
 
-        handle = self.optimizer.register_step_pre_hook(hook)
+        hooks = _WATCHED.setdefault(self.optimizer, [])
+        for ref, old in hooks:
+            if ref() is None:
+                old.remove()  # a tuner that is gone (e.g. replaced by a new run's)
+        hooks[:] = [(ref, h) for ref, h in hooks if ref() is not None]
+        hooks.append((me, self.optimizer.register_step_pre_hook(hook)))
 
     def take_unchanged(self) -> bool:
         """Whether a step ran since the last take, with the groups' LRs exactly as written.

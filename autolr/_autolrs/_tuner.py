@@ -20,6 +20,7 @@ from autolr.searchers import Searcher
 from .._deprecate import RenamedAttribute
 from .._distributed import RankZeroPredictor, resolve_group
 from .._errors import ConfigError, ConfigTypeError, StateError
+from .._hypergrad import HypergradientLR
 from .._schedule import Schedule
 from .._snapshot import Snapshot, Stateful, _RngState, state_finite
 from .._validate import (
@@ -1496,6 +1497,14 @@ def _num(value: Any, name: str, *, low: float | None = None) -> float:
 def _check_model_optimizer(model: Any, optimizer: Any) -> None:
     check_instance("model", model, nn.Module)
     check_instance("optimizer", optimizer, torch.optim.Optimizer)
+    if isinstance(optimizer, HypergradientLR):
+        # Two LR controllers: each overwrote the other's LR, then the first restore failed
+        # inside the snapshot code (its state_dict nests torch's under "optimizer").
+        raise ConfigError(
+            "optimizer is a HypergradientLR, which sets the LR itself at every step; AutoLRS "
+            "sets it too. Use one of them: give AutoLRS the optimizer it wraps "
+            "(hd.optimizer), or train with HypergradientLR alone"
+        )
     own = {id(p) for p in model.parameters()}
     foreign = [p for g in optimizer.param_groups for p in g["params"] if id(p) not in own]
     if foreign:
