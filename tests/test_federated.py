@@ -621,6 +621,43 @@ def test_huge_finite_client_weights_keep_their_ratios():
     assert not report.skipped and torch.equal(x, T([2.0, 2.0]))
 
 
+def test_client_warns_once_when_a_scheduler_sets_the_lr_beside_it():
+    # The client overwrote a scheduler's LR silently at each of its LR changes.
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 2)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    client = FedHyperClient(opt)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)
+
+    def local_steps(n):
+        for _ in range(n):
+            opt.zero_grad()
+            model(torch.randn(4, 3)).pow(2).mean().backward()
+            opt.step()
+            client.step()
+            sched.step()
+
+    client.begin_round(0.1)
+    with pytest.warns(RuntimeWarning, match=r"param group 0's LR was changed outside the client"):
+        local_steps(2)  # seen at the step after the scheduler's first
+    assert client.lr > 0.09  # the client's own LR (the scheduler alone would be at 0.025)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # once per client
+        local_steps(3)
+    # Without a scheduler nothing is said, also across rounds.
+    opt2 = torch.optim.SGD(model.parameters(), lr=0.1)
+    other = FedHyperClient(opt2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for _ in range(2):
+            other.begin_round(0.05)
+            for _ in range(3):
+                opt2.zero_grad()
+                model(torch.randn(4, 3)).pow(2).mean().backward()
+                opt2.step()
+                other.step()
+
+
 def test_client_state_mid_round_continues_from_the_last_local_step():
     # Small steps: γ stays below the growth cap, so which previous step is compared shows.
     w, opt, client = _client(hypergrad_lr=1.0, global_coef=0.0)
@@ -868,6 +905,9 @@ BAD_CLIENT_STATES = [
     (("scale",), -1.0, "'scale' must be a finite number > 0, got -1.0"),
     (("steps",), -1, "'steps' must be an int >= 0, got -1"),
     (("steps_skipped",), "a", "'steps_skipped' must be an int >= 0, got 'a'"),
+    # A scale step() never reaches (it clips), and a buffer that would poison the next step.
+    (("scale",), 1e6, "'scale' is 1e+06, outside scale_bounds (0.1, 10)"),
+    (("global",), T([math.nan, 0.0]), "'global' holds NaN/inf values"),
 ]  # fmt: skip
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -104,6 +105,8 @@ class FedHyperClient:
         self._params = [p for g in optimizer.param_groups for p in g["params"]]
         # One LR-setting rule for every tuner: group ratios kept, lr=0 groups frozen.
         self._group_lrs = GroupLRs(optimizer)
+        self._group_lrs.watch()  # an LR scheduler or a write beside the client: warned once
+        self._lr_warned = False
         self.base_lr = self._group_lrs.first
         self.scale = 1.0
         self.steps = 0
@@ -143,6 +146,7 @@ class FedHyperClient:
             ConfigTypeError: ``global_update`` is not a sequence of tensors.
         """
         self._group_lrs.check_groups()
+        self._group_lrs.take_used()  # steps before the round say nothing about its LR
         if base_lr is not None:
             self.base_lr = check_float("base_lr", base_lr, minimum=0.0, min_inclusive=False)
         self.scale = 1.0
@@ -168,6 +172,7 @@ class FedHyperClient:
         if self._last is None:
             raise ConfigError("call begin_round() before step()")
         self._group_lrs.check_groups()  # a group added later would be left untuned
+        self._check_lr()
         now = self._flat()
         delta = now - self._last
         self._last = now
@@ -192,6 +197,33 @@ class FedHyperClient:
         self.scale = min(hi, max(lo, gamma * self.scale))
         self._set_lr()
         return self.lr
+
+    def _check_lr(self) -> None:
+        """Once: something else set the LR (at or since the last ``optimizer.step()``).
+
+        The client writes its own LR back (it did so silently before, so a scheduler stepped
+        beside it never took effect and nothing said so).
+        """
+        g = self._group_lrs
+        if g.take_unchanged():
+            return
+        used = g.take_used()
+        bad = (g.drift(used) if used is not None else []) + g.drift(g.read())
+        if not bad:
+            return
+        if not self._lr_warned:
+            self._lr_warned = True
+            i, want, got = bad[0]
+            warnings.warn(
+                f"FedHyperClient: param group {i}'s LR was changed outside the client (it set "
+                f"{want:.6g}, found {got:.6g}). Most likely an LR scheduler "
+                "(torch.optim.lr_scheduler) is stepped beside it, or code writes "
+                "param_group['lr']: remove it; the client sets every group's LR itself (the "
+                "round's base LR comes from begin_round(base_lr)). It writes its own LR back.",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+        g.set(self.lr)
 
     def _config(self) -> dict[str, Any]:
         """Arguments a state_dict must have been saved with to be loaded here."""
@@ -262,6 +294,15 @@ class FedHyperClient:
             flat[k] = None if b is None else _sc._state_tensor(owner, k, b, (numel,), "this client")
         base_lr = _sc._state_float(owner, "base_lr", state["base_lr"], positive=True)
         scale = _sc._state_float(owner, "scale", state["scale"], positive=True)
+        lo, hi = self.scale_bounds
+        if not lo <= scale <= hi:  # step() clips to the bounds: a saved state never leaves them
+            raise _sc._state_error(
+                owner, f"'scale' is {scale:g}, outside scale_bounds ({lo:g}, {hi:g})"
+            )
+        for k in ("prev_step", "global"):  # kept only when finite (the weights may not be)
+            b = flat[k]
+            if b is not None and not bool(torch.isfinite(b).all()):
+                raise _sc._state_error(owner, f"{k!r} holds NaN/inf values")
         steps = _sc._state_int(owner, "steps", state["steps"])
         skipped = _sc._state_int(owner, "steps_skipped", state["steps_skipped"])
         # Everything checked: from here on nothing can fail half-way.
