@@ -297,6 +297,14 @@ def test_nonfinite_client_update_is_dropped_and_reported():
 
 def test_server_bad_input():
     x = T([0.0, 0.0])
+    with pytest.raises(ConfigTypeError, match=r"adam_betas must be a pair"):
+        FedHyperServer([x], adam_betas=(0.9, 0.99, 0.5))
+    with pytest.raises(ConfigTypeError, match=r"adam_betas must be a pair"):
+        FedHyperServer([x], adam_betas=0.9)
+    with pytest.raises(ConfigTypeError, match="params must be an iterable of tensors"):
+        FedHyperServer(5)
+    with pytest.raises(ConfigTypeError, match="weights must be a sequence"):
+        FedHyperServer([x]).step([[T([1.0, 1.0])]], weights=2.0)
     with pytest.raises(ConfigError, match="empty"):
         FedHyperServer([])
     with pytest.raises(ConfigTypeError):
@@ -354,6 +362,23 @@ def test_simulate_bad_input():
         simulate("fedhyper-cos", rounds=1, progress=False)
     with pytest.raises(ConfigError, match="rounds"):
         simulate("fedavg", rounds=0, progress=False)
+    # Each of these was a raw TypeError/ValueError/RuntimeError (the last after a round).
+    for kw, err, match in [
+        ({"global_lr": "1"}, ConfigTypeError, "global_lr must be a finite float > 0"),
+        ({"global_lr": None}, ConfigTypeError, "global_lr must be a finite float > 0"),
+        ({"seed": "x"}, ConfigTypeError, "seed must be an int"),
+        ({"methods": None}, ConfigTypeError, "methods must be a method name or a sequence"),
+        ({"device": "gpu"}, ConfigError, "'gpu' is not a torch device"),
+        ({"checkpoint": "/no/such/dir/x.pt"}, ConfigError, "does not exist"),
+    ]:
+        kw = {"methods": "fedavg", "rounds": 1, "progress": False, **kw}
+        with pytest.raises(err, match=match):
+            simulate(**kw)
+    labels = torch.arange(40) % 4
+    with pytest.raises(ConfigError, match="seed must be an int >= 0"):
+        dirichlet_partition(labels, 2, 0.5, seed=-1)
+    with pytest.raises(ConfigTypeError, match="max_tries must be an int >= 1"):
+        dirichlet_partition(labels, 2, 0.5, max_tries="3")
     assert parse_method("fedhyper-adam") == {
         "rule": "g",
         "server_optimizer": "adam",

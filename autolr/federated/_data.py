@@ -77,6 +77,8 @@ def dirichlet_partition(
     check_int("num_clients", num_clients, minimum=1)
     check_float("alpha", alpha, minimum=0, min_inclusive=False)
     check_int("min_size", min_size, minimum=1)
+    check_int("seed", seed, minimum=0)
+    check_int("max_tries", max_tries, minimum=1)
     y = np.asarray(torch.as_tensor(labels).cpu()).reshape(-1)
     if num_clients * min_size > len(y):
         raise ConfigError(

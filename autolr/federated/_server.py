@@ -167,7 +167,7 @@ class FedHyperServer:
         )
         hypergrad_lr = old.get("hypergrad_lr", hypergrad_lr)
         local_hypergrad_lr = old.get("local_hypergrad_lr", local_hypergrad_lr)
-        if isinstance(params, torch.Tensor):
+        if isinstance(params, torch.Tensor) or not isinstance(params, Iterable):
             raise ConfigTypeError("params must be an iterable of tensors, e.g. model.parameters()")
         self.params: list[torch.Tensor] = list(params)
         if not self.params:
@@ -211,6 +211,10 @@ class FedHyperServer:
             raise ConfigError(
                 f"global_lr {eta0} lies outside global_lr_bounds {self.global_lr_bounds}"
             )
+        if isinstance(adam_betas, (str, bytes)) or not (
+            isinstance(adam_betas, Sequence) and len(adam_betas) == 2
+        ):
+            raise ConfigTypeError(f"adam_betas must be a pair (beta1, beta2), got {adam_betas!r}")
         b1, b2 = adam_betas
         self.adam_betas = (
             check_float("adam_betas[0]", b1, minimum=0, maximum=1, max_inclusive=False),
@@ -311,6 +315,10 @@ class FedHyperServer:
         if weights is None:
             w = [1.0] * len(client_params)
         else:
+            if isinstance(weights, (str, bytes)) or not isinstance(weights, Sequence):
+                raise ConfigTypeError(
+                    f"weights must be a sequence (one per client), got {type(weights).__name__}"
+                )
             if len(weights) != len(client_params):
                 raise ConfigError(
                     f"{len(weights)} weights for {len(client_params)} clients; give one each"

@@ -260,6 +260,21 @@ def _check_config(cfg: dict[str, Any]) -> None:
         "val_fraction", cfg["val_fraction"], minimum=0, maximum=1,
         min_inclusive=False, max_inclusive=False,
     )  # fmt: skip
+    check_int("seed", cfg["seed"])
+
+
+def _device(device: str | torch.device | None) -> torch.device:
+    """``device`` as a torch device (``None``: the CPU); a bad name is a ConfigError."""
+    if device is None:
+        return torch.device("cpu")
+    if not isinstance(device, (str, torch.device)):
+        raise ConfigTypeError(f"device must be a str or torch.device, got {type(device).__name__}")
+    try:
+        return torch.device(device)
+    except RuntimeError as exc:
+        raise ConfigError(
+            f"device {device!r} is not a torch device ('cpu', 'cuda', 'cuda:1', ...)"
+        ) from exc
 
 
 def simulate(
@@ -339,6 +354,10 @@ def simulate(
         >>> [len(h.rounds) for h in res.histories.values()]
         [2, 2]
     """
+    if not isinstance(methods, (str, Sequence)):
+        raise ConfigTypeError(
+            f"methods must be a method name or a sequence of them, got {type(methods).__name__}"
+        )
     names = [methods] if isinstance(methods, str) else list(methods)
     if not names:
         raise ConfigError("methods is empty")
@@ -357,7 +376,10 @@ def simulate(
         "hyper_lr": hyper_lr,
         "local_hyper_lr": local_hyper_lr,
         "client_hyper_lr": client_hyper_lr,
-        "adam_lr": 0.1 * global_lr if adam_lr is None else adam_lr,
+        # Checked before it is derived from (a str or None global_lr failed inside the product).
+        "adam_lr": adam_lr
+        if adam_lr is not None
+        else 0.1 * check_float("global_lr", global_lr, minimum=0, min_inclusive=False),
         "adam_hyper_lr": adam_hyper_lr,
         "cos_hyper_lr": cos_hyper_lr,
         "dirichlet_alpha": dirichlet_alpha,
@@ -367,7 +389,13 @@ def simulate(
         "seed": seed,
     }
     _check_config(cfg)
-    dev = torch.device(device) if device is not None else torch.device("cpu")
+    dev = _device(device)
+    ckpt = Path(checkpoint) if checkpoint is not None else None
+    if ckpt is not None and not ckpt.parent.is_dir():
+        # Found before training, not when the first round's checkpoint is written.
+        raise ConfigError(
+            f"checkpoint {str(ckpt)!r}: its directory {str(ckpt.parent)!r} does not exist"
+        )
 
     x, y = load_digits()
     perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(_seed(seed, 1)))
@@ -379,7 +407,6 @@ def simulate(
     shards = dirichlet_partition(y_tr.cpu(), num_clients, dirichlet_alpha, seed=part_seed)
     per_round = round(fraction * num_clients)
 
-    ckpt = Path(checkpoint) if checkpoint is not None else None
     done: dict[str, History] = {}
     resume: dict[str, Any] | None = None
     prior_elapsed = 0.0
