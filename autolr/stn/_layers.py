@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -127,6 +127,8 @@ class StnLinear(nn.Linear, StnModule):
         resp = s_w.reshape(shape) * F.linear(x, self.response_weight)
         if self.response_bias is not None:
             resp = resp + s_b.reshape(shape) * self.response_bias
+        if x.dim() == 1:  # unbatched input: keep nn.Linear's output shape (out_features,)
+            resp = resp.squeeze(0)
         return out + resp
 
     def extra_repr(self) -> str:
@@ -186,7 +188,9 @@ class StnDropout(StnModule):
     tuned through the best-response path only, as in the STN paper. Identity in eval mode.
 
     Args:
-        name: Hyperparameter holding the drop probability (bounds inside ``[0, 1)``).
+        name: Hyperparameter holding the drop probability: continuous, with both bounds and
+            ``0 <= low < high <= 1`` (:func:`convert` and :class:`autolr.stn.STNTuner` check
+            it), so the rate stays in ``[0, 1)``.
 
     Example:
         >>> space = HyperSpace().add("drop", 0.5, low=0.0, high=0.9)
@@ -211,6 +215,38 @@ class StnDropout(StnModule):
 
     def extra_repr(self) -> str:
         return f"name={self.name!r}"
+
+
+def check_rate(space: HyperSpace, name: str, owner: str) -> None:
+    """Raise :class:`ConfigError` unless ``name`` can drive a dropout rate (see StnDropout).
+
+    StnDropout clamps the rate to [0, 0.999], so a wider range would be cut off silently.
+    """
+    spec = space._spec(name)
+    if spec.discrete or spec.low is None or spec.high is None or spec.low < 0 or spec.high > 1:
+        raise ConfigError(
+            f"{owner}: the dropout hyperparameter {name!r} must be continuous with bounds "
+            f"0 <= low < high <= 1 (a drop probability), got low={spec.low}, high={spec.high}"
+            f"{', discrete=True' if spec.discrete else ''}; add it as e.g. "
+            f"space.add({name!r}, 0.1, low=0.0, high=0.9)"
+        )
+
+
+def _names_list(key: str, value: object, item: type, example: str) -> tuple:
+    """``value`` as a tuple of ``item`` instances; a lone str or type is refused, not iterated."""
+    if isinstance(value, (str, bytes, type)) or not isinstance(value, Iterable):
+        raise ConfigTypeError(
+            f"convert: {key} must be a list or tuple, e.g. {key}={example}, got "
+            f"{type(value).__name__} {value!r}"
+        )
+    items = tuple(value)
+    bad = [v for v in items if not isinstance(v, item)]
+    if bad:
+        raise ConfigTypeError(
+            f"convert: {key} must hold {item.__name__} entries, e.g. {key}={example}, "
+            f"got {bad[0]!r}"
+        )
+    return items
 
 
 def _convert_one(module: nn.Module, n: int) -> nn.Module:
@@ -254,15 +290,23 @@ def convert(
     active context (or the space's current λ outside one).
 
     Args:
-        model: The model (modified in place).
-        space: The hyperparameters; frozen by this call.
-        include: Layer types to convert (subset of ``(nn.Linear, nn.Conv2d)``).
-        exclude: Qualified module names to keep plain (e.g. ``"head"``).
+        model: The model (modified in place). A module registered under several names (tied
+            or shared layers) is replaced under all of them by one new module, so it stays
+            shared; excluding any of its names keeps it plain.
+        space: The hyperparameters; frozen by this call once every argument is checked.
+        include: Layer types to convert (a list or tuple, subset of
+            ``(nn.Linear, nn.Conv2d)``).
+        exclude: Qualified module names to keep plain (a list or tuple, e.g. ``("head",)``).
         dropout: ``{module name: hyperparameter}``: replace those :class:`torch.nn.Dropout`
-            modules by :class:`StnDropout` driven by the hyperparameter.
+            modules by :class:`StnDropout` driven by the hyperparameter (continuous, with
+            ``0 <= low < high <= 1``).
 
     Raises:
-        ConfigError: No supported layer found, unknown names, or a bad dropout mapping.
+        ConfigError: No supported layer found, unknown names, a bad dropout mapping or rate
+            bounds, or best-response layers built for a space of another size. Nothing is
+            changed (model or space) when it raises.
+        ConfigTypeError: ``include``/``exclude`` not a list or tuple (a lone type or str), or
+            ``dropout`` not a mapping of str to str.
 
     Example:
         >>> space = HyperSpace().add("drop", 0.1, low=0.0, high=0.9)
@@ -273,45 +317,82 @@ def convert(
     """
     check_instance("model", model, nn.Module)
     check_instance("space", space, HyperSpace)
+    include = _names_list("include", include, type, "(nn.Linear,)")
+    exclude = _names_list("exclude", exclude, str, "('head',)")
+    if dropout is not None and not isinstance(dropout, Mapping):
+        raise ConfigTypeError(
+            "convert: dropout must be a dict {module name: hyperparameter}, e.g. "
+            f"dropout={{'drop': 'p'}}, got {type(dropout).__name__} {dropout!r}"
+        )
+    dropout = dict(dropout or {})
+    bad = [(k, v) for k, v in dropout.items() if not (isinstance(k, str) and isinstance(v, str))]
+    if bad:
+        raise ConfigTypeError(
+            f"convert: dropout must map module names (str) to hyperparameter names (str), "
+            f"got {bad[0][0]!r}: {bad[0][1]!r}"
+        )
     supported = (nn.Linear, nn.Conv2d)
     for t in include:
         if t not in supported:
             raise ConfigError(f"convert: include may only hold nn.Linear and nn.Conv2d, got {t}")
-    space.freeze()
-    dropout = dict(dropout or {})
-    names = dict(model.named_modules())
+    if len(space) == 0:  # what freeze() raises, but before anything is changed
+        raise ConfigError("HyperSpace is empty: add at least one hyperparameter")
+    # Every name of every module (named_modules() lists a shared module under its first name
+    # only): a tied layer must be replaced under all its names to stay tied.
+    aliases: dict[int, list[str]] = {}
+    by_name: dict[str, nn.Module] = {}
+    for n, m in model.named_modules(remove_duplicate=False):
+        aliases.setdefault(id(m), []).append(n)
+        by_name[n] = m
     for key in [*exclude, *dropout]:
-        if key not in names:
+        if key not in by_name:
             raise ConfigError(f"convert: no submodule named {key!r} in the model")
+    rates: dict[int, str] = {}
     for mod_name, hp in dropout.items():
         space.index(hp)  # raises on an unknown hyperparameter
-        if not isinstance(names[mod_name], nn.Dropout):
+        mod = by_name[mod_name]
+        if not isinstance(mod, nn.Dropout):
+            raise ConfigError(f"convert: {mod_name!r} is a {type(mod).__name__}, not nn.Dropout")
+        check_rate(space, hp, "convert")
+        if rates.setdefault(id(mod), hp) != hp:
             raise ConfigError(
-                f"convert: {mod_name!r} is a {type(names[mod_name]).__name__}, not nn.Dropout"
+                f"convert: {' and '.join(map(repr, aliases[id(mod)]))} are one shared nn.Dropout "
+                f"module; map it to one hyperparameter, got {rates[id(mod)]!r} and {hp!r}"
             )
+    # Layers of an earlier convert() are kept: check them now, before anything is replaced.
+    for m in model.modules():
+        if isinstance(m, StnDropout):
+            check_rate(space, m.name, "convert")
+        elif isinstance(m, (StnLinear, StnConv2d)) and m.hyper_bottleneck.in_features != len(space):
+            raise ConfigError(
+                f"convert: {type(m).__name__} has {m.hyper_bottleneck.in_features} hyper "
+                f"inputs but the space has {len(space)}"
+            )
+    excluded = set(exclude)
     targets = [
-        n for n, m in names.items() if n and type(m) in tuple(include) and n not in set(exclude)
+        m
+        for n, m in model.named_modules()
+        if n and type(m) in include and excluded.isdisjoint(aliases[id(m)])
     ]
     if not targets and not any(isinstance(m, (StnLinear, StnConv2d)) for m in model.modules()):
         raise ConfigError(
             f"convert: the model has no {' / '.join(t.__name__ for t in include)} layer to "
             "convert; an STN needs at least one best-response layer"
         )
-    for n in targets:
-        _replace(model, n, _convert_one(names[n], len(space)))
+    # Everything checked: from here on nothing fails half-way.
+    space.freeze()
+    new_layers = [(m, _convert_one(m, len(space))) for m in targets]
+    new_drops: dict[int, tuple[nn.Module, nn.Module]] = {}
     for n, hp in dropout.items():
-        new = StnDropout(hp)
-        new.train(names[n].training)
-        _replace(model, n, new)
+        old = by_name[n]
+        if id(old) not in new_drops:
+            new_drops[id(old)] = (old, StnDropout(hp))
+            new_drops[id(old)][1].train(old.training)
+    for old, new in [*new_layers, *new_drops.values()]:
+        for n in aliases[id(old)]:
+            _replace(model, n, new)
     for m in model.modules():
         if isinstance(m, StnModule):
-            if isinstance(m, StnDropout):
-                space.index(m.name)
-            elif m.hyper_bottleneck.in_features != len(space):
-                raise ConfigError(
-                    f"convert: {type(m).__name__} has {m.hyper_bottleneck.in_features} hyper "
-                    f"inputs but the space has {len(space)}"
-                )
             m.attach(space)
     return model
 

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Sequence
 import torch
 from torch import nn
 
-from .._errors import ConfigError, StateError
+from .._errors import ConfigError, ConfigTypeError, StateError
 from ._space import HyperSpace, current_context
 
 __all__ = [
@@ -74,13 +74,24 @@ def _per_example(v: torch.Tensor | float, x: torch.Tensor) -> torch.Tensor:
     return v.expand(x.shape[0]).reshape((-1,) + (1,) * (x.dim() - 1))
 
 
+def _float_images(x: torch.Tensor, who: str) -> None:
+    # Integer images would truncate (or wrap) the offsets and factors, or fail deep in torch.
+    if not x.is_floating_point():
+        raise ConfigTypeError(
+            f"{who} needs floating-point images, got {x.dtype}; convert the batch first "
+            "(e.g. x.float() / 255)"
+        )
+
+
 def adjust_brightness(x: torch.Tensor, delta: torch.Tensor | float) -> torch.Tensor:
-    """Add a per-example brightness offset ``delta`` (shape ``(B,)`` or scalar)."""
+    """Add a per-example brightness offset ``delta`` (shape ``(B,)`` or scalar) to float images."""
+    _float_images(x, "adjust_brightness")
     return x + _per_example(delta, x)
 
 
 def adjust_contrast(x: torch.Tensor, factor: torch.Tensor | float) -> torch.Tensor:
-    """Scale each example around its own mean by ``factor`` (shape ``(B,)`` or scalar)."""
+    """Scale each example (float images) around its own mean by ``factor`` (``(B,)`` or scalar)."""
+    _float_images(x, "adjust_contrast")
     dims = tuple(range(1, x.dim()))
     mean = x.mean(dim=dims, keepdim=True) if dims else x
     return mean + _per_example(factor, x) * (x - mean)
@@ -107,8 +118,8 @@ def cutout(
         raise ConfigError(f"cutout needs (B, [C,] H, W) images, got shape {tuple(x.shape)}")
     b, h, w = x.shape[0], x.shape[-2], x.shape[-1]
     dev = x.device
-    length = torch.as_tensor(length, device=dev).float().floor().clamp_min(0).expand(b)
-    holes = torch.as_tensor(holes, device=dev).float().floor().clamp_min(0).expand(b)
+    length = _counts(length, b, "length", dev)
+    holes = _counts(holes, b, "holes", dev)
     n_max = int(holes.max().item()) if b else 0
     mask = torch.ones(b, h, w, device=dev, dtype=x.dtype)
     ys = torch.arange(h, device=dev)[None, :, None]
@@ -126,6 +137,14 @@ def cutout(
     return x * mask
 
 
+def _counts(v: torch.Tensor | float, b: int, what: str, dev: torch.device) -> torch.Tensor:
+    """Per-example integer counts ``(b,)`` from a scalar or one value per example."""
+    t = torch.as_tensor(v, device=dev).reshape(-1)
+    if t.numel() not in (1, b):
+        raise ConfigError(f"cutout: {t.numel()} {what} values for a batch of {b}")
+    return t.float().floor().clamp_min(0).expand(b)
+
+
 class _Op:
     names: tuple[str, ...] = ()
 
@@ -140,6 +159,7 @@ class Brightness(_Op):
         self.names = (name,)
 
     def __call__(self, x: torch.Tensor, values: dict[str, torch.Tensor]) -> torch.Tensor:
+        _float_images(x, "Brightness")
         a = values[self.names[0]].to(x.dtype).expand(x.shape[0])
         return adjust_brightness(x, (2 * torch.rand_like(a) - 1) * a)
 
@@ -151,6 +171,7 @@ class Contrast(_Op):
         self.names = (name,)
 
     def __call__(self, x: torch.Tensor, values: dict[str, torch.Tensor]) -> torch.Tensor:
+        _float_images(x, "Contrast")
         a = values[self.names[0]].to(x.dtype).expand(x.shape[0])
         return adjust_contrast(x, 1 + (2 * torch.rand_like(a) - 1) * a)
 
@@ -191,7 +212,17 @@ class BatchAugment:
     """
 
     def __init__(self, ops: Sequence[_Op]) -> None:
+        if isinstance(ops, _Op) or not isinstance(ops, Iterable) or isinstance(ops, str):
+            raise ConfigTypeError(
+                f"BatchAugment takes a list of ops, e.g. BatchAugment([Brightness('b')]), got "
+                f"{type(ops).__name__} {ops!r}"
+            )
         self.ops = list(ops)
+        bad = [op for op in self.ops if not callable(op)]
+        if bad:
+            raise ConfigTypeError(
+                f"BatchAugment: every op must be callable as op(x, values), got {bad[0]!r}"
+            )
         self.names = [n for op in self.ops for n in getattr(op, "names", ())]
 
     def check(self, space: HyperSpace) -> None:

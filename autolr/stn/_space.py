@@ -23,7 +23,7 @@ from .._statecheck import (
     _state_keys,
     _state_tensor,
 )
-from .._validate import check_float
+from .._validate import check_float, check_int
 
 __all__ = ["HyperContext", "HyperSpace", "current_context"]
 
@@ -34,6 +34,11 @@ _STATE_VERSION = 1  # in "_extra_state"; states without the key are read as vers
 def _inv_softplus(y: float) -> float:
     # log(exp(y) - 1) written to stay finite for large y.
     return y + math.log(-math.expm1(-y))
+
+
+def _f32_finite(v: float) -> bool:
+    """Whether ``v`` stays finite once stored in float32 (λ, σ and the bounds are float32)."""
+    return bool(torch.isfinite(torch.tensor(v, dtype=torch.float32)))
 
 
 @dataclass(frozen=True)
@@ -125,7 +130,8 @@ class HyperSpace(nn.Module):
 
     Args:
         centred: Delta-STN parameterisation: the gates see ``λ' - λ`` (zero at λ) instead of
-            ``λ'``. :class:`autolr.stn.STNTuner` sets it from its ``variant``.
+            ``λ'``. :class:`autolr.stn.STNTuner` sets it from its ``variant``;
+            :meth:`load_state_dict` refuses a state saved with the other value.
 
     Example:
         >>> space = HyperSpace()
@@ -177,7 +183,8 @@ class HyperSpace(nn.Module):
 
         Raises:
             ConfigError: Duplicate name, inverted bounds, init outside the bounds, bad scale,
-                or a space already used by :func:`convert`.
+                a value that overflows float32 (the space's precision), or a space already
+                used by :func:`convert`.
         """
         if self._frozen:
             raise ConfigError(
@@ -221,9 +228,47 @@ class HyperSpace(nn.Module):
             None if high is None else float(high), bool(discrete), bool(per_example),
             float(init_scale), bool(tune_scale),
         )  # fmt: skip
+        raw = self._check_float32(spec)
         self._specs.append(spec)
-        self._rebuild([*self.unconstrained.detach().tolist(), self._inverse(spec)])
+        self._rebuild([*self.unconstrained.detach().tolist(), raw])
         return self
+
+    def _check_float32(self, spec: _Spec) -> float:
+        """λ of ``spec``, after checking that λ, σ and the bounds are usable in float32.
+
+        A finite float64 argument can overflow the float32 the space computes in: an inf init
+        or bound gives NaN values, an inf σ NaN samples, a zero σ an infinite entropy, and every
+        step is then skipped without an error.
+        """
+        where = f"HyperSpace.add({spec.name!r})"
+        for key in ("init", "low", "high", "init_scale"):
+            v = getattr(spec, key)
+            if v is not None and not _f32_finite(v):
+                raise ConfigError(
+                    f"{where}: {key}={v:g} overflows float32, the precision the space "
+                    f"computes in (|{key}| must stay below {torch.finfo(torch.float32).max:.4g})"
+                )
+        if spec.low is not None and spec.high is not None and not _f32_finite(spec.high - spec.low):
+            raise ConfigError(
+                f"{where}: the range high - low = {spec.high - spec.low:g} overflows float32; "
+                "narrow the bounds"
+            )
+        try:
+            raw = self._inverse(spec)
+        except (ArithmeticError, ValueError):  # p rounds to 0 or 1: log(0), division by 0
+            raw = math.nan
+        if not _f32_finite(raw):
+            raise ConfigError(
+                f"{where}: init={spec.init:g} is too close to a bound of [{spec.low}, "
+                f"{spec.high}] to be represented in float32; move it inside the range"
+            )
+        sigma = F.softplus(torch.tensor(_inv_softplus(spec.init_scale), dtype=torch.float32))
+        if not sigma > 0:
+            raise ConfigError(
+                f"{where}: init_scale={spec.init_scale:g} underflows to 0 in float32 (the "
+                "entropy bonus would be infinite); use a larger init_scale"
+            )
+        return raw
 
     def _inverse(self, spec: _Spec) -> float:
         # Discrete values live at the centre of their unit cell so flooring is stable.
@@ -289,6 +334,9 @@ class HyperSpace(nn.Module):
                 return i
         raise ConfigError(f"unknown hyperparameter {name!r}; the space has {self.names}")
 
+    def _spec(self, name: str) -> _Spec:
+        return self._specs[self.index(name)]
+
     def kind(self, name: str) -> str:
         """``"bounded"``, ``"lower"``, ``"upper"`` or ``"unbounded"``."""
         return self._specs[self.index(name)].kind
@@ -353,9 +401,13 @@ class HyperSpace(nn.Module):
 
         Reparameterised: gradient flows to λ and (for ``tune_scale``) to ρ. Per-batch
         hyperparameters share one ε across the rows.
+
+        Raises:
+            ConfigError: An empty space or a ``batch_size`` that is not an int >= 0.
         """
         if len(self._specs) == 0:
             raise ConfigError("HyperSpace is empty: add at least one hyperparameter")
+        check_int("HyperSpace.sample: batch_size", batch_size, minimum=0)
         dev = self.unconstrained.device
         eps = torch.randn(batch_size, len(self), device=dev, generator=generator)
         eps = torch.where(self._mask("per_example", dev), eps, eps[:1].expand_as(eps))
@@ -444,8 +496,9 @@ class HyperSpace(nn.Module):
         }
 
     def set_extra_state(self, state: Any) -> None:
+        # Only checked: `centred` belongs to the tuner that owns the space (its variant), and
+        # overwriting it from a state would silently switch that tuner's parameterisation.
         self._check_extra("HyperSpace", "_extra_state", state)
-        self.centred = bool(state.get("centred", self.centred))
 
     def _check_extra(self, owner: str, key: str, extra: Any) -> None:
         """Check the saved specs: same names, bounds and kinds (init values may differ)."""
@@ -472,6 +525,8 @@ class HyperSpace(nn.Module):
             for field in ("low", "high", "discrete", "per_example", "tune_scale"):
                 saved[f"{spec.name}.{field}"] = sp.get(field)
                 mine[f"{spec.name}.{field}"] = getattr(spec, field)
+        if "centred" in extra:  # absent from states written before the key existed
+            saved["centred"], mine["centred"] = extra["centred"], self.centred
         _state_config(owner, saved, mine)
 
     def _check_state(self, owner: str, key: str, state_dict: Any, strict: bool = True) -> None:
@@ -496,14 +551,28 @@ class HyperSpace(nn.Module):
             self._check_extra(owner, f"{prefix}'_extra_state'{end}", state_dict["_extra_state"])
         for k, v in mine.items():
             if isinstance(v, torch.Tensor) and k in state_dict:
-                _state_tensor(owner, f"{prefix}{k!r}{end}", state_dict[k], v.shape, "this space")
+                name = f"{prefix}{k!r}{end}"
+                t = _state_tensor(owner, name, state_dict[k], v.shape, "this space").detach()
+                if k in ("_low", "_high"):
+                    # The transforms read these buffers, not the specs checked above: they must
+                    # be exactly what the specs give (NaN: no bound).
+                    a, b = t.cpu().double(), v.detach().cpu().double()
+                    if not bool(((a == b) | (a.isnan() & b.isnan())).all()):
+                        raise _state_error(
+                            owner,
+                            f"{name} holds {t.tolist()} but this space's bounds give "
+                            f"{v.tolist()}: the state is corrupt",
+                        )
+                elif not bool(t.isfinite().all()):  # λ, ρ, λ₀: a NaN would poison every step
+                    raise _state_error(owner, f"{name} holds non-finite values {t.tolist()}")
 
     def load_state_dict(
         self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False
     ):  # type: ignore[override]
         """Load λ, ρ and check the specs; raises :class:`StateError` on a different space.
 
-        Everything is checked first, so a refused state leaves the space unchanged.
+        Everything is checked first (specs, bounds, ``centred``, finite λ and ρ), so a refused
+        state leaves the space unchanged.
         """
         self._check_state("HyperSpace", "", state_dict, strict)
         return super().load_state_dict(state_dict, strict=strict, assign=assign)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import warnings
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -11,10 +13,18 @@ from torch import nn
 
 from .. import _statecheck as _sc
 from .._deprecate import RenamedAttribute, take_renamed
-from .._errors import ConfigError, ConfigTypeError
+from .._errors import ConfigError, ConfigTypeError, StateError
 from .._snapshot import tensors_finite
 from .._validate import check_callable, check_choice, check_float, check_instance, check_int
-from ._layers import StnConv2d, StnLinear, StnModule, general_parameters, response_parameters
+from ._layers import (
+    StnConv2d,
+    StnDropout,
+    StnLinear,
+    StnModule,
+    check_rate,
+    general_parameters,
+    response_parameters,
+)
 from ._regularizers import BatchAugment
 from ._schedule import Schedule
 from ._space import HyperSpace
@@ -28,6 +38,13 @@ _STN_STATE = (
     "skipped_train_steps", "skipped_hyper_steps", "cycle_pos", "last_train_loss",
     "last_val_loss", "hist_steps", "hist_values", "hist_scales",
 )  # fmt: skip
+_HYPER_LR = 3e-3  # default λ and σ learning rates of the default hyper optimizer
+_END = object()  # end of an iterator (a batch may be any object, None included)
+# The live tuners of each space: a tuner of another variant on the same space would switch
+# its parameterisation (space.centred) under them. Weak, so a discarded tuner frees its space.
+_OWNERS: weakref.WeakKeyDictionary[HyperSpace, weakref.WeakSet[STNTuner]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 class STNTuner:
@@ -57,7 +74,7 @@ class STNTuner:
         optimizer: Optimizer over the model's weights (all of them, response weights included;
             never the space's parameters).
         hyper_optimizer: Optimizer over ``space.unconstrained`` and ``space.rho``; default Adam
-            with ``hyper_lr`` and ``scale_lr``.
+            with ``hyper_lr`` and ``scale_lr`` (which must then be left at their defaults).
         hyper_lr: λ learning rate of the default hyper optimizer.
         scale_lr: σ learning rate of the default hyper optimizer.
         entropy_weight: τ, weight of the perturbation entropy bonus.
@@ -70,7 +87,17 @@ class STNTuner:
         linearize: Delta-STN only: linearise in the hyperparameters.
         augment: Batch augmentation applied to training inputs at the sampled values.
         weight_decay: Name of a hyperparameter used as L2 coefficient (see
-            :func:`autolr.stn.l2_penalty`); None for no tuned L2.
+            :func:`autolr.stn.l2_penalty`), with a lower bound ``>= 0``; None for no tuned L2.
+
+    Raises:
+        ConfigError: Bad arguments; a dropout or L2 hyperparameter whose bounds allow rates
+            outside ``[0, 1]`` or a negative L2; ``hyper_lr``/``scale_lr`` together with
+            ``hyper_optimizer``; a space already tuned by a live tuner of the other
+            ``variant``.
+
+    Warns:
+        UserWarning: Once, naming the hyperparameters that no StnDropout, ``weight_decay`` or
+            ``augment`` reads (e.g. a forgotten ``convert(..., dropout=)``).
 
     Attributes:
         global_step: Weight steps taken (skipped ones included); ``hyper_steps``: hyper steps.
@@ -103,8 +130,8 @@ class STNTuner:
         optimizer: torch.optim.Optimizer,
         *,
         hyper_optimizer: torch.optim.Optimizer | None = None,
-        hyper_lr: float = 3e-3,
-        scale_lr: float = 3e-3,
+        hyper_lr: float = _HYPER_LR,
+        scale_lr: float = _HYPER_LR,
         entropy_weight: float = 1e-3,
         hyper_delay_steps: int = 0,
         train_steps: int = 2,
@@ -164,13 +191,23 @@ class STNTuner:
         if any(id(p) in hyper_ids for g in optimizer.param_groups for p in g["params"]):
             raise ConfigError("STNTuner: the weight optimizer must not hold the space's parameters")
         held = {id(p) for g in optimizer.param_groups for p in g["params"]}
-        if any(id(p) not in held for p in response_parameters(model)):
+        # Frozen parameters (requires_grad=False) are never updated, so need no optimizer.
+        if any(id(p) not in held for p in response_parameters(model) if p.requires_grad):
             raise ConfigError(
                 "STNTuner: the optimizer does not hold the best-response parameters; build it "
                 "from model.parameters() after autolr.stn.convert()"
             )
         if weight_decay is not None:
-            space.index(weight_decay)
+            low = space._spec(weight_decay).low
+            if low is None or low < 0:
+                raise ConfigError(
+                    f"STNTuner: the weight_decay hyperparameter {weight_decay!r} needs a lower "
+                    f"bound >= 0 (a negative L2 coefficient pushes weights up), got low={low}; "
+                    f"add it as e.g. space.add({weight_decay!r}, 1e-4, low=0.0)"
+                )
+        for m in model.modules():
+            if isinstance(m, StnDropout):
+                check_rate(space, m.name, "STNTuner")
         if augment is not None:
             check_callable("augment", augment)
             if isinstance(augment, BatchAugment):
@@ -186,6 +223,12 @@ class STNTuner:
             )  # fmt: skip
         else:
             check_instance("hyper_optimizer", hyper_optimizer, torch.optim.Optimizer)
+            if hyper_lr != _HYPER_LR or scale_lr != _HYPER_LR:
+                raise ConfigError(
+                    "STNTuner: hyper_lr and scale_lr configure the default hyper optimizer only "
+                    "and would be ignored with hyper_optimizer=; set the learning rates in "
+                    "your hyper optimizer's param groups"
+                )
             held_hyper = (p for g in hyper_optimizer.param_groups for p in g["params"])
             if any(id(p) not in hyper_ids for p in held_hyper):
                 raise ConfigError(
@@ -200,9 +243,18 @@ class STNTuner:
         self.linearize = bool(linearize)
         self.augment = augment
         self.weight_decay = weight_decay
+        others = [t.variant for t in _OWNERS.get(space, ()) if t.variant != variant]
+        if others:
+            raise ConfigError(
+                f"STNTuner: the space is already tuned by a variant={others[0]!r} STNTuner; a "
+                f"variant={variant!r} tuner would switch its parameterisation (space.centred) "
+                "under it. Use a new HyperSpace and model, or delete the first tuner"
+            )
+        _OWNERS.setdefault(space, weakref.WeakSet()).add(self)
         space.centred = variant == "delta"
-        self._general = list(general_parameters(model))
-        self._response = list(response_parameters(model))
+        # Frozen parameters get no gradient, and backward(inputs=...) refuses them.
+        self._general = [p for p in general_parameters(model) if p.requires_grad]
+        self._response = [p for p in response_parameters(model) if p.requires_grad]
         # Tuned L2 acts on weight matrices / filters, never on biases or the gate maps V.
         decayed = {
             id(p)
@@ -225,12 +277,51 @@ class STNTuner:
         self._hist_scales: list[list[float]] = []
         self._val_src: Iterable[Any] | None = None
         self._val_it: Iterator[Any] | None = None
+        self._val_pos = 0  # batches of the current validation pass used (saved for resuming)
+        self._val_skip = 0  # after load_state_dict: batches to skip on the first pass
         self._record()
+        self._warn_unused(space, model, augment, weight_decay)
+
+    @staticmethod
+    def _warn_unused(
+        space: HyperSpace, model: nn.Module, augment: Any, weight_decay: str | None
+    ) -> None:
+        """One warning naming the hyperparameters no regulariser reads (e.g. a forgotten
+        ``convert(..., dropout=)``): they would be tuned, and scheduled, to no effect."""
+        read = {weight_decay, *(getattr(augment, "names", None) or ())}
+        # A custom hyperparameter-aware module or augmentation may read any name: no warning.
+        unknown = augment is not None and getattr(augment, "names", None) is None
+        for m in model.modules():
+            if isinstance(m, StnDropout):
+                read.add(m.name)
+            elif isinstance(m, StnModule) and not isinstance(m, (StnLinear, StnConv2d)):
+                unknown = True
+        unused = [n for n in space.names if n not in read]
+        if unused and not unknown:
+            warnings.warn(
+                f"STNTuner: hyperparameter(s) {unused} are read by no StnDropout, weight_decay "
+                "or augment, so they regularise nothing (only the gates see them); map them with "
+                "convert(..., dropout={module: name}), weight_decay= or augment=, or remove "
+                "them from the space",
+                UserWarning,
+                stacklevel=3,
+            )
 
     # ------------------------------------------------------------------ helpers
     @property
     def device(self) -> torch.device:
         return self.space.unconstrained.device
+
+    @staticmethod
+    def _check_grad(method: str) -> None:
+        # Inside no_grad the losses have no graph: the steps would fail later with a raw
+        # torch error or one that wrongly blames loss_fn.
+        if torch.is_inference_mode_enabled() or not torch.is_grad_enabled():
+            raise StateError(
+                f"STNTuner.{method}: autograd is disabled (called inside torch.no_grad() or "
+                "torch.inference_mode()); the weight and hyper steps need gradients, so call "
+                "it outside that block"
+            )
 
     def _to(self, batch: Batch) -> tuple[Any, Any]:
         if not isinstance(batch, (tuple, list)) or len(batch) != 2:
@@ -274,7 +365,11 @@ class STNTuner:
         """One weight step on a training batch; returns the (perturbed) training loss.
 
         A non-finite loss or gradient skips the update (counted in ``skipped_steps``).
+
+        Raises:
+            StateError: Called with autograd disabled (``torch.no_grad()``).
         """
+        self._check_grad("train_step")
         x, y = self._to(batch)
         b = self._batch_size(x)
         self.model.train()
@@ -298,8 +393,9 @@ class STNTuner:
             loss_value = float(loss_a.detach())
             ok = math.isfinite(loss_value) and math.isfinite(float(loss_b.detach()))
             if ok:
-                loss_a.backward(inputs=self._general)
-                self._decay(self._decayed_general, wd_a)
+                if self._general:  # all of them frozen: nothing to train at λ
+                    loss_a.backward(inputs=self._general)
+                    self._decay(self._decayed_general, wd_a)
                 if self._response:
                     loss_b.backward(inputs=self._response)
                     self._decay(self._decayed_response, wd_b)
@@ -382,7 +478,11 @@ class STNTuner:
 
         Only ``space.unconstrained`` and ``space.rho`` change. A non-finite loss or
         hyper-gradient skips the step (counted in ``skipped_hyper_steps``).
+
+        Raises:
+            StateError: Called with autograd disabled (``torch.no_grad()``).
         """
+        self._check_grad("hyper_step")
         x, y = self._to(batch)
         b = self._batch_size(x)
         was_training = self.model.training
@@ -425,7 +525,9 @@ class STNTuner:
 
         Raises:
             ConfigError: The validation data yields no batch.
+            StateError: Called with autograd disabled (``torch.no_grad()``).
         """
+        self._check_grad("step")
         loss = self.train_step(batch)
         if self.global_step <= self.hyper_delay_steps:
             return loss
@@ -439,40 +541,59 @@ class STNTuner:
 
     def _next_val(self, val_data: Iterable[Batch]) -> Batch:
         if val_data is not self._val_src or self._val_it is None:
-            self._val_src = val_data
+            self._val_src, self._val_pos = val_data, 0
+            skip, self._val_skip = self._val_skip, 0
+            if not skip:
+                self._val_it = iter(val_data)
+            else:
+                # Resumed mid-pass: skip the batches the checkpointed run had used, so it
+                # continues identically. That run had its iterator already, so neither creating
+                # this one nor skipping may draw from the RNG (a DataLoader's iter() does). A
+                # one-shot iterator is read from where the caller left it.
+                with torch.random.fork_rng(devices=[]):
+                    self._val_it = iter(val_data)
+                    if self._val_it is not val_data:
+                        while self._val_pos < skip and next(self._val_it, _END) is not _END:
+                            self._val_pos += 1
+        batch = next(self._val_it, _END)
+        if batch is _END:
+            if iter(val_data) is val_data:
+                raise ConfigError(
+                    "STNTuner: the validation iterator is empty or exhausted; pass a re-iterable "
+                    "(a DataLoader or a list of batches)"
+                )
             self._val_it = iter(val_data)
-        try:
-            return next(self._val_it)
-        except StopIteration:
-            pass
-        if iter(val_data) is val_data:
-            raise ConfigError(
-                "STNTuner: the validation iterator is empty or exhausted; pass a re-iterable "
-                "(a DataLoader or a list of batches)"
-            ) from None
-        self._val_it = iter(val_data)
-        try:
-            return next(self._val_it)
-        except StopIteration:
-            raise ConfigError("STNTuner: the validation data yields no batch") from None
+            self._val_pos = 0
+            batch = next(self._val_it, _END)
+            if batch is _END:
+                raise ConfigError("STNTuner: the validation data yields no batch")
+        self._val_pos += 1
+        return batch
 
     @torch.no_grad()
     def evaluate(self, data: Iterable[Batch]) -> float:
-        """Mean loss over ``data`` in eval mode at the unperturbed λ (batch-size weighted)."""
+        """Mean loss over ``data`` in eval mode at the unperturbed λ (batch-size weighted).
+
+        Empty batches (size 0) are skipped: they weigh nothing, and their mean loss is NaN.
+        """
         was = self.model.training
         self.model.eval()
-        total, n = 0.0, 0
+        total, n, batches = 0.0, 0, 0
         try:
             for batch in data:
                 x, y = self._to(batch)
                 b = self._batch_size(x)
+                batches += 1
+                if b == 0:
+                    continue
                 with self.space.context(**self._eval_views()):
                     total += float(self._loss(self.model(x), y, grad=False)) * b
                 n += b
         finally:
             self.model.train(was)
         if n == 0:
-            raise ConfigError("STNTuner.evaluate: the data yields no batch")
+            what = "only empty batches" if batches else "no batch"
+            raise ConfigError(f"STNTuner.evaluate: the data yields {what}")
         return total / n
 
     def _eval_views(self) -> dict[str, Any]:
@@ -513,7 +634,8 @@ class STNTuner:
         plain values).
 
         Save it next to the model's and the weight optimizer's ``state_dict`` (and your RNG
-        state) in your checkpoint.
+        state) in your checkpoint. It holds the position in the current pass over a
+        re-iterable validation set (``val_pos``), so a resumed run uses the same batches.
         """
         return {
             "version": _STATE_VERSION,
@@ -533,6 +655,8 @@ class STNTuner:
             "hist_steps": list(self._hist_steps),
             "hist_values": [list(r) for r in self._hist_values],
             "hist_scales": [list(r) for r in self._hist_scales],
+            # not yet used since load_state_dict: the position loaded is still pending
+            "val_pos": self._val_skip if self._val_it is None else self._val_pos,
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -563,6 +687,8 @@ class STNTuner:
             for k in ("global_step", "hyper_steps", "skipped_train_steps", "skipped_hyper_steps")
         }
         cycle_pos = _sc._state_int(owner, "cycle_pos", state["cycle_pos"], high=self.train_steps)
+        # Absent from states saved before it was: those resumed at the first validation batch.
+        val_pos = _sc._state_int(owner, "val_pos", state["val_pos"]) if "val_pos" in state else 0
         losses = {
             k: _sc._state_float(owner, k, state[k], finite=False)
             for k in ("last_train_loss", "last_val_loss")
@@ -594,3 +720,5 @@ class STNTuner:
         self._hist_steps = steps
         self._hist_values = rows["hist_values"]  # type: ignore[assignment]
         self._hist_scales = rows["hist_scales"]  # type: ignore[assignment]
+        # The next validation batch is the one after val_pos in a new pass of val_data.
+        self._val_src, self._val_it, self._val_pos, self._val_skip = None, None, 0, val_pos
