@@ -22,6 +22,7 @@ checkpoints and restores it like any optimizer (tested in ``tests/test_lightning
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -49,7 +50,10 @@ class AutoLRSCallback(_pl.Callback):
     * **Budget**: ``max_steps`` (default: the ``Trainer``'s ``max_steps``). A step the
       ``GradScaler`` skipped, or one whose ``training_step`` returned ``None``, counts for the
       ``Trainer`` but is reported to the tuner as skipped: under AMP give the ``Trainer`` a few
-      more steps than the callback's ``max_steps`` so the tuner's final decay is trained.
+      more steps than the callback's ``max_steps`` so the tuner's final decay is trained. A
+      ``Trainer`` that stops before the budget gets one ``RuntimeWarning``: at fit start when
+      its limits (``max_steps``, ``max_epochs`` over the batches, gradient accumulation)
+      foretell it, else when training ends (``max_time``, early stopping, skipped steps).
     * **One loss per optimizer step**: with ``accumulate_grad_batches=k`` the tuner sees the
       mean loss of the ``k`` micro-batches, once. ``training_step`` must return the loss (a
       tensor or a dict with ``"loss"``).
@@ -58,15 +62,20 @@ class AutoLRSCallback(_pl.Callback):
       as ``step(loss, skipped=True)``: it neither counts nor feeds a forecast.
     * **Several optimizers** (manual optimisation): pass ``optimizer_idx``, the index in
       ``configure_optimizers``' list of the optimizer to tune; the others keep their LRs. Each
-      ``training_step`` may step that optimizer at most once and must return its loss. Without
-      ``optimizer_idx`` several optimizers raise :class:`~autolr.ConfigError`.
+      ``training_step`` may step that optimizer at most once, through the
+      ``LightningOptimizer`` that ``self.optimizers()`` returns (the raw torch optimizer raises
+      :class:`~autolr.ConfigError`), and must return its loss. Without ``optimizer_idx``
+      several optimizers raise :class:`~autolr.ConfigError`.
     * **LR schedulers**: AutoLRS is the schedule, so a scheduler in ``configure_optimizers``
-      raises :class:`~autolr.ConfigError` at fit start (shape the schedule with the tuner's
-      ``warmup_steps``/``policy`` instead).
+      or ``StochasticWeightAveraging`` among the callbacks raises :class:`~autolr.ConfigError`
+      at fit start, and a scheduler added during the fit at the next batch (shape the
+      schedule with the tuner's ``warmup_steps``/``policy`` instead).
     * **Checkpoints**: the tuner's state (its stage snapshots included) is saved in every
       Lightning checkpoint; ``trainer.fit(module, ckpt_path=...)`` continues the schedule
       where it stopped, mid-stage included. A resumed ``Trainer`` must use the same budget and
-      the callback the same arguments. A plain ``DataLoader`` restarts its epoch on a
+      the callback the same arguments; a checkpoint past step 0 without this callback's
+      state (saved without it, or with another ``optimizer_idx``) raises
+      :class:`~autolr.StateError`. A plain ``DataLoader`` restarts its epoch on a
       mid-epoch resume (a Lightning limitation), so exact replay needs an epoch-end checkpoint
       or a stateful loader.
     * **Logging**: the LR each step used is logged as ``log_name`` (default ``"autolrs/lr"``)
@@ -83,9 +92,12 @@ class AutoLRSCallback(_pl.Callback):
             ``warmup_steps``, ``seed``, ``val_fn``, ``extras``...).
 
     Raises:
-        ConfigError: At fit start: an LR scheduler is configured, several optimizers without
-            ``optimizer_idx``, ``optimizer_idx`` out of range, or no budget.
+        ConfigError: ``max_steps`` is not an int >= 1. At fit start: an LR scheduler is
+            configured or ``StochasticWeightAveraging`` attached, several optimizers without
+            ``optimizer_idx``, ``optimizer_idx`` out of range, or no budget. During the fit: a
+            scheduler was added, or the raw optimizer stepped.
         ConfigTypeError: ``tuner_kwargs`` names ``model`` or ``optimizer``.
+        StateError: The fit resumes past step 0 without this callback's state.
 
     Attributes:
         tuner: The :class:`~autolr.AutoLRS` driving this fit (``None`` before fit start).
@@ -106,6 +118,8 @@ class AutoLRSCallback(_pl.Callback):
         )  # fmt: skip
         if optimizer_idx is not None:
             check_int("optimizer_idx", optimizer_idx, minimum=0)
+        if max_steps is not None:
+            check_int("max_steps", max_steps, minimum=1)
         self.lr_bounds = lr_bounds
         self.max_steps = max_steps
         self.optimizer_idx = optimizer_idx
@@ -115,6 +129,11 @@ class AutoLRSCallback(_pl.Callback):
         self._optimizer: torch.optim.Optimizer | None = None
         self._hook: Any = None
         self._pending: Mapping[str, Any] | None = None
+        # AutoLRSCallback state keys found in the checkpoint being resumed (for the error
+        # that names them when none is this callback's).
+        self._ckpt_keys: list[str] = []
+        # A truncated run is said once: at fit start when foreseeable, else at train end.
+        self._warned = False
         self._reset_window()
 
     @property
@@ -123,6 +142,23 @@ class AutoLRSCallback(_pl.Callback):
         return self._generate_state_key(optimizer_idx=self.optimizer_idx)
 
     # ------------------------------------------------------------------ setup
+    def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
+        """Refuse a callback that schedules the LR (before anything, a checkpoint included,
+        is loaded)."""
+        if stage != "fit":
+            return
+        self._ckpt_keys = []
+        swa = _pl.callbacks.StochasticWeightAveraging
+        if any(isinstance(c, swa) for c in trainer.callbacks):
+            # It installs an SWALR scheduler at swa_epoch_start, later than on_fit_start's
+            # check, and that scheduler then fails inside torch once a restore drops its keys.
+            raise ConfigError(
+                "StochasticWeightAveraging sets the LR (an SWALR scheduler from swa_epoch_start "
+                "on), and AutoLRSCallback sets it at every step: use one of them (to average "
+                "weights under AutoLRS, use lightning's WeightAveraging callback, which leaves "
+                "the LR alone)"
+            )
+
     def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
         """Check the run's configuration and build the tuner (before a checkpoint's optimizer
         state is loaded, so the groups' LR ratios are the configured ones)."""
@@ -161,6 +197,10 @@ class AutoLRSCallback(_pl.Callback):
             # Restored with every snapshot, so a candidate's overflows do not leak into the next.
             extras.setdefault("grad_scaler", scaler)
         opt = opts[idx]
+        # Drop the previous fit's tuner first, so it is gone (with its step hook on a reused
+        # optimizer) before the new one registers its own.
+        self.tuner = None
+        self._warned = False
         self.tuner = AutoLRS(
             pl_module,
             opt,
@@ -176,19 +216,74 @@ class AutoLRSCallback(_pl.Callback):
         self._hook = opt.register_step_post_hook(self._on_step)
         self._reset_window()
 
+    def on_load_checkpoint(self, trainer: Any, pl_module: Any, checkpoint: dict[str, Any]) -> None:
+        """Note which AutoLRSCallback states the checkpoint holds (for on_train_start)."""
+        prefix = type(self).__qualname__
+        states = checkpoint.get("callbacks") or {}
+        self._ckpt_keys = [str(k) for k in states if str(k).startswith(prefix)]
+
     def on_train_start(self, trainer: Any, pl_module: Any) -> None:
-        """Resume the tuner from a checkpoint's state, once Lightning restored the optimizer."""
-        if self._pending is not None and self.tuner is not None:
+        """Resume the tuner from a checkpoint's state, once Lightning restored the optimizer.
+
+        Raises:
+            StateError: The Trainer resumes past step 0 but no tuner state was loaded.
+        """
+        tuner = self.tuner
+        if tuner is None:
+            return
+        if self._pending is not None:
             state, self._pending = self._pending, None
-            self.tuner.load_state_dict(state["tuner"])
+            tuner.load_state_dict(state["tuner"])
             self._sum = float(state.get("loss_sum", 0.0))
             self._count = int(state.get("loss_count", 0))
+        elif trainer.global_step > 0:
+            # Lightning calls load_state_dict only when the checkpoint has this state_key: a
+            # fresh tuner would restart its schedule at step 0 while the Trainer goes on.
+            raise StateError(self._no_state_message(trainer))
+        self._check_budget(trainer)
+
+    def on_train_end(self, trainer: Any, pl_module: Any) -> None:
+        """Warn once when the fit ended before the tuner's budget (not called on an error)."""
+        tuner = self.tuner
+        if tuner is None or tuner.max_steps is None or tuner.done or self._warned:
+            return
+        self._warned = True
+        if tuner.skipped_steps:
+            why = (
+                f"{tuner.skipped_steps} step(s) the Trainer counted were skipped for the tuner "
+                "(GradScaler overflow or training_step returning None): give the Trainer a few "
+                "more steps than the tuner's budget"
+            )
+        else:
+            why = (
+                "the Trainer stopped first (max_time, max_epochs, EarlyStopping or "
+                "trainer.should_stop): the model did not get the tuner's full schedule"
+            )
+        if trainer.is_global_zero:
+            warnings.warn(
+                f"AutoLRSCallback: the fit ended at tuner step {tuner.global_step} of "
+                f"max_steps={tuner.max_steps} (phase {tuner.phase!r}); {why}",
+                RuntimeWarning,
+                stacklevel=2,
+            )
 
     def on_fit_end(self, trainer: Any, pl_module: Any) -> None:
         """Detach from the optimizer (the tuner and its records stay)."""
         self._remove_hook()
 
     # ------------------------------------------------------------------ per step
+    def on_train_batch_start(
+        self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int
+    ) -> None:
+        """Refuse an LR scheduler installed after fit start (e.g. by another callback)."""
+        if self.tuner is not None and trainer.lr_scheduler_configs:
+            names = [type(c.scheduler).__name__ for c in trainer.lr_scheduler_configs]
+            raise ConfigError(
+                f"LR scheduler(s) {names} were added to the Trainer during the fit (before "
+                f"step {trainer.global_step}, e.g. by a callback); AutoLRSCallback sets the LR "
+                "at every step and a scheduler would fight it: remove what installs it"
+            )
+
     def on_before_optimizer_step(self, trainer: Any, pl_module: Any, optimizer: Any) -> None:
         """Mark that the tuned optimizer is about to step (its loss window closes)."""
         if _unwrap(optimizer) is self._optimizer and self.tuner is not None:
@@ -206,6 +301,15 @@ class AutoLRSCallback(_pl.Callback):
         if loss is not None:
             self._sum += loss
             self._count += 1
+        if self._steps and not self._attempts:
+            # The optimizer stepped without Lightning's on_before_optimizer_step: the raw torch
+            # optimizer, which the tuner would never hear of.
+            raise ConfigError(
+                "the tuned optimizer stepped without going through Lightning (manual "
+                "optimisation with self.optimizers(use_pl_optimizer=False)?): AutoLRSCallback "
+                "sees only steps of the LightningOptimizer that self.optimizers() returns; "
+                "call .step() on that one"
+            )
         if not self._attempts:
             return  # still accumulating
         if self._attempts > 1:
@@ -263,6 +367,56 @@ class AutoLRSCallback(_pl.Callback):
         self._pending = state_dict
 
     # ------------------------------------------------------------------ helpers
+    def _no_state_message(self, trainer: Any) -> str:
+        step = trainer.global_step
+        if trainer.ckpt_path is None:
+            return (
+                f"this Trainer has already taken {step} steps (a second fit() continues them), "
+                "but AutoLRSCallback has no tuner state to continue from: fit a new Trainer, "
+                "or resume with fit(..., ckpt_path=...) from a checkpoint saved with the callback"
+            )
+        if self._ckpt_keys:
+            cause = (
+                f"it holds {self._ckpt_keys}: build the callback with the optimizer_idx of "
+                "the run that saved it"
+            )
+        else:
+            cause = "it was saved without AutoLRSCallback"
+        return (
+            f"fit(ckpt_path={str(trainer.ckpt_path)!r}) resumes at step {step}, but the "
+            f"checkpoint has no AutoLRSCallback state for state_key {self.state_key!r} "
+            f"({cause}); a fresh tuner would restart its schedule at step 0. Resume from a "
+            "checkpoint saved with this callback, or start the fit without ckpt_path"
+        )
+
+    def _check_budget(self, trainer: Any) -> None:
+        """Warn once if the Trainer cannot reach the tuner's budget."""
+        tuner = self.tuner
+        if tuner is None or tuner.max_steps is None:
+            return
+        # An upper bound on the tuner's steps: Lightning's optimizer steps (accumulation
+        # included; under manual optimisation global_step counts every optimizer).
+        most = trainer.estimated_stepping_batches
+        if not (0 <= most < tuner.max_steps):
+            return  # enough, unbounded or unknown (-1: iterable data and no max_steps)
+        self._warned = True
+        limits = f"max_steps={trainer.max_steps}"
+        if trainer.max_epochs is not None and trainer.max_epochs >= 0:
+            limits += (
+                f", max_epochs={trainer.max_epochs} of {trainer.num_training_batches} batches"
+                f" with accumulate_grad_batches={trainer.accumulate_grad_batches}"
+            )
+        if trainer.is_global_zero:
+            warnings.warn(
+                f"AutoLRSCallback: the Trainer stops after at most {int(most)} optimizer steps "
+                f"({limits}), before the tuner's max_steps="
+                f"{tuner.max_steps}: the fit will end inside its schedule. Give the Trainer "
+                f"{tuner.max_steps} steps or pass AutoLRSCallback(max_steps={int(most)}) (or "
+                "ignore this if a resumed fit finishes the budget)",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+
     def _on_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
         self._steps += 1
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import os
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -28,6 +29,7 @@ import torch
 
 from autolr import AutoLRS
 from autolr._errors import ConfigError, ConfigTypeError, StateError
+from autolr._validate import check_int
 
 from . import _check_tuner_kwargs, require
 
@@ -62,14 +64,17 @@ class AutoLRSTrainerCallback(_tf.TrainerCallback):
       ``lr_scheduler_type="constant"`` and no warm-up (else :class:`~autolr.ConfigError`);
       the callback then replaces that scheduler by a pass-through one, so nothing resets the
       LR after a step and the logged ``learning_rate`` is the LR each step used. A scheduler
-      passed in ``optimizers=(opt, sched)`` raises :class:`~autolr.ConfigError` too.
+      passed in ``optimizers=(opt, sched)`` raises :class:`~autolr.ConfigError` too (one the
+      Trainer made itself, by ``create_optimizer_and_scheduler``, is replaced by ``train()``).
     * **LR**: set on the optimizer the Trainer steps (every param group, keeping the ratios
       of the LRs it was built with).
     * **Loss**: callbacks get no loss in transformers, so the callback wraps the Trainer's
       ``training_step`` and sums what it returns over the gradient-accumulation window (the
       Trainer already divides each micro-batch's loss, so the sum is the window's loss).
     * **Budget**: ``max_steps`` (default: the Trainer's number of optimizer steps). A step
-      the mixed-precision scaler skipped is reported as skipped.
+      the mixed-precision scaler skipped is reported as skipped. A Trainer that stops before
+      the budget gets one ``RuntimeWarning``: when training begins if its ``max_steps`` is
+      smaller, else when training ends (early stopping, skipped steps).
     * **Checkpoints**: the tuner's state (stage snapshots included) is written to
       ``checkpoint-N/autolrs_callback.pt`` with every Trainer checkpoint and read back by
       ``trainer.train(resume_from_checkpoint=...)`` (a path or ``True``), so a run resumed
@@ -85,7 +90,8 @@ class AutoLRSTrainerCallback(_tf.TrainerCallback):
     Raises:
         ConfigTypeError: ``trainer`` is not a ``transformers.Trainer``, or ``tuner_kwargs``
             names ``model``/``optimizer`` or an unknown argument.
-        ConfigError: The Trainer would schedule the LR itself (see above).
+        ConfigError: The Trainer would schedule the LR itself (see above), or ``max_steps``
+            is not an int >= 1.
 
     Attributes:
         tuner: The :class:`~autolr.AutoLRS` of the current ``train()`` (``None`` before).
@@ -111,6 +117,9 @@ class AutoLRSTrainerCallback(_tf.TrainerCallback):
             raise ConfigError(
                 "this Trainer already has an AutoLRSTrainerCallback; attach one per Trainer"
             )
+        if max_steps is not None:
+            # Checked here: on_train_begin would otherwise read 0 as "the Trainer's budget".
+            check_int("max_steps", max_steps, minimum=1)
         _check_scheduler(trainer)
         self.trainer = trainer
         self.lr_bounds = lr_bounds
@@ -119,6 +128,8 @@ class AutoLRSTrainerCallback(_tf.TrainerCallback):
         self.tuner: AutoLRS | None = None
         self._loss = 0.0
         self._resume: str | None = None
+        # A truncated run is said once: at train begin when foreseeable, else at train end.
+        self._warned = False
         self._install(trainer)
         trainer.add_callback(self)
 
@@ -161,11 +172,15 @@ class AutoLRSTrainerCallback(_tf.TrainerCallback):
         scaler = getattr(self.trainer.accelerator, "scaler", None)
         if scaler is not None:
             extras.setdefault("grad_scaler", scaler)
+        # A second train() builds a new tuner: drop the previous one first, so it is gone
+        # (with its step hook on the reused optimizer) before the new one registers its own.
+        self.tuner = None
+        self._warned = False
         self.tuner = AutoLRS(
             model,
             opt,
             lr_bounds=self.lr_bounds,
-            max_steps=self.max_steps or int(state.max_steps),
+            max_steps=self.max_steps if self.max_steps is not None else int(state.max_steps),
             extras=extras or None,
             **kw,
         )
@@ -179,6 +194,44 @@ class AutoLRSTrainerCallback(_tf.TrainerCallback):
                 )
             saved = torch.load(path, map_location="cpu", weights_only=True)
             self.load_state_dict(saved)
+        budget = self.tuner.max_steps
+        if budget is not None and 0 < state.max_steps < budget:
+            self._warned = True
+            if state.is_world_process_zero:
+                warnings.warn(
+                    f"AutoLRSTrainerCallback: the Trainer stops after {state.max_steps} optimizer "
+                    f"steps, before the tuner's max_steps={budget}: the run will end inside its "
+                    f"schedule. Give the Trainer {budget} steps (TrainingArguments max_steps) or "
+                    f"pass AutoLRSTrainerCallback(max_steps={state.max_steps}) (or ignore this "
+                    "if a resumed run finishes the budget)",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+
+    def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        """Warn once when training ended before the tuner's budget (not called on an error)."""
+        tuner = self.tuner
+        if tuner is None or tuner.max_steps is None or tuner.done or self._warned:
+            return
+        self._warned = True
+        if tuner.skipped_steps:
+            why = (
+                f"{tuner.skipped_steps} step(s) the Trainer counted were skipped by the "
+                "mixed-precision scaler and do not count for the tuner: give the Trainer a few "
+                "more steps than the tuner's budget"
+            )
+        else:
+            why = (
+                "the Trainer stopped first (early stopping or control.should_training_stop): "
+                "the model did not get the tuner's full schedule"
+            )
+        if state.is_world_process_zero:
+            warnings.warn(
+                f"AutoLRSTrainerCallback: training ended at tuner step {tuner.global_step} of "
+                f"max_steps={tuner.max_steps} (phase {tuner.phase!r}); {why}",
+                RuntimeWarning,
+                stacklevel=2,
+            )
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         """Report the step's loss; the tuner sets the next LR (and may restore)."""
@@ -225,7 +278,11 @@ class AutoLRSTrainerCallback(_tf.TrainerCallback):
 def _check_scheduler(trainer: Any) -> None:
     args = trainer.args
     kind = getattr(args.lr_scheduler_type, "value", args.lr_scheduler_type)
-    if trainer.lr_scheduler is not None:
+    # A scheduler the Trainer made itself (create_optimizer_and_scheduler() ran already) is
+    # of lr_scheduler_type, checked below, and train() discards it and asks create_scheduler,
+    # which the callback wraps, for a new one: only a scheduler passed in would stay.
+    own = getattr(trainer, "_created_lr_scheduler", False) is True
+    if trainer.lr_scheduler is not None and not own:
         raise ConfigError(
             f"the Trainer was given an LR scheduler ({type(trainer.lr_scheduler).__name__}) "
             "in optimizers=(optimizer, scheduler); AutoLRSTrainerCallback sets the LR itself: "

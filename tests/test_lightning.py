@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import math
+import re
 import warnings
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,14 @@ L = pytest.importorskip("lightning")
 from lightning.pytorch.callbacks import ModelCheckpoint  # noqa: E402
 from lightning.pytorch.plugins.precision import MixedPrecision  # noqa: E402
 
-from autolr import AutoLRS, ConfigError, ConfigTypeError, HypergradientLR, stn  # noqa: E402
+from autolr import (  # noqa: E402
+    AutoLRS,
+    ConfigError,
+    ConfigTypeError,
+    HypergradientLR,
+    StateError,
+    stn,
+)
 from autolr.integrations.lightning import AutoLRSCallback  # noqa: E402
 
 N = 90  # budget: warm-up, one search of 4 candidates, exploitation and decay
@@ -165,9 +173,14 @@ def test_amp_skipped_steps_are_reported_as_skipped() -> None:
     module, cb = _InfAt(bad), AutoLRSCallback(lr_bounds=BOUNDS)
     scaler = torch.amp.GradScaler("cpu", init_scale=2.0**10)
     plugin = MixedPrecision("16-mixed", "cpu", scaler=scaler)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", RuntimeWarning)  # no non-finite-loss recovery
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         _trainer(cb, plugins=[plugin]).fit(module, _loader())
+    # No non-finite-loss recovery; the one RuntimeWarning says the decay was cut short, as
+    # the Trainer counted the skipped steps (the docstring: give it a few more under AMP).
+    said = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
+    assert len(said) == 1 and "ended at tuner step 88 of max_steps=90" in said[0], said
+    assert "2 step(s) the Trainer counted were skipped" in said[0]
     tuner = cb.tuner
     assert tuner.skipped_steps == 2
     assert tuner.global_step == N - 2  # the Trainer counted them, the tuner did not
@@ -192,7 +205,8 @@ class _NoneAt(Reg):
 @pytest.mark.filterwarnings("ignore:`training_step` returned `None`")
 def test_a_batch_training_step_skipped_is_a_skipped_step() -> None:
     module, cb = _NoneAt({5, 50}), AutoLRSCallback(lr_bounds=BOUNDS)
-    _trainer(cb).fit(module, _loader())
+    with pytest.warns(RuntimeWarning, match="ended at tuner step 88 of max_steps=90"):
+        _trainer(cb).fit(module, _loader())
     assert cb.tuner.skipped_steps == 2 and cb.tuner.global_step == N - 2
     assert all(math.isfinite(r.loss) for r in cb.tuner.history)
 
@@ -289,6 +303,11 @@ def test_budget_comes_from_max_steps() -> None:
         ).fit(Reg(), _loader())
     with pytest.raises(ConfigTypeError, match="passes the LightningModule"):
         AutoLRSCallback(model=nn.Linear(1, 1))
+    # Refused when built, not at fit start.
+    with pytest.raises(ConfigError, match="max_steps must be an int >= 1, got 0"):
+        AutoLRSCallback(max_steps=0)
+    with pytest.raises(ConfigTypeError, match="max_steps must be an int"):
+        AutoLRSCallback(max_steps=90.0)
 
 
 def test_lr_is_logged_to_the_trainers_logger(tmp_path: Path) -> None:
@@ -337,6 +356,152 @@ def test_killed_mid_stage_and_resumed_matches_the_uninterrupted_run(tmp_path: Pa
     assert cb2.tuner.stages == ref_cb.tuner.stages
     for a, b in zip(resumed.parameters(), ref.parameters()):
         assert torch.equal(a, b)
+
+
+def _autolr_warnings(caught: list[warnings.WarningMessage]) -> list[str]:
+    return [str(w.message) for w in caught if str(w.message).startswith("AutoLRSCallback")]
+
+
+def test_a_trainer_that_stops_before_the_budget_warns_once_at_fit_start() -> None:
+    # accumulate_grad_batches=2: 20 epochs of 8 batches are 80 optimizer steps, not 160.
+    cases = [
+        ({"max_steps": -1, "max_epochs": 20, "accumulate_grad_batches": 2}, N, 80),
+        ({"max_epochs": 2}, None, 16),  # max_epochs stops Trainer(max_steps=N) first
+        ({}, 200, N),  # AutoLRSCallback(max_steps=200) beyond Trainer(max_steps=N)
+    ]
+    for kw, budget, most in cases:
+        module, cb = Reg(), AutoLRSCallback(lr_bounds=BOUNDS, max_steps=budget)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            _trainer(cb, **kw).fit(module, _loader())
+        said = _autolr_warnings(caught)
+        assert len(said) == 1, (kw, said)  # not said again at the end of the fit
+        assert f"stops after at most {most} optimizer steps" in said[0], said
+        assert f"max_steps={budget or N}" in said[0]
+        assert cb.tuner.global_step == most and not cb.tuner.done
+    # Enough steps (12 epochs of 8 batches, capped by max_steps=N): nothing said.
+    cb = AutoLRSCallback(lr_bounds=BOUNDS)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        _trainer(cb, max_epochs=12).fit(Reg(), _loader())
+    assert cb.tuner.done
+
+
+class _StopAt(L.Callback):
+    """Stops the fit as EarlyStopping or max_time do (trainer.should_stop)."""
+
+    def __init__(self, at: int) -> None:
+        self.at = at
+
+    def on_train_batch_end(self, trainer: Any, *args: Any) -> None:
+        if trainer.global_step == self.at:
+            trainer.should_stop = True
+
+
+def test_a_fit_stopped_early_warns_once_at_its_end() -> None:
+    cb = AutoLRSCallback(lr_bounds=BOUNDS)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _trainer(cb, _StopAt(30)).fit(Reg(), _loader())
+    said = _autolr_warnings(caught)
+    assert len(said) == 1, said
+    assert f"ended at tuner step {cb.tuner.global_step} of max_steps={N}" in said[0]
+    assert "the Trainer stopped first" in said[0]
+    # A fit ended by an error says nothing more than the error.
+    cb = AutoLRSCallback(lr_bounds=BOUNDS)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(RuntimeError, match="killed"):
+            _trainer(cb, _Kill(30)).fit(Reg(), _loader())
+    assert _autolr_warnings(caught) == []
+
+
+def test_resume_from_a_checkpoint_without_the_callback_state_is_an_error(tmp_path: Path) -> None:
+    """Lightning calls load_state_dict only when the checkpoint has the callback's state_key;
+    without it a fresh tuner would silently restart its schedule mid-run."""
+    plain = _trainer(L.Callback(), max_steps=8)
+    plain.fit(Reg(), _loader())
+    plain.save_checkpoint(tmp_path / "plain.ckpt")
+    module = Reg()
+    with pytest.raises(
+        StateError, match=r"resumes at step 8, .*no AutoLRSCallback state.*saved without"
+    ):
+        _trainer(AutoLRSCallback(lr_bounds=BOUNDS)).fit(
+            module, _loader(), ckpt_path=str(tmp_path / "plain.ckpt")
+        )
+    assert module.losses == []  # raised before any step
+
+    # A second fit() on the same Trainer continues its steps: no tuner state to go on from.
+    trainer = _trainer(AutoLRSCallback(lr_bounds=BOUNDS))
+    trainer.fit(Reg(), _loader())
+    trainer.fit_loop.epoch_loop.max_steps = N + 8
+    with pytest.raises(StateError, match=f"already taken {N} steps"):
+        trainer.fit(Reg(), _loader())
+
+
+@pytest.mark.filterwarnings("ignore:Be aware that when using `ckpt_path`")
+def test_resume_with_another_optimizer_idx_names_the_saved_state_key(tmp_path: Path) -> None:
+    cb = AutoLRSCallback(lr_bounds=BOUNDS, max_steps=N)
+    trainer = _trainer(cb, max_steps=8)
+    with pytest.warns(RuntimeWarning, match="stops after at most 8 optimizer steps"):
+        trainer.fit(Reg(), _loader())
+    trainer.save_checkpoint(tmp_path / "run.ckpt")
+    other = AutoLRSCallback(lr_bounds=BOUNDS, optimizer_idx=0)
+    saved = re.escape(repr([cb.state_key]))
+    with pytest.raises(StateError, match=rf"{re.escape(repr(other.state_key))} \(it holds {saved}"):
+        _trainer(other).fit(Reg(), _loader(), ckpt_path=str(tmp_path / "run.ckpt"))
+
+
+class _RawManual(Reg):
+    """Manual optimisation stepping the torch optimizer, not Lightning's wrapper of it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.automatic_optimization = False
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        opt = self.optimizers(use_pl_optimizer=False)
+        loss = super().training_step(batch, batch_idx)
+        opt.zero_grad()
+        self.manual_backward(loss)
+        opt.step()
+        return loss.detach()
+
+
+def test_manual_optimisation_stepping_the_raw_optimizer_is_refused() -> None:
+    module, cb = _RawManual(), AutoLRSCallback(lr_bounds=BOUNDS)
+    with pytest.raises(ConfigError, match=r"use_pl_optimizer=False.*LightningOptimizer"):
+        _trainer(cb, max_epochs=12).fit(module, _loader())
+    assert len(module.losses) == 1 and cb.tuner.global_step == 0  # at the first step
+
+
+def test_stochastic_weight_averaging_is_refused_at_fit_start() -> None:
+    from lightning.pytorch.callbacks import StochasticWeightAveraging
+
+    module = Reg()
+    swa = StochasticWeightAveraging(swa_lrs=0.05, swa_epoch_start=2)
+    with pytest.raises(ConfigError, match="StochasticWeightAveraging sets the LR"):
+        _trainer(AutoLRSCallback(lr_bounds=BOUNDS), swa).fit(module, _loader())
+    assert module.losses == []
+
+
+class _AddScheduler(L.Callback):
+    """Installs an LR scheduler at the start of epoch 1, as StochasticWeightAveraging does."""
+
+    def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:
+        from lightning.pytorch.utilities.types import LRSchedulerConfig
+
+        if trainer.current_epoch == 1:
+            sched = torch.optim.lr_scheduler.StepLR(trainer.optimizers[0], 10)
+            trainer.strategy.lr_scheduler_configs.append(LRSchedulerConfig(sched))
+
+
+def test_a_scheduler_added_during_the_fit_is_refused_at_the_next_batch() -> None:
+    # Added by a callback that runs after AutoLRSCallback's own epoch-start hooks.
+    cb = AutoLRSCallback(lr_bounds=BOUNDS)
+    with pytest.raises(ConfigError, match=r"\['StepLR'\] were added to the Trainer during"):
+        _trainer(cb, _AddScheduler()).fit(Reg(), _loader())
+    assert cb.tuner.global_step == len(X) // 8  # the first epoch, then the refusal
 
 
 def test_hypergradient_lr_recipe_matches_the_plain_loop() -> None:

@@ -6,6 +6,9 @@ runs are deterministic.
 
 from __future__ import annotations
 
+import gc
+import warnings
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -143,7 +146,9 @@ def test_steps_the_scaler_skipped_are_reported_as_skipped(tmp_path: Path) -> Non
     tr = _trainer(tmp_path)
     cb = AutoLRSTrainerCallback(tr, lr_bounds=BOUNDS)
     tr.add_callback(_Overflow({10, 40}))
-    tr.train()
+    # The Trainer counted the skipped steps, so the tuner's decay was cut short: said once.
+    with pytest.warns(RuntimeWarning, match="ended at tuner step 88 of max_steps=90.*2 step"):
+        tr.train()
     assert cb.tuner.skipped_steps == 2
     assert cb.tuner.global_step == N - 2  # the Trainer counted them, the tuner did not
 
@@ -170,6 +175,91 @@ def test_trainer_schedulers_that_would_fight_are_errors(tmp_path: Path) -> None:
         AutoLRSTrainerCallback(ok)
     with pytest.raises(ConfigTypeError, match=r"transformers\.Trainer"):
         AutoLRSTrainerCallback(object())
+    # Refused when built (0 used to mean "the Trainer's budget" silently).
+    with pytest.raises(ConfigError, match="max_steps must be an int >= 1, got 0"):
+        AutoLRSTrainerCallback(_trainer(tmp_path), max_steps=0)
+    with pytest.raises(ConfigTypeError, match="max_steps must be an int"):
+        AutoLRSTrainerCallback(_trainer(tmp_path), max_steps=90.0)
+
+
+def test_attached_after_the_trainer_made_its_own_scheduler(tmp_path: Path) -> None:
+    """The Trainer's own (constant) scheduler is discarded by train(), which then asks the
+    callback's create_scheduler: nothing to refuse."""
+    tr = _trainer(tmp_path)
+    tr.create_optimizer_and_scheduler(N)
+    cb = AutoLRSTrainerCallback(tr, lr_bounds=BOUNDS)
+    tr.train()
+    assert cb.tuner.done
+    logged = [h["learning_rate"] for h in tr.state.log_history if "learning_rate" in h]
+    assert logged == cb.tuner.schedule
+
+
+def _autolr_warnings(caught: list[warnings.WarningMessage]) -> list[str]:
+    return [str(w.message) for w in caught if str(w.message).startswith("AutoLRSTrainer")]
+
+
+def test_a_budget_the_trainer_does_not_reach_warns_once_at_train_begin(tmp_path: Path) -> None:
+    tr = _trainer(tmp_path)
+    cb = AutoLRSTrainerCallback(tr, lr_bounds=BOUNDS, max_steps=200)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        tr.train()
+    said = _autolr_warnings(caught)
+    assert len(said) == 1, said  # not said again when training ends
+    assert "stops after 90 optimizer steps, before the tuner's max_steps=200" in said[0]
+    assert cb.tuner.global_step == N and not cb.tuner.done
+
+
+class _StopAt(transformers.TrainerCallback):
+    """Stops training as EarlyStoppingCallback does."""
+
+    def __init__(self, at: int) -> None:
+        self.at = at
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        if state.global_step == self.at:
+            control.should_training_stop = True
+
+
+def test_training_stopped_early_warns_once_at_its_end(tmp_path: Path) -> None:
+    tr = _trainer(tmp_path)
+    cb = AutoLRSTrainerCallback(tr, lr_bounds=BOUNDS)
+    tr.add_callback(_StopAt(30))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        tr.train()
+    said = _autolr_warnings(caught)
+    assert len(said) == 1, said
+    assert f"ended at tuner step 30 of max_steps={N}" in said[0] and "stopped first" in said[0]
+    assert cb.tuner.global_step == 30 and not cb.tuner.done
+    # Training ended by an error says nothing more than the error.
+    tr = _trainer(tmp_path)
+    AutoLRSTrainerCallback(tr, lr_bounds=BOUNDS)
+    tr.add_callback(_KillAt(30))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(RuntimeError, match="killed"):
+            tr.train()
+    assert _autolr_warnings(caught) == []
+
+
+def test_a_second_train_runs_a_new_schedule_and_drops_the_old_tuner(tmp_path: Path) -> None:
+    tr = _trainer(tmp_path)
+    cb = AutoLRSTrainerCallback(tr, lr_bounds=BOUNDS)
+    tr.train()
+    first = weakref.ref(cb.tuner)
+    opt = cb.tuner.optimizer
+    hooks = len(opt._optimizer_step_pre_hooks)
+    tr.train()
+    tuner = cb.tuner
+    assert tuner.done and tuner.global_step == N  # a whole new run
+    assert tuner.optimizer is opt  # the Trainer reuses its optimizer
+    logged = [h["learning_rate"] for h in tr.state.log_history if "learning_rate" in h]
+    assert logged == tuner.schedule
+    # The old tuner was gone before the new one hooked the optimizer: no stale hook stays.
+    assert len(opt._optimizer_step_pre_hooks) == hooks
+    gc.collect()
+    assert first() is None
 
 
 def test_resume_from_checkpoint_matches_the_uninterrupted_run(tmp_path: Path) -> None:
