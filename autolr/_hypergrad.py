@@ -49,6 +49,7 @@ composes as *HD multiplies on top of the schedule*. The LR actually used is :att
 from __future__ import annotations
 
 import math
+import numbers
 import warnings
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
@@ -60,7 +61,7 @@ from torch import Tensor
 from . import _statecheck as _sc
 from ._deprecate import RenamedAttribute
 from ._errors import ConfigError, ConfigTypeError, StateError
-from ._validate import check_choice, check_float, check_int
+from ._validate import _WrongTypeError, check_choice, check_float, check_int
 
 if TYPE_CHECKING:  # _schedule is imported lazily (it imports this module)
     from ._schedule import Schedule
@@ -82,6 +83,8 @@ _BOOST_GROWTH = 1.2  # per-step growth of the step-size multiplier while the sig
 DEFAULT_TRACE_STEPS = 10_000
 _STATE_VERSION = 2  # 1: unversioned (rule/β saved but not checked), 2: config checked on load
 _HD_STATE = ("scales", "last_h", "h_sq", "h_n", "steps", "nonfinite", "directions", "trace")
+# Below this a float32 a·a has lost its precision (subnormal) or underflowed to 0.
+_F32_TINY = torch.finfo(torch.float32).tiny
 
 
 def _warn_renamed_bound(old: str) -> None:
@@ -102,6 +105,10 @@ def _resolve_lr_bounds(lr_bounds: Any, renamed: dict[str, Any]) -> tuple[float, 
             f"HypergradientLR() got an unexpected keyword argument {sorted(unknown)[0]!r}"
         )
     name = "lr_bounds"
+    # A list, tuple or 1-D array/tensor: a set has no order and a dict's values are not its
+    # items, so both would be misread as (low, high).
+    if not (isinstance(lr_bounds, (list, tuple)) or getattr(lr_bounds, "ndim", None) == 1):
+        raise _WrongTypeError(f"lr_bounds must be a pair (low, high), got {lr_bounds!r}")
     if renamed:
         if tuple(lr_bounds) != default:
             raise ConfigError(
@@ -117,8 +124,6 @@ def _resolve_lr_bounds(lr_bounds: Any, renamed: dict[str, Any]) -> tuple[float, 
         )
         lr_bounds = (renamed.get("lr_min", default[0]), renamed.get("lr_max", default[1]))
         name = "lr_min/lr_max"
-    if isinstance(lr_bounds, (str, bytes)) or not hasattr(lr_bounds, "__len__"):
-        raise ConfigError(f"lr_bounds must be a pair (low, high), got {lr_bounds!r}")
     if len(lr_bounds) != 2:
         raise ConfigError(f"lr_bounds must be a pair (low, high), got {lr_bounds!r}")
     # The high end may be inf (no ceiling), so check_bounds (finite pairs) does not fit.
@@ -133,6 +138,18 @@ def _resolve_lr_bounds(lr_bounds: Any, renamed: dict[str, Any]) -> tuple[float, 
     return lo, hi
 
 
+def _flat_real(x: Tensor) -> Tensor:
+    """``x`` detached and flattened; a complex tensor as its real and imaginary parts.
+
+    torch's optimizers treat a complex parameter as real pairs (``view_as_real``), so its
+    inner product is ``Re(a·conj(b))``: the sum over both parts.
+    """
+    x = x.detach()
+    if x.is_complex():
+        x = torch.view_as_real(x.resolve_conj())
+    return x.reshape(-1)
+
+
 def dot_and_norms(a: Sequence[Tensor], b: Sequence[Tensor]) -> Tensor:
     """``[a·b, a·a, b·b]`` over two equally long lists of tensors, as one float32 tensor.
 
@@ -141,7 +158,10 @@ def dot_and_norms(a: Sequence[Tensor], b: Sequence[Tensor]) -> Tensor:
     ``a·b / √(a·a · b·b)``. (FedHyper works on whole flattened model updates in their own
     dtype and uses ``torch.dot`` directly.) Sums are taken on the first tensor's device in
     float32 and returned without a host sync, so callers can batch several before one
-    ``.tolist()``.
+    ``.tolist()``. Complex tensors count as their real and imaginary parts. The float32 squares
+    overflow from entries of about 1e19 (and underflow below about 1e-19);
+    :class:`HypergradientLR` then recomputes the group in float64 from vectors scaled to
+    max-abs 1.
 
     Example:
         >>> import torch
@@ -155,10 +175,34 @@ def dot_and_norms(a: Sequence[Tensor], b: Sequence[Tensor]) -> Tensor:
     dev = a[0].device
     parts = []
     for x, y in zip(a, b):
-        x = x.detach().reshape(-1).float()
-        y = y.detach().reshape(-1).float()
+        x = _flat_real(x).float()
+        y = _flat_real(y).float()
         parts.append(torch.stack([x @ y, x @ x, y @ y]).to(dev))
     return torch.stack(parts).sum(0)
+
+
+def _scaled_dot_and_norms(
+    a: Sequence[Tensor], b: Sequence[Tensor]
+) -> tuple[float, float, float, float, float]:
+    """``(a'·b', a'·a', b'·b', sa, sb)`` in float64 for ``a' = a/sa``, ``b' = b/sb``.
+
+    ``sa``, ``sb`` are the max-abs entries (1 for a zero list), so the three sums lie in
+    ``[-n, n]`` and the cosine stays accurate at any finite scale; ``a·b = a'·b'·sa·sb``.
+    The fallback of :class:`HypergradientLR` for groups whose float32 :func:`dot_and_norms`
+    overflowed or underflowed: one extra pass and host sync, only then.
+    """
+    dev = a[0].device
+    zero = torch.zeros((), dtype=torch.float64, device=dev)
+    scaled, peaks = [], []
+    for vs in (a, b):
+        flat = [_flat_real(v).to(dev, torch.float64) for v in vs]
+        peak = torch.stack([zero, *(v.abs().max() for v in flat if v.numel())]).max()
+        peak = torch.where(peak > 0, peak, torch.ones_like(peak))
+        scaled.append([v / peak for v in flat])
+        peaks.append(peak)
+    sums = torch.stack([torch.stack([x @ y, x @ x, y @ y]) for x, y in zip(*scaled)]).sum(0)
+    dot, gg, dd, sa, sb = torch.cat([sums, torch.stack(peaks)]).tolist()
+    return dot, gg, dd, sa, sb
 
 
 def _family(optimizer: torch.optim.Optimizer) -> str:
@@ -193,7 +237,8 @@ class HypergradientLR(torch.optim.Optimizer):
 
     Args:
         optimizer: A ``torch.optim.SGD`` (any momentum, Nesterov), ``Adam`` or ``AdamW``
-            (AMSGrad, ``maximize`` and weight decay supported) with float LRs.
+            (AMSGrad, ``maximize`` and weight decay supported) with float LRs. Complex
+            parameters count as (real, imaginary) pairs, as in torch's optimizers.
         rule: ``"multiplicative"`` (normalised by ``‖G‖‖D‖``, scale-free; default),
             ``"rms"`` (normalised by the running RMS of h) or ``"additive"`` (Baydin's rule).
         hypergrad_lr: β, the hyper-learning-rate. ``None`` takes
@@ -289,14 +334,17 @@ class HypergradientLR(torch.optim.Optimizer):
             raise ConfigError(
                 f"the multiplicative rule needs hypergrad_lr * boost < 1, got {beta} * {boost}"
             )
-        check_int("warmup_steps", warmup_steps, minimum=0)
-        # trace takes a bool as well as a count, which check_int (bool rejected) cannot word
-        if not isinstance(trace, int):
+        # stored as a plain int: a numpy int would not survive torch.load(weights_only=True)
+        warmup_steps = check_int("warmup_steps", warmup_steps, minimum=0)
+        # trace takes a bool as well as a count, which check_int (bool rejected) cannot word;
+        # numpy ints are counts, as they are for check_int
+        if not isinstance(trace, numbers.Integral):
             raise ConfigTypeError(f"trace must be a bool or an int >= 0, got {trace!r}")
         if isinstance(trace, bool):
             trace = DEFAULT_TRACE_STEPS if trace else 0
         if trace < 0:
             raise ConfigError(f"trace must be a bool or an int >= 0 (steps kept), got {trace}")
+        trace = int(trace)
         for i, group in enumerate(optimizer.param_groups):
             self._check_group(i, group)
         self.optimizer = optimizer
@@ -362,11 +410,24 @@ class HypergradientLR(torch.optim.Optimizer):
         self.optimizer.zero_grad(set_to_none=set_to_none)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
-        """Add a group to the wrapped optimizer; its HD factor starts at 1."""
+        """Add a group to the wrapped optimizer; its HD factor starts at 1.
+
+        Raises:
+            ConfigTypeError: The group's LR (its own or the optimizer's default) is not a
+                float; the wrapped optimizer is left as it was.
+        """
+        groups = self.optimizer.param_groups
+        n = len(groups)
+        # torch fills the group's defaults (the LR may be the optimizer's), so check the group
+        # it added, and take it out again when HD cannot run it: a half-added group would make
+        # every later step() fail on the group count.
         self.optimizer.add_param_group(param_group)
-        group = self.optimizer.param_groups[-1]
-        self._check_group(len(self.optimizer.param_groups) - 1, group)
-        group["hd_lr"] = float(group["lr"])
+        try:
+            self._check_group(n, groups[n])
+        except BaseException:
+            del groups[n:]
+            raise
+        groups[n]["hd_lr"] = float(groups[n]["lr"])
         self._scales.append(1.0)
         self._last_h.append(None)
         self._h_sq.append(0.0)
@@ -375,11 +436,15 @@ class HypergradientLR(torch.optim.Optimizer):
 
     @staticmethod
     def _check_group(i: int, group: dict[str, Any]) -> None:
-        if isinstance(group["lr"], Tensor):
+        lr = group["lr"]
+        if isinstance(lr, Tensor):
             raise ConfigTypeError(
                 f"param_groups[{i}]['lr'] is a Tensor; HypergradientLR needs float LRs "
                 "(capturable/graph-captured optimizers are not supported)"
             )
+        # (torch checks the LR's type only in the optimizer's constructor)
+        if isinstance(lr, bool) or not isinstance(lr, numbers.Real):
+            raise ConfigTypeError(f"param_groups[{i}]['lr'] must be a float, got {lr!r}")
 
     # ------------------------------------------------------------------ read-outs
     @property
@@ -409,7 +474,8 @@ class HypergradientLR(torch.optim.Optimizer):
         If the trace dropped early steps (a run longer than ``trace`` steps), one warning
         says so and the schedule covers only the kept steps, at their own step numbers:
         replayed, the earlier steps hold the first kept LR. Pass ``trace=<steps>`` at
-        construction to keep a whole run.
+        construction to keep a whole run. A group added later by :meth:`add_param_group`
+        likewise starts at the step it was added (one warning).
 
         Args:
             steps: Stretch the schedule to this many steps (:meth:`Schedule.stretch`).
@@ -418,7 +484,7 @@ class HypergradientLR(torch.optim.Optimizer):
 
         Raises:
             ConfigError: ``group`` out of range, ``trace=0`` (nothing recorded), or no step
-                taken yet.
+                taken yet (by this group, if it was added by :meth:`add_param_group`).
         """
         from ._schedule import Schedule
 
@@ -432,8 +498,22 @@ class HypergradientLR(torch.optim.Optimizer):
             )
         if not self._trace:
             raise ConfigError("HypergradientLR.export_schedule: no step was taken yet")
-        start = self.steps - len(self._trace)
-        if start > 0:
+        # A group added by add_param_group has no LR in the rows of the steps before it.
+        lrs = [row[group] for row in self._trace if len(row) > group]
+        if not lrs:
+            raise ConfigError(
+                f"HypergradientLR.export_schedule: group {group} was added after the last step; "
+                "no LR of it was recorded yet"
+            )
+        start = self.steps - len(lrs)
+        if len(lrs) < len(self._trace):
+            warnings.warn(
+                f"HypergradientLR.export_schedule: group {group} was added at step {start}; the "
+                "schedule starts there and earlier steps hold its first LR",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+        elif start > 0:
             warnings.warn(
                 f"HypergradientLR.export_schedule: lr_trace kept only the last {len(self._trace)} "
                 f"of {self.steps} steps (trace={self.trace}); the schedule starts at step "
@@ -442,7 +522,6 @@ class HypergradientLR(torch.optim.Optimizer):
                 RuntimeWarning,
                 stacklevel=2,
             )
-        lrs = [row[group] for row in self._trace]
         sched = Schedule.from_lrs(lrs, start=start, source="HypergradientLR")
         return sched._exported(steps, kind)
 
@@ -492,6 +571,7 @@ class HypergradientLR(torch.optim.Optimizer):
         # 1. Hypergradient pieces of every group from G_t and the stored D_{t-1}.
         grads: list[dict[Tensor, Tensor]] = []
         stats: list[Tensor | None] = []
+        pairs: list[tuple[list[Tensor], list[Tensor]]] = []  # (G, D) per group, for _row
         for gi, group in enumerate(groups):
             self._check_group(gi, group)
             dec = _decoupled(opt, group)
@@ -508,6 +588,7 @@ class HypergradientLR(torch.optim.Optimizer):
                     a.append(g)
                     b.append(d)
             grads.append(gs)
+            pairs.append((a, b))
             stats.append(dot_and_norms(a, b) if a else None)
         present = [s for s in stats if s is not None]
         # One host sync for all groups (groups on several devices meet on the first one): the
@@ -547,7 +628,7 @@ class HypergradientLR(torch.optim.Optimizer):
             scale = self._scales[gi]
             lr = base * scale
             if stats[gi] is not None:
-                dot, gg, dd = next(values)
+                dot, gg, dd = self._row(next(values), *pairs[gi])
                 sq = self._h_sq[gi]
                 gain = self._gain[gi]
                 if self.boost != 1.0 and self._last_h[gi] is not None:
@@ -573,7 +654,8 @@ class HypergradientLR(torch.optim.Optimizer):
                     # Warm-up: every cosine looks "too small" while the ramp holds the LR down,
                     # so HD may only lower the factor; it probes for an oversized LR.
                     new = lr
-                if math.isfinite(h) and math.isfinite(new):
+                # (h² of a huge finite h overflows: an inf RMS would freeze the rms rule)
+                if math.isfinite(h) and math.isfinite(new) and math.isfinite(sq):
                     self._last_h[gi] = h
                     self._h_sq[gi] = sq
                     self._h_n[gi] += 1
@@ -605,17 +687,44 @@ class HypergradientLR(torch.optim.Optimizer):
             for group, base in zip(groups, bases):
                 group["lr"] = base
 
-        # 4. Store D_t = −∂u_t/∂α for the next step.
+        # 4. Store D_t = −∂u_t/∂α for the next step. A parameter without a gradient did not
+        # move (∂u_t/∂α = 0) and one taken out of every group is gone: neither keeps a D.
+        dirs: dict[Tensor, Tensor] = {}
         for gi, group in enumerate(groups):
             for p in group["params"]:
-                if p not in grads[gi]:
-                    self._dirs.pop(p, None)  # did not move: ∂u_t/∂α = 0
-                    continue
-                self._dirs[p] = self._direction(group, p, grads[gi][p], pre.get(p))
+                if p in grads[gi]:
+                    dirs[p] = self._direction(group, p, grads[gi][p], pre.get(p))
+        self._dirs = dirs
         self.steps += 1
         if self.trace:  # the deque drops the oldest row beyond `trace` steps
             self._trace.append([float(g["hd_lr"]) for g in groups])
         return loss
+
+    def _row(
+        self, row: list[float], a: list[Tensor], b: list[Tensor]
+    ) -> tuple[float, float, float]:
+        """``(G·D, G·G, D·D)`` of one group, recomputed when float32 could not hold them.
+
+        Squares of entries beyond about 1e19 overflow float32 (below 1e-19 they vanish) while
+        the gradients themselves are finite, which would stop the scale-free rules: the group
+        is then summed again in float64 from vectors scaled to max-abs 1. The multiplicative
+        rule gets the scaled sums (same cosine, same signs), rms ``G·D`` at its real scale (inf
+        only where float64 overflows too: that step is skipped and counted). Ordinary rows,
+        and every row of the additive rule, pass unchanged: its step ``β·h`` is not
+        normalised, and an h float32 cannot hold would throw the LR to a clamp, so such a step
+        stays skipped and counted.
+        """
+        dot, gg, dd = row
+        if self.rule == "additive" or (
+            all(math.isfinite(v) for v in row) and gg >= _F32_TINY and dd >= _F32_TINY
+        ):
+            return dot, gg, dd
+        sdot, sgg, sdd, sa, sb = _scaled_dot_and_norms(a, b)
+        if not (sgg > 0 and sdd > 0):  # a zero G or D: float32 had it exactly
+            return dot, gg, dd
+        if self.rule == "multiplicative":
+            return sdot, sgg, sdd
+        return sdot * sa * sb, sgg * sa * sa, sdd * sb * sb
 
     def _direction(self, group: dict[str, Any], p: Tensor, g: Tensor, pre: Tensor | None) -> Tensor:
         state = self.optimizer.state.get(p, {})
@@ -629,10 +738,16 @@ class HypergradientLR(torch.optim.Optimizer):
             return buf.clone()
         beta1, beta2 = (float(b) for b in group["betas"])
         step = float(state["step"])
+        m = state["exp_avg"]
         v = state["max_exp_avg_sq"] if group.get("amsgrad", False) else state["exp_avg_sq"]
+        complex_ = m.is_complex()
+        if complex_:  # torch's Adam runs on the real and imaginary parts separately
+            m, v = torch.view_as_real(m), torch.view_as_real(v)
         bc1 = 1.0 - beta1**step
         bc2 = 1.0 - beta2**step
-        d = (state["exp_avg"] / bc1) / (v.sqrt() / math.sqrt(bc2) + group["eps"])
+        d = (m / bc1) / (v.sqrt() / math.sqrt(bc2) + group["eps"])
+        if complex_:
+            d = torch.view_as_complex(d.contiguous())
         if pre is not None:
             d.add_(pre)
         return d
@@ -655,8 +770,21 @@ class HypergradientLR(torch.optim.Optimizer):
         }
 
     def state_dict(self) -> dict[str, Any]:  # type: ignore[override]
-        """Wrapped optimizer's state plus the HD state and arguments (tensors and plain values)."""
+        """Wrapped optimizer's state plus the HD state and arguments (tensors and plain values).
+
+        Raises:
+            StateError: The wrapped optimizer still holds state for a parameter taken out of
+                every param group (torch's own ``state_dict`` fails on it with a KeyError).
+        """
         index = {p: i for i, p in enumerate(self._params())}
+        orphans = sum(isinstance(p, Tensor) and p not in index for p in self.optimizer.state)
+        if orphans:
+            raise _sc._state_error(
+                "HypergradientLR.state_dict",
+                f"the wrapped optimizer holds state for {orphans} parameter(s) that are in no "
+                "param group any more, which torch cannot save; delete it first (del "
+                "opt.state[p] for each removed p) or put the parameters back",
+            )
         return {
             "version": _STATE_VERSION,
             "kind": "HypergradientLR",
@@ -670,7 +798,10 @@ class HypergradientLR(torch.optim.Optimizer):
                 "gain": list(self._gain),
                 "steps": self.steps,
                 "nonfinite": self.skipped_hyper_steps,
-                "directions": {index[p]: d.detach().clone() for p, d in self._dirs.items()},
+                # (a parameter taken out of its group since the last step has no index)
+                "directions": {
+                    index[p]: d.detach().clone() for p, d in self._dirs.items() if p in index
+                },
                 "trace": [list(r) for r in self._trace],
             },
         }
@@ -682,9 +813,11 @@ class HypergradientLR(torch.optim.Optimizer):
         checked as far as they were saved). A trace longer than ``trace`` keeps its last steps.
 
         Raises:
-            StateError: Not a HypergradientLR state, missing or mistyped entries, other
-                arguments (``rule``, ``hypergrad_lr``, bounds, ...; all differences are listed),
-                another optimizer type, or tensors shaped for another model.
+            StateError: Not a HypergradientLR state, missing or mistyped entries (the
+                wrapped optimizer's too: non-numeric or negative LRs and hyperparameters,
+                SGD/Adam per-parameter state torch would fail on), other arguments
+                (``rule``, ``hypergrad_lr``, bounds, ...; all differences are listed), another
+                optimizer type, or tensors shaped for another model.
         """
         owner = "HypergradientLR"
         version = _sc._state_version(owner, state_dict, ("optimizer", "hypergrad"), (1, 2), 1)
@@ -697,6 +830,17 @@ class HypergradientLR(torch.optim.Optimizer):
         _sc._state_config(owner, hd, config)
         _sc._state_optimizer(owner, "optimizer", self.optimizer, state_dict["optimizer"])
         n = len(self.optimizer.param_groups)
+        # torch's load takes the saved groups' LRs; HD needs plain non-negative floats
+        base_lrs = []
+        for i, group in enumerate(state_dict["optimizer"]["param_groups"]):
+            lr = group["lr"]
+            if isinstance(lr, Tensor) or not lr >= 0:  # (_state_optimizer: lr is a number)
+                raise _sc._state_error(
+                    owner,
+                    f"optimizer['param_groups'][{i}]['lr'] must be a float >= 0 "
+                    f"(HypergradientLR needs float LRs), got {_sc._short(lr)}",
+                )
+            base_lrs.append(float(lr))
         scales = [
             _sc._state_float(owner, "scales", v, low=0.0)
             for v in _sc._state_list(owner, "scales", hd["scales"], n)
@@ -724,6 +868,17 @@ class HypergradientLR(torch.optim.Optimizer):
             ]
             for r in _sc._state_list(owner, "trace", hd["trace"])
         ]
+        # One LR per group of its step; groups are only ever added (add_param_group), so rows
+        # never get shorter and the last has at most one per group here.
+        lo = 1
+        for i, row in enumerate(trace):
+            if not lo <= len(row) <= n:
+                raise _sc._state_error(
+                    owner,
+                    f"'trace' row {i} has {len(row)} LRs in the state_dict, {lo} to {n} expected "
+                    "(one per param group at its step)",
+                )
+            lo = len(row)
         params = self._params()
         if not isinstance(hd["directions"], Mapping):
             raise _sc._state_error(
@@ -739,7 +894,20 @@ class HypergradientLR(torch.optim.Optimizer):
                 )
             p = params[i]
             d = _sc._state_tensor(owner, f"directions[{i}]", d, p.shape, f"parameter {i} here")
+            if d.is_complex() != p.is_complex():  # casting would drop or invent imaginary parts
+                raise _sc._state_error(
+                    owner,
+                    f"directions[{i}] has dtype {d.dtype} in the state_dict but parameter {i} "
+                    f"has {p.dtype} here: the state comes from another model",
+                )
             dirs[p] = d.detach().to(device=p.device, dtype=p.dtype)
+        lr_lo, lr_hi = self.lr_bounds
+        hd_lrs = []
+        for base, s in zip(base_lrs, scales):
+            lr = min(max(base * s, lr_lo), lr_hi)  # type: ignore[operator]
+            if 0 < steps < self.warmup_steps:  # the last step's ramp, as after that step
+                lr = min(max(lr * (steps / self.warmup_steps), lr_lo), lr_hi)
+            hd_lrs.append(lr)
         # Everything checked: from here on nothing can fail half-way.
         self.optimizer.load_state_dict(state_dict["optimizer"])
         self._dirs = dirs
@@ -750,12 +918,9 @@ class HypergradientLR(torch.optim.Optimizer):
         self._gain = gain  # type: ignore[assignment]
         self.steps = steps
         self.skipped_hyper_steps = nonfinite
-        lr_lo, lr_hi = self.lr_bounds
         self._trace = deque(trace, maxlen=self.trace)  # type: ignore[arg-type]
-        for g, s in zip(self.optimizer.param_groups, self._scales):
-            g["hd_lr"] = min(max(float(g["lr"]) * s, lr_lo), lr_hi)
-            if 0 < self.steps < self.warmup_steps:  # the last step's ramp, as after that step
-                g["hd_lr"] = min(max(g["hd_lr"] * (self.steps / self.warmup_steps), lr_lo), lr_hi)
+        for g, lr in zip(self.optimizer.param_groups, hd_lrs):
+            g["hd_lr"] = lr
 
 
 def __getattr__(name: str) -> Any:

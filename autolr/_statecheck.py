@@ -7,6 +7,7 @@ alike: ``"<Owner>.load_state_dict: <what is wrong>, <what was expected>"``.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -187,10 +188,14 @@ def _state_tensor(owner: str, key: str, value: Any, shape: Sequence[int], where:
 
 
 def _state_optimizer(owner: str, key: str, optimizer: torch.optim.Optimizer, saved: Any) -> None:
-    """Check a torch optimizer state_dict against ``optimizer`` (groups, type, tensor shapes).
+    """Check a torch optimizer state_dict against ``optimizer`` (groups, type, values, shapes).
 
-    torch itself checks only the group sizes, and a state tensor of another shape fails at the
-    next step; a state of another optimizer type fails there with a KeyError.
+    torch itself checks only the group sizes: a state tensor of another shape, a state of
+    another optimizer type or a corrupt entry (``lr="fast"``, an Adam state without
+    ``exp_avg_sq``) fails later, at the next step or half-way through torch's own load. Every
+    optimizer gets the group and shape checks and "a hyperparameter that is a number here is a
+    number in the state"; SGD and Adam/AdamW (whose state torch reads without checking) also
+    get their per-parameter entries checked.
     """
     name = type(optimizer).__name__
     if not isinstance(saved, Mapping) or not {"state", "param_groups"} <= set(saved):
@@ -205,6 +210,7 @@ def _state_optimizer(owner: str, key: str, optimizer: torch.optim.Optimizer, sav
             f"{len(groups)}: the state comes from another model or optimizer setup",
         )
     ids: dict[Any, Tensor] = {}
+    group_of: dict[Any, Mapping[str, Any]] = {}  # saved group of each saved parameter id
     for i, (g, sg) in enumerate(zip(groups, saved_groups)):
         if not isinstance(sg, Mapping) or not isinstance(sg.get("params"), (list, tuple)):
             raise _state_error(owner, f"{key}['param_groups'][{i}] is not a param group")
@@ -222,21 +228,93 @@ def _state_optimizer(owner: str, key: str, optimizer: torch.optim.Optimizer, sav
                 f"{key}['param_groups'][{i}] lacks {lacks} of this {name}: the state comes "
                 "from another optimizer type",
             )
+        for k, v in g.items():
+            if k not in ("params", "param_names") and k in sg:
+                _group_value(owner, f"{key}['param_groups'][{i}][{k!r}]", v, sg[k])
         ids.update(zip(sg["params"], g["params"]))
+        group_of.update(dict.fromkeys(sg["params"], sg))
     if not isinstance(saved["state"], Mapping):
         raise _state_error(owner, f"{key}['state'] must be a dict, got {_short(saved['state'])}")
     for pid, entry in saved["state"].items():
         p = ids.get(pid)
-        if p is None or not isinstance(entry, Mapping):
+        if p is None:
+            continue
+        where = f"{key}['state'][{pid}]"
+        if isinstance(optimizer, (torch.optim.SGD, torch.optim.Adam)):
+            _known_param_state(owner, where, optimizer, group_of[pid], entry)
+        if not isinstance(entry, Mapping):
             continue
         for k, v in entry.items():
             if k in _PARAM_SHAPED and isinstance(v, Tensor) and tuple(v.shape) != tuple(p.shape):
                 raise _state_error(
                     owner,
-                    f"{key}['state'][{pid}][{k!r}] has shape {tuple(v.shape)} in the state_dict "
-                    f"but its parameter has shape {tuple(p.shape)} here: the state comes from "
-                    "another model",
+                    f"{where}[{k!r}] has shape {tuple(v.shape)} in the state_dict but its "
+                    f"parameter has shape {tuple(p.shape)} here: the state comes from another "
+                    "model",
                 )
+
+
+def _is_number(value: Any) -> bool:
+    """A real number or a one-element real tensor (torch allows tensor LRs and betas)."""
+    if isinstance(value, Tensor):
+        return value.numel() == 1 and not (value.is_complex() or value.dtype == torch.bool)
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _group_value(owner: str, where: str, mine: Any, saved: Any) -> None:
+    """A saved group hyperparameter that is a number (or a tuple of numbers) here must be one.
+
+    Flags, ``None`` and other values are left to torch: their types differ across releases.
+    """
+    if isinstance(mine, (list, tuple)) and mine and all(_is_number(v) for v in mine):
+        ok = isinstance(saved, (list, tuple)) and len(saved) == len(mine)
+        if not (ok and all(_is_number(v) for v in saved)):
+            raise _state_error(
+                owner, f"{where} must be a list of {len(mine)} numbers, got {_short(saved)}"
+            )
+    elif _is_number(mine) and not _is_number(saved):
+        raise _state_error(owner, f"{where} must be a number, got {_short(saved)}")
+
+
+def _known_param_state(
+    owner: str, where: str, optimizer: torch.optim.Optimizer, group: Mapping[str, Any],
+    entry: Any,
+) -> None:  # fmt: skip
+    """Check one parameter's saved SGD or Adam(W) state: the entries torch reads at its step.
+
+    An empty entry is fine (torch initialises it at the next step), as is an SGD entry without
+    ``momentum_buffer`` (torch starts the buffer from the gradient).
+    """
+    if not isinstance(entry, Mapping):
+        raise _state_error(owner, f"{where} must be a dict, got {_short(entry)}")
+    if isinstance(optimizer, torch.optim.SGD):
+        buf = entry.get("momentum_buffer")
+        if buf is not None and not isinstance(buf, Tensor):
+            raise _state_error(
+                owner, f"{where}['momentum_buffer'] must be a tensor or None, got {_short(buf)}"
+            )
+        return
+    if not entry:
+        return
+    # the saved group's amsgrad is the one the loaded optimizer will run with
+    keys = ["step", "exp_avg", "exp_avg_sq", *(["max_exp_avg_sq"] * bool(group.get("amsgrad")))]
+    missing = [k for k in keys if k not in entry]
+    if missing:
+        raise _state_error(
+            owner, f"{where} lacks {missing}: the state comes from another optimizer setup"
+        )
+    step = entry["step"]
+    ok = _is_number(step)
+    if ok:  # (a tensor step costs one host sync; loading is rare)
+        value = float(step.item() if isinstance(step, Tensor) else step)
+        ok = math.isfinite(value) and value >= 0
+    if not ok:
+        raise _state_error(
+            owner, f"{where}['step'] must be a finite number >= 0, got {_short(step)}"
+        )
+    for k in keys[1:]:
+        if not isinstance(entry[k], Tensor):
+            raise _state_error(owner, f"{where}[{k!r}] must be a tensor, got {_short(entry[k])}")
 
 
 def _same(a: Any, b: Any) -> bool:
