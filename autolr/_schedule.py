@@ -14,6 +14,7 @@ import hashlib
 import itertools
 import json
 import math
+import numbers
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -23,8 +24,9 @@ import torch
 from torch import nn
 from torch.optim.lr_scheduler import LRScheduler
 
-from ._errors import ConfigError, StateError
+from ._errors import ConfigError, ConfigTypeError, StateError
 from ._statecheck import (
+    _describe_state,
     _short,
     _state_error,
     _state_float,
@@ -32,7 +34,7 @@ from ._statecheck import (
     _state_list,
     _state_version,
 )
-from ._validate import check_choice, check_instance, check_int
+from ._validate import check_choice, check_float, check_instance, check_int
 
 # Version 1 throughout: ``length`` and ``source`` were added as optional entries (a state
 # without them reads as before), so states of older autolr releases still load.
@@ -81,18 +83,22 @@ class Schedule:
     source: str = ""
 
     def __post_init__(self) -> None:
-        if len(self.steps) != len(self.values):
-            raise ConfigError("Schedule: steps and values have different lengths")
-        if any(b < a for a, b in zip(self.steps, self.steps[1:], strict=False)):
-            raise ConfigError("Schedule: steps must be non-decreasing")
-        for row in self.values:
-            if len(row) != len(self.names):
-                raise ConfigError(
-                    f"Schedule: a row has {len(row)} values for {len(self.names)} names"
-                )
+        # The same checks as a loaded state gets (``_parse``), as ConfigError/ConfigTypeError.
+        self.names = _check_names(self.names)
+        self.steps = _check_steps(self.steps)
+        self.values = _check_values(self.values, self.names, len(self.steps))
+        if not _is_list_like(self.discrete):
+            raise ConfigTypeError(
+                f"Schedule: discrete must be a list of names, got {_short(self.discrete)}"
+            )
+        unknown = [n for n in self.discrete if n not in self.names]
+        if unknown:
+            raise ConfigError(f"Schedule: discrete names {unknown} that are not in {self.names}")
+        if not isinstance(self.source, str):
+            raise ConfigTypeError(f"Schedule: source must be a str, got {_short(self.source)}")
         if self.length is not None:
             last = self.steps[-1] + 1 if self.steps else 0
-            check_int("length", self.length)
+            self.length = check_int("length", self.length)
             if self.length < last:
                 raise ConfigError(
                     f"Schedule: length={self.length} is shorter than its records (last at "
@@ -135,6 +141,8 @@ class Schedule:
 
     def at(self, step: int) -> dict[str, float]:
         """Values in force at weight step ``step`` (the last record at or before it)."""
+        if type(step) is not int:  # (the fast path: ScheduleLR reads one value per step)
+            step = check_int("Schedule.at: step", step)
         if not self.steps:
             raise ConfigError("Schedule is empty")
         i = max(0, bisect.bisect_right(self.steps, step) - 1)
@@ -302,7 +310,7 @@ class Schedule:
         try:
             with open(path) as fh:
                 state = json.load(fh)
-        except json.JSONDecodeError as exc:
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise StateError(f"Schedule.load: {os.fspath(path)!r} is not JSON ({exc})") from None
         return cls(**_parse(state, "Schedule.load"))
 
@@ -312,21 +320,102 @@ class Schedule:
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def _is_list_like(value: Any) -> bool:
+    """A list, tuple or array of entries (not a str, bytes or mapping)."""
+    return (
+        not isinstance(value, (str, bytes, Mapping))
+        and hasattr(value, "__len__")
+        and hasattr(value, "__iter__")
+    )
+
+
+def _check_names(names: Any) -> Any:
+    """Unique str names (returned as given) or a ConfigError/ConfigTypeError."""
+    if not _is_list_like(names) or not all(isinstance(n, str) for n in names):
+        raise ConfigTypeError(f"Schedule: names must be a list of str, got {_short(names)}")
+    listed = list(names)
+    dup = sorted({n for n in listed if listed.count(n) > 1})
+    if dup:
+        raise ConfigError(f"Schedule: names must be unique, {dup} appear more than once")
+    return names
+
+
+def _check_steps(steps: Any) -> Any:
+    """Non-decreasing int steps >= 0 (as given, or as a list of int when not plain ints)."""
+    if not _is_list_like(steps):
+        raise ConfigTypeError(f"Schedule: steps must be a list of int, got {_short(steps)}")
+    out = [
+        v if type(v) is int and v >= 0 else check_int(f"Schedule: steps[{i}]", v, minimum=0)
+        for i, v in enumerate(steps)
+    ]
+    if any(b < a for a, b in itertools.pairwise(out)):
+        raise ConfigError("Schedule: steps must be non-decreasing")
+    converted = any(a is not b for a, b in zip(out, steps, strict=True))
+    return out if converted or not isinstance(steps, (list, tuple)) else steps
+
+
+def _value(where: str, v: Any) -> Any:
+    """A finite number: a plain int or float as given, other real numbers as float."""
+    if type(v) is float and math.isfinite(v):
+        return v
+    if type(v) is int:
+        try:
+            float(v)
+        except OverflowError:
+            raise ConfigError(f"{where} must be a finite float, got {_short(v)}") from None
+        return v
+    return check_float(where, v)
+
+
+def _check_values(values: Any, names: Sequence[str], n_steps: int) -> Any:
+    """One row of finite numbers per step, one per name (as given when plain numbers)."""
+    if not _is_list_like(values):
+        raise ConfigTypeError(
+            f"Schedule: values must be a list of rows (lists of numbers), got {_short(values)}"
+        )
+    if len(values) != n_steps:
+        raise ConfigError("Schedule: steps and values have different lengths")
+    out, converted = [], not isinstance(values, (list, tuple))
+    for i, row in enumerate(values):
+        if not _is_list_like(row):
+            raise ConfigTypeError(
+                f"Schedule: values[{i}] must be a list of {len(names)} numbers, got {_short(row)}"
+            )
+        if len(row) != len(names):
+            raise ConfigError(f"Schedule: a row has {len(row)} values for {len(names)} names")
+        new = [_value(f"Schedule: values[{i}][{j}] ({n!r})", v)
+               for j, (n, v) in enumerate(zip(names, row, strict=True))]  # fmt: skip
+        if isinstance(row, (list, tuple)) and all(a is b for a, b in zip(new, row, strict=True)):
+            out.append(row)
+        else:
+            out.append(new)
+            converted = True
+    return out if converted else values
+
+
 def _parse(state: Any, owner: str) -> dict[str, Any]:
     """The checked constructor arguments of a Schedule state (changes nothing)."""
     _state_version(owner, state, ("names", "steps", "values"), (1,), 1)
     names = _state_list(owner, "names", state["names"])
     if not all(isinstance(n, str) for n in names):
         raise _state_error(owner, f"'names' must be a list of str, got {_short(names)}")
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise _state_error(owner, f"'names' must be unique, {dup} appear more than once")
     steps = [_state_int(owner, "steps", v) for v in _state_list(owner, "steps", state["steps"])]
     if any(b < a for a, b in itertools.pairwise(steps)):
         raise _state_error(owner, f"'steps' must be non-decreasing, got {_short(steps)}")
     rows = _state_list(owner, "values", state["values"], len(steps))
-    values = [
-        [_state_float(owner, "values", v, finite=False) for v in _state_list(
-            owner, f"values[{i}]", r, len(names))]
-        for i, r in enumerate(rows)
-    ]  # fmt: skip
+    try:
+        values = [
+            [_state_float(owner, f"values[{i}]", v) for v in _state_list(
+                owner, f"values[{i}]", r, len(names))]
+            for i, r in enumerate(rows)
+        ]  # fmt: skip
+    except OverflowError:  # an int beyond float range
+        raise _state_error(
+            owner, "'values' must be finite numbers, got an int beyond float range"
+        ) from None
     discrete = _state_list(owner, "discrete", state.get("discrete", []))
     unknown = [n for n in discrete if n not in names]
     if unknown:
@@ -382,6 +471,21 @@ class ScheduleLR(LRScheduler):
         schedule._index(name)
         if not schedule.steps:
             raise ConfigError("ScheduleLR: the schedule is empty")
+        last_epoch = check_int("last_epoch", last_epoch, minimum=-1)
+        for step, value in zip(schedule.steps, schedule.series(name), strict=True):
+            if not _is_lr(value):
+                raise ConfigError(
+                    f"ScheduleLR: {name!r} is replayed as the LR, so every value must be finite "
+                    f"and >= 0; the schedule has {_short(value)} at step {step}"
+                )
+        if last_epoch >= 0:
+            lacking = [i for i, g in enumerate(optimizer.param_groups) if "initial_lr" not in g]
+            if lacking:
+                raise ConfigError(
+                    f"ScheduleLR: last_epoch={last_epoch} resumes a run, but param group(s) "
+                    f"{lacking} have no 'initial_lr' (set by the scheduler the run started "
+                    "with); build the scheduler with last_epoch=-1 and load its state_dict"
+                )
         self.schedule = schedule
         self.name = name
         self.schedule_digest = schedule.digest()
@@ -402,35 +506,128 @@ class ScheduleLR(LRScheduler):
 
     def get_lr(self) -> list[float]:  # type: ignore[override]
         """The groups' LRs at step ``last_epoch``."""
+        ratios = self._group_ratios()
+        groups = len(self.optimizer.param_groups)
+        if len(ratios) != groups:
+            raise ConfigError(
+                f"ScheduleLR: the optimizer has {groups} param groups but the scheduler was "
+                f"built for {len(ratios)}: a group added with add_param_group() after the "
+                "scheduler was built has no initial LR to keep a ratio to; build the scheduler "
+                "after adding every group"
+            )
         value = self.schedule.at(max(0, self.last_epoch))[self.name]
-        return [value * r for r in self._group_ratios()]
+        if not _is_lr(value):  # the schedule was edited after the scheduler was built
+            raise ConfigError(
+                f"ScheduleLR: {self.name!r} is {_short(value)} at step {self.last_epoch}; an LR "
+                "must be finite and >= 0"
+            )
+        return [value * r for r in ratios]
 
     def state_dict(self) -> dict[str, Any]:
         """Position, base LRs and the schedule's digest (plain values, ``weights_only``-safe)."""
         return {k: v for k, v in self.__dict__.items() if k not in ("optimizer", "schedule")}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Resume from :meth:`state_dict` of a scheduler over the same schedule.
+        """Resume from :meth:`state_dict` of a scheduler over the same schedule and name.
+
+        The whole state is checked first; on error nothing changes.
 
         Raises:
-            StateError: Not a ScheduleLR state, or saved with another schedule.
+            StateError: Not a ScheduleLR state, saved with another schedule, for another
+                ``name`` or another number of param groups, or an entry of the wrong type.
         """
-        if not isinstance(state_dict, Mapping) or not {"last_epoch", "base_lrs"} <= set(state_dict):
+        owner = "ScheduleLR"
+        state = state_dict
+        if not isinstance(state, Mapping) or not {"last_epoch", "base_lrs"} <= set(state):
             raise StateError(
-                f"ScheduleLR.load_state_dict: got {_short(state_dict)}, expected one from "
+                f"ScheduleLR.load_state_dict: got {_short(state)}, expected one from "
                 "ScheduleLR.state_dict() (keys 'last_epoch', 'base_lrs', ...)"
             )
-        saved = state_dict.get("schedule_digest")
-        if saved is not None and saved != self.schedule_digest:
+        saved = state.get("schedule_digest")
+        if not isinstance(saved, str):
+            raise _state_error(
+                owner,
+                f"got {_describe_state(state)} with schedule_digest={_short(saved)}, expected "
+                "one from ScheduleLR.state_dict() (it names its schedule by its digest)",
+            )
+        if saved != self.schedule_digest:
             raise StateError(
                 f"ScheduleLR.load_state_dict: the state was saved for another schedule (digest "
                 f"{saved!r}, this one's is {self.schedule_digest!r}); build the scheduler "
                 "from the schedule the run was started with"
             )
-        epoch = state_dict["last_epoch"]
+        if state.get("name") != self.name:
+            raise _state_error(
+                owner,
+                f"the state was saved by a scheduler replaying {_short(state.get('name'))}, this "
+                f"one replays {self.name!r}; build it with name={_short(state.get('name'))}",
+            )
+        unknown = sorted(str(k) for k in set(state) - _SCHEDULER_KEYS)
+        if unknown:
+            raise _state_error(
+                owner,
+                f"the state_dict has entries {unknown} that ScheduleLR.state_dict() does not write",
+            )
+        epoch = state["last_epoch"]
         if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < -1:
             raise StateError(
                 f"ScheduleLR.load_state_dict: last_epoch must be an int, got {epoch!r}"
             )
-        self.__dict__.update({k: v for k, v in state_dict.items() if k != "schedule"})
+        groups = len(self.optimizer.param_groups)
+        base = _state_lrs(owner, "base_lrs", state["base_lrs"], groups)
+        if not any(float(b) > 0 for b in base):
+            raise _state_error(
+                owner, f"'base_lrs' must hold a positive LR (a reference group), got {base}"
+            )
+        if "_last_lr" in state:
+            _state_lrs(owner, "_last_lr", state["_last_lr"], groups)
+        if "_step_count" in state:
+            _state_int(owner, "_step_count", state["_step_count"])
+        for k in ("_is_initial", "_get_lr_called_within_step", "verbose"):
+            if k in state and not isinstance(state[k], (bool, int)):
+                raise _state_error(owner, f"{k!r} must be a bool, got {_short(state[k])}")
+        ratios = state.get("_ratios")
+        if ratios is not None and not isinstance(ratios, (list, tuple)):
+            raise _state_error(owner, f"'_ratios' must be a list or None, got {_short(ratios)}")
+        # Everything checked: copy the entries this torch's scheduler has (the ratios are
+        # recomputed from base_lrs; optimizer and schedule stay this scheduler's own).
+        for k in _SCHEDULER_KEYS - {"schedule", "_ratios", "name", "schedule_digest"}:
+            if k in state and k in self.__dict__:
+                v = state[k]
+                self.__dict__[k] = list(v) if isinstance(v, (list, tuple)) else v
         self._ratios = None
+
+
+# Entries of ScheduleLR.state_dict() across torch releases ("verbose": torch < 2.7;
+# "_is_initial": torch >= 2.7); "schedule" was accepted (and ignored) before.
+_SCHEDULER_KEYS = frozenset(
+    {"name", "schedule_digest", "_ratios", "base_lrs", "last_epoch", "_step_count",
+     "_is_initial", "_get_lr_called_within_step", "_last_lr", "verbose", "schedule"}
+)  # fmt: skip
+
+
+def _is_lr(value: Any) -> bool:
+    """A finite real number >= 0."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return False
+    try:
+        return math.isfinite(value) and value >= 0
+    except OverflowError:  # an int beyond float range
+        return False
+
+
+def _state_lrs(owner: str, key: str, value: Any, groups: int) -> list[Any]:
+    """One finite LR >= 0 per param group (numbers or one-element tensors, as torch allows)."""
+    if not isinstance(value, (list, tuple)) or len(value) != groups:
+        raise _state_error(
+            owner,
+            f"{key!r} must be a list of {groups} LRs (one per param group of this optimizer), "
+            f"got {_short(value)}: the state comes from another optimizer setup",
+        )
+    for v in value:
+        ok = isinstance(v, torch.Tensor) and v.numel() == 1 and v.is_floating_point()
+        if not (_is_lr(float(v)) if ok else _is_lr(v)):
+            raise _state_error(
+                owner, f"{key!r} must hold finite LRs >= 0, got {_short(v)} in {_short(value)}"
+            )
+    return list(value)
