@@ -7,6 +7,7 @@ momentum buffers and the random streams that drive dropout and data sampling.
 
 from __future__ import annotations
 
+import math
 import random
 import sys
 from collections.abc import Callable, Iterable, Mapping
@@ -17,6 +18,7 @@ import torch
 from torch import nn
 
 from ._errors import ConfigError, ConfigTypeError, StateError
+from ._statecheck import _state_optimizer
 from ._validate import check_instance
 
 __all__ = [
@@ -82,8 +84,19 @@ def capture_rng_state() -> dict[str, Any]:
 
 
 def restore_rng_state(state: Mapping[str, Any]) -> None:
-    """Restore RNG states captured by :func:`capture_rng_state`."""
-    _RngState.from_plain(state).restore()
+    """Restore RNG states captured by :func:`capture_rng_state`.
+
+    The whole state is checked first: a malformed one changes no generator.
+
+    Raises:
+        StateError: If ``state`` is not what :func:`capture_rng_state` returns (or its
+            numpy state is of another bit generator than numpy's global one).
+    """
+    try:
+        rng = _RngState.from_plain(state)
+    except StateError as exc:
+        raise StateError(f"restore_rng_state: {exc}") from None
+    rng.restore()
 
 
 def _copy_all(dst: list[torch.Tensor], src: list[torch.Tensor]) -> None:
@@ -159,16 +172,29 @@ class _RngState:
         return state
 
     @classmethod
-    def from_plain(cls, state: Mapping[str, Any]) -> _RngState:
-        npst = state["numpy"]
-        numpy = {
-            "bit_generator": npst["bit_generator"],
-            "state": {"key": npst["key"].numpy().astype(np.uint32), "pos": int(npst["pos"])},
-            "has_gauss": int(npst["has_gauss"]),
-            "gauss": float(npst["gauss"]),
-        }
-        cuda = [t.cpu() for t in state["cuda"]] if "cuda" in state else None
-        return cls(_py_state_from_plain(state["python"]), numpy, state["torch"].cpu(), cuda)
+    def from_plain(cls, state: Any) -> _RngState:
+        """The states of a :meth:`plain` form, checked so that :meth:`restore` cannot fail.
+
+        Every entry is checked (and set on a throwaway generator of its library) before
+        anything is built; a problem raises :class:`StateError` naming the entry. CUDA
+        states of devices this machine lacks are dropped (as tensors saved on a missing
+        device load to the CPU).
+        """
+        if not isinstance(state, Mapping):
+            raise StateError(f"the RNG state must be a dict, got {_describe(state)}")
+        missing = [k for k in ("python", "numpy", "torch") if k not in state]
+        if missing:
+            raise StateError(f"the RNG state lacks {missing}")
+        python = _py_state_from_plain(state["python"])
+        numpy = _np_state_from_plain(state["numpy"])
+        torch_ = _torch_state_from_plain(state["torch"])
+        cuda = _cuda_states_from_plain(state["cuda"]) if "cuda" in state else None
+        return cls(python, numpy, torch_, cuda)
+
+
+# The plain forms' sizes: random.getstate()'s 624 MT19937 words and position; numpy's
+# MT19937 key of 624 uint32 words and its position.
+_MT_WORDS = 624
 
 
 def _py_state_to_plain(st: tuple[Any, ...]) -> list[Any]:
@@ -176,9 +202,146 @@ def _py_state_to_plain(st: tuple[Any, ...]) -> list[Any]:
     return [int(version), list(internal), gauss]
 
 
-def _py_state_from_plain(st: list[Any] | tuple[Any, ...]) -> tuple[Any, ...]:
+def _py_state_from_plain(st: Any) -> tuple[Any, ...]:
+    """``random.getstate()``'s tuple from its plain form, or a StateError."""
+    want = "[version, 625 ints, gauss] as random.getstate() gives"
+    if not isinstance(st, (list, tuple)) or len(st) != 3:
+        raise StateError(f"its 'python' state must be {want}, got {_short(st)}")
     version, internal, gauss = st
-    return (int(version), tuple(int(v) for v in internal), gauss)
+    words = internal if isinstance(internal, (list, tuple)) else ()
+    ok = (
+        _int(version)
+        and len(words) == _MT_WORDS + 1
+        and all(_int(w) and 0 <= w < 2**32 for w in words[:-1])
+        and _int(words[-1])
+        and 0 <= words[-1] <= _MT_WORDS
+        and (gauss is None or (_real(gauss) and math.isfinite(gauss)))
+    )
+    if not ok:
+        raise StateError(f"its 'python' state must be {want}, got {_short(st)}")
+    out = (int(version), tuple(int(w) for w in words), None if gauss is None else float(gauss))
+    try:  # what restore does, on a generator of its own
+        random.Random().setstate(out)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise StateError(f"its 'python' state is not a random.getstate() state: {exc}") from None
+    return out
+
+
+def _np_state_from_plain(st: Any) -> dict[str, Any]:
+    """``np.random.get_state(legacy=False)``'s dict from its plain form, or a StateError."""
+    if not isinstance(st, Mapping):
+        raise StateError(f"its 'numpy' state must be a dict, got {_describe(st)}")
+    missing = [k for k in ("bit_generator", "key", "pos", "has_gauss", "gauss") if k not in st]
+    if missing:
+        raise StateError(f"its 'numpy' state lacks {missing}")
+    live = np.random.get_state(legacy=False)["bit_generator"]
+    if st["bit_generator"] != live or live != "MT19937":
+        raise StateError(
+            f"its 'numpy' state is of the {_short(st['bit_generator'])} bit generator; "
+            f"numpy's global RNG here uses {live!r} (a Snapshot keeps MT19937 states)"
+        )
+    key, pos = st["key"], st["pos"]
+    if not (
+        isinstance(key, torch.Tensor)
+        and key.shape == (_MT_WORDS,)
+        and not key.is_floating_point()
+        and not key.is_complex()
+        and key.dtype != torch.bool
+    ):
+        raise StateError(
+            f"its 'numpy' key must be an integer tensor of shape ({_MT_WORDS},), got "
+            f"{_describe(key)}"
+        )
+    words = _cpu_copy(key, "its 'numpy' key").to(torch.int64).numpy()
+    if words.min() < 0 or words.max() >= 2**32:
+        raise StateError("its 'numpy' key holds values outside [0, 2**32)")
+    if not (_int(pos) and 0 <= pos <= _MT_WORDS):
+        raise StateError(f"its 'numpy' pos must be an int in [0, {_MT_WORDS}], got {_short(pos)}")
+    has_gauss, gauss = st["has_gauss"], st["gauss"]
+    if not (_int(has_gauss) and has_gauss in (0, 1)):
+        raise StateError(f"its 'numpy' has_gauss must be 0 or 1, got {_short(has_gauss)}")
+    if not (_real(gauss) and math.isfinite(gauss)):
+        raise StateError(f"its 'numpy' gauss must be a finite float, got {_short(gauss)}")
+    out = {
+        "bit_generator": live,
+        "state": {"key": words.astype(np.uint32), "pos": int(pos)},
+        "has_gauss": int(has_gauss),
+        "gauss": float(gauss),
+    }
+    try:  # what restore does, on a generator of its own
+        np.random.RandomState().set_state(out)
+    except (TypeError, ValueError, KeyError, IndexError, OverflowError) as exc:
+        raise StateError(f"its 'numpy' state is not an MT19937 state: {exc}") from None
+    return out
+
+
+def _torch_state_from_plain(t: Any) -> torch.Tensor:
+    """A copy of the torch CPU generator state ``t`` (a uint8 tensor), or a StateError."""
+    if not isinstance(t, torch.Tensor):
+        raise StateError(f"its 'torch' state must be a tensor, got {_describe(t)}")
+    out = _cpu_copy(t, "its 'torch' state")
+    try:  # what restore does, on a generator of its own
+        torch.Generator().set_state(out)
+    except (TypeError, RuntimeError) as exc:
+        live = torch.get_rng_state()
+        raise StateError(
+            f"its 'torch' state ({_describe(t)}) is not a torch CPU generator state (this "
+            f"torch's is {_describe(live)}): {str(exc).splitlines()[0]}"
+        ) from None
+    return out
+
+
+# Sizes CUDA generators accept: seed and philox offset (8 bytes each), or the seed alone.
+_CUDA_STATE_SIZES = (16, 8)
+
+
+def _cuda_states_from_plain(states: Any) -> list[torch.Tensor]:
+    """Copies of the CUDA generator states ``states``, or a StateError.
+
+    Where CUDA is available, states beyond the devices present are dropped:
+    ``torch.cuda.set_rng_state_all`` would fail on the first of them (or, before CUDA is
+    initialised, at its initialisation).
+    """
+    if not isinstance(states, (list, tuple)):
+        raise StateError(f"its 'cuda' states must be a list of tensors, got {_describe(states)}")
+    out = []
+    for i, t in enumerate(states):
+        if not (
+            isinstance(t, torch.Tensor)
+            and t.dtype == torch.uint8
+            and t.dim() == 1
+            and t.numel() in _CUDA_STATE_SIZES
+        ):
+            raise StateError(
+                f"its 'cuda' state {i} must be a uint8 tensor of {_CUDA_STATE_SIZES[0]} (or "
+                f"{_CUDA_STATE_SIZES[1]}) bytes, as torch.cuda.get_rng_state() gives, got "
+                f"{_describe(t)}"
+            )
+        out.append(_cpu_copy(t, f"its 'cuda' state {i}"))
+    if torch.cuda.is_available():
+        out = out[: torch.cuda.device_count()]
+    return out
+
+
+def _cpu_copy(t: torch.Tensor, what: str) -> torch.Tensor:
+    """A CPU copy of ``t`` (one the caller's state no longer shares), or a StateError."""
+    try:
+        return t.detach().to("cpu", copy=True)
+    except (RuntimeError, NotImplementedError, TypeError) as exc:  # a meta tensor, ...
+        raise StateError(f"{what} cannot be copied to the CPU: {exc}") from None
+
+
+def _int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _real(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 class Snapshot:
@@ -198,7 +361,7 @@ class Snapshot:
         optimizer: The optimizer whose ``state_dict`` is captured.
         extras: Extra stateful objects by name.
         offload: ``None`` (keep tensors where they are) or ``"cpu"``.
-        rng: Whether to capture and restore RNG states.
+        rng: Whether to capture and restore RNG states (a ``bool``).
 
     Example:
         >>> model = torch.nn.Linear(2, 1)
@@ -223,6 +386,7 @@ class Snapshot:
             raise ConfigTypeError(
                 f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}"
             )
+        check_instance("rng", rng, bool)
         if offload not in (None, "cpu"):
             raise ConfigError(f"offload must be None or 'cpu', got {offload!r}")
         self.model = model
@@ -233,7 +397,7 @@ class Snapshot:
         for name, obj in (extras or {}).items():
             self.register(name, obj)
         self.offload = offload
-        self.rng = bool(rng)
+        self.rng = rng
         self._state: dict[str, Any] | None = None
         self._rng: _RngState | None = None
         self._devices: list[torch.device] = []
@@ -384,8 +548,10 @@ class Snapshot:
         """Load what :meth:`state_dict` returned (tensors go back to their devices on restore).
 
         The state is checked against this snapshot's model and optimizer first (parameter
-        names, shapes and dtypes; parameter groups and their sizes; optimizer buffers;
-        registered extras); on an error nothing changes.
+        names, shapes and dtypes; parameter groups, their sizes and hyperparameters, as
+        ``autolr``'s tuners check an optimizer state; optimizer buffers; registered extras;
+        the RNG states, which must be ones this machine's generators accept); on an error
+        nothing changes. RNG states of CUDA devices this machine lacks are dropped.
 
         Raises:
             StateError: If ``state`` is not a Snapshot state or was taken of another model
@@ -412,6 +578,12 @@ class Snapshot:
         live = self._module.state_dict()
         parts["model"] = _without_wrappers(parts["model"], live)
         self._check_parts(parts, live)
+        rng = None
+        if "rng" in raw:
+            try:
+                rng = _RngState.from_plain(raw["rng"])
+            except StateError as exc:
+                raise StateError(f"Snapshot state_dict: invalid 'rng' entry: {exc}") from None
         count = sum(1 for _ in _iter_tensors(parts))
         if count != len(devices):
             raise StateError(
@@ -425,12 +597,6 @@ class Snapshot:
             return t.clone() if keep_on_cpu else t.to(dev, copy=True)
 
         body = _map_tensors(parts, place)
-        rng = None
-        if "rng" in raw:
-            try:
-                rng = _RngState.from_plain(raw["rng"])
-            except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as exc:
-                raise StateError(f"Snapshot state_dict: invalid 'rng' entry: {exc!r}") from exc
         return body, rng, devices
 
     def _check_parts(self, parts: Mapping[str, Any], live: Mapping[str, Any]) -> None:
@@ -465,14 +631,30 @@ class Snapshot:
         state = opt.get("state") if isinstance(opt, Mapping) else None
         if not isinstance(groups, (list, tuple)) or not isinstance(state, Mapping):
             raise StateError("Snapshot state_dict: its 'optimizer' entry is not a state_dict")
+        for i, g in enumerate(groups):
+            ids = g.get("params") if isinstance(g, Mapping) else None
+            if not isinstance(ids, (list, tuple)) or not all(_int(k) for k in ids):
+                raise StateError(
+                    f"Snapshot state_dict: its optimizer's param_groups[{i}] is not a "
+                    f"parameter group (its 'params' must be a list of parameter ids), got "
+                    f"{_short(g)}"
+                )
+        ids = [k for g in groups for k in g["params"]]
+        if len(set(ids)) != len(ids):
+            raise StateError(
+                "Snapshot state_dict: its optimizer's param_groups list a parameter id twice"
+            )
         live_groups = self.optimizer.param_groups
-        sizes = [len(g["params"]) if isinstance(g, Mapping) else -1 for g in groups]
+        sizes = [len(g["params"]) for g in groups]
         live_sizes = [len(g["params"]) for g in live_groups]
         if sizes != live_sizes:
             raise StateError(
                 f"the snapshot is of another optimizer: its parameter groups hold {sizes} "
                 f"parameters, this optimizer's {live_sizes}"
             )
+        # Group keys and hyperparameter types (an Adam state in an SGD, lr="fast") and the
+        # per-parameter entries SGD and Adam read unchecked at their next step.
+        _state_optimizer("Snapshot", "optimizer", self.optimizer, opt)
         params = [p for g in live_groups for p in g["params"]]
         index = dict(zip((i for g in groups for i in g["params"]), params))
         names = {id(p): n for n, p in self._module.named_parameters()}
@@ -483,8 +665,13 @@ class Snapshot:
                     f"the snapshot's optimizer state has an entry {key!r} that no parameter "
                     "group lists"
                 )
+            if not isinstance(entry, Mapping):
+                raise StateError(
+                    f"Snapshot state_dict: the optimizer state of parameter "
+                    f"{names.get(id(p), key)!r} must be a dict, got {_describe(entry)}"
+                )
             live_entry = self.optimizer.state.get(p, {})
-            for buf, t in entry.items() if isinstance(entry, Mapping) else ():
+            for buf, t in entry.items():
                 ref = live_entry.get(buf)
                 if isinstance(ref, torch.Tensor):
                     want = ref.shape  # the live buffer, whatever its layout

@@ -331,19 +331,22 @@ def test_numpy_cached_gaussian_is_restored() -> None:
 
 
 def test_cuda_rng_states_are_captured_and_restored(monkeypatch: pytest.MonkeyPatch) -> None:
-    # Without a GPU: fake torch.cuda, to check the CUDA branch's bookkeeping.
-    fake = [torch.tensor([1, 2], dtype=torch.uint8), torch.tensor([3], dtype=torch.uint8)]
+    # Without a GPU: fake torch.cuda, to check the CUDA branch's bookkeeping. (CUDA states
+    # are 16 bytes, seed and philox offset, or 8 bytes, the seed alone.)
+    fake = [torch.arange(16, dtype=torch.uint8), torch.arange(8, dtype=torch.uint8)]
+    want = [list(range(16)), list(range(8))]
     seen: list[list[torch.Tensor]] = []
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     monkeypatch.setattr(torch.cuda, "is_initialized", lambda: False)
     assert "cuda" not in capture_rng_state()  # never creates a CUDA context itself
     monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
     monkeypatch.setattr(torch.cuda, "get_rng_state_all", lambda: list(fake))
     monkeypatch.setattr(torch.cuda, "set_rng_state_all", lambda states: seen.append(states))
     st = capture_rng_state()
-    assert [t.tolist() for t in st["cuda"]] == [[1, 2], [3]]
+    assert [t.tolist() for t in st["cuda"]] == want
     restore_rng_state(st)
-    assert len(seen) == 1 and [t.tolist() for t in seen[0]] == [[1, 2], [3]]
+    assert len(seen) == 1 and [t.tolist() for t in seen[0]] == want
     del st["cuda"]
     restore_rng_state(st)  # a state without CUDA entries leaves the CUDA generators alone
     assert len(seen) == 1

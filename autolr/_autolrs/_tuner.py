@@ -242,6 +242,7 @@ class AutoLRS:
         process_group: Any = None,
     ) -> None:
         _check_model_optimizer(model, optimizer)
+        check_instance("restore_rng", restore_rng, bool)  # named here, not as Snapshot's rng
         if scaler is not None and not (
             callable(getattr(scaler, "get_scale", None))
             and callable(getattr(scaler, "is_enabled", None))

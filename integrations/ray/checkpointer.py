@@ -101,7 +101,7 @@ class TuneCheckpointer:
         self.optimizer = optimizer
         self.metric = metric
         self.extras = dict(extras or {})
-        self.rng = bool(rng)
+        self.rng = check_instance("rng", rng, bool)
         # Host copies: the snapshot holds one only while a checkpoint is written or read.
         self._snapshot = Snapshot(model, optimizer, extras=self.extras, offload="cpu", rng=rng)
         self._config = dict(config)
