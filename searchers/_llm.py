@@ -25,6 +25,7 @@ longer than ``timeout`` per suggestion, retries included.
 
 from __future__ import annotations
 
+import copy
 import decimal
 import json
 import math
@@ -42,7 +43,7 @@ from autolr._validate import check_float, check_int
 
 from ._base import Param, Searcher, _derive_seed
 from ._gp import GPSearcher
-from ._llm_client import ChatRequest, LLMClient, LLMError, Usage, client_or_new
+from ._llm_client import MAX_TIMEOUT, ChatRequest, LLMClient, LLMError, Usage, client_or_new
 
 __all__ = ["LLMSearcher"]
 
@@ -72,6 +73,12 @@ _T_PROPOSE, _T_SCORE, _TOP_P = 0.8, 0.7, 0.95
 _MAX_EVENTS = 1000
 _RESERVE = 0.05  # seconds of the timeout kept for work after the last reply (at most)
 _FENCE_RE = re.compile(r"```(?:json)?\s*(.*?)```", re.S)
+# Most significant digits in prompts: a float64 has 17, more would only print binary noise.
+_MAX_DIGITS = 17
+# Bounds are rounded in a private decimal context (the thread's may be changed by the user).
+_DECIMAL = decimal.Context(prec=40)
+# Most entries of one proposal reply that are read, per config asked for.
+_ENTRIES_PER_CONFIG = 4
 
 
 class _Fallback(Exception):
@@ -95,16 +102,20 @@ def _fmt_bound(x: float, digits: int, *, low: bool) -> str:
     """
     d = decimal.Decimal(repr(float(x)))
     if d != 0:
-        q = decimal.Decimal(1).scaleb(d.adjusted() - digits + 1)
-        d = d.quantize(q, rounding=decimal.ROUND_CEILING if low else decimal.ROUND_FLOOR)
+        q = decimal.Decimal(1).scaleb(d.adjusted() - digits + 1, context=_DECIMAL)
+        rounding = decimal.ROUND_CEILING if low else decimal.ROUND_FLOOR
+        d = d.quantize(q, rounding=rounding, context=_DECIMAL)
     s = _fmt(float(d), digits)
     if (low and float(s) < x) or (not low and float(s) > x):
         return repr(float(x))
     return s
 
 
-def extract_json(text: str) -> Any:
+def extract_json(text: str, deadline: float | None = None) -> Any:
     """The first JSON object or array in ``text`` (code fences and prose ignored).
+
+    With a ``deadline`` (a :func:`time.monotonic` time), the search gives up (``None``)
+    once it has passed.
 
     Example:
         >>> extract_json('Sure: ```json\\n{"configs": [{"lr": 0.1}]}\\n``` ok')
@@ -121,9 +132,11 @@ def extract_json(text: str) -> Any:
         for i, ch in enumerate(chunk):
             if ch not in "{[":
                 continue
+            if deadline is not None and time.monotonic() > deadline:
+                return None
             try:
                 obj, _ = decoder.raw_decode(chunk, i)
-            except ValueError:
+            except (ValueError, RecursionError):  # RecursionError: nested too deep
                 continue
             if isinstance(obj, (dict, list)):
                 return obj
@@ -135,7 +148,10 @@ def _number(v: Any) -> float | None:
     if isinstance(v, bool):
         return None
     if isinstance(v, (int, float)):
-        return float(v)
+        try:
+            return float(v)
+        except OverflowError:  # an int past the float range: invalid, like inf
+            return math.inf if v > 0 else -math.inf
     if isinstance(v, str):
         try:
             return float(v.strip())
@@ -183,7 +199,7 @@ class LLMSearcher(Searcher):
         client: An :class:`LLMClient` (shared between searchers to share its cache and
             concurrency cap); ``None`` builds one from ``client_settings``.
         timeout: Most seconds one ``suggest`` waits for the LLM, all calls and retries
-            included (the GP fallback's own compute comes on top).
+            included (the GP fallback's own compute comes on top); at most ``1e6``.
         seed: Seed of all randomness (request seeds and the fallback GP).
         n_initial: Configs (observed or running) before the warm start gives way to the
             candidate sampler.
@@ -198,7 +214,7 @@ class LLMSearcher(Searcher):
         max_rounds: Proposal calls per suggestion while too few configs are valid.
         dup_tol: Configs closer than this in every unit-cube coordinate to a known one are
             duplicates.
-        digits: Significant digits of the numbers in prompts.
+        digits: Significant digits of the numbers in prompts (2 to 17).
         fallback: A fresh searcher used on failure (default ``GPSearcher`` with this
             ``n_initial`` and ``design``); it gets this searcher's bounds and receives every
             observation.
@@ -257,7 +273,9 @@ class LLMSearcher(Searcher):
                 f"task and objective must be str (objective non-empty), got {task!r}, {objective!r}"
             )
         self.task, self.objective = task.strip(), objective
-        self.timeout = check_float("timeout", timeout, minimum=0, min_inclusive=False)
+        self.timeout = check_float(
+            "timeout", timeout, minimum=0, maximum=MAX_TIMEOUT, min_inclusive=False
+        )
         self.n_initial = check_int("n_initial", n_initial, minimum=1)
         self.n_candidates = check_int("n_candidates", n_candidates, minimum=1)
         self.min_candidates = (
@@ -270,7 +288,7 @@ class LLMSearcher(Searcher):
         self.max_context = check_int("max_context", max_context, minimum=1)
         self.max_rounds = check_int("max_rounds", max_rounds, minimum=1)
         self.dup_tol = check_float("dup_tol", dup_tol, minimum=0)
-        self.digits = check_int("digits", digits, minimum=2)
+        self.digits = check_int("digits", digits, minimum=2, maximum=_MAX_DIGITS)
         self.client = client_or_new(client, **client_settings)
         if fallback is None:
             fallback = GPSearcher(
@@ -341,6 +359,8 @@ class LLMSearcher(Searcher):
         """Restores :meth:`state_dict` (the fallback's state included)."""
         if not isinstance(state, Mapping) or not isinstance(state.get("fallback"), Mapping):
             raise StateError("state is not a valid LLMSearcher state_dict: no 'fallback' entry")
+        # Both parts are checked before either changes: the fallback's on a copy first.
+        copy.deepcopy(self.fallback).load_state_dict(state["fallback"])
         super().load_state_dict(state)
         self.fallback.load_state_dict(state["fallback"])
 
@@ -462,12 +482,27 @@ class LLMSearcher(Searcher):
             if isinstance(texts, LLMError):
                 raise _Fallback(texts.kind, f"proposal call: {texts}")
             for text in texts:
-                counts = self._parse_configs(text, known, accepted)
+                # Reads no more than needed (``m`` accepted, at most 4 m entries) and no
+                # longer than the deadline: a huge reply must not stall the loop.
+                counts = self._parse_configs(
+                    text,
+                    known,
+                    accepted,
+                    limit=m,
+                    max_entries=_ENTRIES_PER_CONFIG * m,
+                    deadline=deadline,
+                )
                 for kind, c in counts.items():
                     rejected[kind] = rejected.get(kind, 0) + c
                     self._event(call, kind, f"proposal round {r}: {c} dropped", count=c)
             if len(accepted) >= need:
                 return accepted
+            if time.monotonic() > deadline:
+                raise _Fallback(
+                    "deadline",
+                    f"{len(accepted)} valid configs when time ran out reading the proposals, "
+                    f"{need} needed",
+                )
         if accepted or not rejected:
             raise _Fallback("too_few", f"{len(accepted)} valid configs, {need} needed")
         kind = max(rejected, key=lambda k: rejected[k])
@@ -478,15 +513,34 @@ class LLMSearcher(Searcher):
         text: str,
         known: list[tuple[float, ...]],
         accepted: list[tuple[float, ...]],
+        *,
+        limit: int | None = None,
+        max_entries: int | None = None,
+        deadline: float | None = None,
     ) -> dict[str, int]:
-        """Appends the valid configs of one reply to ``accepted``; returns dropped counts."""
-        obj = extract_json(text)
+        """Appends the valid configs of one reply to ``accepted``; returns dropped counts.
+
+        Stops once ``accepted`` holds ``limit`` configs, after ``max_entries`` entries of
+        the reply, or when ``deadline`` (a :func:`time.monotonic` time) has passed; entries
+        not read are not counted.
+        """
+        obj = extract_json(text, deadline)
+        if obj is None and deadline is not None and time.monotonic() > deadline:
+            return {}  # not read for lack of time (the caller falls back as "deadline")
         if isinstance(obj, dict):
             obj = obj.get("configs", obj.get("configurations"))
         if not isinstance(obj, list) or not obj:
             return {"malformed": 1}
         dropped: dict[str, int] = {}
-        for entry in obj:
+        # Unit-cube coordinates of the configs to stay away from, computed once.
+        near = [self._unit_row(o) for o in (*known, *accepted)]
+        for j, entry in enumerate(obj):
+            if (
+                (limit is not None and len(accepted) >= limit)
+                or (max_entries is not None and j >= max_entries)
+                or (deadline is not None and time.monotonic() > deadline)
+            ):
+                break
             kind = None
             row: list[float] = []
             if not isinstance(entry, dict):
@@ -503,20 +557,25 @@ class LLMSearcher(Searcher):
                     if kind:
                         break
                     row.append(x)
-            if kind is None and self._is_duplicate(tuple(row), [*known, *accepted]):
+            u = self._unit_row(row) if kind is None else []
+            if kind is None and self._near_any(u, near):
                 kind = "duplicate"
             if kind is None:
                 accepted.append(tuple(row))
+                near.append(u)
             else:
                 dropped[kind] = dropped.get(kind, 0) + 1
         return dropped
 
+    def _unit_row(self, row: Sequence[float]) -> list[float]:
+        return [p.to_unit(x) for p, x in zip(self.params, row)]
+
+    def _near_any(self, u: list[float], others: list[list[float]]) -> bool:
+        """Whether ``u`` is within ``dup_tol`` of one of ``others`` in every coordinate."""
+        return any(max(abs(a - b) for a, b in zip(u, o)) <= self.dup_tol for o in others)
+
     def _is_duplicate(self, row: tuple[float, ...], others: list[tuple[float, ...]]) -> bool:
-        u = [p.to_unit(x) for p, x in zip(self.params, row)]
-        for o in others:
-            if max(abs(a - p.to_unit(b)) for a, b, p in zip(u, o, self.params)) <= self.dup_tol:
-                return True
-        return False
+        return self._near_any(self._unit_row(row), [self._unit_row(o) for o in others])
 
     def _score(
         self, cands: list[tuple[float, ...]], call: int, seed: int, deadline: float
@@ -542,7 +601,11 @@ class LLMSearcher(Searcher):
                     last = text.kind
                     self._event(call, text.kind, f"scoring call {j}: {text}")
                     continue
-                obj = extract_json(text)
+                obj = extract_json(text, deadline)
+                if obj is None and time.monotonic() > deadline:
+                    last = "deadline"
+                    self._event(call, "deadline", f"scoring call {j}: no time left to read it")
+                    continue
                 if isinstance(obj, dict):
                     obj = obj.get("predictions")
                 values = [_number(v) for v in obj] if isinstance(obj, list) else None

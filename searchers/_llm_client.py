@@ -14,18 +14,23 @@ Every failure surfaces as :class:`LLMError` with a short ``kind`` (``"timeout"``
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import email.utils
 import hashlib
 import importlib.util
 import json
 import os
+import sys
+import tempfile
 import threading
 import time
+import urllib.parse
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from autolr._errors import AutoLRError, ConfigError
+from autolr._errors import AutoLRError, ConfigError, ConfigTypeError
 from autolr._validate import check_choice, check_float, check_instance, check_int
 
 __all__ = ["ChatRequest", "LLMClient", "LLMError", "Usage"]
@@ -37,6 +42,11 @@ ENV_MODEL = ("AUTOLR_LLM_MODEL", "OPENAI_MODEL")
 _CACHE_MODES = ("off", "readwrite", "replay")
 # Longest single backoff sleep; Retry-After above the remaining budget ends the call instead.
 _MAX_BACKOFF = 30.0
+# Longest wait a deadline may ask for (seconds ahead); thread and socket timeouts overflow
+# somewhere past 1e9 s, and no training loop waits for days on one call.
+MAX_TIMEOUT = 1e6
+# The deadline of the call running in this thread (read by the reply-body guard).
+_TLS = threading.local()
 
 
 class LLMError(AutoLRError):
@@ -104,6 +114,34 @@ class ChatRequest:
     max_tokens: int = 512
     seed: int | None = None
 
+    def __post_init__(self) -> None:
+        # Checked here, not by the server: a malformed request would otherwise be sent
+        # (or fail inside a worker thread as a "protocol" error).
+        msgs = self.messages
+        pairs = None
+        if isinstance(msgs, Sequence) and not isinstance(msgs, (str, bytes)):
+            pairs = [
+                tuple(m)
+                for m in msgs
+                if isinstance(m, Sequence)
+                and not isinstance(m, (str, bytes))
+                and len(m) == 2
+                and all(isinstance(x, str) for x in m)
+            ]
+        if pairs is None or len(pairs) != len(msgs):
+            raise ConfigTypeError(
+                f"messages must be a sequence of (role, content) pairs of str, got {_short(msgs)}"
+            )
+        if not pairs:
+            raise ConfigError("messages must hold at least one (role, content) pair, got none")
+        object.__setattr__(self, "messages", tuple(pairs))
+        check_int("n", self.n, minimum=1)
+        check_float("temperature", self.temperature, minimum=0)
+        check_float("top_p", self.top_p, minimum=0, maximum=1)
+        check_int("max_tokens", self.max_tokens, minimum=1)
+        if self.seed is not None:
+            check_int("seed", self.seed)
+
     def payload(self, model: str) -> dict[str, Any]:
         """The request body (without transport options)."""
         body: dict[str, Any] = {
@@ -125,11 +163,48 @@ class ChatRequest:
 
 
 def _env(names: Sequence[str]) -> str | None:
+    return _env_named(names)[1]
+
+
+def _env_named(names: Sequence[str]) -> tuple[str | None, str | None]:
+    """The first of ``names`` set to a non-empty value: ``(name, value)``, else Nones."""
     for name in names:
         value = os.environ.get(name)
         if value:
-            return value
-    return None
+            return name, value
+    return None, None
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _check_base_url(url: str, source: str) -> str:
+    """``url`` if it is an ``http(s)://host...`` URL, else ConfigError naming ``source``."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        ok = parts.scheme.lower() in ("http", "https") and bool(parts.hostname)
+        _ = parts.port  # a port that is not a number raises ValueError
+    except ValueError:
+        ok = False
+    if not ok:
+        raise ConfigError(
+            f"{source} must be an http:// or https:// URL with a host, such as "
+            f"'http://127.0.0.1:8000/v1', got {url!r}"
+        )
+    return url
+
+
+def _check_deadline(deadline: Any) -> float:
+    """A finite :func:`time.monotonic` time at most :data:`MAX_TIMEOUT` seconds ahead."""
+    value = check_float("deadline", deadline)
+    if value - time.monotonic() > MAX_TIMEOUT:
+        raise ConfigError(
+            f"deadline must be a time.monotonic() time at most {MAX_TIMEOUT:g} s ahead, "
+            f"got {deadline!r} ({value - time.monotonic():.3g} s ahead)"
+        )
+    return value
 
 
 def retry_after_seconds(
@@ -170,18 +245,24 @@ class LLMClient:
 
     Args:
         base_url: Endpoint, e.g. ``"http://127.0.0.1:8000/v1"``; default
-            ``$AUTOLR_LLM_BASE_URL``, then ``$OPENAI_BASE_URL``, then OpenAI's API.
+            ``$AUTOLR_LLM_BASE_URL``, then ``$OPENAI_BASE_URL``, then OpenAI's API. It must
+            be an ``http://`` or ``https://`` URL with a host (a ConfigError names the
+            environment variable it came from).
         api_key: Default ``$AUTOLR_LLM_API_KEY``, then ``$OPENAI_API_KEY``; with a
             ``base_url`` and no key, ``"EMPTY"`` (local servers ignore it).
         model: Model name; default ``$AUTOLR_LLM_MODEL``, then ``$OPENAI_MODEL``.
         max_retries: Extra attempts after a timeout, connection error, 5xx or 429 (other
             4xx are not retried). All attempts share the caller's deadline.
         backoff: First backoff in seconds, doubled per retry; a longer ``Retry-After`` wins.
-        max_concurrency: Most HTTP requests in flight at once (a thread pool of this size).
+        max_concurrency: Most HTTP requests in flight at once (a thread pool of this size);
+            requests abandoned at a deadline no longer count.
         cache_dir: Folder of the on-disk cache (one JSON file per request); ``None``: none.
+            In ``"readwrite"`` mode it is created and checked to be writable at
+            construction (ConfigError); a write that fails later warns once.
         cache_mode: ``"readwrite"`` (default with ``cache_dir``: hits are served, successful
-            network replies stored), ``"replay"`` (hits only; a miss fails at once with
-            kind ``"cache_miss"``, no network) or ``"off"``.
+            network replies stored), ``"replay"`` (hits only, from a ``cache_dir`` that must
+            exist; a miss fails at once with kind ``"cache_miss"``, no network) or
+            ``"off"``.
 
     Raises:
         ConfigError, ConfigTypeError: Invalid arguments, or no model / credentials.
@@ -205,7 +286,16 @@ class LLMClient:
         cache_dir: str | os.PathLike[str] | None = None,
         cache_mode: str | None = None,
     ) -> None:
-        self.base_url = base_url or _env(ENV_BASE_URL)
+        if base_url:
+            if not isinstance(base_url, str):
+                raise ConfigTypeError(
+                    f"base_url must be a str such as 'http://127.0.0.1:8000/v1', got "
+                    f"{type(base_url).__name__} {_short(base_url)}"
+                )
+            self.base_url: str | None = _check_base_url(base_url, "base_url")
+        else:
+            name, value = _env_named(ENV_BASE_URL)
+            self.base_url = None if value is None else _check_base_url(value, f"${name}")
         model = model or _env(ENV_MODEL)
         if not model or not isinstance(model, str):
             raise ConfigError(
@@ -221,8 +311,17 @@ class LLMClient:
         check_choice("cache_mode", cache_mode, _CACHE_MODES)
         if cache_mode != "off" and cache_dir is None:
             raise ConfigError(f"cache_mode={cache_mode!r} needs a cache_dir, got None")
+        if cache_dir is not None and not isinstance(cache_dir, (str, os.PathLike)):
+            raise ConfigTypeError(
+                f"cache_dir must be a str or os.PathLike folder, got "
+                f"{type(cache_dir).__name__} {_short(cache_dir)}"
+            )
         self.cache_mode = cache_mode
         self.cache_dir = None if cache_dir is None else os.fspath(cache_dir)
+        if not isinstance(self.cache_dir, (str, type(None))):
+            raise ConfigTypeError(f"cache_dir must be a str path, got {_short(self.cache_dir)}")
+        _check_cache_dir(self.cache_dir, cache_mode)
+        self._cache_warned = False
         api_key = api_key or _env(ENV_API_KEY)
         if api_key is None and self.base_url is not None:
             api_key = "EMPTY"
@@ -267,7 +366,14 @@ class LLMClient:
 
     # ------------------------------------------------------------------ public
     def complete(self, request: ChatRequest, *, deadline: float) -> list[str]:
-        """The choices' texts of one request; see :meth:`complete_many`."""
+        """The choices' texts of one request; see :meth:`complete_many`.
+
+        Raises:
+            LLMError: The call got no usable reply.
+            ConfigError, ConfigTypeError: ``request`` is not a :class:`ChatRequest`, or
+                ``deadline`` is not a finite time at most 1e6 s ahead.
+        """
+        check_instance("request", request, ChatRequest)
         (out,) = self.complete_many([request], deadline=deadline)
         if isinstance(out, LLMError):
             raise out
@@ -279,11 +385,25 @@ class LLMClient:
         """Runs ``requests`` concurrently (at most ``max_concurrency`` at once).
 
         Never waits past ``deadline`` (a :func:`time.monotonic` time): requests still
-        running then are abandoned and reported as kind ``"timeout"``.
+        running then are abandoned and reported as kind ``"timeout"``. An abandoned request
+        reads its reply no further than the deadline and no longer counts against
+        ``max_concurrency`` (the next calls get fresh worker threads at once).
 
         Returns:
             Per request, the choices' texts or the :class:`LLMError` it ended in.
+
+        Raises:
+            ConfigError, ConfigTypeError: ``requests`` is not a sequence of
+                :class:`ChatRequest`, or ``deadline`` is not a finite time at most 1e6 s
+                ahead (checked before anything is sent).
         """
+        if isinstance(requests, (str, bytes)) or not isinstance(requests, Sequence):
+            raise ConfigTypeError(
+                f"requests must be a sequence of ChatRequest, got {type(requests).__name__}"
+            )
+        for i, req in enumerate(requests):
+            check_instance(f"requests[{i}]", req, ChatRequest)
+        deadline = _check_deadline(deadline)
         t0 = time.monotonic()
         results: list[list[str] | LLMError | None] = [None] * len(requests)
         futures: dict[cf.Future, tuple[int, ChatRequest]] = {}
@@ -299,9 +419,14 @@ class LLMClient:
                 futures[self._executor().submit(self._call, req, deadline)] = (i, req)
         if futures:
             done, not_done = cf.wait(futures, timeout=max(0.0, deadline - time.monotonic()))
+            abandoned = False
             for fut in not_done:
-                fut.cancel()  # queued ones never start; running ones end at their own timeout
+                # Queued ones never start; running ones stop reading at the deadline, but a
+                # stalled server can hold their threads for up to a read timeout more.
+                abandoned |= not fut.cancel()
                 results[futures[fut][0]] = LLMError("timeout", "no reply before the deadline")
+            if abandoned:
+                self._retire_pool()
             for fut in done:
                 i, req = futures[fut]
                 try:
@@ -328,6 +453,14 @@ class LLMClient:
             self._pool = None
 
     # ---------------------------------------------------------------- network
+    def _retire_pool(self) -> None:
+        """Leaves the current pool to its abandoned requests (it ends with them) so that
+        the next requests are not queued behind them."""
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=False)  # other callers' queued requests still run there
+
     def _executor(self) -> cf.ThreadPoolExecutor:
         with self._lock:
             if self._pool is None:
@@ -343,7 +476,10 @@ class LLMClient:
 
                 # Retries are ours (they must share the deadline); the SDK's are off.
                 self._openai = openai.OpenAI(
-                    base_url=self.base_url, api_key=self._api_key, max_retries=0
+                    base_url=self.base_url,
+                    api_key=self._api_key,
+                    max_retries=0,
+                    http_client=_deadline_http_client(openai),
                 )
             return self._openai
 
@@ -361,6 +497,7 @@ class LLMClient:
             with self._lock:
                 self.usage.attempts += 1
             wait: float | None = None
+            _TLS.deadline = deadline  # the reply body is read no further than this
             try:
                 resp = client.chat.completions.create(**body, timeout=remaining)
             except openai.APITimeoutError as exc:
@@ -382,6 +519,8 @@ class LLMClient:
                 raise LLMError("protocol", f"{type(exc).__name__}: {exc}") from exc
             else:
                 return _texts_and_usage(resp)
+            finally:
+                _TLS.deadline = None
             if attempt >= self.max_retries:
                 raise err
             delay = min(self.backoff * 2.0**attempt, _MAX_BACKOFF)
@@ -427,8 +566,39 @@ class LLMClient:
             with open(tmp, "w", encoding="utf-8") as fh:
                 json.dump(entry, fh, sort_keys=True)
             os.replace(tmp, path)  # atomic: concurrent readers see all or nothing
-        except OSError:
-            pass  # a cache that cannot be written only costs a replay
+        except OSError as exc:
+            # Checked writable at construction; a later failure (disk full, folder removed)
+            # costs only the replay of this reply: said once, never raised into the loop.
+            if not getattr(self, "_cache_warned", False):
+                self._cache_warned = True
+                warnings.warn(
+                    f"LLMClient could not write its cache in {self.cache_dir!r} ({exc}); "
+                    "replies that are not stored cannot be replayed (warned once)",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
+
+
+def _check_cache_dir(cache_dir: str | None, mode: str) -> None:
+    """Replay needs an existing folder; readwrite creates it and proves it writable."""
+    if cache_dir is None or mode == "off":
+        return
+    if mode == "replay":
+        if not os.path.isdir(cache_dir):
+            raise ConfigError(
+                f"cache_mode='replay' needs an existing cache_dir, got {cache_dir!r} "
+                "(no such folder: nothing could be replayed from it)"
+            )
+        return
+    try:
+        os.makedirs(cache_dir, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".probe-", suffix=".tmp", dir=cache_dir)
+        os.close(fd)
+        os.remove(probe)
+    except OSError as exc:
+        raise ConfigError(
+            f"cache_dir must be a folder the cache can be written to, got {cache_dir!r}: {exc}"
+        ) from exc
 
 
 def client_or_new(client: LLMClient | None, **settings: Any) -> LLMClient:
@@ -440,6 +610,55 @@ def client_or_new(client: LLMClient | None, **settings: Any) -> LLMClient:
         return LLMClient(**settings)
     check_instance("client", client, LLMClient)
     return client
+
+
+def _deadline_http_client(openai: Any) -> Any:
+    """The SDK's default HTTP client, with reply bodies read no further than the deadline
+    of the call (``_TLS.deadline``): httpx's read timeout is per read, so a reply that
+    trickles in would otherwise hold its worker thread for as long as it trickles. ``None``
+    (the SDK's own client) with ``openai`` versions that lack ``DefaultHttpxClient``."""
+    factory = getattr(openai, "DefaultHttpxClient", None)
+    if not isinstance(factory, type):
+        return None
+
+    class _Client(factory):  # type: ignore[misc,valid-type]
+        def __del__(self) -> None:  # as the SDK's own client: connections closed with it
+            with contextlib.suppress(Exception):
+                self.close()
+
+    return _Client(event_hooks={"response": [_guard_body]})
+
+
+_GUARDS: dict[str, type] = {}
+
+
+def _guard_body(response: Any) -> None:
+    """httpx response hook (before the body is read): stop reading at ``_TLS.deadline``."""
+    deadline = getattr(_TLS, "deadline", None)
+    if deadline is None:
+        return
+    # The HTTP library the SDK uses (httpx, or a fork), so that its own timeout is raised.
+    lib = sys.modules.get(type(response).__module__.partition(".")[0])
+    if not all(hasattr(lib, name) for name in ("SyncByteStream", "ReadTimeout")):
+        return  # an HTTP library this guard does not know: the pool replacement still acts
+    guard = _GUARDS.get(lib.__name__)
+    if guard is None:
+
+        class _BodyBeforeDeadline(lib.SyncByteStream):  # type: ignore[name-defined,misc]
+            def __init__(self, stream: Any, deadline: float) -> None:
+                self._stream, self._deadline = stream, deadline
+
+            def __iter__(self) -> Any:
+                for chunk in self._stream:
+                    if time.monotonic() > self._deadline:
+                        raise lib.ReadTimeout("the reply was still arriving at the deadline")
+                    yield chunk
+
+            def close(self) -> None:
+                self._stream.close()
+
+        guard = _GUARDS[lib.__name__] = _BodyBeforeDeadline
+    response.stream = guard(response.stream, deadline)
 
 
 def _texts_and_usage(resp: Any) -> tuple[list[str], dict[str, int]]:

@@ -15,7 +15,7 @@ from optuna.distributions import BaseDistribution, FloatDistribution
 from optuna.samplers import BaseSampler
 from optuna.trial import FrozenTrial, TrialState
 
-from autolr._errors import ConfigError
+from autolr._errors import ConfigError, ConfigTypeError
 from autolr.searchers._base import _cpu_default_device
 from autolr.searchers._llm import LLMSearcher
 from autolr.searchers._llm_client import LLMClient, client_or_new
@@ -110,9 +110,15 @@ class LLAMBOSampler(_NumericSampler):
         independent_sampler: BaseSampler | None = None,
         searcher_options: Mapping[str, Any] | None = None,
     ) -> None:
+        if searcher_options is not None and not isinstance(searcher_options, Mapping):
+            raise ConfigTypeError(
+                "searcher_options must be a mapping of LLMSearcher options (e.g. "
+                f"{{'n_initial': 5}}), got {type(searcher_options).__name__} "
+                f"{searcher_options!r}"[:200]
+            )
         self._seed = seed_or_random(seed)
         options = dict(searcher_options or {})
-        unknown = sorted(set(options) - set(_SEARCHER_OPTIONS))
+        unknown = sorted((k for k in options if k not in _SEARCHER_OPTIONS), key=repr)
         if unknown:
             raise ConfigError(
                 f"searcher_options has unknown keys {unknown}; allowed: {list(_SEARCHER_OPTIONS)}"
