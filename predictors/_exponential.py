@@ -46,6 +46,9 @@ _RESID_FLOOR = 1e-10  # smallest outlier scale, in units of the (normalised) val
 _MAX_FIT_ROUNDS = 4  # fit / trim / refit rounds
 _FLAT_CHI2 = 9.0  # the curve must beat a constant by this many noise variances
 _UNKNOWN_REL_STD = 0.1  # std of a one-point forecast, relative to |value|
+# Kept points all within this fraction of the normalisation scale (set by trimmed spikes):
+# their residuals' squares approach float underflow, so they are normalised again.
+_RENORMALISE_BELOW = 1e-100
 
 
 @dataclass
@@ -236,6 +239,16 @@ class ExponentialPredictor(Predictor):
 
         try:
             keep, fit = self._robust_fit(u, yn)
+            if float(np.max(np.abs(yn[keep]))) < _RENORMALISE_BELOW:
+                # Trimmed spikes (a loss that blew up to 1e200 for a step) set the scale, and
+                # the kept points' squares underflow on it: fit them again on their own
+                # scale. Never for ordinary curves: nothing kept is that small then.
+                refit = self._refit_kept(u, y, keep)
+                if refit is None:
+                    return _fallback(t[keep], y[keep], notes, "no decrease (flat series)")
+                keep, fit, med, scale = refit
+                with np.errstate(over="ignore", invalid="ignore"):
+                    yn = (y - med) / scale  # inf at the trimmed spikes, which are not used
         except (ArithmeticError, ValueError, np.linalg.LinAlgError) as exc:
             return _fallback(t, y, notes, f"fit failed: {exc}")
         uk, yk, tk, yr = u[keep], yn[keep], t[keep], y[keep]
@@ -279,10 +292,37 @@ class ExponentialPredictor(Predictor):
         return Forecast(float(value), std, False, "; ".join(notes), params, m)
 
     # -------------------------------------------------------------- internals
-    def _robust_fit(self, u: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, _Fit]:
-        """Fit with outlier trimming; returns the kept-point mask and the final fit."""
+    def _refit_kept(
+        self, u: np.ndarray, y: np.ndarray, keep: np.ndarray
+    ) -> tuple[np.ndarray, _Fit, float, float] | None:
+        """:meth:`_robust_fit` of the kept points normalised on their own (median, scale),
+        with what is left of the trimming budget; ``None`` if they are constant.
+
+        Returns the kept-point mask (of all points), the fit, the median and the scale.
+        """
+        idx = np.flatnonzero(keep)
+        med = float(np.median(y[idx]))
+        dev = y[idx] - med
+        scale = float(np.max(np.abs(dev)))
+        if scale == 0.0:
+            return None
         n = int(y.size)
-        budget = min(int(self.trim * n), n - self.min_points)
+        budget = min(int(self.trim * n), n - self.min_points) - (n - idx.size)
+        sub_keep, fit = self._robust_fit(u[idx], dev / scale, budget=max(budget, 0))
+        new_keep = np.zeros(n, dtype=bool)
+        new_keep[idx[sub_keep]] = True
+        return new_keep, fit, med, scale
+
+    def _robust_fit(
+        self, u: np.ndarray, y: np.ndarray, budget: int | None = None
+    ) -> tuple[np.ndarray, _Fit]:
+        """Fit with outlier trimming; returns the kept-point mask and the final fit.
+
+        ``budget``: most points to trim (default: ``trim`` of them, leaving ``min_points``).
+        """
+        n = int(y.size)
+        if budget is None:
+            budget = min(int(self.trim * n), n - self.min_points)
         keep = np.ones(n, dtype=bool)
         if budget > 0 and n >= 5:
             # Model-free screen so gross spikes cannot steer the first fit.

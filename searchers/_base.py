@@ -15,8 +15,9 @@ import hashlib
 import math
 import random
 import secrets
+import sys
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -102,6 +103,8 @@ class Param:
             raise ConfigError(
                 f"low must be < high for Param {self.name!r}, got low={low!r}, high={high!r}"
             )
+        # A flag, not a truthy value: log="no" would silently search in log space.
+        check_instance(f"log of Param {self.name!r}", self.log, (bool, np.bool_))
         if self.log and low <= 0.0:
             raise ConfigError(f"low must be > 0 when log=True for Param {self.name!r}, got {low!r}")
         object.__setattr__(self, "low", low)
@@ -169,11 +172,14 @@ def _isolated_rng(seed: int) -> Iterator[None]:
 
 def _penalised(values: Sequence[float]) -> list[float]:
     """``values`` with every non-finite one (a failure) replaced by the penalty: the worst
-    finite value plus ``max(1, range of finite values)``, ``1.0`` when none is finite."""
+    finite value plus ``max(1, range of finite values)``, ``1.0`` when none is finite, and
+    the largest float where that sum overflows."""
     finite = [v for v in values if math.isfinite(v)]
     if finite:
         worst, best = max(finite), min(finite)
         penalty = worst + max(1.0, worst - best)
+        if penalty == math.inf:  # finite values near the float limit (1e308): still finite
+            penalty = sys.float_info.max
     else:
         penalty = 1.0
     return [v if math.isfinite(v) else penalty for v in values]
@@ -218,6 +224,10 @@ class Searcher(abc.ABC):
     ) -> None:
         check_choice("design", design, ("sobol", "stratified"))
         self.design = design
+        if isinstance(params, (Param, str)) or not isinstance(params, Iterable):
+            raise ConfigTypeError(
+                f"params must be a sequence of Param (e.g. [Param(...)]), got {params!r}"
+            )
         params = tuple(params)
         if not params:
             raise ConfigError("params must be a non-empty sequence of Param, got an empty one")
@@ -525,9 +535,10 @@ class Searcher(abc.ABC):
             field("values", flat),
             field("noises", flat),
         )
-        seed = field("seed", lambda x: self._check_seed(int(x)))
-        n_calls = field("n_suggest_calls", int)
-        n_sobol = field("n_sobol_drawn", int)
+        # Integers as state_dict writes them: int("3") or int(2.7) would hide a corrupted state.
+        seed = field("seed", lambda x: self._check_seed(check_int("seed", x)))
+        n_calls = field("n_suggest_calls", lambda x: check_int("n_suggest_calls", x))
+        n_sobol = field("n_sobol_drawn", lambda x: check_int("n_sobol_drawn", x))
         if version != _STATE_VERSION:
             raise StateError(f"state version must be {_STATE_VERSION}, got {version!r}")
         if names != list(self.names):
@@ -538,6 +549,22 @@ class Searcher(abc.ABC):
             raise StateError(
                 f"state counters must be >= 0, got n_suggest_calls={n_calls}, "
                 f"n_sobol_drawn={n_sobol}"
+            )
+        # What observe() refuses: non-finite configs, and noise that is neither nan (none
+        # given) nor a finite standard deviation >= 0.
+        bad_rows = (~torch.isfinite(configs)).any(dim=-1).nonzero().reshape(-1).tolist()
+        if bad_rows:
+            i = bad_rows[0]
+            raise StateError(
+                f"state configs must be finite, got {configs[i].tolist()} in row {i} "
+                f"({len(bad_rows)} such row{'s' if len(bad_rows) > 1 else ''})"
+            )
+        bad_noise = (~(noises.isnan() | (torch.isfinite(noises) & (noises >= 0)))).nonzero()
+        if bad_noise.numel():
+            i = int(bad_noise.reshape(-1)[0])
+            raise StateError(
+                "state noises must be nan (none given) or finite standard deviations >= 0, "
+                f"got {float(noises[i])!r} at row {i}"
             )
         self._seed = seed
         self._n_suggest_calls = n_calls

@@ -7,12 +7,13 @@ import functools
 import importlib
 import math
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 
-from autolr._errors import ConfigError, StateError
+from autolr._errors import ConfigError, ConfigTypeError, StateError
 from autolr._validate import check_choice, check_float, check_instance, check_int
 
 from ._base import _DEVICE, _DTYPE, _RNG_LOCK, Param, Searcher, _cpu_default_device, _penalised
@@ -225,6 +226,82 @@ _COLD_REFIT_EVERY = 12
 _PRIOR_LENGTHSCALE = 1.0 / 3.0
 
 
+# fit_options accepted: scipy's L-BFGS-B options that matter with exact gradients, and
+# their checks (an unknown key or a wrong type would otherwise surface in the middle of a
+# training loop, from scipy, at the first GP fit).
+_FIT_OPTION_CHECKS: dict[str, Callable[[str, Any], Any]] = {
+    "maxiter": lambda k, v: check_int(k, v, minimum=1),
+    "maxfun": lambda k, v: check_int(k, v, minimum=1),
+    "maxcor": lambda k, v: check_int(k, v, minimum=1),
+    "maxls": lambda k, v: check_int(k, v, minimum=1),
+    "ftol": lambda k, v: check_float(k, v, minimum=0),
+    "gtol": lambda k, v: check_float(k, v, minimum=0),
+}
+# The raw hyperparameters of the models this searcher builds, with their sizes (``None``:
+# one per dimension); the inferred-noise model adds the noise (tests compare these names
+# with the models' own).
+_HYPER_SIZES: dict[str, int | None] = {
+    "covar_module.base_kernel.raw_lengthscale": None,
+    "covar_module.raw_outputscale": 1,
+    "mean_module.raw_constant": 1,
+    "likelihood.noise_covar.raw_noise": 1,
+}
+# Modelled values whose variance exceeds this are scaled down (by a power of two, exactly)
+# before the fit: beyond it the outcome standardisation squares them to inf (from a spread of
+# ~1e154 on), and the posterior variance in original units, the standardised one times the
+# variance, overflows a little earlier.
+_MAX_TARGET_VAR = 1e300
+
+
+def _checked_fit_options(options: dict[Any, Any]) -> dict[str, float | int]:
+    """``fit_options`` with known keys and values of the right type, or ConfigError."""
+    unknown = sorted(repr(k) for k in options if k not in _FIT_OPTION_CHECKS)
+    if unknown:
+        raise ConfigError(
+            f"fit_options has unknown keys {', '.join(unknown)}; allowed: "
+            f"{', '.join(_FIT_OPTION_CHECKS)}"
+        )
+    return {k: _FIT_OPTION_CHECKS[k](f"fit_options[{k!r}]", v) for k, v in options.items()}
+
+
+def _checked_hyperparameters(values: Mapping[Any, Any], dim: int) -> dict[str, list[float]]:
+    """``init_hyperparameters`` as ``{name: list of floats}``: known names, the model's sizes,
+    finite real numbers (raw, i.e. unconstrained, values: any sign), or ConfigError."""
+    out: dict[str, list[float]] = {}
+    for name, v in values.items():
+        what = f"init_hyperparameters[{name!r}]"
+        if name not in _HYPER_SIZES:
+            raise ConfigError(
+                f"init_hyperparameters has an unknown name {name!r}; known: "
+                f"{', '.join(_HYPER_SIZES)}"
+            )
+        if isinstance(v, (str, bytes)) or not isinstance(v, Iterable):
+            raise ConfigTypeError(
+                f"{what} must be a flat list of real numbers (as in fitted_hyperparameters), "
+                f"got {v!r}"
+            )
+        if hasattr(v, "tolist"):  # numpy arrays, tensors: their elements as Python numbers
+            raw = v.tolist()
+            items = raw if isinstance(raw, list) else [raw]
+        else:
+            items = list(v)
+        size = dim if _HYPER_SIZES[name] is None else _HYPER_SIZES[name]
+        if len(items) != size:
+            raise ConfigError(f"{what} must have {size} value(s), got {len(items)}: {v!r}")
+        out[name] = [check_float(f"{what}[{i}]", x) for i, x in enumerate(items)]
+    return out
+
+
+def _scaled_down(
+    values: torch.Tensor, noises: Sequence[float | None]
+) -> tuple[torch.Tensor, list[float | None]]:
+    """``values`` and ``noises`` divided by the power of two just above ``max |values|``
+    (exact but for noises that underflow, which the noise floor covers)."""
+    k = math.frexp(float(values.abs().max()))[1]  # max |values| < 2**k (finite: penalised)
+    values = values * math.ldexp(1.0, -k)
+    return values, [None if s is None else math.ldexp(s, -k) for s in noises]
+
+
 def log_scaled(value: float, noise: float | None) -> tuple[float, float | None]:
     """A positive loss and its noise standard deviation on the log scale a GP models.
 
@@ -245,9 +322,11 @@ class GPSearcher(Searcher):
     unit cube. Observed noise (``observe(..., noise=...)``) switches the model to
     fixed heteroskedastic noise; observations without one then get a variance of
     ``1e-4 * Var(y)``. Without any noise given, a homoskedastic noise level is
-    inferred. Whenever fitting or optimisation fails (degenerate data, linear
-    algebra errors), or a candidate duplicates a known point, quasi-random points
-    are used instead.
+    inferred. Modelled values so spread that their variance would overflow (a loss that
+    blew up to 1e200) are scaled down by a power of two first, which changes nothing else
+    (the standardisation divides the scale out). Whenever fitting or optimisation fails
+    (degenerate data, linear algebra errors), or a candidate duplicates a known point,
+    quasi-random points are used instead.
 
     In one dimension (``fast_1d``, the AutoLRS case) a suggestion typically costs a
     few milliseconds instead of ~100: the acquisition function is evaluated on a dense
@@ -273,11 +352,16 @@ class GPSearcher(Searcher):
         raw_samples: Random samples used to pick the restart points (likewise).
         fit_options: Options of the L-BFGS-B fit of the GP hyperparameters (scipy's
             ``options``, e.g. ``{"ftol": 1e-6}``); ``None`` keeps botorch's defaults.
-            Looser tolerances make each suggestion cheaper.
+            Looser tolerances make each suggestion cheaper. Allowed keys: ``maxiter``,
+            ``maxfun``, ``maxcor``, ``maxls`` (ints ``>= 1``), ``ftol``, ``gtol`` (finite
+            floats ``>= 0``); anything else is a :class:`~autolr.ConfigError`.
         init_hyperparameters: Starting values of the GP hyperparameters for the fit (a warm
             start), as in :attr:`fitted_hyperparameters` of an earlier fit: ``{name: flat
-            list of raw values}``. Entries whose name or size does not match the model, or
-            that are not finite, are ignored (the default initialisation is kept).
+            list of raw values}``, finite real numbers (raw: unconstrained, any sign). Names
+            are those of :attr:`fitted_hyperparameters` (the lengthscale has one value per
+            dimension, the others one); an unknown name, a wrong size or a non-finite value
+            is a :class:`~autolr.ConfigError`. The noise entry applies only while the noise
+            is inferred (no ``noise`` observed); otherwise it is ignored.
         fast_1d: Use the fast path above for one-dimensional searches; ``False`` runs the
             general path (a full fit and multi-start L-BFGS on every call) in 1-D too.
             Without effect in more dimensions.
@@ -328,6 +412,7 @@ class GPSearcher(Searcher):
         check_float("beta", beta, minimum=0)
         check_int("num_restarts", num_restarts, minimum=1)
         check_int("raw_samples", raw_samples, minimum=num_restarts)
+        check_instance("fast_1d", fast_1d, (bool, np.bool_))
         if fit_options is not None and not isinstance(fit_options, dict):
             raise ConfigError(f"fit_options must be a dict or None, got {fit_options!r}")
         if init_hyperparameters is not None and not isinstance(init_hyperparameters, Mapping):
@@ -335,9 +420,9 @@ class GPSearcher(Searcher):
                 f"init_hyperparameters must be a mapping or None, got {init_hyperparameters!r}"
             )
         super().__init__(params, seed=seed, design=design)
-        self.fit_options = dict(fit_options) if fit_options else None
+        self.fit_options = _checked_fit_options(fit_options) if fit_options else None
         self.init_hyperparameters = (
-            {str(k): [float(x) for x in v] for k, v in init_hyperparameters.items()}
+            _checked_hyperparameters(init_hyperparameters, self.dim)
             if init_hyperparameters
             else None
         )
@@ -354,7 +439,7 @@ class GPSearcher(Searcher):
         #: not part of ``state_dict``).
         self.n_fallbacks = 0
         self._gp_error = ""  # why the last GP step fell back (for the warning)
-        self.fast_1d = bool(fast_1d)
+        self.fast_1d = bool(fast_1d)  # numpy's bool_ too
         self.fit_min_obs = fit_min_obs
         self.log_values = log_values
         # Warm start of the 1-D path: the hyperparameters of its last fit and the number of
@@ -622,10 +707,17 @@ class GPSearcher(Searcher):
         """
         modelled, noises = self._modelled()
         values = torch.tensor(modelled, dtype=_DTYPE, device=_DEVICE)
+        var_y = float(values.var()) if len(values) > 1 else 0.0
+        if not var_y <= _MAX_TARGET_VAR:
+            # A huge finite value (a loss that blew up to 1e200): the standardisation would
+            # square it to inf and every GP step would fail. Values and noise scaled by one
+            # power of two are the same data to the model (Standardize divides the scale
+            # out, exactly); ordinary data never comes here.
+            values, noises = _scaled_down(values, noises)
+            var_y = float(values.var())
         train_y = (-values).unsqueeze(-1)
         if all(s is None for s in noises):
             return train_y, None
-        var_y = float(values.var()) if len(values) > 1 else 0.0
         scale = var_y if var_y > 0 else 1.0
         yvar = [
             _DEFAULT_REL_NOISE_VAR * scale

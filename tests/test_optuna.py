@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import io
+import json
 import math
 import statistics
 import threading
@@ -731,6 +732,21 @@ def test_gp_warm_start_comes_from_the_storage_so_a_fresh_sampler_decides_the_sam
     assert other.sampler.last_info["source"] == "gp"
     assert other.sampler.last_info["warm_start_from"] is None
     assert -1.0 <= trial.params["x"] <= 1.0
+
+    # a stored fit this GP does not take (another release's names, or edited) is not used
+    # either: sampling goes on from the defaults instead of raising
+    odd = optuna.create_study(sampler=AutoLRSSampler(seed=3, n_startup_trials=3))
+    for t in study.trials[:7]:
+        t = copy.deepcopy(t)
+        for key, text in list(t.system_attrs.items()):
+            if key.startswith("autolr:gp_hypers"):
+                stored = json.loads(text)
+                stored["hypers"] = {"renamed.lengthscale": [0.5, 0.5]}
+                t.system_attrs[key] = json.dumps(stored)
+        odd.add_trial(t)
+    trial = odd.ask(space)
+    assert odd.sampler.last_info["source"] == "gp"
+    assert odd.sampler.last_info["warm_start_from"] is None
 
 
 def test_twin_claimed_while_this_worker_writes_its_claim_is_not_duplicated(monkeypatch):

@@ -18,7 +18,7 @@ from gpytorch.likelihoods import FixedNoiseGaussianLikelihood
 from gpytorch.utils.errors import NotPSDError
 
 import autolr.searchers._gp as gp_module
-from autolr import ConfigTypeError
+from autolr import ConfigError, ConfigTypeError
 from autolr.searchers import GPSearcher, Param, RandomSearcher, Searcher
 
 # Small acquisition-optimiser settings keep the file fast; the algorithm is unchanged.
@@ -458,16 +458,15 @@ def test_gp_warm_start_from_fitted_hyperparameters() -> None:
     again = fit_with(ref)
     for name, v in ref.items():
         assert again[name] == pytest.approx(v, rel=1e-2, abs=1e-2), name
-    # unknown names, wrong sizes and non-finite values are ignored (default start)
-    # (so the fit from junk is the fit from the default start, value for value)
-    names = sorted(fitted)
-    junk = {"nope": [1.0]}
-    for i, n in enumerate(names):  # alternately non-finite and of the wrong size
-        junk[n] = [math.nan] * len(fitted[n]) if i % 2 == 0 else [5.0] * (len(fitted[n]) + 1)
-    from_junk = fit_with(junk)
-    assert from_junk.keys() == ref.keys()
-    for name, v in ref.items():
-        assert from_junk[name] == pytest.approx(v, rel=1e-9, abs=1e-12), name
+    # unknown names, wrong sizes and non-finite values are refused up front
+    name = sorted(fitted)[0]
+    for junk in (
+        {"nope": [1.0]},
+        {name: [math.nan] * len(fitted[name])},
+        {name: [5.0] * (len(fitted[name]) + 1)},
+    ):
+        with pytest.raises(ConfigError, match="init_hyperparameters"):
+            gp(MIXED_2D, seed=4, n_initial=2, init_hyperparameters=junk)
     with pytest.raises(ValueError, match="init_hyperparameters"):
         GPSearcher(LIN_1D, init_hyperparameters=[1.0])  # type: ignore[arg-type]
 

@@ -82,8 +82,15 @@ def test_param_from_unit_stays_in_bounds_despite_rounding() -> None:
 
 
 def test_param_normalises_and_validates() -> None:
-    p = Param("a", np.int64(1), 2, log=1)  # type: ignore[arg-type]
+    p = Param("a", np.int64(1), 2, log=np.bool_(True))  # type: ignore[arg-type]
     assert type(p.low) is float and type(p.high) is float and p.log is True
+    # The flag is a bool: "no" (truthy) or 1 would silently mean log=True.
+    for flag in ("no", 1, None):
+        with pytest.raises(ConfigTypeError) as info:
+            Param("a", 1, 2, log=flag)  # type: ignore[arg-type]
+        assert str(info.value) == (
+            f"log of Param 'a' must be a bool or numpy.bool, got {type(flag).__name__}"
+        )
     assert repr(p) == "Param(name='a', low=1.0, high=2.0, log=True)"
     cases = [
         (("", 0, 1), ConfigError, "name must be a non-empty str, got ''"),
@@ -464,8 +471,8 @@ def test_gp_constructor_checks_and_normalises() -> None:
         num_restarts=2,
         raw_samples=2,
         fit_options={"ftol": 1e-3},
-        init_hyperparameters={"a": np.array([1, 2])},
-        fast_1d=0,  # type: ignore[arg-type]
+        init_hyperparameters={"covar_module.base_kernel.raw_lengthscale": np.array([1])},
+        fast_1d=np.bool_(False),  # type: ignore[arg-type]
         design="stratified",
         fit_min_obs=4,
     )
@@ -478,8 +485,9 @@ def test_gp_constructor_checks_and_normalises() -> None:
     )
     assert type(s.beta) is float and s.fast_1d is False and s.fit_min_obs == 4
     assert s.fit_options == {"ftol": 1e-3} and s.design == "stratified"
-    assert s.init_hyperparameters == {"a": [1.0, 2.0]}
-    assert all(type(x) is float for x in s.init_hyperparameters["a"])
+    ls = "covar_module.base_kernel.raw_lengthscale"
+    assert s.init_hyperparameters == {ls: [1.0]}
+    assert all(type(x) is float for x in s.init_hyperparameters[ls])
     assert s.fitted_hyperparameters is None and s.n_fallbacks == 0
     assert repr(s) == (
         f"GPSearcher(params={[LIN]!r}, seed=1, n_initial=2, acquisition='ucb', n_observations=0)"
@@ -733,13 +741,18 @@ def test_hyperparameters_load_only_when_name_size_and_values_fit() -> None:
     mean = "mean_module.raw_constant"
     assert {ls, os_, mean} <= set(names)
     default = {n: p.detach().reshape(-1).tolist() for n, p in names.items()}
+    # The constructor refuses such an init_hyperparameters; a warm start restored from a
+    # state reaches the loader unchecked, which skips what does not fit.
     init = {ls: [0.7], os_: [math.nan], mean: [1.0, 2.0], "nope": [3.0]}
-    t, _ = _observed([0.2, 0.7, 0.5], [1.0, 2.0, 0.5], init_hyperparameters=init)
-    t._fit_model(x, refit=False)
+    t, _ = _observed([0.2, 0.7, 0.5], [1.0, 2.0, 0.5])
+    t._fit_model(x, init=init, refit=False)
     got = t.fitted_hyperparameters
     assert got[ls] == [0.7] and got[os_] == default[os_] and got[mean] == default[mean]
     assert "nope" not in got
     # An explicit init replaces init_hyperparameters.
+    t, _ = _observed([0.2, 0.7, 0.5], [1.0, 2.0, 0.5], init_hyperparameters={ls: [0.7]})
+    t._fit_model(x, refit=False)
+    assert t.fitted_hyperparameters[ls] == [0.7]
     t._fit_model(x, init={os_: [0.25]}, refit=False)
     assert t.fitted_hyperparameters[os_] == [0.25]
     assert t.fitted_hyperparameters[ls] == default[ls]

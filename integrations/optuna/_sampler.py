@@ -11,6 +11,7 @@ from optuna.distributions import BaseDistribution
 from optuna.samplers import BaseSampler
 from optuna.trial import FrozenTrial, TrialState
 
+from autolr._errors import ConfigError, ConfigTypeError
 from autolr._stats import std_dev
 from autolr._validate import check_float, check_instance, check_int
 from autolr.predictors import (
@@ -275,15 +276,20 @@ class AutoLRSSampler(_NumericSampler):
                 values = {p.name: p.from_unit(float(u)) for p, u in zip(params, x)}
                 info["source"] = "sobol"
             else:
-                searcher = GPSearcher(
-                    params,
-                    seed=seed,
-                    n_initial=1,
-                    num_restarts=self._num_restarts,
-                    raw_samples=self._raw_samples,
-                    fit_options=_FIT_OPTIONS,
-                    init_hyperparameters=hypers,
-                )
+                gp = {
+                    "seed": seed,
+                    "n_initial": 1,
+                    "num_restarts": self._num_restarts,
+                    "raw_samples": self._raw_samples,
+                    "fit_options": _FIT_OPTIONS,
+                }
+                try:
+                    searcher = GPSearcher(params, init_hyperparameters=hypers, **gp)
+                except (ConfigError, ConfigTypeError):
+                    # A warm start read from the storage that this GP does not take (written
+                    # by another release, or edited): start the fit from the defaults.
+                    searcher = GPSearcher(params, **gp)
+                    info["warm_start_from"] = None
                 pending = []
                 for r in records:
                     if r.kind == "pending":
