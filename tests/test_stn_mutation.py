@@ -21,6 +21,9 @@ from autolr import ConfigError, ConfigTypeError, StateError, stn
 from .conftest import make_regression
 from .test_stn import _Net, _snap, _space, _tuner
 
+# Several tests build spaces whose hyperparameters only the gates (or nothing) read, on purpose.
+pytestmark = pytest.mark.filterwarnings("ignore:STNTuner. hyperparameter:UserWarning")
+
 
 def _fresh(**kw) -> tuple[stn.STNTuner, torch.nn.Module, stn.HyperSpace]:
     torch.manual_seed(0)
@@ -484,15 +487,17 @@ def test_hyper_optimizer_state_of_another_setup_message():
         tuner.load_state_dict(state)
 
 
-def test_state_round_trips_nan_losses_and_history_as_saved():
-    # a fresh tuner's losses are NaN (nothing measured yet); the history is copied, not judged
+def test_state_round_trips_nan_losses_and_refuses_a_non_finite_history():
+    # a fresh tuner's losses are NaN (nothing measured yet): they round-trip
     fresh, _, _ = _tuner(train_steps=1)
     state = copy.deepcopy(fresh.state_dict())
-    state["hist_values"][0][1] = float("nan")
     tuner, _, _ = _tuner(train_steps=1)
     tuner.load_state_dict(state)
     assert math.isnan(tuner.last_train_loss) and math.isnan(tuner.last_val_loss)
-    assert math.isnan(tuner.schedule().values[0][1])
+    # the history becomes a Schedule, which holds finite numbers: a NaN there is corruption
+    state["hist_values"][0][1] = float("nan")
+    with pytest.raises(StateError, match="hist_values"):
+        _tuner(train_steps=1)[0].load_state_dict(state)
 
 
 def test_state_of_other_arguments_lists_them():

@@ -700,7 +700,8 @@ class STNTuner:
         n = len(self.space)
         rows = {
             k: [
-                [_sc._state_float(owner, k, v, finite=False) for v in _sc._state_list(
+                # finite: the schedule is built from them (a Schedule holds finite numbers)
+                [_sc._state_float(owner, k, v) for v in _sc._state_list(
                     owner, f"{k}[{i}]", r, n)]
                 for i, r in enumerate(_sc._state_list(owner, k, state[k], len(steps)))
             ]
