@@ -28,6 +28,7 @@ from autolr._statecheck import (
     _state_tensor,
     _state_version,
 )
+from autolr._validate import check_instance
 from autolr.federated import FedHyperServer, RoundReport
 from autolr.federated._server import RENAMED_ARGS
 
@@ -84,6 +85,44 @@ def _check_count(name: str, value: Any) -> None:
         raise ConfigError(f"{name} must be an int >= 0, got {value!r}")
 
 
+def _check_checkpoint(checkpoint: Any) -> Path | None:
+    """``checkpoint`` as a Path: a file (existing or not) in an existing folder."""
+    if checkpoint is None:
+        return None
+    check_instance("checkpoint", checkpoint, (str, os.PathLike))
+    path = Path(checkpoint)
+    if path.is_dir():
+        raise ConfigError(
+            f"checkpoint must be a file path, got the folder {str(path)!r}: name a file in it, "
+            "e.g. checkpoint='<folder>/fedhyper.pt'"
+        )
+    if not path.parent.is_dir():
+        raise ConfigError(
+            f"checkpoint {str(path)!r}: the folder {str(path.parent)!r} does not exist; create "
+            "it first (the checkpoint is written after every round)"
+        )
+    return path
+
+
+# torch dtypes of the model arrays: those an ArrayRecord (numpy) can carry and a rule can train.
+_FLOAT_DTYPES = (torch.float16, torch.float32, torch.float64)
+
+
+def _check_model_array(key: str, value: np.ndarray) -> None:
+    """A global-model array must be floating-point and finite (ConfigError otherwise)."""
+    if not np.issubdtype(value.dtype, np.floating):
+        raise ConfigError(
+            f"array {key!r} has dtype {value.dtype}; FedHyperStrategy treats every array "
+            "as a parameter, so send floating-point parameters only (no integer buffers "
+            "such as BatchNorm's num_batches_tracked)"
+        )
+    if not np.isfinite(value).all():
+        raise ConfigError(
+            f"array {key!r} of the model holds NaN/inf: start from a finite model (every "
+            "client update from it would be non-finite and dropped)"
+        )
+
+
 class FedHyperStrategy(FedAvg):
     """Flower strategy (Message API, ``flwr.serverapp``) applying FedHyper to the round's update.
 
@@ -105,19 +144,22 @@ class FedHyperStrategy(FedAvg):
     that miss the round's ``timeout`` are left out of the average, logged as a WARNING, counted
     in the round's train metrics (``fedhyper-dropped``, ``fedhyper-failed``,
     ``fedhyper-missing``) and listed node by node in :attr:`rounds`. A round with no usable reply
-    keeps the model and the LRs.
+    keeps the model and the LRs; so does one whose replies all weigh 0 or whose average would
+    overflow, and one that sampled no node (``fraction_train`` × the connected nodes rounds
+    down to 0 with ``min_train_nodes=0``): each logs one WARNING saying why.
 
     Every array of the model is a parameter of the rule: send floating-point parameters of one
     dtype (``ArrayRecord(model.state_dict())`` of a model without buffers, or
     ``ArrayRecord({name: Array(p.numpy()) for name, p in model.named_parameters()})``).
 
     Args:
-        weighted: weight each update by its reply's ``weighted_by_key`` metric (FedAvg);
-            False: uniform mean (the released FedHyper code).
-        send_previous_update: broadcast Δ_{t−1} for FedHyper-CL (one extra model-sized
+        weighted: (bool) weight each update by its reply's ``weighted_by_key`` metric
+            (FedAvg); False: uniform mean (the released FedHyper code).
+        send_previous_update: (bool) broadcast Δ_{t−1} for FedHyper-CL (one extra model-sized
             download per round). Default True.
         checkpoint: file written (atomically) after every round with :meth:`state_dict`;
             :meth:`resume` restarts from it after the ServerApp or SuperLink was restarted.
+            Its folder must exist.
         **kwargs: every keyword argument of :class:`~autolr.federated.FedHyperServer`
             (``rule``, ``global_lr``, ``hypergrad_lr``, ..., ``normalize``: same names,
             defaults and checks; ``server_optimizer="adam"`` is FedAdam), and the rest
@@ -128,7 +170,10 @@ class FedHyperStrategy(FedAvg):
     ``local_hypergrad_lr`` (one DeprecationWarning; removed in the next release).
 
     Raises:
-        ConfigError / ConfigTypeError: bad arguments (checked here, before any round).
+        ConfigError / ConfigTypeError: bad arguments (checked here, before any round), e.g. a
+            non-bool ``weighted``, a ``checkpoint`` that is a folder or lies in a missing one.
+        ConfigError (at the first round): a model array that is not floating-point or holds
+            NaN/inf.
 
     Example:
         >>> strategy = FedHyperStrategy(rule="g", global_lr=1.0, local_lr=0.1,
@@ -145,6 +190,9 @@ class FedHyperStrategy(FedAvg):
         checkpoint: str | os.PathLike[str] | None = None,
         **kwargs: Any,
     ) -> None:
+        check_instance("weighted", weighted, bool)
+        check_instance("send_previous_update", send_previous_update, bool)
+        checkpoint_path = _check_checkpoint(checkpoint)
         server_kwargs = {k: kwargs.pop(k) for k in _SERVER_PARAMS if k in kwargs}
         new_names = {new: _SERVER_PARAMS[new].default for new in RENAMED_ARGS.values()}
         server_kwargs |= take_renamed(
@@ -170,9 +218,9 @@ class FedHyperStrategy(FedAvg):
         }
         # Check FedHyperServer's arguments now, not at the first round on a remote SuperLink.
         FedHyperServer([torch.zeros(1)], **self._server_kwargs)
-        self.weighted = bool(weighted)
-        self.send_previous_update = bool(send_previous_update)
-        self.checkpoint = Path(checkpoint) if checkpoint is not None else None
+        self.weighted = weighted
+        self.send_previous_update = send_previous_update
+        self.checkpoint = checkpoint_path
         self.server: FedHyperServer | None = None
         #: Per training round, what happened node by node (this process's rounds only).
         self.rounds: list[FlowerRound] = []
@@ -188,33 +236,33 @@ class FedHyperStrategy(FedAvg):
         params = []
         for key, arr in arrays.items():
             value = arr.numpy()
-            if not np.issubdtype(value.dtype, np.floating):
-                raise ConfigError(
-                    f"array {key!r} has dtype {value.dtype}; FedHyperStrategy treats every array "
-                    "as a parameter, so send floating-point parameters only (no integer buffers "
-                    "such as BatchNorm's num_batches_tracked)"
-                )
+            _check_model_array(key, value)
             params.append(torch.from_numpy(np.array(value, copy=True)))
         self._keys = list(arrays.keys())
         self._params = params
         self.server = FedHyperServer(self._params, **self._server_kwargs)
 
     def _load_arrays(self, arrays: ArrayRecord) -> None:
-        """Make ``arrays`` the server's global parameters (checks keys and shapes)."""
+        """Make ``arrays`` the server's global parameters (checks keys, shapes, dtypes and
+        values first: on error nothing changes)."""
         if self.server is None:
             self._build(arrays)
             return
-        if list(arrays.keys()) != self._keys:
+        if not isinstance(arrays, ArrayRecord) or list(arrays.keys()) != self._keys:
+            got = list(arrays.keys()) if isinstance(arrays, ArrayRecord) else repr(arrays)
             raise ConfigError(
-                f"the model arrays have keys {list(arrays.keys())}, the strategy was built for "
-                f"{self._keys}"
+                f"the model arrays have keys {got}, the strategy was built for {self._keys}"
             )
+        values = []
         for key, p in zip(self._keys, self._params):
             value = arrays[key].numpy()
             if tuple(value.shape) != tuple(p.shape):
                 raise ConfigError(
                     f"array {key!r} has shape {tuple(value.shape)}, expected {tuple(p.shape)}"
                 )
+            _check_model_array(key, value)
+            values.append(value)
+        for p, value in zip(self._params, values):
             p.copy_(torch.from_numpy(np.asarray(value)))
 
     def _record(self, tensors: Iterable[torch.Tensor]) -> ArrayRecord:
@@ -237,6 +285,18 @@ class FedHyperStrategy(FedAvg):
         config[LOCAL_LR_KEY] = float(self.server.local_lr)
         config[ROUND_KEY] = int(self.round)
         messages = list(super().configure_train(server_round, arrays, config, grid))
+        if not messages and self.fraction_train > 0.0:
+            # fraction_train=0.0 skips training on purpose (FedAvg warned at construction);
+            # otherwise int(nodes × fraction_train) rounded down to 0 with min_train_nodes=0.
+            _LOG.warning(
+                "FedHyperStrategy round %d: sampled no node for training (fraction_train=%g of "
+                "%d connected nodes rounds down to 0 and min_train_nodes=%d): the model and the "
+                "LRs stay unchanged; raise fraction_train or set min_train_nodes >= 1",
+                server_round,
+                self.fraction_train,
+                len(list(grid.get_node_ids())),
+                self.min_train_nodes,
+            )
         prev = self.server.previous_update
         if messages and self.send_previous_update and prev is not None:
             # FedAvg shares one RecordDict among the round's messages: add Δ_{t−1} once.
@@ -303,10 +363,20 @@ class FedHyperStrategy(FedAvg):
         report: RoundReport | None = None
         dropped: tuple[int, ...] = ()
         kept = usable
+        skipped = ""  # why a round with usable replies left the model unchanged
         if usable:
+            overflowed = self.server.overflowed_rounds
             report = self.server.step([u[1] for u in usable], [u[2] for u in usable])
             dropped = tuple(usable[i][0] for i in report.dropped)
             kept = [u for i, u in enumerate(usable) if i not in set(report.dropped)]
+            if report.skipped:
+                skipped = (
+                    "every update was non-finite"
+                    if not kept
+                    else "the averaged update would make the model non-finite (overflow)"
+                    if self.server.overflowed_rounds > overflowed
+                    else f"all weights zero (every reply's {self.weighted_by_key!r} is 0)"
+                )
         entry = FlowerRound(
             server_round=server_round,
             round=self.round,
@@ -320,16 +390,17 @@ class FedHyperStrategy(FedAvg):
         self.rounds.append(entry)
         self.round += 1
         self._sent = []
-        if failed or dropped or missing:
+        if failed or dropped or missing or skipped:
             _LOG.warning(
                 "FedHyperStrategy round %d: %d of %d sampled nodes aggregated; non-finite "
-                "update (dropped): %s; failed: %s; no reply before the timeout: %s",
+                "update (dropped): %s; failed: %s; no reply before the timeout: %s%s",
                 server_round,
                 len(entry.aggregated),
                 len(sampled),
                 list(dropped),
                 failed,
                 list(missing),
+                f"; round skipped, model and LRs unchanged: {skipped}" if skipped else "",
             )
         metrics = self._metrics(kept, entry)
         arrays = self.global_arrays if report is not None and not report.skipped else None
@@ -338,7 +409,8 @@ class FedHyperStrategy(FedAvg):
 
     def _metrics(self, kept: list[Any], entry: FlowerRound) -> MetricRecord:
         metrics = MetricRecord()
-        if kept and self.weighted:
+        # All weights zero: the round was skipped (and warned); a weighted mean is undefined.
+        if kept and self.weighted and sum(u[2] for u in kept) > 0:
             try:
                 metrics = self.train_metrics_aggr_fn([u[3] for u in kept], self.weighted_by_key)
             except Exception as exc:  # replies with different metric keys: keep the run going
@@ -370,10 +442,24 @@ class FedHyperStrategy(FedAvg):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore :meth:`state_dict` output (e.g. in a restarted ServerApp).
 
+        Everything is checked first: on error the strategy is left unchanged.
+
         Raises:
-            StateError: not a FedHyperStrategy state, missing or mistyped entries, or a
-                FedHyperServer state saved with other arguments or another model.
+            StateError: not a FedHyperStrategy state, missing or mistyped entries, model
+                arrays that are not finite float16/32/64 tensors, or a FedHyperServer state
+                saved with other arguments or another model.
         """
+        self._set_state(*self._parse_state(state))
+
+    def _set_state(
+        self, round_: int, keys: list[str], params: list[torch.Tensor], server: Any
+    ) -> None:
+        self._keys, self._params, self.server, self.round = keys, params, server, round_
+
+    def _parse_state(
+        self, state: dict[str, Any]
+    ) -> tuple[int, list[str], list[torch.Tensor], FedHyperServer | None]:
+        """The checked contents of a :meth:`state_dict` (StateError otherwise); changes nothing."""
         owner = "FedHyperStrategy"
         _state_version(owner, state, ("round", "keys", "arrays", "server"), (1,))
         _state_keys(owner, state, ("round", "keys", "arrays", "server"))
@@ -383,8 +469,7 @@ class FedHyperStrategy(FedAvg):
         if state["server"] is None:
             if keys:
                 raise _state_error(owner, "'server' is None but the state holds a model")
-            self.server, self._keys, self._params, self.round = None, [], [], round_
-            return
+            return round_, [], [], None
         if not keys or not all(isinstance(k, str) for k in keys):
             raise _state_error(owner, f"'keys' must be a non-empty list of str, got {_short(keys)}")
         tensors = []
@@ -392,10 +477,16 @@ class FedHyperStrategy(FedAvg):
             if not isinstance(a, torch.Tensor):
                 raise _state_error(owner, f"arrays[{i}] must be a tensor, got {_short(a)}")
             tensors.append(_state_tensor(owner, f"arrays[{i}]", a, tuple(a.shape), "the state"))
-        params = [t.detach().clone() for t in tensors]
+            if a.dtype not in _FLOAT_DTYPES:
+                raise _state_error(
+                    owner, f"arrays[{i}] ({keys[i]!r}) has dtype {a.dtype}, expected float16/32/64"
+                )
+            if not bool(torch.isfinite(a).all()):
+                raise _state_error(owner, f"arrays[{i}] ({keys[i]!r}) holds NaN/inf")
+        params = [t.detach().cpu().clone() for t in tensors]
         server = FedHyperServer(params, **self._server_kwargs)
         server.load_state_dict(state["server"])  # checks arguments and shapes
-        self._keys, self._params, self.server, self.round = list(keys), params, server, round_
+        return round_, list(keys), params, server
 
     def _save(self) -> None:
         if self.checkpoint is None:
@@ -412,16 +503,55 @@ class FedHyperStrategy(FedAvg):
             arrays, done = strategy.resume(ArrayRecord(model.state_dict()))
             strategy.start(grid, arrays, num_rounds=total_rounds - done, ...)
 
-        Without a checkpoint file this returns ``(initial_arrays, 0)``.
+        Without a checkpoint file this returns ``(initial_arrays, 0)``. Everything is checked
+        before anything changes.
 
         Raises:
-            StateError: the checkpoint comes from another configuration or model.
+            ConfigTypeError: ``initial_arrays`` is not an ArrayRecord.
+            StateError: the checkpoint cannot be read (corrupt, truncated, not a
+                :meth:`state_dict` file), or comes from another configuration or another model
+                (keys, shapes or dtypes differ from ``initial_arrays``).
         """
+        check_instance("initial_arrays", initial_arrays, ArrayRecord)
         if self.checkpoint is None or not self.checkpoint.exists():
             return initial_arrays, 0
-        self.load_state_dict(torch.load(self.checkpoint, weights_only=True))
+        try:
+            state = torch.load(self.checkpoint, weights_only=True)
+        except Exception as exc:  # pickle/zip/OS errors: all mean "unreadable"
+            raise StateError(
+                f"FedHyperStrategy: cannot read the checkpoint {str(self.checkpoint)!r} "
+                f"({type(exc).__name__}: {exc}); it is corrupt, truncated or not a "
+                "FedHyperStrategy.state_dict() file. Delete it to start afresh"
+            ) from exc
+        parsed = self._parse_state(state)
+        self._check_same_model(parsed[1], parsed[2], initial_arrays)
+        self._set_state(*parsed)
         arrays = self.global_arrays
         return (initial_arrays if arrays is None else arrays), self.round
+
+    def _check_same_model(
+        self, keys: list[str], params: list[torch.Tensor], initial_arrays: ArrayRecord
+    ) -> None:
+        """StateError unless the checkpoint's model has ``initial_arrays``' keys, shapes and
+        dtypes (a checkpoint saved before the first round holds no model: nothing to compare)."""
+        if not keys:
+            return
+        where = f"FedHyperStrategy: the checkpoint {str(self.checkpoint)!r}"
+        hint = "it comes from another model; delete it or point checkpoint= elsewhere"
+        if list(initial_arrays.keys()) != keys:
+            raise StateError(
+                f"{where} holds a model with arrays {keys}, initial_arrays has "
+                f"{list(initial_arrays.keys())}: {hint}"
+            )
+        for key, p in zip(keys, params):
+            arr = initial_arrays[key]
+            shape, dtype = tuple(arr.shape), str(arr.dtype)
+            saved_dtype = str(p.dtype).removeprefix("torch.")
+            if shape != tuple(p.shape) or dtype != saved_dtype:
+                raise StateError(
+                    f"{where} holds array {key!r} of shape {tuple(p.shape)} and dtype "
+                    f"{saved_dtype}, initial_arrays has shape {shape} and dtype {dtype}: {hint}"
+                )
 
     def summary(self) -> None:
         """Log FedAvg's summary and the FedHyper configuration."""
