@@ -482,15 +482,11 @@ class LLMSearcher(Searcher):
             if isinstance(texts, LLMError):
                 raise _Fallback(texts.kind, f"proposal call: {texts}")
             for text in texts:
-                # Reads no more than needed (``m`` accepted, at most 4 m entries) and no
-                # longer than the deadline: a huge reply must not stall the loop.
+                # Reads no more than needed (``m`` accepted, at most 4 m entries): a huge
+                # reply must not stall the loop. Not cut by the clock, so that a run replayed
+                # from the cache reads every reply as the live run did.
                 counts = self._parse_configs(
-                    text,
-                    known,
-                    accepted,
-                    limit=m,
-                    max_entries=_ENTRIES_PER_CONFIG * m,
-                    deadline=deadline,
+                    text, known, accepted, limit=m, max_entries=_ENTRIES_PER_CONFIG * m
                 )
                 for kind, c in counts.items():
                     rejected[kind] = rejected.get(kind, 0) + c
@@ -516,17 +512,13 @@ class LLMSearcher(Searcher):
         *,
         limit: int | None = None,
         max_entries: int | None = None,
-        deadline: float | None = None,
     ) -> dict[str, int]:
         """Appends the valid configs of one reply to ``accepted``; returns dropped counts.
 
-        Stops once ``accepted`` holds ``limit`` configs, after ``max_entries`` entries of
-        the reply, or when ``deadline`` (a :func:`time.monotonic` time) has passed; entries
-        not read are not counted.
+        Stops once ``accepted`` holds ``limit`` configs or after ``max_entries`` entries of
+        the reply; entries not read are not counted.
         """
-        obj = extract_json(text, deadline)
-        if obj is None and deadline is not None and time.monotonic() > deadline:
-            return {}  # not read for lack of time (the caller falls back as "deadline")
+        obj = extract_json(text)
         if isinstance(obj, dict):
             obj = obj.get("configs", obj.get("configurations"))
         if not isinstance(obj, list) or not obj:
@@ -535,10 +527,8 @@ class LLMSearcher(Searcher):
         # Unit-cube coordinates of the configs to stay away from, computed once.
         near = [self._unit_row(o) for o in (*known, *accepted)]
         for j, entry in enumerate(obj):
-            if (
-                (limit is not None and len(accepted) >= limit)
-                or (max_entries is not None and j >= max_entries)
-                or (deadline is not None and time.monotonic() > deadline)
+            if (limit is not None and len(accepted) >= limit) or (
+                max_entries is not None and j >= max_entries
             ):
                 break
             kind = None
@@ -601,11 +591,7 @@ class LLMSearcher(Searcher):
                     last = text.kind
                     self._event(call, text.kind, f"scoring call {j}: {text}")
                     continue
-                obj = extract_json(text, deadline)
-                if obj is None and time.monotonic() > deadline:
-                    last = "deadline"
-                    self._event(call, "deadline", f"scoring call {j}: no time left to read it")
-                    continue
+                obj = extract_json(text)
                 if isinstance(obj, dict):
                     obj = obj.get("predictions")
                 values = [_number(v) for v in obj] if isinstance(obj, list) else None

@@ -23,7 +23,7 @@ pytest.importorskip("openai")
 from autolr import ConfigError, ConfigTypeError, StateError
 from autolr.searchers import Param
 from autolr.searchers import _llm_client as client_module
-from autolr.searchers._llm import LLMSearcher, _Fallback, _number, extract_json
+from autolr.searchers._llm import LLMSearcher, _number, extract_json
 from autolr.searchers._llm_client import ChatRequest, LLMClient, LLMError
 
 from .llm_server import LLMServer, closed_port_url
@@ -173,20 +173,18 @@ def test_proposal_entries_read_are_capped(srv) -> None:
     assert s.suggest() == [{"lr": 0.01}] and s.events == []
 
 
-def test_parsing_stops_at_the_limit_and_the_deadline() -> None:
+def test_parsing_stops_at_the_limit_and_extract_json_at_its_deadline() -> None:
     s = make(closed_port_url(), obs=[])
     reply = json.dumps({"configs": [{"lr": 10.0**-k} for k in range(1, 5)]})
     acc: list[tuple[float, ...]] = []
     assert s._parse_configs(reply, [], acc, limit=2) == {} and acc == [(0.1,), (0.01,)]
-    acc = []
-    assert s._parse_configs(reply, [], acc, deadline=time.monotonic() - 1.0) == {}
-    assert acc == []
     assert extract_json('{"a": 1}', deadline=time.monotonic() - 1.0) is None
     assert extract_json('{"a": 1}', deadline=soon()) == {"a": 1}
 
 
-def test_replies_not_read_before_the_deadline_fall_back_as_deadline(monkeypatch) -> None:
-    # A reply in hand when time has run out (a slow parse) is not read on.
+def test_a_reply_in_hand_is_read_whatever_the_clock_so_a_replay_matches(monkeypatch) -> None:
+    # Cutting the parse by the clock made a live run under load fall back where its replay
+    # from the cache (instant) read the same reply: the replay's stages differed.
     s = make(closed_port_url())
     replies = {"configs": '{"configs": [{"lr": 0.01}, {"lr": 0.02}]}', "scores": "[0.5, 0.6]"}
     monkeypatch.setattr(
@@ -194,14 +192,9 @@ def test_replies_not_read_before_the_deadline_fall_back_as_deadline(monkeypatch)
     )
     past = time.monotonic() - 1.0
     which = "configs"
-    with pytest.raises(_Fallback) as e:
-        s._propose("p", 2, 2, [], 0, 0, past)
-    assert e.value.kind == "deadline"
+    assert len(s._propose("p", 2, 1, [], 0, 0, past)) == 1  # (0.01 is a known point)
     which = "scores"
-    with pytest.raises(_Fallback) as e:
-        s._score([(0.01,), (0.02,)], 0, 0, past)
-    assert e.value.kind == "deadline" and s.events[-1]["kind"] == "deadline"
-    assert len(s._score([(0.01,), (0.02,)], 0, 0, soon())) == 2  # in time: read
+    assert len(s._score([(0.01,), (0.02,)], 0, 0, past)) == 2
 
 
 # ------------------------------------------------------------------ 11: slow replies
