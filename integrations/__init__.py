@@ -59,3 +59,36 @@ def _check_tuner_kwargs(owner: str, kwargs: Mapping[str, Any], passes: str, allo
             f"{owner} got unknown argument(s) {sorted(unknown)}; the allowed ones are "
             f"{allowed} and AutoLRS's arguments"
         )
+
+
+def _warn_unfinished(
+    head: str, tuner: Any, skipped_by: str, stopped_by: str, *, rank_zero: bool
+) -> bool:
+    """Warn (on rank zero) that a callback's training ended before its tuner's budget.
+
+    The rule and the message of the Lightning and HF callbacks' ``on_train_end``: the cause is
+    the steps the Trainer counted but the tuner did not (``skipped_by``), else the Trainer
+    stopping first (``stopped_by``). Returns whether there was something to say.
+    """
+    if tuner is None or tuner.max_steps is None or tuner.done:
+        return False
+    if tuner.skipped_steps:
+        why = (
+            f"{tuner.skipped_steps} step(s) the Trainer counted were skipped {skipped_by}: "
+            "give the Trainer a few more steps than the tuner's budget"
+        )
+    else:
+        why = (
+            f"the Trainer stopped first ({stopped_by}): the model did not get the tuner's full "
+            "schedule"
+        )
+    if rank_zero:
+        import warnings
+
+        warnings.warn(
+            f"{head} at tuner step {tuner.global_step} of max_steps={tuner.max_steps} "
+            f"(phase {tuner.phase!r}); {why}",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    return True

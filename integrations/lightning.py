@@ -32,7 +32,7 @@ from autolr import AutoLRS
 from autolr._errors import ConfigError, StateError
 from autolr._validate import check_int, scalar_value
 
-from . import _check_tuner_kwargs, require
+from . import _check_tuner_kwargs, _warn_unfinished, require
 
 _pl = require("lightning.pytorch", "lightning")
 
@@ -244,27 +244,13 @@ class AutoLRSCallback(_pl.Callback):
 
     def on_train_end(self, trainer: Any, pl_module: Any) -> None:
         """Warn once when the fit ended before the tuner's budget (not called on an error)."""
-        tuner = self.tuner
-        if tuner is None or tuner.max_steps is None or tuner.done or self._warned:
-            return
-        self._warned = True
-        if tuner.skipped_steps:
-            why = (
-                f"{tuner.skipped_steps} step(s) the Trainer counted were skipped for the tuner "
-                "(GradScaler overflow or training_step returning None): give the Trainer a few "
-                "more steps than the tuner's budget"
-            )
-        else:
-            why = (
-                "the Trainer stopped first (max_time, max_epochs, EarlyStopping or "
-                "trainer.should_stop): the model did not get the tuner's full schedule"
-            )
-        if trainer.is_global_zero:
-            warnings.warn(
-                f"AutoLRSCallback: the fit ended at tuner step {tuner.global_step} of "
-                f"max_steps={tuner.max_steps} (phase {tuner.phase!r}); {why}",
-                RuntimeWarning,
-                stacklevel=2,
+        if not self._warned:
+            self._warned = _warn_unfinished(
+                "AutoLRSCallback: the fit ended",
+                self.tuner,
+                "for the tuner (GradScaler overflow or training_step returning None)",
+                "max_time, max_epochs, EarlyStopping or trainer.should_stop",
+                rank_zero=trainer.is_global_zero,
             )
 
     def on_fit_end(self, trainer: Any, pl_module: Any) -> None:

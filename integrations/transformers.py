@@ -31,7 +31,7 @@ from autolr import AutoLRS
 from autolr._errors import ConfigError, ConfigTypeError, StateError
 from autolr._validate import check_int
 
-from . import _check_tuner_kwargs, require
+from . import _check_tuner_kwargs, _warn_unfinished, require
 
 _tf = require("transformers", "transformers")
 _trainer_utils = require("transformers.trainer_utils", "transformers")
@@ -210,27 +210,13 @@ class AutoLRSTrainerCallback(_tf.TrainerCallback):
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         """Warn once when training ended before the tuner's budget (not called on an error)."""
-        tuner = self.tuner
-        if tuner is None or tuner.max_steps is None or tuner.done or self._warned:
-            return
-        self._warned = True
-        if tuner.skipped_steps:
-            why = (
-                f"{tuner.skipped_steps} step(s) the Trainer counted were skipped by the "
-                "mixed-precision scaler and do not count for the tuner: give the Trainer a few "
-                "more steps than the tuner's budget"
-            )
-        else:
-            why = (
-                "the Trainer stopped first (early stopping or control.should_training_stop): "
-                "the model did not get the tuner's full schedule"
-            )
-        if state.is_world_process_zero:
-            warnings.warn(
-                f"AutoLRSTrainerCallback: training ended at tuner step {tuner.global_step} of "
-                f"max_steps={tuner.max_steps} (phase {tuner.phase!r}); {why}",
-                RuntimeWarning,
-                stacklevel=2,
+        if not self._warned:
+            self._warned = _warn_unfinished(
+                "AutoLRSTrainerCallback: training ended",
+                self.tuner,
+                "by the mixed-precision scaler and do not count for the tuner",
+                "early stopping or control.should_training_stop",
+                rank_zero=state.is_world_process_zero,
             )
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
