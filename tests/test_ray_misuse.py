@@ -69,7 +69,9 @@ def test_a_result_without_a_checkpoint_raises_naming_the_fix(monkeypatch):
     # Ray's end-of-function duplicate repeats the last result: not a report.
     assert sched.on_trial_result(tc, t, {**bare, "__duplicate__": True}) == "CONTINUE"
     # A class trainable is saved by Ray whenever it pauses: no checkpoint needed per report.
+    # (Iteration 1 again: the refused reports above were not taken.)
     monkeypatch.setattr(t, "get_trainable_cls", lambda: _ClassTrainable)
+    assert sched.on_trial_result(tc, t, dict(bare)) == "CONTINUE"
     assert sched.on_trial_result(tc, t, {**bare, "training_iteration": 2}) == "CONTINUE"
 
 

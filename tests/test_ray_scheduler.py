@@ -611,15 +611,20 @@ def test_pick_racer_prefers_progress_then_level_or_select():
 
 
 # ---------------------------------------------------------------------- state
+def _paper_scheduler(**kw) -> AutoLRSScheduler:
+    """The paper-variant scheduler the state tests restore into (max_t comes from the state)."""
+    return AutoLRSScheduler(
+        metric="loss", mode="min", variant="paper", lr_bounds=(1e-3, 1.0), tau=20, tau_prime=5, **kw
+    )
+
+
 def test_state_dict_roundtrip_weights_only_with_records(tmp_path):
     sched, _, _ = searched()
     path = tmp_path / "s.pt"
     sched.save(str(path))
     state = torch.load(path, weights_only=True)
     assert state["search"]["records"][0]["winner_lr"] == sched.winner_lr
-    other = AutoLRSScheduler(
-        metric="loss", mode="min", variant="paper", lr_bounds=(1e-3, 1.0), tau=20, tau_prime=5
-    )
+    other = _paper_scheduler()
     other.restore(str(path))
     assert other.stages == sched.stages and isinstance(other.stages[0], StageRecord)
     assert other.stage_trials == sched.stage_trials
@@ -640,9 +645,7 @@ def test_race_state_roundtrip_weights_only(tmp_path):
             tc.report(t, 0.1 - 0.001 * i * int(t.trial_id[1]))
     path = tmp_path / "race.pt"
     sched.save(str(path))
-    other = AutoLRSScheduler(
-        metric="loss", mode="min", variant="paper", lr_bounds=(1e-3, 1.0), tau=20, tau_prime=5
-    )
+    other = _paper_scheduler(double=False)  # the run's arguments
     other.restore(str(path))
     assert other.phase == "race" and other.schedule == sched.schedule
     assert other.stages == sched.stages and other.stage_trials[1]["winner_trial"] == "t3"
@@ -663,9 +666,7 @@ def test_restored_trials_are_resynced_to_the_saved_decisions():
             _TrainingResult(ck, {"training_iteration": 6})
         )
         t.set_status(Trial.PAUSED)
-    fresh = AutoLRSScheduler(
-        metric="loss", mode="min", variant="paper", lr_bounds=(1e-3, 1.0), tau=20, tau_prime=5
-    )
+    fresh = _paper_scheduler(double=False)  # the run's arguments
     fresh.load_state_dict(state)
     fresh._state_trial = restored[0]  # the state is loaded already (no storage here)
     for t in restored:

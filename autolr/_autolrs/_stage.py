@@ -20,7 +20,7 @@ from autolr.searchers import GPSearcher, Param, Searcher
 
 from .._errors import ConfigError, StateError
 from .._stats import std_dev
-from .._validate import check_bounds, check_choice, check_int
+from .._validate import check_bounds, check_choice, check_instance, check_int
 from ._policy import NO_ROOM, BudgetPolicy, DivergenceRule, PaperPolicy, StagePlan
 
 __all__ = ["CandidateResult", "StageRecord", "StageSearch"]
@@ -142,6 +142,8 @@ class StageSearch:
 
     Raises:
         ConfigError: On invalid bounds, step counts, variants or modes.
+        ConfigTypeError: ``searcher`` is not a :class:`~autolr.searchers.Searcher` or
+            ``predictor`` not a :class:`~autolr.predictors.Predictor`.
 
     Example:
         >>> search = StageSearch(lr_bounds=(1e-4, 1e-1), tau=100, k=3, seed=0)
@@ -189,6 +191,10 @@ class StageSearch:
             )
         if tau_max < tau:
             raise ConfigError(f"tau_max must be >= tau, got tau_max={tau_max}, tau={tau}")
+        if searcher is not None:
+            check_instance("searcher", searcher, Searcher)
+        if predictor is not None:
+            check_instance("predictor", predictor, Predictor)
         self.variant = variant
         self.max_steps = max_steps
         self.compare = compare

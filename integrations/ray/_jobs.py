@@ -7,11 +7,20 @@ so the state survives ``torch.load(..., weights_only=True)``.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-__all__ = ["CandidateCheckpoint", "CheckpointRef", "Job", "as_loss", "find_trial", "wait_job"]
+__all__ = [
+    "CandidateCheckpoint",
+    "CheckpointRef",
+    "Job",
+    "as_iteration",
+    "as_loss",
+    "find_trial",
+    "wait_job",
+]
 
 #: ``(path, metrics)`` of a trial checkpoint (what ``_compat.trial_checkpoint`` returns).
 CheckpointRef = tuple[str, dict[str, Any]]
@@ -115,3 +124,14 @@ def as_loss(raw: Any) -> float:
         return float(raw)
     except (TypeError, ValueError):
         return math.nan
+
+
+def as_iteration(value: Any) -> int | None:
+    """``value`` as an iteration count (an int, or a float holding one), else ``None``."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return None

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
 from autolr._autolrs._policy import cooled_lr, decayed_lr, warmup_lr
+from autolr._errors import ConfigError
+from autolr._validate import _to_float, check_float
 
-__all__ = ["SCHEDULE_KEY", "STATE_FINITE_KEY", "lr_at", "scheduled_lr"]
+__all__ = ["SCHEDULE_KEY", "STATE_FINITE_KEY", "check_schedule", "lr_at", "scheduled_lr"]
 
 #: Config key of the LR schedule the scheduler gives each trial (see :func:`scheduled_lr`).
 SCHEDULE_KEY = "autolr_lr_schedule"
@@ -52,6 +55,60 @@ def lr_at(schedule: Mapping[str, Any], iteration: int) -> float:
     return decayed_lr(base, i, max_steps=int(dec[0]), decay=int(dec[1]), shape=str(dec[2]))
 
 
+def _bad(schedule: Any, why: str) -> ConfigError:
+    return ConfigError(
+        f"config[{SCHEDULE_KEY!r}] is not an AutoLRSScheduler schedule ({why}): {schedule!r}"
+    )
+
+
+def _is_int(v: Any, minimum: int) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= minimum
+
+
+def _is_lr(v: Any) -> bool:
+    x = _to_float(v)
+    return x is not None and math.isfinite(x) and x > 0
+
+
+def check_schedule(schedule: Any) -> Mapping[str, Any]:
+    """Check the plain schedule of a trial's config (see :func:`lr_at`); returns it.
+
+    Every LR in it must be finite and positive: a hand-written schedule with a negative or
+    NaN LR would otherwise train with it.
+
+    Raises:
+        ConfigError: ``schedule`` is not of the form :func:`lr_at` describes.
+    """
+    if not isinstance(schedule, Mapping):
+        raise _bad(schedule, "not a mapping")
+    points = schedule.get("points")
+    if not isinstance(points, (list, tuple)) or not points:
+        raise _bad(schedule, "'points' must be a non-empty list of [first iteration, lr]")
+    for p in points:
+        if not (isinstance(p, (list, tuple)) and len(p) == 2 and _is_int(p[0], 0)):
+            raise _bad(schedule, f"point {p!r} is not [first iteration (an int >= 0), lr]")
+        if not _is_lr(p[1]):
+            raise _bad(schedule, f"point {p!r} has an LR that is not a finite number > 0")
+    warm = schedule.get("warmup")
+    if warm is not None and not (
+        isinstance(warm, (list, tuple)) and len(warm) == 2 and _is_int(warm[0], 0)
+        and _is_lr(warm[1])
+    ):  # fmt: skip
+        raise _bad(schedule, "'warmup' must be [steps (an int >= 0), peak lr (finite, > 0)]")
+    win = schedule.get("window")
+    if win is not None and not (
+        isinstance(win, (list, tuple)) and len(win) == 3 and all(_is_int(v, 0) for v in win)
+    ):
+        raise _bad(schedule, "'window' must be [start, tau_prime, cooldown], ints >= 0")
+    dec = schedule.get("decay")
+    if dec is not None and not (
+        isinstance(dec, (list, tuple)) and len(dec) == 3 and _is_int(dec[0], 1)
+        and _is_int(dec[1], 0) and dec[2] in ("linear", "sqrt")
+    ):  # fmt: skip
+        raise _bad(schedule, "'decay' must be [max_steps, steps, 'linear' or 'sqrt']")
+    return schedule
+
+
 def scheduled_lr(config: Mapping[str, Any], iteration: int, *, lr_key: str = "lr") -> float:
     """The LR a trial trains iteration ``iteration`` (0-based) with, given its config.
 
@@ -59,11 +116,18 @@ def scheduled_lr(config: Mapping[str, Any], iteration: int, *, lr_key: str = "lr
     candidate window, final decay); without one, ``config[lr_key]``. A trainable that does not
     use :class:`TuneCheckpointer` calls this after every iteration to set its next LR.
 
+    Raises:
+        ConfigError: The schedule is malformed or holds an LR that is not finite and
+            positive (see :func:`check_schedule`), or ``config[lr_key]`` is not a finite
+            number > 0.
+
     Example:
         >>> scheduled_lr({"lr": 0.1}, 5)
         0.1
     """
     schedule = config.get(SCHEDULE_KEY)
     if schedule:
-        return lr_at(schedule, iteration)
-    return float(config[lr_key])
+        return lr_at(check_schedule(schedule), iteration)
+    if lr_key not in config:
+        raise ConfigError(f"config has no {lr_key!r} entry (the LR the scheduler sets)")
+    return check_float(f"config[{lr_key!r}]", config[lr_key], minimum=0.0, min_inclusive=False)

@@ -15,7 +15,7 @@ from autolr import StagePlan
 
 from .. import require
 from . import _compat as compat
-from ._jobs import CandidateCheckpoint, CheckpointRef, Job, find_trial, wait_job
+from ._jobs import CandidateCheckpoint, CheckpointRef, Job, as_iteration, find_trial, wait_job
 from ._schedule import SCHEDULE_KEY
 
 Trial = require("ray.tune.experiment", "ray").Trial
@@ -283,11 +283,25 @@ class _TrialMixin:
         trial.set_config(self._config_for(trial.config, job))
         if not own:
             compat.set_trial_checkpoint(trial, source)
+            self._resumes_at(trial, source)
         if trial.status == Trial.PAUSED:
             # Ray's loggers resume a trial that restarts from a checkpoint with the log
             # files in storage, which its periodic upload may not have written yet: a
             # "Remote file not found" warning, or lines lost to an older copy.
             compat.upload_trial_logs(trial)
+
+    def _resumes_at(self, trial: Any, source: CheckpointRef | None) -> None:
+        """``trial`` restarts from ``source``: its next report must be that iteration + 1.
+
+        Unknown (a checkpoint without ``time_attr`` in its metrics): its next report is not
+        checked against the previous one.
+        """
+        tid = trial.trial_id
+        it = 0 if source is None else as_iteration(source[1].get(self.time_attr))
+        if it is not None:
+            self._expect[tid] = it
+        else:
+            self._expect.pop(tid, None)
 
     def _config_for(self, config: Mapping[str, Any], job: Job) -> dict[str, Any]:
         out = dict(config)

@@ -12,12 +12,12 @@ from typing import Any
 import torch
 
 from autolr._autolrs._lr import GroupLRs
-from autolr._errors import ConfigError, StateError
+from autolr._errors import ConfigError, ConfigTypeError, StateError
 from autolr._snapshot import Snapshot, Stateful, state_finite
 from autolr._validate import check_float, check_instance
 
 from .. import require
-from ._schedule import SCHEDULE_KEY, STATE_FINITE_KEY, scheduled_lr
+from ._schedule import SCHEDULE_KEY, STATE_FINITE_KEY, check_schedule, scheduled_lr
 
 _tune = require("ray.tune", "ray")
 
@@ -63,12 +63,13 @@ class TuneCheckpointer:
             sees the same batches (as the in-loop AutoLRS does).
 
     Raises:
-        ConfigTypeError: ``model``/``optimizer`` of the wrong type, or an extra without
-            ``state_dict``/``load_state_dict``.
+        ConfigTypeError: ``model``/``optimizer``/``config``/``extras`` of the wrong type, or
+            an extra without ``state_dict``/``load_state_dict``.
         ConfigError: ``config`` has no positive finite ``config[lr_key]``, or a malformed
-            schedule.
+            schedule (one with an LR that is not finite and positive included).
         StateError: The checkpoint Ray hands over is not one a ``TuneCheckpointer`` of this
-            model and optimizer wrote.
+            model and optimizer wrote (no ``autolr_trial.pt`` in it, an unreadable file, a
+            missing snapshot or an iteration that is not an int >= 0).
 
     Example:
         >>> model = torch.nn.Linear(4, 1)
@@ -91,12 +92,17 @@ class TuneCheckpointer:
     ) -> None:
         check_instance("model", model, torch.nn.Module)
         check_instance("optimizer", optimizer, torch.optim.Optimizer)
+        check_instance("config", config, Mapping)
+        check_instance("lr_key", lr_key, str)
+        check_instance("metric", metric, str)
+        if extras is not None:
+            check_instance("extras", extras, Mapping)
         if lr_key not in config:
             raise ConfigError(f"config has no {lr_key!r} entry (the LR the scheduler sets)")
         check_float(f"config[{lr_key!r}]", config[lr_key], minimum=0.0, min_inclusive=False)
         schedule = config.get(SCHEDULE_KEY)
-        if schedule is not None and not (isinstance(schedule, Mapping) and schedule.get("points")):
-            raise ConfigError(f"config[{SCHEDULE_KEY!r}] is not an AutoLRSScheduler schedule")
+        if schedule is not None:
+            check_schedule(schedule)
         self.model = model
         self.optimizer = optimizer
         self.metric = metric
@@ -123,24 +129,63 @@ class TuneCheckpointer:
         if checkpoint is None:
             return
         with checkpoint.as_directory() as folder:
-            # On the CPU: the snapshot moves each tensor back to the device it was saved from.
-            state = torch.load(os.path.join(folder, _FILE), map_location="cpu", weights_only=True)
+            path = os.path.join(folder, _FILE)
+            if not os.path.isfile(path):
+                raise StateError(
+                    f"the checkpoint Ray handed over has no {_FILE}: it was not written by "
+                    f"TuneCheckpointer (its files: {sorted(os.listdir(folder))[:8]}); start the "
+                    "trial afresh, or restore it with your own code instead of TuneCheckpointer"
+                )
+            try:
+                # On the CPU: the snapshot moves each tensor back to the device it was saved
+                # from.
+                state = torch.load(path, map_location="cpu", weights_only=True)
+            except Exception as exc:  # unpickling errors come in many types
+                why = (str(exc).splitlines() or [""])[0][:120]
+                raise StateError(
+                    f"the checkpoint Ray handed over has a {_FILE} that does not load "
+                    f"({type(exc).__name__}: {why}); start the trial afresh"
+                ) from exc
         if not isinstance(state, Mapping) or state.get("version") != _VERSION:
             raise StateError(
                 f"the checkpoint Ray handed over ({_FILE}) was not written by this version of "
                 "TuneCheckpointer (missing or unknown 'version'); start the trial afresh"
             )
-        self._snapshot.load_state_dict(state["snapshot"])
+        snapshot, iteration = state.get("snapshot"), state.get("iteration")
+        if not isinstance(snapshot, Mapping) or not snapshot:
+            raise StateError(
+                f"the checkpoint Ray handed over ({_FILE}) holds no training state "
+                f"('snapshot' is {type(snapshot).__name__}); start the trial afresh"
+            )
+        if isinstance(iteration, bool) or not isinstance(iteration, int) or iteration < 0:
+            raise StateError(
+                f"the checkpoint Ray handed over ({_FILE}) has iteration={iteration!r}, not an "
+                "int >= 0; start the trial afresh"
+            )
+        self._snapshot.load_state_dict(snapshot)  # checked against the model: StateError
         self._snapshot.restore()
         self._snapshot.load_state_dict({})  # drop the host copy
-        self.iteration = int(state["iteration"])
+        self.iteration = iteration
 
     def report(self, loss: float | torch.Tensor, **metrics: Any) -> None:
         """Report this iteration's loss (plus ``metrics``) with a checkpoint; iteration += 1.
 
-        Then sets the LR of the next iteration from the config's schedule.
+        Then sets the LR of the next iteration from the config's schedule. A non-finite loss
+        is reported as it is (the scheduler penalises or skips it).
+
+        Raises:
+            ConfigTypeError: ``loss`` is not a real number or a one-element tensor (nothing
+                changed: no iteration counted, no LR set, nothing sent).
         """
-        value = float(loss.detach().float().item()) if isinstance(loss, torch.Tensor) else loss
+        if isinstance(loss, torch.Tensor):
+            if loss.numel() != 1:
+                raise ConfigTypeError(
+                    f"loss must be a number or a one-element tensor, got a tensor of shape "
+                    f"{tuple(loss.shape)}"
+                )
+            value = float(loss.detach().float().item())
+        else:
+            value = check_float("loss", loss, finite=False)
         used = self.lr
         # Lets the scheduler tell a bad batch (state still finite) from a diverged trial.
         finite = state_finite(self.model, self.optimizer)

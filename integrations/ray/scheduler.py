@@ -11,22 +11,24 @@ import math
 import time
 import warnings
 from collections.abc import Mapping
+from dataclasses import asdict
 from typing import Any
 
 import torch
 
 from autolr import BudgetPolicy, DivergenceRule, Schedule, StageSearch
 from autolr._errors import ConfigError, StateError
-from autolr._validate import check_choice, check_float, check_instance, check_int
+from autolr._validate import check_bounds, check_choice, check_float, check_instance, check_int
 from autolr.predictors import Predictor
 from autolr.searchers import Searcher
 
 from .. import require
 from . import _compat as compat
-from ._jobs import CandidateCheckpoint, CheckpointRef, Job, as_loss, wait_job
+from ._jobs import CandidateCheckpoint, CheckpointRef, Job, as_iteration, as_loss, wait_job
 from ._race import _RaceMixin
-from ._schedule import STATE_FINITE_KEY, lr_at
+from ._schedule import SCHEDULE_KEY, STATE_FINITE_KEY, lr_at
 from ._stages import _StageMixin
+from ._state import config_diff, config_differences, parse_state, plain
 from ._trials import _FINISHED, Trial, _TrialMixin
 
 _tune = require("ray.tune", "ray")
@@ -38,7 +40,6 @@ __all__ = ["STATE_FILE", "AutoLRSScheduler"]
 #: File in the experiment folder holding the scheduler's state (``AutoLRSScheduler.restore``).
 STATE_FILE = "autolrs_scheduler_state.pt"
 _DEFAULT_POPULATION = 4  # only until Ray reports num_samples
-_PHASES = ("search", "exploit", "final", "race")
 
 
 def _check_mode(mode: str | None) -> None:
@@ -140,9 +141,16 @@ class AutoLRSScheduler(_StageMixin, _RaceMixin, _TrialMixin, TrialScheduler):
     Raises:
         ConfigError: Invalid bounds or step counts, ``mode != "min"``, or paper-variant
             structure (``tau``, ``tau_prime``, ``tau_max``, ``double``, ``k``) with the budget
-            variant. When the run starts: ``CheckpointConfig(num_to_keep=...)`` is set (Ray
-            would delete checkpoints the scheduler clones). At a function trainable's first
-            result without a checkpoint (see the trainable contract).
+            variant. When the run starts: ``max_t`` and a different (or non-int)
+            ``RunConfig(stop={time_attr: T})``; ``CheckpointConfig(num_to_keep=...)`` is set
+            (Ray would delete checkpoints the scheduler clones); a trial whose config differs
+            from the first trial's in more than ``lr_key``; more trials than ``num_samples``
+            (``tune.grid_search`` multiplies them). At a function trainable's first result
+            without a checkpoint (see the trainable contract), and at a result whose
+            ``time_attr`` is not an int one more than the trial's previous report (or the
+            checkpoint it restarted from).
+        ConfigTypeError: ``searcher``/``predictor`` that are not a ``Searcher``/``Predictor``,
+            ``exploit``/``prune_checkpoints``/``double`` that are not bools.
 
     Example:
         >>> sched = AutoLRSScheduler(lr_bounds=(1e-4, 1e-1), tau=200, k=8, metric="loss")
@@ -178,6 +186,11 @@ class AutoLRSScheduler(_StageMixin, _RaceMixin, _TrialMixin, TrialScheduler):
         prune_checkpoints: bool = True,
     ) -> None:
         super().__init__()
+        lr_bounds = check_bounds("lr_bounds", lr_bounds, positive=True)
+        check_instance("exploit", exploit, bool)
+        check_instance("prune_checkpoints", prune_checkpoints, bool)
+        if double is not None:
+            check_instance("double", double, bool)
         if k is not None:
             check_int("k", k, minimum=1)
         if max_t is not None:
@@ -227,25 +240,63 @@ class AutoLRSScheduler(_StageMixin, _RaceMixin, _TrialMixin, TrialScheduler):
         self._population: int | None = None  # num_samples, from set_search_properties
         self._state_trial: Any = None  # a trial whose storage locates the state file
         self._last_save = 0.0
+        # Not saved (a restored run re-learns them as its trials are added):
+        self._first_config: tuple[str, dict[str, Any]] | None = None  # (trial id, config)
+        #: Per trial: its last reported ``time_attr``, or the one of the checkpoint it resumes
+        #: from; its next report must be one more.
+        self._expect: dict[str, int] = {}
         self._build_search()
         self._reset_run_state()
 
     # ------------------------------------------------------------------ construction
-    def _resolve_variant(self) -> str:
+    def _resolve_variant(self, max_t: int | None) -> str:
         if self._variant_arg is not None:
             return self._variant_arg
-        return "budget" if self.max_t is not None or self._policy_arg is not None else "paper"
+        return "budget" if max_t is not None or self._policy_arg is not None else "paper"
 
     def _build_search(self) -> None:
         """(Re)build the stage search from the arguments, ``max_t`` and the population."""
-        variant = self._resolve_variant()
+        self.search, self.variant = self._make_search(self.max_t, self._population)
+        self._plan = self._plan_config(self.search, self.variant, self.max_t, self._population)
+
+    def _plan_config(
+        self, search: StageSearch, variant: str, max_t: int | None, population: int | None
+    ) -> dict[str, Any]:
+        """The arguments that fix the run's plan, as plain values (saved as ``"config"``).
+
+        ``search`` is fresh (built by :meth:`_make_search`, no stage run yet). ``k`` is the
+        argument as given (``None``: one candidate per trial, and the last search may race).
+        """
+        paper = search.variant == "paper"
+        pol = search.policy
+        policy = None
+        if isinstance(pol, BudgetPolicy):
+            policy = plain({n: v for n, v in asdict(pol).items() if n != "note"})
+        return {
+            "variant": variant,
+            "max_t": max_t,
+            "population": population or _DEFAULT_POPULATION,
+            "lr_bounds": [float(b) for b in self._lr_bounds],
+            "tau": search.tau if paper else None,
+            "tau_prime": search.tau_prime if paper else None,
+            "tau_max": search.tau_max if paper else None,
+            "double": search.double if paper else None,
+            "k": self._k,
+            "policy": policy,
+            "exploit": self.exploit,
+            "final": self.final,
+        }
+
+    def _make_search(self, max_t: int | None, population: int | None) -> tuple[StageSearch, str]:
+        """A stage search (and the variant) for the arguments, ``max_t`` and the population."""
+        variant = self._resolve_variant(max_t)
         if variant == "budget" and not self.exploit:
             raise ConfigError("exploit=False belongs to variant='paper'")
-        pop = self._population or _DEFAULT_POPULATION
+        pop = population or _DEFAULT_POPULATION
         policy = self._policy_arg
-        budget = variant == "budget" and self.max_t is not None
+        budget = variant == "budget" and max_t is not None
         if budget and policy is None:
-            policy = BudgetPolicy.for_budget(self.max_t, parallel=True, k=pop, k_later=pop)
+            policy = BudgetPolicy.for_budget(max_t, parallel=True, k=pop, k_later=pop)
         structure = dict(self._structure)
         waiting = variant == "budget" and not budget
         if waiting:
@@ -259,9 +310,9 @@ class AutoLRSScheduler(_StageMixin, _RaceMixin, _TrialMixin, TrialScheduler):
             structure, policy = {}, None
         if not budget and structure.get("k") is None:
             structure["k"] = pop  # paper variant: one candidate per trial
-        self.search = StageSearch.for_variant(
+        search = StageSearch.for_variant(
             "budget" if budget else "paper",
-            max_steps=self.max_t,
+            max_steps=max_t,
             structure=structure,
             policy=policy,
             budget_name="max_t",
@@ -273,7 +324,7 @@ class AutoLRSScheduler(_StageMixin, _RaceMixin, _TrialMixin, TrialScheduler):
             continue_best=True,  # the winner's trial continues from its window
             parallel=True,
         )
-        self.variant = variant
+        return search, variant
 
     def _reset_run_state(self) -> None:
         # Everything below is in state_dict().
@@ -365,8 +416,22 @@ class AutoLRSScheduler(_StageMixin, _RaceMixin, _TrialMixin, TrialScheduler):
         if isinstance(num, int) and num > 0:
             self._population = num
         stop = spec.get("stop")
-        if self.max_t is None and isinstance(stop, Mapping) and self.time_attr in stop:
-            self.max_t = int(stop[self.time_attr])
+        if isinstance(stop, Mapping) and self.time_attr in stop:
+            raw = stop[self.time_attr]
+            t = as_iteration(raw)
+            where = f"RunConfig(stop={{{self.time_attr!r}: {raw!r}}})"
+            if t is None or t < 1:
+                raise ConfigError(
+                    f"{where}: AutoLRSScheduler reads max_t from it, so it must be an int >= 1"
+                )
+            if self.max_t is None:
+                self.max_t = t
+            elif t != self.max_t:
+                raise ConfigError(
+                    f"{where} stops every trial at {t}, but the scheduler plans max_t="
+                    f"{self.max_t} (from max_t= or policy=): the run would end without its "
+                    "planned final decay. Give the same value to both, or only one of them"
+                )
         if not self._started:
             self._build_search()  # the variant, plan and k may depend on what Ray told us
         return True
@@ -388,15 +453,29 @@ class AutoLRSScheduler(_StageMixin, _RaceMixin, _TrialMixin, TrialScheduler):
             self._state_trial = trial
             self._maybe_load(trial)
         tid = trial.trial_id
-        if tid in self._jobs:  # restored trial: make Ray's view match the saved decisions
+        restored = tid in self._jobs
+        if not restored and self._population and len(self._jobs) >= self._population:
+            raise ConfigError(
+                f"trial {tid} is trial {len(self._jobs) + 1} of a population of "
+                f"num_samples={self._population}: Ray adds one trial per tune.grid_search value "
+                "and sample, and the scheduler plans its candidates per stage from num_samples. "
+                f"AutoLRSScheduler searches config[{self.lr_key!r}] itself: give "
+                f"param_space={{{self.lr_key!r}: <initial LR>, ...}} without tune.grid_search "
+                "and TuneConfig(num_samples=<population>) instead"
+            )
+        self._check_same_config(trial)
+        if restored:  # make Ray's view match the saved decisions
             if trial.status in _FINISHED:
                 self._dead.setdefault(tid, "finished before restore")
             else:
                 self._resync(trial)
+                # Ray restarts it (a restore, or a retry after a failure) from this one.
+                self._resumes_at(trial, compat.trial_checkpoint(trial))
             return
         if not self._started:
             self._start_first_stage()
         self._apply(trial, self._first_stage_job(), source=None, own=True)
+        self._resumes_at(trial, compat.trial_checkpoint(trial))  # a new trial: none
         self._save(force=True)
 
     def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
@@ -404,6 +483,66 @@ class AutoLRSScheduler(_StageMixin, _RaceMixin, _TrialMixin, TrialScheduler):
         decision = self._on_result(trial, result)
         self._prune(tune_controller)
         return decision
+
+    def _check_same_config(self, trial: Any) -> None:
+        """Refuse a trial whose config differs from the first trial's beyond the LR.
+
+        The candidates of a stage are compared on their losses, and later stages restart every
+        trial from the winner's checkpoint: trials training another model, data or setting
+        would compare more than the LR (or fail to load each other's checkpoints).
+        """
+        skip = (self.lr_key, SCHEDULE_KEY)
+        cfg = {k: v for k, v in dict(trial.config).items() if k not in skip}
+        if self._first_config is None:
+            self._first_config = (trial.trial_id, cfg)
+            return
+        first, base = self._first_config
+        diff = config_differences(base, cfg)
+        if diff:
+            more = f" (and {len(diff) - 4} more)" if len(diff) > 4 else ""
+            raise ConfigError(
+                f"trial {trial.trial_id}'s config differs from trial {first}'s in more than "
+                f"{self.lr_key!r}: {'; '.join(diff[:4])}{more}. AutoLRSScheduler compares LRs "
+                "on one training setup and clones the winner's checkpoint into every trial: "
+                f"only config[{self.lr_key!r}] may differ (the scheduler sets it). Make the "
+                "other entries constants (no tune.grid_search or sampling), or run one "
+                "experiment per setting"
+            )
+
+    def _check_iteration(self, tid: str, result: Mapping[str, Any]) -> int:
+        """The result's ``time_attr``, checked to count this trial's iterations one by one.
+
+        Every decision counts iterations with it; a value that is not an int, or one that
+        does not follow the trial's last report (or the checkpoint it restarted from) by
+        one, would stall or loop the search silently.
+        """
+        if self.time_attr not in result:
+            raise ConfigError(
+                f"trial {tid}'s result has no {self.time_attr!r}; set time_attr= to the key "
+                "that counts its iterations"
+            )
+        raw = result[self.time_attr]
+        it = as_iteration(raw)
+        if it is None or it < 1:
+            raise ConfigError(
+                f"time_attr={self.time_attr!r} must count iterations (an int growing by one per "
+                f"report, as 'training_iteration' does); trial {tid} reported {raw!r}"
+            )
+        if result.get(_result.RESULT_DUPLICATE):
+            return it  # Ray repeats the last result when the function returns
+        prev = self._expect.get(tid)
+        if prev is not None and it != prev + 1:
+            after = (
+                f"after {self.time_attr}={prev}"
+                if prev
+                else "as its first report (it started from the initial state)"
+            )
+            raise ConfigError(
+                f"time_attr={self.time_attr!r} must grow by one per report (an iteration "
+                f"counter such as 'training_iteration'); trial {tid} reported {it} {after}"
+            )
+        self._expect[tid] = it
+        return it
 
     def _check_checkpointed(self, trial: Any, result: Mapping[str, Any]) -> None:
         """Refuse a function trainable's result that carries no checkpoint.
@@ -430,6 +569,7 @@ class AutoLRSScheduler(_StageMixin, _RaceMixin, _TrialMixin, TrialScheduler):
 
     def _on_result(self, trial: Any, result: Mapping[str, Any]) -> str:
         tid = trial.trial_id
+        it = self._check_iteration(tid, result)
         job = self._jobs.get(tid)
         if job is None:
             self._jobs[tid] = wait_job(self._lr_now())
@@ -438,9 +578,6 @@ class AutoLRSScheduler(_StageMixin, _RaceMixin, _TrialMixin, TrialScheduler):
             return self._stop_now(tid)
         if job.kind == "wait":
             return TrialScheduler.PAUSE
-        if self.time_attr not in result:
-            raise ConfigError(f"result has no {self.time_attr!r}; set time_attr=")
-        it = int(result[self.time_attr])
         loss = as_loss(result.get(self._metric))
         if job.kind == "race":
             self._record_select(job, result)
@@ -513,6 +650,7 @@ class AutoLRSScheduler(_StageMixin, _RaceMixin, _TrialMixin, TrialScheduler):
         return {
             "version": 2,
             "kind": "AutoLRSScheduler",
+            "config": dict(self._plan),  # the arguments that fix the plan (load_state_dict)
             "variant": self.variant,
             "max_t": self.max_t,
             "population": self._population,
@@ -540,8 +678,18 @@ class AutoLRSScheduler(_StageMixin, _RaceMixin, _TrialMixin, TrialScheduler):
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore what :meth:`state_dict` returned.
 
+        The whole state is checked before anything changes; on an error the scheduler is
+        left as it was. A state fixes the run's plan: it must come from a scheduler built with
+        the same ``variant``, ``lr_bounds``, ``policy``, ``tau``, ``tau_prime``, ``tau_max``,
+        ``double``, ``k``, ``exploit`` and ``final``, for the same ``max_t`` (a scheduler
+        without one takes the state's). The population is the state's (``Tuner.restore``
+        tells the scheduler ``num_samples=1``). States saved before the arguments were stored
+        (no ``"config"`` entry) are checked on ``variant`` and ``max_t`` only.
+
         Raises:
-            StateError: If ``state`` is not an AutoLRSScheduler state of this version.
+            StateError: If ``state`` is not an AutoLRSScheduler state of this version (naming
+                the missing or malformed entry), or was saved with other arguments (listing
+                each, saved and given).
         """
         if not isinstance(state, Mapping) or state.get("version") != 2:
             raise StateError("not an AutoLRSScheduler state_dict (missing or unknown 'version')")
@@ -552,41 +700,48 @@ class AutoLRSScheduler(_StageMixin, _RaceMixin, _TrialMixin, TrialScheduler):
                 f"not an AutoLRSScheduler state_dict: it is a {kind!r} state_dict (expected one "
                 "from AutoLRSScheduler.state_dict())"
             )
+        v = parse_state(state)  # checked values; nothing changed yet
+        saved_variant, saved_max_t = v.pop("variant"), v.pop("max_t")
+        saved_pop = v.pop("_population")
+        search_state = v.pop("search")
+        max_t = self.max_t if self.max_t is not None else saved_max_t
+        # The state's population wins: Ray's Tuner.restore reports num_samples=1.
+        pop = saved_pop if saved_pop is not None else self._population
+        # A searcher passed in is shared with the new search: put it back on an error.
+        mine = self._searcher_arg
+        undo = None if mine is None else (mine.bounds["lr"], mine.state_dict())
         try:
-            if state.get("max_t") is not None and self.max_t is None:
-                self.max_t = int(state["max_t"])
-            if state.get("population") is not None:
-                self._population = int(state["population"])
-            self._build_search()  # the plan depends on max_t and the population
-            if state["variant"] != self.variant:
+            try:
+                search, variant = self._make_search(max_t, pop)  # the plan: max_t, population
+            except ConfigError as exc:
                 raise StateError(
-                    f"state is from a variant={state['variant']!r} scheduler, this one is "
-                    f"{self.variant!r}"
+                    f"AutoLRSScheduler state_dict (max_t={saved_max_t!r}, population="
+                    f"{saved_pop!r}) does not fit this scheduler's arguments: {exc}"
+                ) from exc
+            plan = self._plan_config(search, variant, max_t, pop)
+            saved, now = state.get("config"), plan
+            if saved is None:  # saved before the arguments were stored: what it holds
+                pop_saved = saved_pop or _DEFAULT_POPULATION
+                saved = {"variant": saved_variant, "max_t": saved_max_t, "population": pop_saved}
+                now = {n: plan[n] for n in saved}
+            diff = config_diff(saved, now)
+            if diff:
+                raise StateError(
+                    "AutoLRSScheduler state_dict was saved by a scheduler with other arguments "
+                    "than this one's: " + "; ".join(diff) + ". Build the scheduler with the "
+                    "run's arguments to restore it (a state fixes the run's plan)"
                 )
-            self.search.load_state_dict(state["search"])
-            self.phase = str(state["phase"])
-            self._jobs = {str(t): Job.from_state(j) for t, j in state["jobs"].items()}
-            self._dead = {str(t): str(w) for t, w in state["dead"].items()}
-            self._stopping = {str(t) for t in state["stopping"]}
-            sc = state["stage_ckpt"]
-            self._stage_ckpt = None if sc is None else (str(sc[0]), dict(sc[1]))
-            self._stage_start = int(state["stage_start"])
-            self._stage_k = int(state["stage_k"])
-            self._proposed = [float(v) for v in state["proposed"]]
-            self._cand_ckpts = [CandidateCheckpoint.from_state(c) for c in state["cand_ckpts"]]
-            self._wave = None if state["wave"] is None else dict(state["wave"])
-            self._started = bool(state["started"])
-            self._warm = None if state["warm"] is None else list(state["warm"])
-            self._recent = {int(k): float(v) for k, v in state["recent"]}
-            self._segments = [list(s) for s in state["segments"]]
-            self.stage_trials = [dict(s) for s in state["stage_trials"]]
-            self.events = [str(e) for e in state["events"]]
-            self.recoveries = int(state["recoveries"])
-            self.skipped_losses = int(state.get("skipped_losses", 0))  # absent before it existed
-        except (KeyError, TypeError, ValueError) as exc:
-            raise StateError(f"not an AutoLRSScheduler state_dict: {exc}") from exc
-        if self.phase not in _PHASES:
-            raise StateError(f"unknown phase {self.phase!r} in AutoLRSScheduler state_dict")
+            search.load_state_dict(search_state)  # checks it all first; atomic
+        except Exception:
+            if mine is not None and undo is not None:
+                mine.set_bounds("lr", *undo[0])
+                mine.load_state_dict(undo[1])
+            raise
+        self.search, self.variant, self._plan = search, variant, plan
+        self.max_t, self._population = max_t, pop
+        for name, value in v.items():
+            setattr(self, name, value)
+        self._expect = {}  # where each trial restarts is learnt again as it is added
 
     def _save(self, force: bool = False) -> None:
         if self._state_trial is None or getattr(self._state_trial, "storage", None) is None:
@@ -606,7 +761,12 @@ class AutoLRSScheduler(_StageMixin, _RaceMixin, _TrialMixin, TrialScheduler):
         if getattr(trial, "storage", None) is None:
             return
         state = compat.read_state_file(trial, STATE_FILE)
-        if state is not None and trial.trial_id in state.get("jobs", {}):
+        if state is None:
+            return
+        jobs = state.get("jobs") if isinstance(state, Mapping) else None
+        # Another run's state (an experiment folder re-used) is not this run's; a malformed
+        # one raises.
+        if not isinstance(jobs, Mapping) or trial.trial_id in jobs:
             self.load_state_dict(state)
 
     def save(self, checkpoint_path: str) -> None:
