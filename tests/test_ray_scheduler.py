@@ -612,10 +612,9 @@ def test_pick_racer_prefers_progress_then_level_or_select():
 
 # ---------------------------------------------------------------------- state
 def _paper_scheduler(**kw) -> AutoLRSScheduler:
-    """The paper-variant scheduler the state tests restore into (max_t comes from the state)."""
-    return AutoLRSScheduler(
-        metric="loss", mode="min", variant="paper", lr_bounds=(1e-3, 1.0), tau=20, tau_prime=5, **kw
-    )
+    """A paper-variant scheduler (τ=20, τ'=5 on [1e-3, 1] unless ``kw`` says otherwise)."""
+    args = {"lr_bounds": (1e-3, 1.0), "tau": 20, "tau_prime": 5, **kw}
+    return AutoLRSScheduler(metric="loss", mode="min", variant="paper", **args)
 
 
 def test_state_dict_roundtrip_weights_only_with_records(tmp_path):
@@ -724,7 +723,10 @@ def test_private_ray_access_is_pinned_to_the_installed_ray():
 # actors of paused trials once the search algorithm is done), so a barrier costs about one
 # actor start: 3-5 s on an idle 2-core machine, up to ~30 s when it is overloaded.
 def _train(config):
-    """Tiny linear regression; trial ``fail_trial`` raises once past ``fail_after``."""
+    """Tiny linear regression; trial ``fail_trial`` raises past ``fail_after``.
+
+    With ``fail_once`` (a folder) it raises only the first time, as a flaky node would.
+    """
     torch.set_num_threads(1)
     torch.manual_seed(0)  # identical initial weights and batches in every trial
     model = torch.nn.Linear(4, 1)
@@ -735,7 +737,11 @@ def _train(config):
     while ckpt.iteration < config["iters"]:
         failing = config.get("fail_trial") and name.endswith(config["fail_trial"])
         if failing and ckpt.iteration >= config["fail_after"]:
-            raise RuntimeError("injected failure")
+            once = config.get("fail_once")
+            if not once or not os.path.exists(os.path.join(once, name)):
+                if once:
+                    open(os.path.join(once, name), "w").close()
+                raise RuntimeError("injected failure")
         x = torch.randn(16, 4)
         loss = ((model(x) - x @ w) ** 2).mean()
         opt.zero_grad()
@@ -774,7 +780,7 @@ def _scripted(config):
         ckpt.report(_scripted_step(model, opt))
 
 
-def _tuner(path, sched, config, name, callbacks=(), trainable=_train):
+def _tuner(path, sched, config, name, callbacks=(), trainable=_train, max_failures=0):
     return tune.Tuner(
         tune.with_resources(trainable, {"cpu": 0.5}),
         param_space=config,
@@ -785,6 +791,7 @@ def _tuner(path, sched, config, name, callbacks=(), trainable=_train):
             verbose=0,
             stop={"training_iteration": config["iters"]},
             callbacks=list(callbacks),
+            failure_config=tune.FailureConfig(max_failures=max_failures),
         ),
     )
 
@@ -890,15 +897,7 @@ def test_budget_run_decays_the_lr_to_zero_at_max_t(ray_session, tmp_path):
 
 @pytest.mark.slow
 def test_tuner_fit_stages_lineage_race_and_erroring_trial(ray_session, tmp_path):
-    sched = AutoLRSScheduler(
-        lr_bounds=(1e-3, 0.3),
-        variant="paper",
-        tau=6,
-        tau_prime=3,
-        tau_max=6,
-        metric="loss",
-        mode="min",
-    )
+    sched = _paper_scheduler(lr_bounds=(1e-3, 0.3), tau=6, tau_prime=3, tau_max=6)
     config = {"lr": 0.01, "iters": 12, "fail_trial": "00001", "fail_after": 7}
     grid = _tuner(tmp_path, sched, config, "fit").fit()
     errored = [r for r in grid if r.error is not None]
@@ -919,6 +918,29 @@ def test_tuner_fit_stages_lineage_race_and_erroring_trial(ray_session, tmp_path)
     assert winners[1] == best.config["lr"]
     assert sched.schedule == [winners[0]] * 6 + [winners[1]] * 6
     assert any("errored" in e for e in sched.events)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fail_after", [2, 9])  # a candidate window; the exploit phase
+def test_trial_retried_by_ray_rejoins_and_fit_finishes(ray_session, tmp_path, fail_after):
+    """FailureConfig(max_failures=1): Ray retries a trial that errored once.
+
+    The scheduler had marked it dead, so the retried trial paused with no work for ever and
+    ``Tuner.fit`` never returned. It now waits for the next wave like any idle member.
+    """
+    sched = _paper_scheduler(lr_bounds=(1e-3, 0.3), tau=10, tau_prime=3, tau_max=10)
+    once = tmp_path / "once"
+    once.mkdir()
+    config = {"lr": 0.01, "iters": 30, "fail_trial": "00001", "fail_after": fail_after}
+    grid = _tuner(
+        tmp_path, sched, {**config, "fail_once": str(once)}, "retry", max_failures=1
+    ).fit()
+    assert list(once.iterdir())  # it did fail once
+    assert all(r.error is None for r in grid)
+    retried = [e for e in sched.events if "retried by Ray" in e]
+    assert len(retried) == 1 and "errored" in sched.events[sched.events.index(retried[0]) - 1]
+    assert len(sched.schedule) == 30 and len(sched.stages) == 3
+    assert max(r.metrics["training_iteration"] for r in grid) == 30
 
 
 class _Crash(RuntimeError):

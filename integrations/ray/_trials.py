@@ -77,6 +77,22 @@ class _TrialMixin:
             self._race_pick()
         self._save(force=True)
 
+    def _rejoin(self, trial: Any) -> None:
+        """Ray retries an errored trial (``FailureConfig(max_failures=...)``): it waits.
+
+        Its interrupted work was dropped or handed over when it errored (:meth:`_leave`), so
+        it comes back as a member with nothing to do: it resumes from its last checkpoint,
+        pauses at its first report and takes part in the next wave. Left dead, it would stay
+        paused with no work and keep ``Tuner.fit`` waiting for ever.
+        """
+        tid = trial.trial_id
+        del self._dead[tid]
+        self._stopping.discard(tid)
+        self.events.append(f"stage {self.stage}: trial {tid} retried by Ray; it waits")
+        self._apply(trial, wait_job(self._lr_now()), source=None, own=True)
+        self._resumes_at(trial, compat.trial_checkpoint(trial))
+        self._save(force=True)
+
     def _live(self, tc: Any) -> list[Any]:
         return [
             t

@@ -464,6 +464,9 @@ class AutoLRSScheduler(_StageMixin, _RaceMixin, _TrialMixin, TrialScheduler):
                 "and TuneConfig(num_samples=<population>) instead"
             )
         self._check_same_config(trial)
+        if restored and self._dead.get(tid) == "errored" and trial.status not in _FINISHED:
+            self._rejoin(trial)
+            return
         if restored:  # make Ray's view match the saved decisions
             if trial.status in _FINISHED:
                 self._dead.setdefault(tid, "finished before restore")
