@@ -88,6 +88,41 @@ def test_num_to_keep_is_refused_when_the_trial_is_added():
         sched.on_trial_add(None, t)
 
 
+def test_max_concurrent_trials_below_the_population_is_refused():
+    """max_concurrent_trials < num_samples: paused trials hold the limit, the run waits for ever."""
+    from types import SimpleNamespace
+
+    from ray.tune.search import (
+        BasicVariantGenerator,
+        ConcurrencyLimiter,
+        Searcher,
+        SearchGenerator,
+    )
+
+    class Fixed(Searcher):
+        def suggest(self, trial_id):
+            return {"lr": 0.1}
+
+    limited = [
+        BasicVariantGenerator(max_concurrent=2),  # TuneConfig(max_concurrent_trials=2)
+        SearchGenerator(ConcurrencyLimiter(Fixed(), max_concurrent=3)),  # with a search_alg
+    ]
+    for alg in limited:
+        sched = AutoLRSScheduler(metric="loss", mode="min", variant="paper", tau=20, tau_prime=5)
+        sched.set_search_properties("loss", "min", num_samples=4)
+        t = Trial("__fake", config={"lr": 0.1}, trial_id="x", stub=True)
+        with pytest.raises(ConfigError, match=r"max_concurrent_trials=[23]\) is below num_samp"):
+            sched.on_trial_add(SimpleNamespace(search_alg=alg), t)
+        assert not sched._jobs  # refused before anything was assigned
+    # No limit, or one the population fits in: accepted.
+    for alg in (BasicVariantGenerator(), BasicVariantGenerator(max_concurrent=4)):
+        sched = AutoLRSScheduler(metric="loss", mode="min", variant="paper", tau=20, tau_prime=5)
+        sched.set_search_properties("loss", "min", num_samples=4)
+        t = Trial("__fake", config={"lr": 0.1}, trial_id="x", stub=True)
+        sched.on_trial_add(SimpleNamespace(search_alg=alg), t)
+        assert "x" in sched._jobs
+
+
 # ---------------------------------------------------------------------- checkpoint retention
 def _through_a_barrier(sched, tc):
     """Stage 0 searched and exploited to tau = 20, stage 1's candidates 3 iterations in."""

@@ -118,6 +118,20 @@ def find_trial(tc: Any, tid: str | None) -> Any:
     return next((t for t in tc.get_trials() if t.trial_id == tid), None) if tid else None
 
 
+def concurrency_limit(tc: Any) -> int | None:
+    """The ``n`` of ``TuneConfig(max_concurrent_trials=n)``, from the controller's search algorithm.
+
+    A ``BasicVariantGenerator``'s or a ``ConcurrencyLimiter``'s public ``max_concurrent`` (0 or
+    absent: no limit); ``search_alg`` is part of the controller surface Ray gives schedulers.
+    """
+    alg = getattr(tc, "search_alg", None)
+    for obj in (alg, getattr(alg, "searcher", None)):
+        n = getattr(obj, "max_concurrent", None)
+        if isinstance(n, int) and not isinstance(n, bool) and n > 0:
+            return n
+    return None
+
+
 def as_loss(raw: Any) -> float:
     """A reported metric as a float (NaN when it is missing or not a number)."""
     try:

@@ -24,7 +24,15 @@ from autolr.searchers import Searcher
 
 from .. import require
 from . import _compat as compat
-from ._jobs import CandidateCheckpoint, CheckpointRef, Job, as_iteration, as_loss, wait_job
+from ._jobs import (
+    CandidateCheckpoint,
+    CheckpointRef,
+    Job,
+    as_iteration,
+    as_loss,
+    concurrency_limit,
+    wait_job,
+)
 from ._race import _RaceMixin
 from ._schedule import SCHEDULE_KEY, STATE_FINITE_KEY, lr_at
 from ._stages import _StageMixin
@@ -440,6 +448,16 @@ class AutoLRSScheduler(_StageMixin, _RaceMixin, _TrialMixin, TrialScheduler):
         if self._metric is None:
             raise ConfigError(
                 "AutoLRSScheduler needs a metric: pass metric= or set TuneConfig(metric=...)"
+            )
+        limit = concurrency_limit(tune_controller)
+        if limit is not None and self._population and limit < self._population:
+            raise ConfigError(
+                f"TuneConfig(max_concurrent_trials={limit}) is below num_samples="
+                f"{self._population}: AutoLRSScheduler trains its population side by side, and "
+                "its stages pause trials until the others report, while Ray starts no new trial "
+                "as long as the paused ones count against the limit: the run would wait for "
+                "ever. Leave max_concurrent_trials=None (or >= num_samples); to run fewer trials "
+                "at once, give each more resources (tune.with_resources) or lower num_samples"
             )
         keep = trial.run_metadata.checkpoint_manager.checkpoint_config.num_to_keep
         if keep is not None:
