@@ -123,6 +123,31 @@ def test_max_concurrent_trials_below_the_population_is_refused():
         assert "x" in sched._jobs
 
 
+def test_no_budget_warns_once_that_the_paper_variant_runs():
+    """A trainable that stops itself, or a Stopper object: Ray shows no budget to schedulers."""
+    import warnings
+
+    sched = AutoLRSScheduler(metric="loss", mode="min")
+    with pytest.warns(RuntimeWarning, match=r"knows no budget.*paper variant.*max_t=") as rec:
+        assert sched.set_search_properties("loss", "min", num_samples=4, stop={})
+    assert len(rec) == 1 and sched.variant == "paper"
+    quiet = [
+        (AutoLRSScheduler(metric="loss", mode="min"), {"training_iteration": 40}),
+        (AutoLRSScheduler(metric="loss", mode="min", max_t=40), {}),
+        (AutoLRSScheduler(metric="loss", mode="min", variant="paper"), {}),
+        (
+            AutoLRSScheduler(
+                metric="loss", mode="min", policy=BudgetPolicy.for_budget(40, parallel=True, k=4)
+            ),
+            {},
+        ),
+    ]
+    for sched, stop in quiet:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            assert sched.set_search_properties("loss", "min", num_samples=4, stop=stop)
+
+
 # ---------------------------------------------------------------------- checkpoint retention
 def _through_a_barrier(sched, tc):
     """Stage 0 searched and exploited to tau = 20, stage 1's candidates 3 iterations in."""

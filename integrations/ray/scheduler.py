@@ -440,6 +440,20 @@ class AutoLRSScheduler(_StageMixin, _RaceMixin, _TrialMixin, TrialScheduler):
                     f"{self.max_t} (from max_t= or policy=): the run would end without its "
                     "planned final decay. Give the same value to both, or only one of them"
                 )
+        if self.max_t is None and self._variant_arg is None and self._policy_arg is None:
+            # No budget: the default plan is the paper variant, which decays nothing at the end
+            # (a trainable that stops itself, or a Stopper object: Ray shows the scheduler
+            # only a stop dict). Said once, here, rather than a run that silently differs.
+            warnings.warn(
+                "AutoLRSScheduler knows no budget (no max_t=, and RunConfig(stop=...) is not a "
+                f"dict with a {self.time_attr!r} entry; a Stopper object's limit cannot be "
+                f"read), so it runs the paper variant: tau={self.search.tau} iterations per "
+                "stage and no final decay. Pass max_t=<iterations per trial> (or "
+                f"stop={{{self.time_attr!r}: T}}) for the budget plan, or variant='paper' to "
+                "keep this one",
+                RuntimeWarning,
+                stacklevel=2,
+            )
         if not self._started:
             self._build_search()  # the variant, plan and k may depend on what Ray told us
         return True
