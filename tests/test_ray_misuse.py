@@ -148,6 +148,26 @@ def test_no_budget_warns_once_that_the_paper_variant_runs():
             assert sched.set_search_properties("loss", "min", num_samples=4, stop=stop)
 
 
+@pytest.mark.parametrize("variant", ["paper", "budget"])
+def test_a_population_of_one_warns_that_nothing_is_compared(variant):
+    """TuneConfig's num_samples defaults to 1: one candidate per search compares nothing."""
+    import warnings
+
+    kw = {"variant": "paper", "tau": 20, "tau_prime": 5} if variant == "paper" else {}
+    sched = AutoLRSScheduler(metric="loss", mode="min", lr_bounds=(1e-3, 1.0), **kw)
+    sched.set_search_properties("loss", "min", num_samples=1, stop={"training_iteration": 200})
+    with pytest.warns(RuntimeWarning, match=r"one candidate \(a population of num_samples=1"):
+        FakeController(1, sched)
+    assert sched.stages[0].k == 1 and "nothing is compared" in sched.events[0]
+    if variant == "paper":  # k= (paper variant) re-uses the one trial: a search, no warning
+        sched = AutoLRSScheduler(metric="loss", mode="min", lr_bounds=(1e-3, 1.0), k=3, **kw)
+        sched.set_search_properties("loss", "min", num_samples=1)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            FakeController(1, sched)
+        assert sched.stages[0].k == 3
+
+
 # ---------------------------------------------------------------------- checkpoint retention
 def _through_a_barrier(sched, tc):
     """Stage 0 searched and exploited to tau = 20, stage 1's candidates 3 iterations in."""

@@ -45,6 +45,16 @@ class _StageMixin:
             self._stage_start = 0
             self._segments.append([0, 0, float(plan.lr or s.initial_lr)])
             return
+        if plan.k == 1:
+            # TuneConfig's num_samples defaults to 1: a search would then compare nothing.
+            msg = (
+                "each search has one candidate (a population of num_samples="
+                f"{self._population or 1}), so nothing is compared: the LR is the searcher's "
+                "first proposal. Set TuneConfig(num_samples=k) (e.g. 4), or k= with "
+                "variant='paper' to try several candidates per trial"
+            )
+            self.events.append(msg)
+            warnings.warn(f"AutoLRSScheduler: {msg}", RuntimeWarning, stacklevel=3)
         self._open_stage(plan, w)
 
     def _first_stage_job(self) -> Job:
