@@ -292,7 +292,8 @@ def test_same_configs_with_values_that_compare_oddly_are_accepted():
 def test_more_trials_than_num_samples_names_grid_search():
     sched = _paper()
     sched.set_search_properties("loss", "min", num_samples=1)  # grid_search over 4 LRs
-    sched.on_trial_add(None, _trial("a"))
+    with pytest.warns(RuntimeWarning, match="one candidate"):  # a population of 1
+        sched.on_trial_add(None, _trial("a"))
     with pytest.raises(ConfigError, match=r"trial 2 of a population of num_samples=1.*grid_search"):
         sched.on_trial_add(None, _trial("b"))
     assert set(sched._jobs) == {"a"}
