@@ -168,6 +168,40 @@ def test_a_population_of_one_warns_that_nothing_is_compared(variant):
         assert sched.stages[0].k == 3
 
 
+def test_a_retried_trial_keeps_its_job_and_a_resumed_errored_one_rejoins_idle():
+    """Ray's two ways back for a failed trial, as the controller orders the calls."""
+    sched, tc = make()
+    tc.start_all()
+    tc.rounds(2, curve(0.05))  # stage 0's candidates are 2 iterations into their windows
+    t = tc.trials[1]
+    job = sched._jobs["t1"]
+    # FailureConfig(max_failures=1): Ray stops the trial (ERROR) before on_trial_error, then
+    # re-adds it as PENDING; it restarts from its latest checkpoint (iteration 2).
+    t.run_metadata.num_failures, t.max_failures = 1, 1
+    t.set_status(Trial.ERROR)
+    sched.on_trial_error(tc, t)
+    t.set_status(Trial.PENDING)
+    sched.on_trial_add(tc, t)
+    assert "t1" not in sched._dead and sched._jobs["t1"] is job and not job.finished
+    assert sched.events[-1].endswith("Ray retries it from training_iteration 2")
+    tc.start(t)
+    tc.rounds(3, curve(0.05))  # its window (5 iterations) ends like the others'
+    assert len(sched.stages[0].candidates) == 4 and sched.phase == "exploit"
+    # No retry left: on_trial_error comes while it still runs; the trial leaves.
+    sched, tc = make()
+    tc.start_all()
+    tc.rounds(2, curve(0.05))
+    t = tc.trials[1]
+    sched.on_trial_error(tc, t)
+    t.set_status(Trial.ERROR)
+    assert sched._dead["t1"] == "errored"
+    # Tuner.restore(..., resume_errored=True) brings it back: an idle member, not dead.
+    t.set_status(Trial.PENDING)
+    sched.on_trial_add(tc, t)
+    assert "t1" not in sched._dead and sched._jobs["t1"].kind == "wait"
+    assert sched.events[-1].endswith("retried by Ray; it waits")
+
+
 # ---------------------------------------------------------------------- checkpoint retention
 def _through_a_barrier(sched, tc):
     """Stage 0 searched and exploited to tau = 20, stage 1's candidates 3 iterations in."""

@@ -31,6 +31,7 @@ __all__ = [
     "checkpoint_from_path",
     "prune_checkpoints",
     "read_state_file",
+    "retried_after_error",
     "set_trial_checkpoint",
     "trial_checkpoint",
     "upload_trial_logs",
@@ -158,6 +159,20 @@ def upload_trial_logs(trial: Any) -> None:
         if os.path.exists(local):
             fs.create_dir(remote, recursive=True)
             pafs.copy_files(local, f"{remote}/{name}", destination_filesystem=fs)
+
+
+def retried_after_error(trial: Any) -> bool:
+    """In ``on_trial_error``: whether Ray retries ``trial`` (``FailureConfig(max_failures=n)``).
+
+    No public flag says so. Ray 2.60's controller stops a trial it will retry (status
+    ``ERROR``) before it calls the scheduler's ``on_trial_error`` and re-adds it as
+    ``PENDING``; a trial it gives up on is still ``RUNNING`` or ``PENDING`` at that call.
+    ``Trial.should_recover()`` (public) must agree. Pinned by the slow retry test in
+    ``tests/test_ray_scheduler.py``: if Ray changes the order, the retried trial is treated as
+    gone and rejoins idle (its work dropped), which still finishes.
+    """
+    trial_cls = require("ray.tune.experiment", "ray").Trial
+    return trial.status == trial_cls.ERROR and bool(trial.should_recover())
 
 
 def write_state_file(trial: Any, name: str, state: dict[str, Any]) -> str:

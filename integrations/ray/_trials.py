@@ -77,8 +77,26 @@ class _TrialMixin:
             self._race_pick()
         self._save(force=True)
 
+    def _retried(self, trial: Any) -> None:
+        """Ray retries a failed trial (``FailureConfig(max_failures=n)``): it keeps its job.
+
+        Ray restarts it from its latest checkpoint, which lies within its job (the job's
+        start checkpoint, or one it reported since), so the job goes on from there: a
+        candidate's window or a racer's race is not lost to a transient failure. The reports
+        after that checkpoint come again and replace the ones it had sent.
+        """
+        tid = trial.trial_id
+        ck = compat.trial_checkpoint(trial)
+        it = 0 if ck is None else ck[1].get(self.time_attr, "?")
+        self.events.append(
+            f"stage {self.stage}: trial {tid} failed during {self.phase}; Ray retries it from "
+            f"{self.time_attr} {it}"
+        )
+        self._resumes_at(trial, ck)
+        self._save(force=True)
+
     def _rejoin(self, trial: Any) -> None:
-        """Ray retries an errored trial (``FailureConfig(max_failures=...)``): it waits.
+        """Ray retries a trial the scheduler had given up (``resume_errored=True``): it waits.
 
         Its interrupted work was dropped or handed over when it errored (:meth:`_leave`), so
         it comes back as a member with nothing to do: it resumes from its last checkpoint,

@@ -654,6 +654,10 @@ class AutoLRSScheduler(_StageMixin, _RaceMixin, _TrialMixin, TrialScheduler):
         self._prune(tune_controller)
 
     def on_trial_error(self, tune_controller: Any, trial: Any) -> None:
+        tid = trial.trial_id
+        if compat.retried_after_error(trial) and tid in self._jobs and tid not in self._dead:
+            self._retried(trial)  # Ray restarts it from its latest checkpoint: work kept
+            return
         self._leave(trial, "errored")
 
     def on_trial_remove(self, tune_controller: Any, trial: Any) -> None:
