@@ -18,6 +18,7 @@ __all__ = [
     "Job",
     "as_iteration",
     "as_loss",
+    "concurrency_limit",
     "find_trial",
     "wait_job",
 ]
